@@ -1,0 +1,50 @@
+"""What an FMA download holds: tracks per subset, split and genre, and audio missing on disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fmadask.fma.layout import SUBSETS
+from fmadask.fma.metadata import load_tracks
+from fmadask.fma.tracks import track_table
+
+
+def dataset_info(data_dir: str | Path, subset: str = "small") -> dict[str, object]:
+    """Summarise an FMA data folder.
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        Folder holding ``fma_metadata/`` and the ``fma_<subset>/`` audio folders.
+    subset : str
+        The subset whose genres, splits and audio files are counted.
+
+    Returns
+    -------
+    dict
+        ``subsets``: tracks per subset (nested counts, as FMA defines them);
+        ``genres``: a genre x split table of track counts for ``subset``;
+        ``excluded_no_genre``: tracks of ``subset`` without a single top-level genre;
+        ``missing_audio``: ids of tracks of ``subset`` whose mp3 is not on disk.
+    """
+    tracks = load_tracks(data_dir)
+    nested = {s: int((tracks["set", "subset"] <= s).sum()) for s in SUBSETS}
+    table = track_table(data_dir, subset)
+    genres = pd.crosstab(table["genre_top"], table["split"], margins=True, margins_name="total")
+    missing = [int(t) for t, p in table["path"].items() if not Path(p).is_file()]
+    return {"subsets": nested, "genres": genres,
+            "excluded_no_genre": table.attrs["excluded_no_genre"], "missing_audio": missing}
+
+
+def format_info(info: dict[str, object], subset: str) -> str:
+    """Render :func:`dataset_info`'s result as a plain-text report."""
+    subsets = info["subsets"]
+    lines = ["tracks per subset (nested: medium includes small):"]
+    lines += [f"  {name:<8}{count:>8,}" for name, count in subsets.items()]
+    lines += ["", f"{subset}: tracks per top-level genre and split", info["genres"].to_string(), ""]
+    lines.append(f"tracks without a single top-level genre (left out): {info['excluded_no_genre']}")
+    missing = info["missing_audio"]
+    shown = ", ".join(str(t) for t in missing[:10]) + (" ..." if len(missing) > 10 else "")
+    lines.append(f"audio files missing on disk: {len(missing)}" + (f" ({shown})" if missing else ""))
+    return "\n".join(lines)

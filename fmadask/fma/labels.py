@@ -1,0 +1,63 @@
+"""Genre labels: FMA's genre hierarchy reduced to one top-level genre per track."""
+from __future__ import annotations
+
+import pandas as pd
+
+
+def genre_tree(genres: pd.DataFrame) -> dict[int, list[int]]:
+    """Children of each genre id (0 is the root above the top-level genres).
+
+    Parameters
+    ----------
+    genres : pandas.DataFrame
+        FMA's genres table (:func:`fmadask.fma.metadata.load_genres`).
+
+    Returns
+    -------
+    dict of int to list of int
+        ``tree[parent]`` lists the ids of its children, sorted.
+    """
+    tree: dict[int, list[int]] = {}
+    for genre_id, parent in genres["parent"].items():
+        tree.setdefault(int(parent), []).append(int(genre_id))
+    return {parent: sorted(children) for parent, children in sorted(tree.items())}
+
+
+def top_level_genres(genres: pd.DataFrame) -> pd.Series:
+    """Titles of the top-level genres, indexed by genre id."""
+    return genres.loc[genres["parent"] == 0, "title"]
+
+
+def derive_genre_top(genres_all: list[int], genres: pd.DataFrame) -> str | None:
+    """The top-level genre of a track from its genre ids, or None when it is ambiguous.
+
+    The rule (the one FMA applies to fill ``('track', 'genre_top')``): map every genre of the
+    track to its root through ``genres.csv``'s ``top_level``; if exactly one root remains, it is
+    the track's genre; with none or several, the track has no single top-level genre.
+    """
+    roots = {int(genres.at[g, "top_level"]) for g in genres_all if g in genres.index}
+    if len(roots) != 1:
+        return None
+    return str(genres.at[roots.pop(), "title"])
+
+
+def genre_top(tracks: pd.DataFrame, genres: pd.DataFrame) -> pd.Series:
+    """One top-level genre per track.
+
+    FMA's ``('track', 'genre_top')`` where it is filled; where it is empty, derived from
+    ``('track', 'genres_all')`` by :func:`derive_genre_top`. Tracks with no single top-level
+    genre are dropped; their number is in ``result.attrs['excluded_no_genre']``.
+
+    Returns
+    -------
+    pandas.Series
+        Genre titles (str), indexed by track id, named ``genre_top``.
+    """
+    given = tracks["track", "genre_top"].astype("object")
+    missing = given.isna()
+    derived = tracks.loc[missing, ("track", "genres_all")].map(
+        lambda ids: derive_genre_top(ids, genres))
+    labels = given.where(~missing, derived).dropna().astype(str)
+    labels.name = "genre_top"
+    labels.attrs["excluded_no_genre"] = int(len(tracks) - len(labels))
+    return labels

@@ -1,0 +1,383 @@
+"""An FMA-shaped sample: FMA's metadata formats and folder layout, with synthetic real mp3 audio.
+
+The real FMA archives are large and not always reachable, so the demo and the tests run on a
+sample this module generates. A later stage cannot tell it from FMA by its layout:
+
+- ``fma_metadata/tracks.csv`` with FMA's 52 columns and two header rows, ``genres.csv`` with FMA's
+  eight top-level genres of FMA small (their real ids) and a few child genres each (ids of the
+  sample's own), so that ``genres_all`` carries the hierarchy;
+- ``fma_small/AAA/AAABBB.mp3``: 44.1 kHz stereo MP3 files (encoded by libsndfile/LAME);
+- FMA's known defects: three clips with no audio at all, three far shorter than 30 s, one
+  truncated file; plus metadata-only tracks of the medium and large subsets (some without a
+  ``genre_top``, as in FMA large) so subset nesting and label derivation have work to do.
+
+Each genre has a recipe (tempo, drum pattern, scale, timbre, noise); every track draws its own
+key, tempo, mix and, now and then, borrows an element from another genre, so a classifier can
+learn the genres but not perfectly.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from fmadask.errors import ConfigError
+from fmadask.fma.layout import METADATA_DIR, audio_path
+from fmadask.fma.metadata import parse_list
+
+SAMPLE_RATE = 44100
+
+
+@dataclass(frozen=True)
+class GenreRecipe:
+    """How the sample synthesises one top-level genre."""
+
+    genre_id: int
+    title: str
+    tempo: tuple[float, float]      # beats per minute, drawn uniformly
+    kick: tuple[int, ...]           # sixteenth-note steps of a bar that carry a kick drum
+    snare: tuple[int, ...]
+    hat: tuple[int, ...]
+    scale: tuple[int, ...]          # semitones above the key
+    harmonics: int                  # partials of the chord voices
+    brightness: float               # decay exponent of the partials (smaller = brighter)
+    pluck: float                    # note decay time constant in seconds (large = pad)
+    drive: float                    # tanh distortion gain (0 = clean)
+    noise: float                    # broadband noise level
+    bass: float                     # bass level
+    register: int                   # MIDI note of the key's lowest octave
+    children: tuple[str, ...]       # child genre titles
+
+
+_MAJOR = (0, 2, 4, 5, 7, 9, 11)
+_MINOR = (0, 2, 3, 5, 7, 8, 10)
+_PHRYGIAN_DOMINANT = (0, 1, 4, 5, 7, 8, 10)
+_PENTATONIC = (0, 2, 4, 7, 9)
+_CHROMATIC = tuple(range(12))
+_FOUR = (0, 4, 8, 12)
+
+#: FMA small's eight top-level genres, with their FMA genre ids.
+RECIPES: tuple[GenreRecipe, ...] = (
+    GenreRecipe(21, "Hip-Hop", (82, 98), (0, 7, 10), (4, 12), (0, 2, 4, 6, 8, 10, 12, 14),
+                _MINOR, 3, 1.8, 0.25, 0.0, 0.01, 0.9, 45, ("Rap", "Alternative Hip-Hop", "Trip-Hop")),
+    GenreRecipe(10, "Pop", (100, 124), (0, 8), (4, 12), (2, 6, 10, 14),
+                _MAJOR, 5, 1.2, 0.6, 0.2, 0.01, 0.5, 60, ("Synth-Pop", "Experimental Pop")),
+    GenreRecipe(17, "Folk", (76, 108), (), (), (),
+                _MAJOR, 7, 1.0, 0.35, 0.0, 0.005, 0.2, 55, ("Free-Folk", "Singer-Songwriter")),
+    GenreRecipe(38, "Experimental", (60, 160), (0, 5, 11), (7,), (3, 9, 13),
+                _CHROMATIC, 4, 0.6, 0.15, 0.8, 0.12, 0.2, 48, ("Noise", "Sound Art", "Drone")),
+    GenreRecipe(12, "Rock", (112, 150), (0, 8, 10), (4, 12), (0, 2, 4, 6, 8, 10, 12, 14),
+                _MINOR, 6, 0.8, 0.5, 3.0, 0.02, 0.7, 52, ("Punk", "Indie-Rock", "Post-Rock")),
+    GenreRecipe(2, "International", (90, 130), (0, 6, 10), (3, 11), (2, 5, 9, 13),
+                _PHRYGIAN_DOMINANT, 5, 1.4, 0.3, 0.1, 0.01, 0.4, 57, ("Latin", "African", "Balkan")),
+    GenreRecipe(15, "Electronic", (120, 136), _FOUR, (4, 12), (2, 6, 10, 14),
+                _MINOR, 8, 0.5, 1.2, 0.4, 0.015, 0.8, 50, ("Techno", "House", "Ambient Electronic")),
+    GenreRecipe(1235, "Instrumental", (56, 84), (), (), (),
+                _PENTATONIC, 4, 2.2, 2.5, 0.0, 0.003, 0.3, 62, ("Soundtrack", "Piano")),
+)
+
+#: The 52 columns of FMA's tracks.csv, in FMA's order.
+TRACK_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    [("album", c) for c in ("comments", "date_created", "date_released", "engineer", "favorites",
+                            "id", "information", "listens", "producer", "tags", "title", "tracks",
+                            "type")]
+    + [("artist", c) for c in ("active_year_begin", "active_year_end", "associated_labels", "bio",
+                               "comments", "date_created", "favorites", "id", "latitude",
+                               "location", "longitude", "members", "name", "related_projects",
+                               "tags", "website", "wikipedia_page")]
+    + [("set", "split"), ("set", "subset")]
+    + [("track", c) for c in ("bit_rate", "comments", "composer", "date_created", "date_recorded",
+                              "duration", "favorites", "genre_top", "genres", "genres_all",
+                              "information", "interest", "language_code", "license", "listens",
+                              "lyricist", "number", "publisher", "tags", "title")]
+)
+
+
+# --------------------------------------------------------------------------------------------
+# audio synthesis
+
+
+def _midi_hz(note: float) -> float:
+    return 440.0 * 2.0 ** ((note - 69) / 12)
+
+
+def _add(buffer: np.ndarray, start: int, sound: np.ndarray) -> None:
+    """Mix ``sound`` into ``buffer`` from sample ``start``, clipped at the buffer's end."""
+    end = min(len(buffer), start + len(sound))
+    if start < end:
+        buffer[start:end] += sound[: end - start]
+
+
+def _tone(freq: float, seconds: float, harmonics: int, brightness: float, decay: float,
+          sr: int) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    partials = np.arange(1, harmonics + 1)
+    partials = partials[partials * freq < sr / 2.2]
+    amps = partials ** -brightness
+    wave = np.sin(2 * np.pi * freq * np.outer(t, partials)) @ amps
+    envelope = np.minimum(1.0, t / 0.005) * np.exp(-t / decay)
+    return (wave * envelope / amps.sum()).astype(np.float32)
+
+
+def _drum(kind: str, sr: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "kick":
+        t = np.arange(int(0.25 * sr)) / sr
+        phase = 2 * np.pi * np.cumsum(50 + 110 * np.exp(-t / 0.03)) / sr
+        return (np.sin(phase) * np.exp(-t / 0.08)).astype(np.float32)
+    if kind == "snare":
+        t = np.arange(int(0.18 * sr)) / sr
+        body = 0.4 * np.sin(2 * np.pi * 190 * t)
+        return ((rng.standard_normal(len(t)) * 0.6 + body) * np.exp(-t / 0.05)).astype(np.float32)
+    t = np.arange(int(0.05 * sr)) / sr
+    return (np.diff(rng.standard_normal(len(t) + 1)) * 0.25 * np.exp(-t / 0.012)).astype(np.float32)
+
+
+def synthesize(recipe: GenreRecipe, seconds: float, rng: np.random.Generator,
+               borrow: GenreRecipe | None = None, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Synthesise a clip of one genre.
+
+    Parameters
+    ----------
+    recipe : GenreRecipe
+        The genre.
+    seconds : float
+        Duration in seconds.
+    rng : numpy.random.Generator
+        Source of the track's own variation (key, tempo, mix, melody).
+    borrow : GenreRecipe, optional
+        Another genre whose drums and tempo this track takes, to blur the genres' borders.
+    sr : int
+        Sample rate in Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(n_samples, 2)``, peak 0.8.
+    """
+    n = int(seconds * sr)
+    mix = np.zeros(n, dtype=np.float32)
+    rhythm = borrow or recipe
+    bpm = rng.uniform(*rhythm.tempo)
+    step = int(sr * 60 / bpm / 4)                      # one sixteenth note
+    key = recipe.register + int(rng.integers(0, 12))
+    drums = {k: _drum(k, sr, rng) for k in ("kick", "snare", "hat")}
+    drum_gain = rng.uniform(0.5, 1.0)
+    swing = rng.uniform(0, 0.2) * step
+    # Chords change every bar; a melody note every few steps.
+    degrees = [int(rng.integers(0, len(recipe.scale))) for _ in range(4)]
+    for bar, bar_start in enumerate(range(0, n, 16 * step)):
+        for pattern, kind in ((rhythm.kick, "kick"), (rhythm.snare, "snare"), (rhythm.hat, "hat")):
+            for s in pattern:
+                offset = int(swing) if s % 2 else 0
+                _add(mix, bar_start + s * step + offset, drum_gain * drums[kind])
+        root = degrees[bar % 4]
+        chord_length = 16 * step / sr
+        for voice in (0, 2, 4):
+            degree = root + voice
+            note = key + 12 + recipe.scale[degree % len(recipe.scale)] + 12 * (degree // len(recipe.scale))
+            _add(mix, bar_start, 0.25 * _tone(_midi_hz(note), chord_length, recipe.harmonics,
+                                              recipe.brightness, recipe.pluck, sr))
+        bass_note = key - 12 + recipe.scale[root % len(recipe.scale)]
+        for s in range(0, 16, 4):
+            _add(mix, bar_start + s * step, recipe.bass * _tone(_midi_hz(bass_note), 4 * step / sr,
+                                                                2, 2.0, 0.2, sr))
+        for s in range(0, 16, int(rng.choice([2, 4, 8]))):
+            degree = int(rng.integers(0, 2 * len(recipe.scale)))
+            note = key + 24 + recipe.scale[degree % len(recipe.scale)] + 12 * (degree // len(recipe.scale))
+            _add(mix, bar_start + s * step, 0.3 * _tone(_midi_hz(note), 2 * step / sr,
+                                                        recipe.harmonics, recipe.brightness,
+                                                        recipe.pluck / 2, sr))
+    if recipe.drive:
+        mix = np.tanh(recipe.drive * mix / (np.abs(mix).max() + 1e-9))
+    mix += recipe.noise * rng.uniform(0.5, 2.0) * rng.standard_normal(n).astype(np.float32)
+    # A little stereo: the right channel is slightly delayed and differently weighted.
+    delay = int(rng.integers(1, 40))
+    right = np.concatenate([np.zeros(delay, np.float32), mix[:-delay]]) if n > delay else mix
+    stereo = np.stack([mix, rng.uniform(0.7, 1.0) * right], axis=1)
+    return (0.8 * stereo / (np.abs(stereo).max() + 1e-9)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# metadata
+
+
+def _genres_table() -> pd.DataFrame:
+    """genres.csv rows: the eight real top-level genres plus the sample's own children."""
+    rows = []
+    next_id = 5000
+    for recipe in RECIPES:
+        rows.append((recipe.genre_id, recipe.title, 0, recipe.genre_id))
+        for child in recipe.children:
+            rows.append((next_id, child, recipe.genre_id, recipe.genre_id))
+            next_id += 1
+    table = pd.DataFrame(rows, columns=["genre_id", "title", "parent", "top_level"])
+    table.insert(1, "#tracks", 0)
+    return table.set_index("genre_id")[["#tracks", "parent", "title", "top_level"]]
+
+
+def _ancestors(genre_id: int, genres: pd.DataFrame) -> list[int]:
+    chain = [genre_id]
+    while genres.at[chain[-1], "parent"] != 0:
+        chain.append(int(genres.at[chain[-1], "parent"]))
+    return chain
+
+
+def _split_of(rank: int, count: int) -> str:
+    """FMA-like 80/10/10 split of the ``rank``-th of ``count`` tracks of a genre."""
+    n_test = max(1, round(count * 0.1)) if count >= 3 else 0
+    n_val = max(1, round(count * 0.1)) if count >= 3 else 0
+    if rank < n_test:
+        return "test"
+    if rank < n_test + n_val:
+        return "validation"
+    return "training"
+
+
+def _track_row(track_id: int, genre_ids: list[int], genre_top: str | None, subset: str,
+               split: str, duration: float, genres: pd.DataFrame,
+               rng: np.random.Generator) -> dict:
+    genres_all = sorted({a for g in genre_ids for a in _ancestors(g, genres)})
+    created = pd.Timestamp("2008-11-26") + pd.Timedelta(seconds=int(rng.integers(0, 2.5e8)))
+    artist = int(rng.integers(1, 20000))
+    values = {
+        ("album", "comments"): 0, ("album", "date_created"): str(created),
+        ("album", "date_released"): str(created.normalize()), ("album", "engineer"): None,
+        ("album", "favorites"): int(rng.integers(0, 10)), ("album", "id"): int(rng.integers(1, 20000)),
+        ("album", "information"): None, ("album", "listens"): int(rng.integers(0, 50000)),
+        ("album", "producer"): None, ("album", "tags"): "[]", ("album", "title"): f"Album {track_id}",
+        ("album", "tracks"): int(rng.integers(1, 20)), ("album", "type"): "Album",
+        ("artist", "active_year_begin"): None, ("artist", "active_year_end"): None,
+        ("artist", "associated_labels"): None, ("artist", "bio"): None, ("artist", "comments"): 0,
+        ("artist", "date_created"): str(created - pd.Timedelta(days=30)),
+        ("artist", "favorites"): int(rng.integers(0, 50)), ("artist", "id"): artist,
+        ("artist", "latitude"): None, ("artist", "location"): None, ("artist", "longitude"): None,
+        ("artist", "members"): None, ("artist", "name"): f"Artist {artist}",
+        ("artist", "related_projects"): None, ("artist", "tags"): "[]", ("artist", "website"): None,
+        ("artist", "wikipedia_page"): None,
+        ("set", "split"): split, ("set", "subset"): subset,
+        ("track", "bit_rate"): 320000, ("track", "comments"): 0, ("track", "composer"): None,
+        ("track", "date_created"): str(created), ("track", "date_recorded"): None,
+        ("track", "duration"): int(round(duration)), ("track", "favorites"): int(rng.integers(0, 5)),
+        ("track", "genre_top"): genre_top, ("track", "genres"): str(genre_ids),
+        ("track", "genres_all"): str(genres_all), ("track", "information"): None,
+        ("track", "interest"): int(rng.integers(0, 5000)), ("track", "language_code"): "en",
+        ("track", "license"): "Attribution-NonCommercial-ShareAlike 3.0 International",
+        ("track", "listens"): int(rng.integers(0, 3000)), ("track", "lyricist"): None,
+        ("track", "number"): int(rng.integers(1, 12)), ("track", "publisher"): None,
+        ("track", "tags"): "[]", ("track", "title"): f"Track {track_id}",
+    }
+    return values
+
+
+def _write_mp3(path: Path, audio: np.ndarray, sr: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    sf.write(tmp, audio, sr, format="MP3")
+    os.replace(tmp, path)
+
+
+# An ID3v2.3 header announcing an empty tag of 0x100 padded bytes: a file with metadata and no
+# MPEG audio frame at all, like FMA's empty clips.
+_ID3_ONLY = b"ID3\x03\x00\x00\x00\x00\x02\x00" + b"\x00" * 256
+
+
+def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float = 30.0,
+                seed: int = 0) -> Path:
+    """Write an FMA-shaped sample to ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Created if needed; receives ``fma_metadata/`` and ``fma_small/``.
+    tracks_per_genre : int
+        Good clips per genre in the small subset (at least 3, so each genre has all three splits).
+    seconds : float
+        Duration of a good clip in seconds (FMA's clips are 30 s).
+    seed : int
+        The same seed writes the same metadata and the same audio.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+    """
+    if tracks_per_genre < 3:
+        raise ConfigError(f"--tracks-per-genre must be at least 3 (one clip per split), "
+                          f"not {tracks_per_genre}")
+    if seconds < 1:
+        raise ConfigError(f"--seconds must be at least 1, not {seconds}")
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    genres = _genres_table()
+    children = {r.genre_id: list(genres.index[genres["parent"] == r.genre_id]) for r in RECIPES}
+    rows: dict[int, dict] = {}
+    track_id = 1
+    defects = ["empty", "empty", "empty", "short:0.25", "short:0.5", "short:0.8", "truncated"]
+
+    def next_id() -> int:
+        nonlocal track_id
+        track_id += int(rng.integers(1, 40))
+        return track_id
+
+    for g, recipe in enumerate(RECIPES):
+        count = tracks_per_genre + (1 if g < len(defects) else 0)
+        for rank in range(count):
+            tid = next_id()
+            genre_ids = [int(rng.choice(children[recipe.genre_id]))]
+            if rng.random() < 0.3:
+                genre_ids.append(recipe.genre_id)
+            split = _split_of(rank, count)
+            rows[tid] = _track_row(tid, sorted(genre_ids), recipe.title, "small", split, seconds,
+                                   genres, rng)
+            track_rng = np.random.default_rng([seed, tid])
+            path = audio_path(out, tid, "small")
+            defect = defects[g] if rank == count - 1 and g < len(defects) else None
+            if defect == "empty":
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"" if g == 0 else _ID3_ONLY)
+                continue
+            length = float(defect.split(":")[1]) if defect and defect.startswith("short") else seconds
+            borrow = RECIPES[int(track_rng.integers(0, len(RECIPES)))] if track_rng.random() < 0.25 else None
+            _write_mp3(path, synthesize(recipe, length, track_rng, borrow), SAMPLE_RATE)
+            if defect == "truncated":
+                data = path.read_bytes()
+                path.write_bytes(data[: len(data) // 2])
+    # Metadata-only tracks of the bigger subsets (their audio is in fma_medium / fma_large, which the
+    # sample does not ship). Half of the large ones have no genre_top: two of them are derivable
+    # from a single root, the others span two roots and stay unlabelled, as in FMA large.
+    for i in range(2 * len(RECIPES)):
+        recipe = RECIPES[i % len(RECIPES)]
+        tid = next_id()
+        subset = "medium" if i < len(RECIPES) else "large"
+        genre_ids = [int(rng.choice(children[recipe.genre_id]))]
+        genre_top: str | None = recipe.title
+        if subset == "large" and i % 2:
+            genre_top = None
+            if i % 4 == 3:
+                genre_ids.append(RECIPES[(i + 1) % len(RECIPES)].genre_id)
+        rows[tid] = _track_row(tid, genre_ids, genre_top, subset, "training", seconds, genres, rng)
+
+    tracks = pd.DataFrame.from_dict(rows, orient="index")
+    tracks = tracks[list(TRACK_COLUMNS)]
+    tracks.columns = pd.MultiIndex.from_tuples(TRACK_COLUMNS)
+    tracks.index.name = "track_id"
+    counts = pd.Series(0, index=genres.index)
+    for ids in tracks["track", "genres_all"]:
+        for genre_id in parse_list(ids):
+            counts[genre_id] += 1
+    genres["#tracks"] = counts
+    meta = out / METADATA_DIR
+    meta.mkdir(parents=True, exist_ok=True)
+    _write_csv(tracks, meta / "tracks.csv")
+    _write_csv(genres, meta / "genres.csv")
+    return out
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_csv(tmp)
+    os.replace(tmp, path)
