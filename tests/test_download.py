@@ -1,0 +1,356 @@
+"""The downloader against a real HTTP server on 127.0.0.1 serving zips built here.
+
+The server (http.server in a thread) implements ``Range: bytes=N-`` (206, or 416 past the end),
+can ignore Range (200, like python's SimpleHTTPRequestHandler), and can drop the connection
+after N bytes of its next response to simulate an interrupted download. It logs every request's
+path and Range header, so the tests see what the client asked for.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import re
+import socket
+import stat
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from fmadask.errors import ConfigError, DownloadError
+from fmadask.fma.download import ARCHIVES, MARKER, fetch, sha1sum
+from fmadask.fma.layout import AUDIO_SUBSETS
+
+pytestmark = pytest.mark.timeout(60)
+
+CHUNK = 4096  # small reads so an interruption lands mid-file
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.files: dict[str, bytes] = {}
+        self.log: list[tuple[str, str | None]] = []
+        self.honour_range = True
+        self.drop_after: int | None = None  # bytes of the next body to send before hanging up
+        self.misalign: int = 0  # answer the next Range request this many bytes too early
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/fma/"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        srv = self.server
+        asked = self.headers.get("Range")
+        srv.log.append((self.path, asked))
+        body = srv.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        if asked is not None and srv.honour_range:
+            match = re.fullmatch(r"bytes=(\d+)-", asked)
+            assert match is not None, asked
+            start, srv.misalign = max(0, int(match.group(1)) - srv.misalign), 0
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        payload = body[start:]
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if srv.drop_after is not None:
+            cut, srv.drop_after = srv.drop_after, None
+            self.wfile.write(payload[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+
+
+def _zip(members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
+    """A zip of ``members`` (stored, so sizes are predictable), plus optional symlink members."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return buf.getvalue()
+
+
+def _small_members() -> dict[str, bytes]:
+    rng = random.Random(0)
+    return {
+        "fma_small/README.txt": b"an FMA-shaped test archive\n",
+        "fma_small/000/000002.mp3": rng.randbytes(60_000),
+        "fma_small/000/000005.mp3": rng.randbytes(40_000),
+        "fma_small/155/155066.mp3": rng.randbytes(20_000),
+    }
+
+
+def _serve(server: _Server, data: bytes, name: str = "fma_small.zip") -> dict[str, str]:
+    """Serve ``data`` as ``name``; return the checksums argument that makes it FMA's."""
+    server.files[f"/fma/{name}"] = data
+    archive = next(k for k, a in ARCHIVES.items() if a.filename == name)
+    return {archive: hashlib.sha1(data).hexdigest()}
+
+
+def _assert_extracted(folder: Path, members: dict[str, bytes]) -> None:
+    for name, data in members.items():
+        assert (folder.parent / name).read_bytes() == data
+    files = {p.relative_to(folder.parent).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert files == set(members) | {f"{folder.name}/{MARKER}"}
+
+
+def _one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg and msg
+    return msg
+
+
+def test_archives_cover_fma_subsets_with_published_sha1() -> None:
+    assert tuple(ARCHIVES) == ("metadata",) + AUDIO_SUBSETS
+    assert ARCHIVES["small"].sha1 == "ade154f733639d52e35e32f5593efe5be76c6d70"
+    assert all(re.fullmatch(r"[0-9a-f]{40}", a.sha1) for a in ARCHIVES.values())
+    assert [a.folder for a in ARCHIVES.values()] == [a.filename[:-4] for a in ARCHIVES.values()]
+
+
+def test_full_download_extracts_and_rerun_skips(server: _Server, tmp_path: Path) -> None:
+    members = _small_members()
+    data = _zip(members)
+    checksums = _serve(server, data)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    stale = data_dir / ".fma_small.extracting-stale"  # as a killed extraction leaves it
+    (stale / "fma_small").mkdir(parents=True)
+
+    out = fetch("small", data_dir, mirror=server.url, progress=False, chunk_size=CHUNK,
+                checksums=checksums)
+
+    assert out == data_dir / "fma_small"
+    _assert_extracted(out, members)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["fma_small"]  # no zip, part, temp
+    assert server.log == [("/fma/fma_small.zip", None)]
+    # A rerun on the complete folder asks the server nothing.
+    assert fetch("small", data_dir, mirror=server.url, progress=False,
+                 checksums=checksums) == out
+    assert len(server.log) == 1
+
+
+def test_resume_after_interruption_uses_range(server: _Server, tmp_path: Path) -> None:
+    members = _small_members()
+    data = _zip(members)
+    checksums = _serve(server, data)
+    server.drop_after = 50_000
+
+    with pytest.raises(DownloadError) as exc:
+        fetch("small", tmp_path, mirror=server.url, progress=False, chunk_size=CHUNK,
+              checksums=checksums)
+    msg = _one_line(exc)
+    assert f"{server.url}fma_small.zip" in msg and "rerun" in msg and "--mirror" in msg
+    part = tmp_path / "fma_small.zip.part"
+    assert part.read_bytes() == data[:50_000]
+    assert not (tmp_path / "fma_small").exists()
+
+    out = fetch("small", tmp_path, mirror=server.url, progress=False, chunk_size=CHUNK,
+                checksums=checksums)
+    assert server.log == [("/fma/fma_small.zip", None), ("/fma/fma_small.zip", "bytes=50000-")]
+    _assert_extracted(out, members)
+    assert not part.exists()
+
+
+def test_server_ignoring_range_restarts_from_zero(server: _Server, tmp_path: Path) -> None:
+    members = _small_members()
+    data = _zip(members)
+    checksums = _serve(server, data)
+    server.honour_range = False
+    server.drop_after = 30_000
+    with pytest.raises(DownloadError):
+        fetch("small", tmp_path, mirror=server.url, progress=False, chunk_size=CHUNK,
+              checksums=checksums)
+    assert (tmp_path / "fma_small.zip.part").stat().st_size == 30_000
+
+    out = fetch("small", tmp_path, mirror=server.url, progress=False, chunk_size=CHUNK,
+                checksums=checksums)
+    # It asked to resume, got the whole file (200) and rewrote the part instead of appending.
+    assert server.log[-1] == ("/fma/fma_small.zip", "bytes=30000-")
+    _assert_extracted(out, members)
+
+
+def test_range_answered_from_another_offset_restarts(server: _Server, tmp_path: Path) -> None:
+    members = _small_members()
+    data = _zip(members)
+    checksums = _serve(server, data)
+    (tmp_path / "fma_small.zip.part").write_bytes(data[:20_000])
+    server.misalign = 100  # 206 from byte 19,900: appending it would corrupt the file
+
+    out = fetch("small", tmp_path, mirror=server.url, progress=False, chunk_size=CHUNK,
+                checksums=checksums)
+    assert server.log == [("/fma/fma_small.zip", "bytes=20000-"), ("/fma/fma_small.zip", None)]
+    _assert_extracted(out, members)
+
+
+@pytest.mark.parametrize("extra", [0, 1000], ids=["part-whole", "part-too-long"])
+def test_range_not_satisfiable(server: _Server, tmp_path: Path, extra: int) -> None:
+    members = _small_members()
+    data = _zip(members)
+    checksums = _serve(server, data)
+    # A whole part (a run killed before it renamed it) is used as is; one longer than the
+    # archive is discarded and downloaded again.
+    (tmp_path / "fma_small.zip.part").write_bytes(data + b"x" * extra)
+
+    out = fetch("small", tmp_path, mirror=server.url, progress=False, chunk_size=CHUNK,
+                checksums=checksums)
+    _assert_extracted(out, members)
+    expected = [("/fma/fma_small.zip", f"bytes={len(data) + extra}-")]
+    if extra:
+        expected.append(("/fma/fma_small.zip", None))
+    assert server.log == expected
+
+
+def test_checksum_mismatch_moves_file_aside_and_extracts_nothing(server: _Server,
+                                                                 tmp_path: Path) -> None:
+    members = _small_members()
+    data = _zip(members)
+    good = _serve(server, data)
+    with pytest.raises(DownloadError, match="SHA-1") as exc:
+        fetch("small", tmp_path, mirror=server.url, progress=False, chunk_size=CHUNK,
+              checksums={"small": "0" * 40})
+    assert "not extracted" in _one_line(exc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fma_small.zip.bad"]
+    assert (tmp_path / "fma_small.zip.bad").read_bytes() == data
+
+    # The rerun starts afresh (no Range) rather than resuming a bad file.
+    out = fetch("small", tmp_path, mirror=server.url, progress=False, chunk_size=CHUNK,
+                checksums=good)
+    assert server.log[-1] == ("/fma/fma_small.zip", None)
+    _assert_extracted(out, members)
+
+
+def test_fmas_published_checksum_is_the_default(server: _Server, tmp_path: Path) -> None:
+    _serve(server, _zip(_small_members()))
+    with pytest.raises(DownloadError, match=ARCHIVES["small"].sha1):
+        fetch("small", tmp_path, mirror=server.url, progress=False)
+
+
+@pytest.mark.parametrize("evil", ["../evil.txt", "fma_small/../../evil.txt", "ABSOLUTE",
+                                  "fma_small\\..\\..\\evil.txt", "SYMLINK", "other/x.txt"])
+def test_zip_slip_refused_and_nothing_written(server: _Server, tmp_path: Path,
+                                              evil: str) -> None:
+    data_dir = tmp_path / "data"
+    outside = tmp_path / "evil.txt"
+    members = _small_members()
+    symlinks = {}
+    if evil == "SYMLINK":
+        symlinks["fma_small/link"] = str(outside)
+    else:
+        members[str(outside) if evil == "ABSOLUTE" else evil] = b"pwned"
+    checksums = _serve(server, _zip(members, symlinks))
+
+    with pytest.raises(DownloadError, match="refusing to extract") as exc:
+        fetch("small", data_dir, mirror=server.url, progress=False, checksums=checksums)
+    assert "nothing was written" in _one_line(exc)
+    assert not outside.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    # Only the verified zip remains: no fma_small/, no temporary folder, no member anywhere.
+    assert sorted(p.name for p in data_dir.iterdir()) == ["fma_small.zip"]
+
+
+def test_failed_extraction_leaves_no_half_folder(server: _Server, tmp_path: Path) -> None:
+    members = _small_members()
+    data = bytearray(_zip(members))
+    # Corrupt the last member's bytes: the zip opens and its names pass the checks, but that
+    # member fails its CRC after the first ones were extracted.
+    i = data.rindex(members["fma_small/155/155066.mp3"][:64])
+    data[i + 10] ^= 0xFF
+    checksums = _serve(server, bytes(data))
+
+    with pytest.raises(DownloadError, match="not a readable zip"):
+        fetch("small", tmp_path, mirror=server.url, progress=False, checksums=checksums)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fma_small.zip"]
+
+
+def test_folder_in_the_way_is_never_overwritten(server: _Server, tmp_path: Path) -> None:
+    checksums = _serve(server, _zip(_small_members()))
+    mine = tmp_path / "fma_small" / "000" / "000002.mp3"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"user data")
+    with pytest.raises(DownloadError, match="already exists"):
+        fetch("small", tmp_path, mirror=server.url, progress=False, checksums=checksums)
+    assert mine.read_bytes() == b"user data"
+    assert server.log == []
+
+
+def test_http_and_network_errors_are_one_line(server: _Server, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="HTTP 404") as exc:
+        fetch("medium", tmp_path, mirror=server.url, progress=False)
+    assert f"{server.url}fma_medium.zip" in _one_line(exc)
+
+    with socket.socket() as s:  # a port on 127.0.0.1 that nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/fma"
+    with pytest.raises(DownloadError) as exc:
+        fetch("metadata", tmp_path, mirror=url, progress=False, timeout=5)
+    msg = _one_line(exc)
+    assert f"{url}/fma_metadata.zip" in msg and "--mirror" in msg
+    assert not (tmp_path / "fma_metadata").exists()
+
+
+def test_unknown_archive_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="small"):
+        fetch("tiny", tmp_path)
+
+
+def test_sha1sum_matches_hashlib(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc" * 1000)
+    assert sha1sum(path, chunk_size=7) == hashlib.sha1(b"abc" * 1000).hexdigest()
+
+
+def test_zip_already_on_disk_is_verified_and_used(server: _Server, tmp_path: Path) -> None:
+    members = _small_members()
+    data = _zip(members)
+    (tmp_path / "fma_small.zip").write_bytes(data)  # e.g. fetched earlier with curl
+    out = fetch("small", tmp_path, mirror=server.url, progress=False,
+                checksums={"small": hashlib.sha1(data).hexdigest()})
+    _assert_extracted(out, members)
+    assert server.log == []
+    assert not (tmp_path / "fma_small.zip").exists()
