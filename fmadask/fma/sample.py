@@ -17,6 +17,7 @@ learn the genres but not perfectly.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,8 +113,11 @@ def _add(buffer: np.ndarray, start: int, sound: np.ndarray) -> None:
         buffer[start:end] += sound[: end - start]
 
 
+@functools.lru_cache(maxsize=512)
 def _tone(freq: float, seconds: float, harmonics: int, brightness: float, decay: float,
           sr: int) -> np.ndarray:
+    # Cached: chords, bass and melody reuse a few dozen notes per track, and synthesis is most of
+    # the sample's cost. Callers only read the returned array.
     t = np.arange(int(seconds * sr)) / sr
     partials = np.arange(1, harmonics + 1)
     partials = partials[partials * freq < sr / 2.2]
