@@ -1,0 +1,612 @@
+"""The featurize job: a Dask bag of tracks, one task per partition, writing Parquet and npy shards.
+
+Each partition task decodes each of its tracks once, computes the 518 FMA features and/or the
+log-mel spectrogram, and writes the partition's files (see :mod:`fmadask.pipeline.rundir`), the
+errors file last. A bad track becomes an errors row and never stops the job.
+
+Resuming and retries
+    The partition -> track assignment is fixed by the sorted track ids and the partition size,
+    and recorded in ``featurize.json`` with the parameters. A re-run with the same parameters
+    skips complete partitions (their errors file exists) and computes the rest; because every
+    partition's output depends only on its tracks and the parameters, the result is identical to
+    a clean run. A re-run with other parameters is refused (``overwrite=True`` starts afresh).
+    A task is idempotent: when a worker dies (SIGKILL, out of memory), Dask re-runs its
+    partition elsewhere; the dead worker's half-written files have private temporary names
+    (:mod:`fmadask.pipeline.io`), are never read, and are removed by the next run.
+
+Scale and worker memory
+    Measured on 44.1 kHz mp3: a worker process holds about 330 MiB once librosa is imported and
+    warm; featurizing one track adds about 1.6 MiB per second of audio at its peak (the decoded
+    signal, its STFT and CQT and what is derived from them: +48 MiB for a 30 s clip, +0.5 GiB
+    for 5 minutes, +1.9 GiB for 20 minutes). Partition state is small: 2 KiB of features per
+    track, and spectrogram rows (128 x 1292 float16 = 323 KiB per track) go to a memory-mapped
+    temporary ``.npy`` file as they are made, not held in memory. So memory per worker is
+    bounded by the longest track, not by the partition size: about
+    ``0.4 GiB + 1.6 MiB x seconds`` (:func:`worker_memory_needed`). FMA small/medium/large
+    (30 s clips): 1 GiB per worker is plenty. FMA full has tracks of hours: ``max_seconds``
+    (default :data:`DEFAULT_MAX_SECONDS`, 20 minutes, 2.3 GiB) refuses longer tracks up front,
+    from the file's header, with an errors row ``too_long``; give workers a Dask memory limit of
+    at least 1.25x the estimate (the nanny restarts a worker at 95 % of its limit). The job
+    warns when the workers' limits are below it.
+    Partition size sets the task length (64 clips of 30 s: 10-30 s of work on one core), the
+    number of files (FMA large: 106,574 tracks -> 1,666 partitions, FMA small 125), the work
+    lost when a worker dies, and the tail at the end of the job (at most one partition per
+    worker); it does not change the memory bound. Keep at least ~4 partitions per worker.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from fmadask.errors import ConfigError, DataError, FmadaskError
+from fmadask.pipeline.io import NpyShard, remove_temp_files, write_json, write_parquet
+from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MAX_PARTITIONS,
+                                     MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, PartitionFiles,
+                                     complete_partitions, features_schema, part_name,
+                                     read_errors, read_job)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from distributed import Client
+
+    from fmadask.features import MelParams
+
+logger = logging.getLogger(__name__)
+
+#: Tracks per partition: ~15-30 s of work per task on 30 s clips, 1,666 partitions for FMA large.
+DEFAULT_PARTITION_SIZE = 64
+#: Longest track featurized, in seconds (FMA's clips are 30 s; FMA full has tracks of hours).
+DEFAULT_MAX_SECONDS = 1200.0
+#: Length of an error message kept in the errors table.
+MAX_MESSAGE = 500
+#: Name under which the warm-up worker plugin is registered.
+WARM_UP_PLUGIN = "fmadask-warm-up"
+#: Measured memory of a warm worker process, and the peak added per second of 44.1 kHz audio.
+WORKER_BASE_MIB = 400.0
+MIB_PER_AUDIO_SECOND = 1.6
+#: Length of FMA's clips (subsets small, medium, large); ``full`` has untrimmed tracks.
+CLIP_SECONDS = 30.0
+#: Headroom over the estimate: Dask's nanny restarts a worker at 95 % of its memory limit.
+MEMORY_HEADROOM = 1.25
+
+
+class Track(NamedTuple):
+    """One element of the job's bag: a track and the partition it belongs to."""
+
+    partition: int
+    track_id: int
+    path: str
+    genre_top: str
+    split: str
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """What a partition task computes (shipped to the workers with each task)."""
+
+    sr: int | None
+    what: tuple[str, ...]
+    max_seconds: float | None
+    mel: MelParams | None = None
+    fma_compat: bool = True
+
+
+# ------------------------------------------------------------------------------ per partition
+
+
+def _error_row(track: Track, stage: str, exc: BaseException) -> tuple[int, str, str, str]:
+    from fmadask.audio import AudioError
+
+    kind = exc.kind if isinstance(exc, AudioError) else type(exc).__name__
+    message = " ".join(str(exc).split()) or type(exc).__name__   # one line
+    return track.track_id, stage, kind, message[:MAX_MESSAGE]
+
+
+def _table(schema: pa.Schema, columns: dict[str, Sequence | np.ndarray]) -> pa.Table:
+    return pa.table({name: pa.array(columns[name], type=schema.field(name).type)
+                     for name in schema.names}, schema=schema)
+
+
+def _features_table(tracks: list[Track], values: np.ndarray) -> pa.Table:
+    from fmadask.features import FEATURE_COLUMNS
+
+    columns: dict[str, Sequence | np.ndarray] = {
+        "track_id": [t.track_id for t in tracks], "split": [t.split for t in tracks],
+        "genre_top": [t.genre_top for t in tracks]}
+    columns.update({name: values[:, j] for j, name in enumerate(FEATURE_COLUMNS)})
+    return _table(features_schema(), columns)
+
+
+def _index_table(tracks: list[Track], frames: list[int], shard: str) -> pa.Table:
+    return _table(INDEX_SCHEMA, {
+        "track_id": [t.track_id for t in tracks], "shard": [shard] * len(tracks),
+        "row": list(range(len(tracks))), "frames": frames,
+        "genre_top": [t.genre_top for t in tracks], "split": [t.split for t in tracks]})
+
+
+def _errors_table(rows: list[tuple[int, str, str, str]]) -> pa.Table:
+    names = ERRORS_SCHEMA.names
+    return _table(ERRORS_SCHEMA, {name: [row[j] for row in rows] for j, name in enumerate(names)})
+
+
+def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams) -> int:
+    """Featurize ``tracks`` and write the partition's files; return the number of failed tracks."""
+    from fmadask.audio import load_audio
+    from fmadask.features import FEATURE_COLUMNS, fma_features, log_mel
+
+    want_features = "features" in job.what
+    shard: NpyShard | None = None
+    if "spectrograms" in job.what:
+        assert job.mel is not None
+        shard = NpyShard(files.spectrograms, (len(tracks), job.mel.n_mels, job.mel.frames),
+                         np.float16)
+    values = np.empty((len(tracks) if want_features else 0, len(FEATURE_COLUMNS)), np.float32)
+    featurized: list[Track] = []
+    spectrogram_tracks: list[Track] = []
+    spectrogram_frames: list[int] = []
+    errors: list[tuple[int, str, str, str]] = []
+    try:
+        for track in tracks:
+            try:
+                y, sr = load_audio(track.path, sr=job.sr, max_seconds=job.max_seconds)
+            except Exception as exc:  # every bad track is recorded, none stops the job
+                errors.append(_error_row(track, "decode", exc))
+                continue
+            if want_features:
+                try:
+                    values[len(featurized)] = fma_features(y, sr, fma_compat=job.fma_compat)
+                    featurized.append(track)
+                except Exception as exc:
+                    errors.append(_error_row(track, "features", exc))
+            if shard is not None:
+                try:
+                    mel, frames = log_mel(y, sr, job.mel)
+                    shard[len(spectrogram_tracks)] = mel
+                    spectrogram_tracks.append(track)
+                    spectrogram_frames.append(int(frames))
+                except Exception as exc:
+                    errors.append(_error_row(track, "spectrogram", exc))
+            del y
+        if want_features:
+            write_parquet(_features_table(featurized, values[:len(featurized)]), files.features)
+        if shard is not None:
+            shard.close(len(spectrogram_tracks))
+            write_parquet(_index_table(spectrogram_tracks, spectrogram_frames,
+                                       files.spectrograms.name), files.index)
+        # Written last: its presence marks the partition complete.
+        write_parquet(_errors_table(errors), files.errors)
+    except BaseException:
+        if shard is not None:
+            shard.discard()
+        raise
+    return len({row[0] for row in errors})
+
+
+def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams) -> list[dict]:
+    """The task of one partition: featurize its tracks unless its files are already complete.
+
+    Parameters
+    ----------
+    tracks : list of Track
+        One bag partition, all with the same ``partition`` number.
+    run_dir : str
+        The run directory.
+    job : JobParams
+        What to compute.
+
+    Returns
+    -------
+    list of dict
+        One dict (a bag partition of one element): ``partition``, ``tracks``, ``failed``,
+        ``seconds`` (wall time of the task) and ``skipped`` (files were already complete).
+    """
+    partitions = {t.partition for t in tracks}
+    if len(partitions) != 1:
+        raise RuntimeError(f"a bag partition holds tracks of partitions {sorted(partitions)}")
+    files = PartitionFiles(Path(run_dir), partitions.pop())
+    stats = {"partition": files.partition, "tracks": len(tracks), "failed": 0, "seconds": 0.0,
+             "skipped": True}
+    if files.complete(job.what):
+        return [stats]
+    start = time.perf_counter()
+    stats["failed"] = _write_partition(tracks, files, job)
+    stats.update(seconds=time.perf_counter() - start, skipped=False)
+    return [stats]
+
+
+# ----------------------------------------------------------------------------------- warm-up
+
+_warmed: set[JobParams] = set()
+
+
+def warm_up(job: JobParams) -> float:
+    """Run the job's computations once on 2 s of noise, so that librosa's numba code is compiled
+    before the timed work; return the seconds it took (0 when this process is already warm).
+
+    Errors are logged, not raised: a worker that cannot warm up still records each track's error.
+    """
+    if job in _warmed:
+        return 0.0
+    from fmadask.features import fma_features, log_mel
+
+    start = time.perf_counter()
+    sr = job.sr or 44100
+    y = np.random.default_rng(0).uniform(-0.5, 0.5, 2 * sr).astype(np.float32)
+    try:
+        if "features" in job.what:
+            fma_features(y, sr, fma_compat=job.fma_compat)
+        if "spectrograms" in job.what:
+            log_mel(y, sr, job.mel)
+    except Exception:
+        logger.exception("fmadask warm-up failed")
+        return time.perf_counter() - start
+    _warmed.add(job)
+    return time.perf_counter() - start
+
+
+class WarmUp(WorkerPlugin):
+    """Worker plugin that runs :func:`warm_up` on every worker, including workers that join or
+    restart later. Registering it returns once every current worker is warm."""
+
+    name = WARM_UP_PLUGIN
+
+    def __init__(self, job: JobParams) -> None:
+        self.job = job
+
+    async def setup(self, worker) -> None:
+        # In a thread: compiling takes seconds and must not block the worker's event loop.
+        await asyncio.get_running_loop().run_in_executor(None, warm_up, self.job)
+
+
+# ---------------------------------------------------------------------------------- the job
+
+
+def _check_params(sr: int | None, what: Sequence[str], partition_size: int,
+                  max_seconds: float | None) -> tuple[str, ...]:
+    unknown = [w for w in what if w not in OUTPUTS]
+    if unknown or not what:
+        raise ConfigError(f"--what {','.join(what)!s}: choose one or both of {','.join(OUTPUTS)}")
+    if sr is not None and (int(sr) != sr or sr < 1000):
+        raise ConfigError(f"--sr {sr}: use 'native' or a rate in Hz such as 22050")
+    if int(partition_size) != partition_size or partition_size < 1:
+        raise ConfigError(f"--partition-size {partition_size}: must be a positive whole number")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ConfigError(f"--max-seconds {max_seconds}: must be positive")
+    return tuple(w for w in OUTPUTS if w in what)  # canonical order
+
+
+def _tracks_digest(table: pd.DataFrame) -> str:
+    """SHA-256 of the selected tracks with their labels: a changed selection changes it."""
+    text = "\n".join(f"{tid},{row.genre_top},{row.split}"
+                     for tid, row in zip(table.index, table.itertuples()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _describe_change(old: dict, new: dict) -> str:
+    changed = [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+    return ", ".join(f"{k}={old.get(k)!r} (now {new.get(k)!r})" if k != "tracks_sha256"
+                     else "the selected tracks or their labels" for k in changed)
+
+
+def _prepare_run_dir(run_dir: Path, record: dict, overwrite: bool) -> None:
+    """Start afresh, or check that an existing run has the same parameters."""
+    job_file = run_dir / JOB_FILE
+    if overwrite:
+        job_file.unlink(missing_ok=True)
+        for folder in (run_dir / d for d in ("features", "spectrograms", "errors")):
+            shutil.rmtree(folder, ignore_errors=True)
+    elif job_file.is_file():
+        old = read_job(run_dir)["params"]
+        if old != record["params"]:
+            raise ConfigError(f"{run_dir} was featurized with other parameters: "
+                              f"{_describe_change(old, record['params'])}; pass --overwrite to "
+                              "start afresh or choose another --out")
+    elif any((run_dir / d).is_dir() and any((run_dir / d).glob("part-*")) for d in PART_DIRS):
+        raise ConfigError(f"{run_dir} holds featurize outputs but no {JOB_FILE}: pass --overwrite "
+                          "to start afresh or choose another --out")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in ("fmadask", "librosa", "numpy", "scipy", "soundfile", "soxr", "dask",
+                    "distributed", "pyarrow"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def worker_memory_needed(seconds: float) -> int:
+    """Estimated peak memory in bytes of a worker featurizing a track of ``seconds`` seconds
+    (measured at 44.1 kHz; includes the ~0.4 GiB of a warm worker process)."""
+    return int((WORKER_BASE_MIB + MIB_PER_AUDIO_SECOND * seconds) * 2**20)
+
+
+def _check_worker_memory(client: Client, subset: str, max_seconds: float | None,
+                         file: IO[str]) -> None:
+    """Warn when the workers' memory limits are below what the longest track may need."""
+    longest = CLIP_SECONDS if subset != "full" else max_seconds
+    if longest is None:
+        print("fmadask: warning: no --max-seconds on FMA full: a track of hours can exhaust a "
+              "worker's memory", file=file)
+        return
+    need = MEMORY_HEADROOM * worker_memory_needed(longest)
+    limits = [w.get("memory_limit") or 0 for w in
+              client.scheduler_info(n_workers=-1)["workers"].values()]
+    low = [limit for limit in limits if 0 < limit < need]
+    if low:
+        print(f"fmadask: warning: {len(low)} worker(s) have a memory limit of "
+              f"{min(low) / 2**30:.1f} GiB; tracks of up to {longest:g} s need about "
+              f"{need / 2**30:.1f} GiB: lower --max-seconds or give workers more memory",
+              file=file)
+
+
+def _worker_decoders(client: Client) -> list[str]:
+    def decoder() -> str:
+        from fmadask.audio import DECODER
+
+        return DECODER
+
+    return sorted(set(client.run(decoder).values()))
+
+
+@dataclass
+class _RunStats:
+    partitions_run: int = 0
+    tracks_run: int = 0
+    seconds: float = 0.0
+    warm_up_s: float = 0.0
+    workers: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Path,
+             job: JobParams, progress: bool, stats: _RunStats) -> None:
+    """Warm the workers, run the bag of ``todo`` tracks, collect per-partition results."""
+    import dask.bag as db
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    stats.workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    start = time.perf_counter()
+    client.register_plugin(WarmUp(job), name=WARM_UP_PLUGIN)
+    stats.warm_up_s = time.perf_counter() - start
+    # ``todo`` holds whole partitions in order (only the last partition can be short), so
+    # chunks of ``partition_size`` are exactly the planned partitions; the task checks it.
+    bag = db.from_sequence(todo, partition_size=partition_size)
+    tasks = bag.map_partitions(featurize_partition, str(run_dir), job).to_delayed()
+    start = time.perf_counter()
+    futures = client.compute(tasks, retries=1)
+    with tqdm(total=len(todo), unit="track", desc="featurize", disable=not progress,
+              file=sys.stderr) as bar:
+        for future in as_completed(futures):
+            try:
+                results = future.result()
+            except Exception as exc:  # a whole partition failed: disk, permissions, a dead worker
+                hint = (" - workers died running it: out of memory? lower --max-seconds or give "
+                        "workers more memory" if type(exc).__name__ == "KilledWorker" else "")
+                stats.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
+                continue
+            for result in results:
+                stats.partitions_run += 1
+                stats.tracks_run += result["tracks"]
+                bar.update(result["tracks"])
+    stats.seconds = time.perf_counter() - start
+
+
+def _count_rows(files: Iterable[Path]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def summarize(run_dir: str | Path) -> dict:
+    """Count what a run directory holds: tracks, failures by type, features and spectrograms.
+
+    Returns
+    -------
+    dict
+        ``tracks`` (selected), ``ok`` (no error), ``failed`` (tracks with an errors row),
+        ``pending`` (tracks of partitions not complete yet),
+        ``failed_by_type`` ({error_type: tracks}), ``features`` and ``spectrograms`` (rows
+        written), ``partitions`` and ``partitions_complete``.
+    """
+    run_dir = Path(run_dir)
+    job = read_job(run_dir)
+    done = complete_partitions(run_dir, job)
+    errors = read_errors(run_dir, allow_partial=True)
+    by_type = errors.drop_duplicates(["track_id", "error_type"])["error_type"].value_counts()
+    files = [PartitionFiles(run_dir, p) for p in done]
+    what = job["params"]["what"]
+    failed = int(errors["track_id"].nunique())
+    tracks, size = job["plan"]["tracks"], job["params"]["partition_size"]
+    finished = sum(min(size, tracks - p * size) for p in done)
+    return {
+        "tracks": tracks,
+        "ok": finished - failed,
+        "failed": failed,
+        "pending": tracks - finished,
+        "failed_by_type": {str(k): int(v) for k, v in sorted(by_type.items())},
+        "features": _count_rows(f.features for f in files) if "features" in what else None,
+        "spectrograms": _count_rows(f.index for f in files) if "spectrograms" in what else None,
+        "partitions": job["plan"]["partitions"],
+        "partitions_complete": len(done),
+    }
+
+
+def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path = "run",
+                  client: Client | None = None, sr: int | None = None,
+                  what: Sequence[str] = OUTPUTS, partition_size: int = DEFAULT_PARTITION_SIZE,
+                  overwrite: bool = False, max_seconds: float | None = DEFAULT_MAX_SECONDS,
+                  split: str = "official", seed: int = 42, progress: bool = True,
+                  file: IO[str] | None = None, scheduler: str | None = None,
+                  workers: int | None = None) -> dict:
+    """Featurize the tracks of an FMA subset on a Dask cluster into ``out``.
+
+    Parameters
+    ----------
+    data_dir : str or Path
+        FMA data folder (``fma_metadata/``, ``fma_<subset>/``); must be readable by the workers
+        at the same path.
+    subset : {'small', 'medium', 'large', 'full'}
+        Which tracks (FMA's nesting).
+    out : str or Path
+        Run directory; created if needed.
+    client : distributed.Client, optional
+        Cluster to run on. Without one, ``get_client(scheduler, workers)`` from
+        :mod:`fmadask.cluster` is opened when there is work to do (a local cluster of 2 worker
+        processes by default) and closed at the end.
+    sr : int, optional
+        Sample rate in Hz to resample to before the features; ``None`` (default) keeps each
+        file's native rate as FMA did; 22050 is the study's setting.
+    what : sequence of {'features', 'spectrograms'}
+        Outputs to compute; each track is decoded once for both.
+    partition_size : int
+        Tracks per partition (one task, one file per output).
+    overwrite : bool
+        Delete the previous featurize outputs in ``out`` and start afresh.
+    max_seconds : float, optional
+        Tracks longer than this are refused (errors row ``too_long``) before being decoded.
+    split : {'official', 'stratified'}
+        Split written with each row (FMA's or the study's 80/10/10 with ``seed``).
+    seed : int
+        Seed of the stratified split.
+    progress : bool
+        Show a progress bar and print the closing summary.
+    file : file object, optional
+        Where the summary is printed (default standard output).
+    scheduler : str, optional
+        Address of an existing scheduler, used when no ``client`` is given.
+    workers : int, optional
+        Local worker processes to start, when neither ``client`` nor ``scheduler`` is given.
+
+    Returns
+    -------
+    dict
+        The summary (also stored in ``out/featurize.json``): what :func:`summarize` counts,
+        plus ``partitions_run``, ``partitions_skipped``, ``tracks_run``, ``seconds`` (timed
+        work, warm-up excluded), ``tracks_per_s``, ``warm_up_s`` and ``workers``.
+
+    Raises
+    ------
+    ConfigError
+        Invalid option, or ``out`` holds a run made with other parameters.
+    DataError
+        ``data_dir`` is not an FMA folder.
+    FmadaskError
+        Some partitions could not be written (their tracks are then not counted); re-running
+        resumes.
+    """
+    from fmadask.features import MelParams
+    from fmadask.fma.tracks import track_table
+
+    what = _check_params(sr, what, partition_size, max_seconds)
+    sr = None if sr is None else int(sr)
+    mel = MelParams() if "spectrograms" in what else None
+    job = JobParams(sr=sr, what=what, max_seconds=max_seconds, mel=mel)
+    table = track_table(data_dir, subset=subset, split=split, seed=seed)
+    if table.empty:
+        raise DataError(f"{data_dir}: no track of subset {subset!r} has a top-level genre: check "
+                        "the data folder and --subset")
+    n_partitions = max(1, math.ceil(len(table) / partition_size))
+    if n_partitions > MAX_PARTITIONS:
+        raise ConfigError(f"--partition-size {partition_size} makes {n_partitions} partitions: "
+                          f"use at least {math.ceil(len(table) / MAX_PARTITIONS)}")
+    ids = table.index.to_numpy()
+    params = {
+        "subset": subset, "split": split, "seed": seed if split == "stratified" else None,
+        "sr": sr, "what": list(what), "partition_size": int(partition_size),
+        "max_seconds": max_seconds, "fma_compat": job.fma_compat,
+        "mel": asdict(mel) if mel else None, "tracks_sha256": _tracks_digest(table)}
+    record = {
+        "params": json.loads(json.dumps(params)),
+        "data_dir": str(Path(data_dir).resolve()),
+        "plan": {"tracks": len(table), "partitions": n_partitions,
+                 "first_track_ids": [int(t) for t in ids[::partition_size]]},
+        "versions": _versions(), "decoders": None, "summary": None}
+    run_dir = Path(out)
+    _prepare_run_dir(run_dir, record, overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in PART_DIRS:
+        remove_temp_files(run_dir / folder)   # left by workers that died in an earlier run
+    done = set(complete_partitions(run_dir, record))
+    todo = [Track(i // partition_size, int(tid), row.path, row.genre_top, row.split)
+            for i, (tid, row) in enumerate(zip(ids, table.itertuples()))
+            if i // partition_size not in done]
+
+    stats = _RunStats()
+    if todo:
+        with contextlib.ExitStack() as stack:
+            if client is None:
+                from fmadask.cluster import get_client
+
+                client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
+            _check_worker_memory(client, subset, max_seconds, sys.stderr)
+            record["decoders"] = _worker_decoders(client)
+            if mel is not None:
+                write_json(_mel_record(mel, sr, record["decoders"]), run_dir / MEL_PARAMS_FILE)
+            write_json(record, run_dir / JOB_FILE)
+            _compute(client, todo, partition_size, run_dir, job, progress, stats)
+    elif not (run_dir / JOB_FILE).is_file():
+        write_json(record, run_dir / JOB_FILE)
+    else:
+        record = read_job(run_dir)
+
+    summary = summarize(run_dir)
+    summary.update(partitions_run=stats.partitions_run,
+                   partitions_skipped=len(done), tracks_run=stats.tracks_run,
+                   seconds=round(stats.seconds, 3),
+                   tracks_per_s=(round(stats.tracks_run / stats.seconds, 3) if stats.seconds
+                                 else None),
+                   warm_up_s=round(stats.warm_up_s, 3), workers=stats.workers)
+    record["summary"] = summary
+    write_json(record, run_dir / JOB_FILE)
+    if progress:
+        print_summary(summary, file=file)
+    if stats.failures:
+        raise FmadaskError(f"{len(stats.failures)} partition(s) failed ({stats.failures[0]}): fix "
+                           f"the cause and re-run the same command to finish them")
+    return summary
+
+
+def _mel_record(mel: MelParams, sr: int | None, decoders: list[str]) -> dict:
+    """``spectrograms/params.json``: how the shards were made."""
+    return {**mel.to_dict(), "decode_sr": sr if sr is not None else "native",
+            "decoders": decoders,
+            "layout": "[tracks, n_mels, frames] per shard; row and valid frames in index/"}
+
+
+def print_summary(summary: dict, file: IO[str] | None = None) -> None:
+    """Print a run's summary in a few lines (see :func:`run_featurize` for its keys)."""
+    file = file or sys.stdout
+    failed = ", ".join(f"{k} {v}" for k, v in summary["failed_by_type"].items())
+    rate = (f"{summary['tracks_per_s']:.2f} tracks/s" if summary.get("tracks_per_s")
+            else "nothing to do")
+    print(f"featurized {summary['tracks']} tracks in {summary['partitions']} partitions "
+          f"({summary.get('partitions_run', 0)} run, {summary.get('partitions_skipped', 0)} "
+          f"already complete)", file=file)
+    print(f"  ok {summary['ok']}, failed {summary['failed']}" + (f" ({failed})" if failed else "")
+          + (f", not done yet {summary['pending']}" if summary.get("pending") else ""), file=file)
+    if summary.get("tracks_run"):
+        print(f"  {summary['tracks_run']} tracks in {summary['seconds']:.1f} s on "
+              f"{summary['workers']} worker(s): {rate} (warm-up {summary['warm_up_s']:.1f} s, "
+              "not counted)", file=file)
