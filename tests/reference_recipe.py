@@ -62,8 +62,9 @@ def compute_features(x: np.ndarray, sr: int, fma_compat: bool = True) -> pd.Seri
     def feature_stats(name: str, values: np.ndarray) -> None:
         features[name, "mean"] = np.mean(values, axis=1)
         features[name, "std"] = np.std(values, axis=1)
-        features[name, "skew"] = stats.skew(values, axis=1)
-        features[name, "kurtosis"] = stats.kurtosis(values, axis=1)
+        # SciPy >= 1.9 gives NaN for a constant row; the SciPy of FMA's time (2017) gave 0 and -3.
+        features[name, "skew"] = np.nan_to_num(stats.skew(values, axis=1), nan=0.0)
+        features[name, "kurtosis"] = np.nan_to_num(stats.kurtosis(values, axis=1), nan=-3.0)
         features[name, "median"] = np.median(values, axis=1)
         features[name, "min"] = np.min(values, axis=1)
         features[name, "max"] = np.max(values, axis=1)

@@ -78,7 +78,9 @@ def _summaries(values: np.ndarray) -> dict[str, np.ndarray]:
 
     - std = sqrt(mean(d * d)), skew = m3 / m2**1.5, kurtosis = m4 / m2**2 - 3,
       with d = x - mean(x), m2 = mean(d**2), m3 = mean(d**2 * d), m4 = mean((d**2)**2);
-    - skew and kurtosis are NaN where m2 <= (eps * mean)**2 (a constant row), as in scipy.
+    - where m2 <= (eps * mean)**2 (a constant row, e.g. a chroma bin that never moves), skew is
+      0 and kurtosis -3: SciPy returns NaN there since 1.9, but the SciPy FMA used (2017) gave
+      0 and -3, and that is what FMA's features.csv holds.
 
     Each row is reduced on its own, so stacking several features' rows (with the same dtype and
     memory layout) gives each row's own values.
@@ -92,8 +94,8 @@ def _summaries(values: np.ndarray) -> dict[str, np.ndarray]:
     mean = mean[:, 0]
     with np.errstate(all="ignore"):
         constant = m2 <= (np.finfo(m2.dtype).eps * mean) ** 2
-        skew = np.where(constant, np.nan, m3 / m2 ** 1.5)
-        kurtosis = np.where(constant, np.nan, m4 / m2 ** 2.0) - 3
+        skew = np.where(constant, 0.0, m3 / m2 ** 1.5)
+        kurtosis = np.where(constant, 0.0, m4 / m2 ** 2.0) - 3
     return {
         "kurtosis": kurtosis,
         "max": np.max(values, axis=1),
