@@ -1,19 +1,26 @@
 """How a Dask ``Client`` is obtained: the one place that knows about clusters.
 
-``get_client()`` starts a local cluster of worker processes (the default, for a laptop), or connects
-to an existing scheduler by address. Worker processes run one BLAS/OpenMP thread each, and the
-nanny's ``MALLOC_TRIM_THRESHOLD_`` default is removed (see ``_WORKER_ENV``).
+``get_client()`` starts a local cluster of worker processes (the default, for a laptop), connects
+to an existing scheduler by address (``tcp://`` or ``tls://`` with certificates), or starts a
+cluster through SLURM (dask-jobqueue) or Kubernetes (the Dask Kubernetes operator); those two are
+optional extras, imported only when chosen. Worker processes run one BLAS/OpenMP thread each, and
+the nanny's ``MALLOC_TRIM_THRESHOLD_`` default is removed (see ``_WORKER_ENV``); workers started
+elsewhere get the same environment from :func:`worker_environ`.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
+import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Security
 
-from fmadask.errors import ClusterError
+from fmadask.errors import ClusterError, ConfigError
 
 # Environment of every worker process a nanny spawns. One numeric thread per process: with the
 # default thread count, two processes on two cores ran 1.4x slower. Dask's default also sets
@@ -21,54 +28,259 @@ from fmadask.errors import ClusterError
 # short-lived numpy buffers get trimmed back to the OS and re-faulted); we leave glibc's default.
 _WORKER_ENV = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1,
                "NUMBA_NUM_THREADS": 1}
+# The nanny drops variables whose value is None. Saying so explicitly matters where Dask *merges*
+# this mapping with its default (config files, DASK_* variables) instead of replacing it.
+_UNSET_ENV = {"MALLOC_TRIM_THRESHOLD_": None}
 
 #: How long to wait for an existing scheduler before giving up.
 CONNECT_TIMEOUT_S = 10
+#: ``scheduler`` values that start a cluster; anything else is a scheduler address.
+CLUSTER_KINDS = ("local", "slurm", "kubernetes")
+#: The optional extra each cluster kind needs.
+_EXTRAS = {"slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
+           "kubernetes": ("dask_kubernetes.operator", "dask-kubernetes", "kubernetes")}
 
 
 def worker_config() -> dict:
     """Dask config entries fmadask applies to the worker processes it starts."""
-    return {"distributed.nanny.pre-spawn-environ": dict(_WORKER_ENV)}
+    return {"distributed.nanny.pre-spawn-environ": {**_WORKER_ENV, **_UNSET_ENV}}
+
+
+def worker_environ() -> dict[str, str]:
+    """Environment variables that give ``dask worker`` processes fmadask's worker environment.
+
+    For workers started outside fmadask (``dask worker`` by hand, docker-compose, SLURM jobs,
+    Kubernetes pods): set these in the environment of the ``dask worker`` command.
+
+    Examples
+    --------
+    >>> sorted(worker_environ())
+    ['DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON']
+    """
+    (key, value), = worker_config().items()
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): repr(value)}
+
+
+def workers_info(client: Client) -> dict[str, dict[str, Any]]:
+    """Per-worker information (address -> dict with ``nthreads``, ``nanny``, ...), asked of the
+    scheduler now.
+
+    ``Client.scheduler_info()`` returns a cached attribute that the client's periodic refresh
+    replaces with totals only (no per-worker entries); read while the scheduler is slow, it can
+    show a cluster without workers.
+    """
+    return client.sync(client.scheduler.identity, n_workers=-1)["workers"]
+
+
+def make_security(ca_file: str | Path | None = None, cert: str | Path | None = None,
+                  key: str | Path | None = None) -> Security | None:
+    """TLS settings for a ``tls://`` scheduler, or None to use Dask's configuration.
+
+    Parameters
+    ----------
+    ca_file, cert, key : str or Path, optional
+        PEM files: the certificate authority that signed the cluster's certificates, this
+        client's certificate and its private key. Give all three or none; with none, Dask's
+        ``distributed.comm.tls.*`` configuration (``~/.config/dask/*.yaml``, ``DASK_CONFIG``)
+        applies.
+
+    Raises
+    ------
+    ConfigError
+        When only some of the three are given, or a file does not exist.
+    """
+    given = {"--tls-ca": ca_file, "--tls-cert": cert, "--tls-key": key}
+    if not any(given.values()):
+        return None
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise ConfigError(f"TLS needs --tls-ca, --tls-cert and --tls-key together; "
+                          f"missing {', '.join(missing)}")
+    for name, value in given.items():
+        if not Path(value).is_file():
+            raise ConfigError(f"{name} {value}: file not found")
+    return Security(tls_ca_file=str(ca_file), tls_client_cert=str(cert),
+                    tls_client_key=str(key), require_encryption=True)
+
+
+def connect(address: str, security: Security | None = None,
+            timeout: float = CONNECT_TIMEOUT_S) -> Client:
+    """A ``Client`` connected to the scheduler at ``address``, or a one-line ClusterError.
+
+    Fails within ``timeout`` seconds when nothing answers, at once when TLS is refused.
+    """
+    try:
+        return Client(address, security=security, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+        error = _connect_error(address, exc)
+    # The half-built Client sits in reference cycles with the traceback. Collect it here: when the
+    # cyclic GC finalises it later, inside the next Client's start-up, distributed's loop runner
+    # deadlocks (seen with a TLS refusal followed by another connection in the same process).
+    gc.collect()
+    raise error
+
+
+def _connect_error(address: str, exc: Exception) -> ClusterError:
+    """The one-line ClusterError for a failed connection to ``address``."""
+    from distributed.comm.core import FatalCommClosedError
+
+    if isinstance(exc, FatalCommClosedError):  # the TLS handshake failed: wrong CA or certificate
+        return ClusterError(f"the scheduler at {address} refused this client's TLS certificate "
+                            f"({_first_line(exc)}): use certificates signed by that cluster's "
+                            "CA")
+    if isinstance(exc, TypeError) and "ssl" in str(exc).lower():
+        return ClusterError(f"{address} needs TLS certificates: pass --tls-ca, --tls-cert and "
+                            "--tls-key (or set distributed.comm.tls.* in the Dask "
+                            "configuration)")
+    if isinstance(exc, (OSError, TimeoutError)):
+        return ClusterError(f"cannot reach the Dask scheduler at {address} "
+                            f"({exc.__class__.__name__}): check the address (tls:// for a TLS "
+                            "scheduler) and that the scheduler is running")
+    # e.g. another service on that port answering something that is not Dask's protocol
+    return ClusterError(f"cannot connect to {address} ({exc.__class__.__name__}: "
+                        f"{_first_line(exc)[:120]}): is a Dask scheduler listening there?")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def _import_extra(kind: str) -> Any:
+    module, package, extra = _EXTRAS[kind]
+    try:
+        import importlib
+
+        return importlib.import_module(module)
+    except ImportError:
+        raise ClusterError(f"scheduler '{kind}' needs {package}: pip install "
+                           f"'fmadask[{extra}]'") from None
+
+
+def _slurm_cluster(workers: int, memory_limit: str | float,
+                   options: Mapping[str, Any]) -> Any:
+    """A dask-jobqueue ``SLURMCluster`` scaled to ``workers`` worker processes.
+
+    Cores, processes per job, memory, partition, account and walltime come from the
+    ``jobqueue.slurm`` Dask configuration (deploy/slurm/jobqueue.yaml) unless ``options`` or
+    ``memory_limit`` say otherwise; the job script exports :func:`worker_environ`.
+    """
+    jobqueue = _import_extra("slurm")
+    kwargs = {k: v for k, v in options.items() if v not in (None, "")}
+    if memory_limit not in (None, "auto"):
+        kwargs.setdefault("memory", memory_limit)
+    prologue = list(kwargs.pop("job_script_prologue", None)
+                    or dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
+    prologue += [f"export {k}={_shell_quote(v)}" for k, v in worker_environ().items()]
+    try:
+        cluster = jobqueue.SLURMCluster(job_script_prologue=prologue, **kwargs)
+    except ValueError as exc:  # e.g. cores/memory set nowhere
+        raise ClusterError(f"cannot configure the SLURM cluster: {_first_line(exc)} (see "
+                           "deploy/slurm/jobqueue.yaml)") from None
+    if workers:
+        cluster.scale(n=workers)
+    return cluster
+
+
+def _shell_quote(value: str) -> str:
+    """``value`` quoted for a POSIX shell, in double quotes when that is safe (readable)."""
+    if not any(c in value for c in '$`"\\!'):
+        return f'"{value}"'
+    return shlex.quote(value)
+
+
+def _kubernetes_cluster(workers: int, memory_limit: str | float,
+                        options: Mapping[str, Any]) -> Any:
+    """A ``KubeCluster`` of the Dask operator with ``workers`` worker pods.
+
+    ``options['cluster_spec']`` names a DaskCluster manifest (deploy/kubernetes/daskcluster.yaml)
+    to start as is; otherwise the operator's default pod spec is used with ``options['image']``,
+    ``memory_limit`` and :func:`worker_environ`.
+    """
+    operator = _import_extra("kubernetes")
+    namespace = options.get("namespace") or None
+    manifest = options.get("cluster_spec")
+    if manifest:
+        import yaml
+
+        spec = yaml.safe_load(Path(manifest).read_text())
+        cluster = operator.KubeCluster(custom_cluster_spec=spec, namespace=namespace)
+    else:
+        if not options.get("image"):
+            raise ConfigError("scheduler 'kubernetes' needs an image ([cluster] image, e.g. one "
+                              "built from deploy/Dockerfile) or a cluster_spec manifest")
+        resources = ({"limits": {"memory": str(memory_limit)}, "requests":
+                      {"memory": str(memory_limit)}} if memory_limit not in (None, "auto") else {})
+        cluster = operator.KubeCluster(name=options.get("name") or "fmadask",
+                                       namespace=namespace, image=options["image"],
+                                       n_workers=0, env=worker_environ(), resources=resources)
+    if workers:
+        cluster.scale(workers)
+    return cluster
+
+
+def _local_cluster(workers: int | None, threads_per_worker: int,
+                   memory_limit: str | float) -> LocalCluster:
+    with dask.config.set(worker_config()):
+        return LocalCluster(n_workers=workers or 2, threads_per_worker=threads_per_worker,
+                            processes=True, host="127.0.0.1", dashboard_address="localhost:0",
+                            memory_limit=memory_limit)
 
 
 @contextlib.contextmanager
 def get_client(scheduler: str | None = None, workers: int | None = None,
                threads_per_worker: int = 1, memory_limit: str | float = "auto",
-               quiet: bool = False) -> Iterator[Client]:
+               quiet: bool = False, *, security: Security | None = None,
+               connect_timeout: float = CONNECT_TIMEOUT_S,
+               cluster_options: Mapping[str, Any] | None = None) -> Iterator[Client]:
     """Yield a connected ``distributed.Client`` and clean up afterwards.
 
     Parameters
     ----------
     scheduler : str, optional
-        Address of an existing scheduler (``tcp://host:8786``, ``tls://...``). When given, no
-        cluster is started and ``workers`` is ignored.
+        ``None`` or ``'local'``: start a local cluster of worker processes (bound to 127.0.0.1).
+        ``'slurm'``: submit workers through dask-jobqueue (``pip install 'fmadask[slurm]'``).
+        ``'kubernetes'``: start a cluster through the Dask Kubernetes operator
+        (``pip install 'fmadask[kubernetes]'``). Anything else is the address of an existing
+        scheduler (``tcp://host:8786``, ``tls://...``); then no cluster is started and
+        ``workers`` is ignored.
     workers : int, optional
-        Number of local worker processes (default 2).
+        Worker processes to start (default 2 for a local cluster).
     threads_per_worker : int
         Task threads per local worker. One is right for featurization, which is CPU-bound and
         holds the GIL in places.
     memory_limit : str or float
-        Per-worker memory limit of the local cluster (Dask's syntax, e.g. ``"4GiB"``).
+        Memory limit per worker (Dask's syntax, e.g. ``"4GiB"``); ``"auto"`` lets the cluster
+        decide.
     quiet : bool
         Do not print the dashboard link.
+    security : distributed.Security, optional
+        TLS settings for an address (see :func:`make_security`); by default Dask's
+        configuration.
+    connect_timeout : float
+        Seconds to wait for an existing scheduler.
+    cluster_options : mapping, optional
+        Extra settings of a SLURM (``queue``, ``account``, ``walltime``, ``cores``, ...) or
+        Kubernetes (``image``, ``namespace``, ``cluster_spec``) cluster.
 
     Raises
     ------
     ClusterError
-        When the scheduler cannot be reached within ``CONNECT_TIMEOUT_S`` seconds.
+        When the scheduler cannot be reached within ``connect_timeout`` seconds, refuses the
+        TLS certificate, or the optional package of a cluster kind is missing.
     """
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} ({exc.__class__.__name__}): "
-                               "check the address and that the scheduler is running") from None
-        cluster = None
+    kind = scheduler if scheduler in CLUSTER_KINDS else ("local" if not scheduler else "address")
+    cluster = None
+    if kind == "address":
+        client = connect(scheduler, security, connect_timeout)
     else:
-        with dask.config.set(worker_config()):
-            cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=threads_per_worker,
-                                   processes=True, host="127.0.0.1", dashboard_address="localhost:0",
-                                   memory_limit=memory_limit)
+        options = dict(cluster_options or {})
+        if kind == "local":
+            cluster = _local_cluster(workers, threads_per_worker, memory_limit)
+        elif kind == "slurm":
+            cluster = _slurm_cluster(workers or 0, memory_limit, options)
+        else:
+            cluster = _kubernetes_cluster(workers or 0, memory_limit, options)
         client = Client(cluster)
     if not quiet:
         print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fmadask.cli import main
+from fmadask.cluster import workers_info
 from fmadask.errors import ConfigError, DataError
 from fmadask.features import FEATURE_COLUMNS, MelParams, to_fma_columns
 from fmadask.fma.metadata import load_features
@@ -353,7 +354,7 @@ def test_tracks_longer_than_max_seconds_are_refused_with_a_record(sample_dir, lo
 
 
 def test_workers_with_too_little_memory_for_max_seconds_get_a_warning(local_client):
-    workers = local_client.scheduler_info(n_workers=-1)["workers"].values()
+    workers = workers_info(local_client).values()
     limit = min(w["memory_limit"] for w in workers)
     # Seconds of audio whose estimated peak is over the workers' limit.
     too_long = 2 * limit / 2**20 / MIB_PER_AUDIO_SECOND

@@ -54,6 +54,7 @@ import numpy as np
 import pyarrow as pa
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from fmadask.cluster import workers_info
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.pipeline.io import NpyShard, remove_temp_files, write_json, write_parquet
 from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MAX_PARTITIONS,
@@ -351,7 +352,7 @@ def _check_worker_memory(client: Client, subset: str, max_seconds: float | None,
         return
     need = MEMORY_HEADROOM * worker_memory_needed(longest)
     limits = [w.get("memory_limit") or 0 for w in
-              client.scheduler_info(n_workers=-1)["workers"].values()]
+              workers_info(client).values()]
     low = [limit for limit in limits if 0 < limit < need]
     if low:
         print(f"fmadask: warning: {len(low)} worker(s) have a memory limit of "
@@ -386,7 +387,7 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    stats.workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    stats.workers = len(workers_info(client))
     start = time.perf_counter()
     client.register_plugin(WarmUp(job), name=WARM_UP_PLUGIN)
     stats.warm_up_s = time.perf_counter() - start

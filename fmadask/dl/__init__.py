@@ -1,0 +1,14 @@
+"""The CNN stage: PyTorch DDP on the featurize job's log-mel spectrogram shards.
+
+- :mod:`fmadask.dl.config` -- :class:`TrainConfig`, the architectures' names, CLI options;
+- :mod:`fmadask.dl.dataset` -- memory-mapped segments of the shards (random for training,
+  covering each clip for evaluation);
+- :mod:`fmadask.dl.nets` -- ``naive``, ``naive_bn`` (the study's) and ``shortchunk_res``;
+- :mod:`fmadask.dl.trainer` -- the function each DDP rank runs (also ``python -m
+  fmadask.dl.trainer`` under torchrun);
+- :mod:`fmadask.dl.launch` -- :func:`run_cnn`: one rank per Dask worker;
+- :mod:`fmadask.dl.evaluate` -- segment votes and scores; :mod:`fmadask.dl.predict` -- saved
+  models and :func:`predict_cnn` for ``fmadask predict``.
+
+Nothing is imported here, so that importing the package does not import torch.
+"""

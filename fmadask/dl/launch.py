@@ -1,0 +1,304 @@
+"""Run the DDP trainer on Dask workers: one rank per worker, torchrun's role played by Dask.
+
+``run_cnn`` picks ``ranks`` workers (GPU workers with ``gpu=True``), asks rank 0's worker for a
+free port, and submits :func:`fmadask.dl.trainer.train` to each worker, pinned there
+(``workers=[addr], allow_other_workers=False``), with the rendezvous ``tcp://<rank 0 host>:<port>``
+and the world size. It then watches the ranks: when one fails (or its worker leaves the cluster),
+the job is torn down by ending the worker processes of all its ranks (their nannies start fresh
+ones, as after any worker death), and the caller gets one error naming the rank and the cause. A
+user-fixable error that every rank raised before training (missing data, an incompatible
+checkpoint) is raised as itself, and no worker is touched.
+
+Why end the processes rather than let the other ranks fail by themselves: a healthy rank waits in a
+collective (gloo/NCCL, in C++) for the failed one and cannot be interrupted from Python; it would
+only fail at the process group timeout. Tearing the failed rank's group down does not help with
+DDP: with torch 2.13, once a ``DistributedDataParallel`` has been built on a gloo group,
+``destroy_process_group`` no longer closes its connections (something in C++ keeps the group
+alive), so the peers are never told. Ending the processes closes every connection, frees the
+memory and leaves no thread behind.
+
+The run directory must be a path every worker sees (a shared file system) -- the ranks read the
+spectrogram shards from it and rank 0 writes ``RUN_DIR/cnn``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+from distributed import Client, Future, wait
+from distributed.comm import get_address_host
+
+from fmadask.cluster import workers_info
+from fmadask.dl.dataset import open_spectrograms
+from fmadask.dl.trainer import (DistSpec, RankFailure, TrainConfig, check_resume, free_port,
+                                fresh_start, train)
+from fmadask.errors import ClusterError, ConfigError, FmadaskError
+
+#: Seconds between checks of the ranks (and of new epochs in metrics.csv).
+POLL_S = 1.0
+
+
+class TrainingError(ClusterError):
+    """A rank of a CNN training job failed; the other ranks were stopped."""
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
+    """Addresses of the workers that will hold ranks 0..ranks-1 (sorted, so rank 0 is stable).
+
+    Raises
+    ------
+    ClusterError
+        When the cluster has fewer (GPU) workers than ``ranks``.
+    """
+    workers = sorted(workers_info(client))
+    if gpu:
+        # asked as tasks, not client.run: importing torch would block a worker's event loop
+        counts = client.gather([client.submit(_cuda_devices, workers=[w], pure=False)
+                                for w in workers])
+        workers = [w for w, n in zip(workers, counts) if n > 0]
+    kind = "GPU workers" if gpu else "workers"
+    if not workers:
+        raise ClusterError(f"the Dask cluster has no {kind}: start some, "
+                           f"{'or run without --gpu' if gpu else 'or check --scheduler'}")
+    if ranks is None:
+        ranks = len(workers)
+    if ranks < 1:
+        raise ConfigError(f"--ranks must be at least 1, got {ranks}")
+    if ranks > len(workers):
+        raise ClusterError(f"{ranks} ranks asked for but the cluster has {len(workers)} {kind}: "
+                           f"start more workers or use --ranks {len(workers)}")
+    return workers[:ranks]
+
+
+def rank_specs(workers: list[str], port: int) -> list[DistSpec]:
+    """The DistSpec of each rank: rendezvous at rank 0's host, local rank = index on its host."""
+    hosts = [get_address_host(w) for w in workers]
+    seen: Counter[str] = Counter()
+    specs = []
+    for rank, host in enumerate(hosts):
+        specs.append(DistSpec(rank=rank, world_size=len(workers), local_rank=seen[host],
+                              master_addr=hosts[0], master_port=port))
+        seen[host] += 1
+    return specs
+
+
+def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: int | None = None,
+            client: Client | None = None, gpu: bool = False, resume: bool = False,
+            progress: bool = True, **options) -> dict:
+    """Train a CNN on ``RUN_DIR/spectrograms`` with one DDP rank per Dask worker.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        Run directory with ``spectrograms/`` (on a file system all workers see).
+    arch : str
+        ``naive``, ``naive_bn`` or ``shortchunk_res``.
+    epochs : int
+        Maximum epochs.
+    ranks : int, optional
+        Number of ranks (default: one per worker, or per GPU worker with ``gpu``).
+    client : distributed.Client, optional
+        Cluster to run on (default: a local cluster of ``ranks`` or 2 worker processes).
+    gpu : bool
+        Train on CUDA with NCCL and mixed precision; only workers with a GPU hold ranks.
+    resume : bool
+        Continue from ``checkpoints/last.pt`` of the output folder.
+    progress : bool
+        Print each finished epoch (read from metrics.csv) to stderr.
+    **options
+        Further :class:`fmadask.dl.trainer.TrainConfig` fields (``segment_seconds``,
+        ``batch_size``, ``lr``, ``patience``, ``width``, ``seed``, ``out_dir`` ...).
+
+    Returns
+    -------
+    dict
+        Rank 0's result (``out_dir``, ``best_epoch``, ``stopped_early``, ``scores`` per split
+        ...) with ``ranks``: every rank's result, in rank order.
+
+    Raises
+    ------
+    TrainingError
+        When a rank failed (or its worker left); names the rank, its host and the cause.
+    DataError, ConfigError
+        For missing spectrograms or invalid options (raised before anything is submitted).
+    """
+    if "device" in options:
+        raise ConfigError("choose the device with gpu=True/False, not device=")
+    config = TrainConfig(arch=arch, epochs=epochs, device="cuda" if gpu else "cpu", **options)
+    config.validate()
+    run_dir = Path(run_dir).resolve()
+    open_spectrograms(run_dir)  # missing or unfinished data fails here, in one line
+    if client is None:
+        from fmadask.cluster import get_client
+
+        with get_client(workers=ranks, quiet=not progress) as local:
+            return _launch(local, run_dir, config, ranks, gpu, resume, progress)
+    return _launch(client, run_dir, config, ranks, gpu, resume, progress)
+
+
+def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | None, gpu: bool,
+            resume: bool, progress: bool) -> dict:
+    workers = pick_workers(client, ranks, gpu)
+    out_dir = Path(config.out_dir) if config.out_dir else run_dir / "cnn"
+    last = out_dir / "checkpoints" / "last.pt"
+    if not resume:  # a fresh run: do not show (or resume from) an older run's epochs
+        fresh_start(out_dir)
+    elif last.is_file():  # refuse an incompatible resume here, before any rank starts
+        import torch
+
+        check_resume(torch.load(last, map_location="cpu", weights_only=False), config,
+                     len(workers), last)
+    port = client.run(free_port, workers=[workers[0]])[workers[0]]
+    specs = rank_specs(workers, port)
+    token = uuid.uuid4().hex[:8]
+    futures = [client.submit(train, str(run_dir), config, spec, resume,
+                             key=f"cnn-rank{spec.rank}-{token}", workers=[w],
+                             allow_other_workers=False, pure=False, retries=0)
+               for spec, w in zip(specs, workers)]
+    if progress:
+        print(f"CNN {config.arch}: {len(workers)} rank(s) on {', '.join(workers)}, rendezvous "
+              f"tcp://{specs[0].master_addr}:{port}", file=sys.stderr)
+    metrics = out_dir / "metrics.csv"
+    try:
+        failure = _watch(client, futures, workers, metrics, config.epochs,
+                         progress, printed=_epochs_done(metrics) if resume else 0)
+    except BaseException:  # interrupted (Ctrl-C) or the watch itself broke: stop the ranks
+        _stop(client, futures, workers)
+        raise
+    if failure is not None:
+        stuck = any(f.status == "pending" for f in futures)
+        if stuck or isinstance(failure, TrainingError):
+            _stop(client, futures, workers)
+        raise failure
+    results = [f.result() for f in futures]
+    return {**results[0], "ranks": results}
+
+
+def _watch(client: Client, futures: list[Future], workers: list[str], metrics: Path,
+           epochs: int, progress: bool, printed: int) -> FmadaskError | None:
+    """Wait for all ranks; return the error to raise when one fails or its worker leaves."""
+    while True:
+        pending = [f for f in futures if f.status == "pending"]
+        if pending:
+            try:
+                wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                pass
+        if progress:
+            printed = _print_epochs(metrics, printed, epochs)
+        if any(f.status == "error" for f in futures):
+            return _failure(futures, workers)
+        if all(f.status == "finished" for f in futures):
+            return None
+        alive = set(workers_info(client))
+        for rank, (f, w) in enumerate(zip(futures, workers)):
+            if w not in alive and f.status != "finished":
+                return TrainingError(f"CNN training failed: the worker {w} of rank {rank} left "
+                                     "the cluster (killed, out of memory or lost); the other "
+                                     "ranks were stopped. Re-run with --resume to continue from "
+                                     "the last checkpoint")
+
+
+def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -> FmadaskError:
+    """The error naming the rank that failed first (not one that failed because it did)."""
+    # let the other ranks' consequential errors arrive, so the cause can be told from them
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline and any(f.status == "pending" for f in futures):
+        time.sleep(0.1)
+    failures: list[tuple[int, BaseException]] = [
+        (rank, f.exception()) for rank, f in enumerate(futures) if f.status == "error"]
+    rank_failures = [(r, e) for r, e in failures if isinstance(e, RankFailure)]
+    if rank_failures:
+        # a rank's own error beats a communication error; among equals, the earliest
+        rank, exc = min(rank_failures, key=lambda re: (re[1].peer, re[1].when))
+        user = getattr(exc, "user_error", None)
+        if isinstance(user, FmadaskError):
+            return user
+        return TrainingError(f"CNN training failed on rank {rank} of {len(futures)} "
+                             f"({workers[rank]}): {exc.exc_type}: {exc.message}; the other ranks "
+                             "were stopped. Fix the cause and re-run with --resume to continue "
+                             "from the last checkpoint")
+    rank, exc = failures[0]
+    return TrainingError(f"CNN training failed on rank {rank} ({workers[rank]}): "
+                         f"{type(exc).__name__}: {exc}; the other ranks were stopped")
+
+
+def _exit_process() -> None:
+    os._exit(70)  # EX_SOFTWARE; no clean-up: a thread may be stuck in a collective
+
+
+def _stop(client: Client, futures: list[Future], workers: list[str],
+          timeout_s: float = 120.0) -> None:
+    """End every rank of the job: cancel the tasks and end the ranks' worker processes.
+
+    The processes are ended abruptly (``os._exit``), as an out-of-memory kill would: a graceful
+    close waits for the task thread, which may be stuck in a collective. Their nannies start
+    fresh worker processes, as after any worker death; this waits (up to ``timeout_s``) until the
+    cluster has as many workers as before. Workers without a nanny are not ended (nothing would
+    restart them): their ranks stop at the process group timeout.
+    """
+    client.cancel(futures)
+    info = workers_info(client)
+    targets = [w for w in workers if w in info and info[w].get("nanny")]
+    orphans = [w for w in workers if w in info and not info[w].get("nanny")]
+    if orphans:
+        print(f"fmadask: workers {orphans} have no nanny and cannot be restarted; their ranks "
+              "stop at the process group timeout", file=sys.stderr)
+    if not targets:
+        return
+    client.run(_exit_process, workers=targets, on_error="ignore")  # the reply never comes
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        current = set(workers_info(client))
+        if len(current) >= len(info) and not current & set(targets):
+            return
+        time.sleep(0.5)
+    print(f"fmadask: the restarted workers of {targets} have not come back within "
+          f"{timeout_s:.0f} s; check the cluster", file=sys.stderr)
+
+
+def _epochs_done(metrics: Path) -> int:
+    try:
+        return len(pd.read_csv(metrics))
+    except (OSError, ValueError):
+        return 0
+
+
+def _print_epochs(metrics: Path, printed: int, epochs: int) -> int:
+    """Print epochs of metrics.csv after the first ``printed``; return how many are printed now."""
+    try:
+        df = pd.read_csv(metrics)
+    except (OSError, ValueError):  # not written yet
+        return printed
+    if len(df) < printed:  # a fresh run replaced an older metrics.csv
+        printed = 0
+    for row in df.iloc[printed:].itertuples(index=False):
+        print(f"epoch {row.epoch}/{epochs}: train loss {row.train_loss:.4f} acc "
+              f"{row.train_acc:.3f} | val loss {row.val_loss:.4f} acc {row.val_acc:.3f}, tracks "
+              f"vote {row.val_track_acc_vote:.3f} mean {row.val_track_acc_mean:.3f} | "
+              f"{row.segments_per_s:.0f} segments/s", file=sys.stderr)
+    return len(df)
+
+
+def format_result(result: dict) -> str:
+    """A few lines summarising :func:`run_cnn`'s result: where the outputs are and the scores."""
+    early = " (stopped early)" if result["stopped_early"] else ""
+    lines = [f"CNN trained: best epoch {result['best_epoch']}{early}; "
+             f"outputs in {result['out_dir']}"]
+    for split, s in result["scores"].items():
+        lines.append(f"  {split:<10} segment acc {s['segment_acc']:.3f} | track acc: vote "
+                     f"{s['track_acc_vote']:.3f}, mean prob {s['track_acc_mean']:.3f} "
+                     f"({s['n_tracks']} tracks)")
+    lines.append(f"  report: {Path(result['out_dir']) / 'report.md'}")
+    return "\n".join(lines)

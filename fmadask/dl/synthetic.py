@@ -1,0 +1,103 @@
+"""A synthetic run directory of spectrogram shards in the featurize job's exact on-disk format.
+
+For tests and benchmarks of the CNN stage that should not depend on decoding audio: each genre
+gets a learnable pattern (a band of energy at a genre-specific height pulsing at a genre-specific
+rate) buried in noise, and clips have varied valid lengths. The layout is the featurize job's
+(:mod:`fmadask.pipeline.rundir`), written with its schemas and atomic writers, so the pipeline's
+readers accept it: ``spectrograms/part-XXXXX.npy`` float16 ``[n, n_mels, frames]``,
+``spectrograms/index/part-XXXXX.parquet``, ``spectrograms/params.json``, the (empty) errors parts
+that mark partitions complete, and a ``featurize.json`` naming the plan.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from fmadask.pipeline.io import atomic_path, write_json, write_parquet
+from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MEL_PARAMS_FILE,
+                                     PartitionFiles)
+
+GENRES = ("Electronic", "Experimental", "Folk", "Hip-Hop", "Instrumental", "International",
+          "Pop", "Rock")
+
+
+def synthetic_clip(genre: int, n_mels: int, frames: int, valid: int,
+                   rng: np.random.Generator, noise: float = 6.0) -> np.ndarray:
+    """One synthetic log-mel clip in dB, float16 ``(n_mels, frames)``, padded with -80 dB."""
+    n_genres = len(GENRES)
+    spec = np.full((n_mels, frames), -80.0, dtype=np.float32)
+    mel = np.arange(n_mels)[:, None]
+    t = np.arange(valid)[None, :]
+    centre = (genre + 0.5) / n_genres * n_mels + rng.normal(0, n_mels / (8 * n_genres))
+    band = np.exp(-0.5 * ((mel - centre) / max(1.0, n_mels / 24)) ** 2)
+    period = 4 + 2 * genre  # frames
+    pulse = 0.5 + 0.5 * np.cos(2 * np.pi * (t + rng.integers(period)) / period)
+    clip = -60.0 + 40.0 * band * pulse + rng.normal(0, noise, size=(n_mels, valid))
+    spec[:, :valid] = np.clip(clip, -80.0, 0.0)
+    return spec.astype(np.float16)
+
+
+def write_synthetic_spectrograms(run_dir: str | Path, tracks_per_genre: int = 8,
+                                 n_mels: int = 32, seconds: float = 6.0, sr: int = 22050,
+                                 hop_length: int = 512, tracks_per_shard: int = 16,
+                                 splits: tuple[float, float, float] = (0.6, 0.2, 0.2),
+                                 seed: int = 0) -> Path:
+    """Write a learnable spectrogram set of 8 genres into ``RUN_DIR/spectrograms``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        Run directory (created).
+    tracks_per_genre : int
+        Clips per genre; each genre is split into training/validation/test by ``splits``.
+    n_mels : int
+        Mel bands.
+    seconds : float
+        Fixed clip length; ``frames = 1 + floor(seconds * sr / hop_length)`` as a centred STFT
+        gives. About one clip in five is shorter (40-90 % valid frames).
+    sr, hop_length : int
+        Sample rate (Hz) and hop (samples) recorded in ``params.json``.
+    tracks_per_shard : int
+        Clips per ``part-XXXXX.npy`` shard.
+
+    Returns
+    -------
+    Path
+        ``RUN_DIR/spectrograms``.
+    """
+    run_dir = Path(run_dir)
+    rng = np.random.default_rng(seed)
+    frames = 1 + int(seconds * sr // hop_length)
+    n_train = max(1, int(round(splits[0] * tracks_per_genre)))
+    n_val = max(1, int(round(splits[1] * tracks_per_genre)))
+    rows = []
+    for g, genre in enumerate(GENRES):
+        for k in range(tracks_per_genre):
+            split = "training" if k < n_train else "validation" if k < n_train + n_val else "test"
+            rows.append((1000 * (g + 1) + k, g, genre, split))
+    order = rng.permutation(len(rows))  # partitions mix genres and splits, as the job's do
+    starts = range(0, len(rows), tracks_per_shard)
+    for part, start in enumerate(starts):
+        files = PartitionFiles(run_dir, part)
+        chosen = [rows[i] for i in order[start:start + tracks_per_shard]]
+        valids = [frames if rng.random() > 0.2 else int(frames * rng.uniform(0.4, 0.9))
+                  for _ in chosen]
+        arr = np.stack([synthetic_clip(g, n_mels, frames, v, rng)
+                        for (_, g, _, _), v in zip(chosen, valids)])
+        with atomic_path(files.spectrograms) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
+        write_parquet(pa.table({"track_id": [r[0] for r in chosen],
+                                "shard": [files.spectrograms.name] * len(chosen),
+                                "row": list(range(len(chosen))), "frames": valids,
+                                "genre_top": [r[2] for r in chosen],
+                                "split": [r[3] for r in chosen]}, schema=INDEX_SCHEMA), files.index)
+        write_parquet(ERRORS_SCHEMA.empty_table(), files.errors)
+    params = {"sr": sr, "n_fft": 4 * hop_length, "hop_length": hop_length, "n_mels": n_mels,
+              "seconds": seconds, "top_db": 80.0, "frames": frames, "dtype": "float16",
+              "decode_sr": sr, "decoders": ["synthetic"]}
+    write_json(params, run_dir / MEL_PARAMS_FILE)
+    write_json({"params": {"what": ["spectrograms"], "synthetic": True},
+                "plan": {"partitions": len(starts)}}, run_dir / JOB_FILE)
+    return run_dir / "spectrograms"

@@ -1,0 +1,651 @@
+"""The DDP trainer: one function that every rank runs, under Dask (``launch.run_cnn``) or torchrun.
+
+Each rank trains a replica on its part of the training clips (``DistributedSampler``: disjoint
+parts, reshuffled per epoch from the seed), gradients are averaged by DDP (gloo on CPU, NCCL on
+GPU, where the forward pass runs in float16 autocast with a ``GradScaler``). After every epoch all
+ranks score the validation segments (each rank a disjoint slice; the predictions are gathered so
+every rank takes the same early-stopping decision), and rank 0 writes the checkpoint, metrics.csv
+and curves.png. At the end the best weights (lowest validation loss) score validation and test by
+segment, by majority vote and by mean probability per track, and rank 0 writes the model, the
+predictions, confusion matrices and a report into ``RUN_DIR/cnn``.
+
+Run under torchrun (it reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)::
+
+    torchrun --nproc-per-node 2 -m fmadask.dl.trainer RUN_DIR --arch naive --epochs 20
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import random
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from fmadask.dl.config import TrainConfig, add_config_arguments, config_options
+from fmadask.dl.dataset import (SegmentDataset, Spectrograms, normalisation, open_spectrograms,
+                                segment_frames)
+from fmadask.dl.evaluate import score_segments
+from fmadask.dl.nets import build_net
+from fmadask.errors import ConfigError, DataError, FmadaskError
+from fmadask.pipeline.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: Config fields a resumed run must share with its checkpoint (the schedule and data order
+#: depend on them).
+_RESUME_KEYS = ("arch", "width", "epochs", "segment_seconds", "batch_size", "lr", "weight_decay",
+                "optimizer", "lr_schedule", "seed")
+
+
+@dataclass(frozen=True)
+class DistSpec:
+    """Where a rank sits in the job: rank, world size, local GPU index, rendezvous address."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0
+
+    @classmethod
+    def from_env(cls) -> DistSpec:
+        """torchrun's variables; a single rank on a free local port when RANK is not set."""
+        if "RANK" not in os.environ:
+            return cls(master_port=free_port())
+        try:
+            return cls(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
+                       local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                       master_addr=os.environ["MASTER_ADDR"],
+                       master_port=int(os.environ["MASTER_PORT"]))
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"torch.distributed environment incomplete ({exc}): set RANK, "
+                              "WORLD_SIZE, MASTER_ADDR and MASTER_PORT or run under torchrun"
+                              ) from None
+
+
+class RankFailure(Exception):
+    """A rank stopped with an exception; carries what the launcher needs to name the cause.
+
+    Constructed from ``(rank, host, exc_type, message, when, peer)``; ``peer`` is True when the
+    exception came from the communication layer (most likely a consequence of another rank's
+    failure), ``when`` is the time it was caught (seconds since the epoch).
+    """
+
+    @property
+    def rank(self) -> int:
+        return self.args[0]
+
+    @property
+    def host(self) -> str:
+        return self.args[1]
+
+    @property
+    def exc_type(self) -> str:
+        return self.args[2]
+
+    @property
+    def message(self) -> str:
+        return self.args[3]
+
+    @property
+    def when(self) -> float:
+        return self.args[4]
+
+    @property
+    def peer(self) -> bool:
+        return self.args[5]
+
+    def __str__(self) -> str:
+        return f"rank {self.rank} on {self.host}: {self.exc_type}: {self.message}"
+
+
+_PEER_HINTS = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
+               "gloo", "nccl", "socket", "peer")
+
+
+def _is_peer_failure(exc: BaseException) -> bool:
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(h in text for h in _PEER_HINTS)
+
+
+def free_port() -> int:
+    """A TCP port that is free on this host now (bound and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def select_device(config: TrainConfig, local_rank: int) -> torch.device:
+    """The rank's device: ``cuda:<local_rank mod GPUs>`` when CUDA is asked for or auto."""
+    if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"CUDA requested but not available on {socket.gethostname()}: "
+                          "run without --gpu or on GPU workers")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def _digest(tensors: Iterable[torch.Tensor | None]) -> str:
+    """SHA-1 of the tensors' bytes: equal digests mean bit-identical tensors."""
+    h = hashlib.sha1()
+    for t in tensors:
+        if t is not None:
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through ``write(binary_file)`` to a temporary name, then rename into place."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather(obj):
+    """Every rank's ``obj``, in rank order, on every rank."""
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader processes to use: ``requested``, or 0 inside a daemonic process.
+
+    Dask's worker processes are daemonic, and a daemonic process may not have children
+    (multiprocessing refuses): there the ranks load data in-process.
+    """
+    if requested and multiprocessing.current_process().daemon:
+        log.warning("num_workers=%d ignored inside a daemonic process (a Dask worker): "
+                    "loading data in-process", requested)
+        return 0
+    return requested
+
+
+def fresh_start(out_dir: Path) -> None:
+    """Remove an older run's metrics and checkpoints from ``out_dir`` (a run not resuming)."""
+    for name in ("metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt"):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _make_scheduler(config: TrainConfig, optimizer, total_steps: int):
+    if config.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                   total_steps=max(total_steps, 2))
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+@dataclass
+class _Run:
+    """Everything a rank holds while training."""
+
+    config: TrainConfig
+    spec: DistSpec
+    device: torch.device
+    data: Spectrograms
+    out_dir: Path
+    classes: list[str]
+    seg: int
+    mean: float
+    std: float
+    model: nn.Module
+    ddp: DistributedDataParallel
+    amp: bool
+    loader_workers: int = 0
+    probe: dict = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.spec.rank == 0
+
+    def loader(self, split: str,
+               train: bool) -> tuple[DataLoader, SegmentDataset, DistributedSampler | None]:
+        """Loader of ``split``: this rank's part, random segments (train) or all segments."""
+        ds = SegmentDataset(self.data.root, self.data.tracks(split), self.classes, self.seg,
+                            train=train, mean=self.mean, std=self.std, seed=self.config.seed)
+        common = {"num_workers": self.loader_workers, "pin_memory": self.device.type == "cuda"}
+        if train:
+            sampler = DistributedSampler(ds, num_replicas=self.spec.world_size, rank=self.spec.rank,
+                                         shuffle=True, seed=self.config.seed, drop_last=False)
+            loader = DataLoader(ds, batch_size=self.config.batch_size, sampler=sampler, **common)
+            return loader, ds, sampler
+        # evaluation: a disjoint slice per rank, no padding (results are gathered, not averaged)
+        part = list(range(self.spec.rank, len(ds), self.spec.world_size))
+        loader = DataLoader(ds, batch_size=2 * self.config.batch_size, sampler=part, **common)
+        return loader, ds, None
+
+
+def _train_epoch(run: _Run, loader: DataLoader, optimizer, scheduler, scaler, epoch: int,
+                 steps_per_epoch: int) -> dict:
+    """One pass over this rank's training clips; returns the all-ranks loss and accuracy."""
+    run.ddp.train()
+    totals = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, count
+    seen = []
+    for step, (x, y, tid) in enumerate(loader):
+        global_step = epoch * steps_per_epoch + step
+        fail = run.config.inject_failure
+        if fail and tuple(fail) == (run.spec.rank, global_step):
+            raise RuntimeError(f"injected failure at step {global_step}")
+        x = x.to(run.device, non_blocking=True)
+        y = y.to(run.device, non_blocking=True)
+        if run.config.probe and global_step == 0:
+            _probe_local(run, x, y, optimizer)
+        with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
+            logits = run.ddp(x)
+            loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()  # DDP all-reduces (averages) the gradients here
+        if run.config.probe and global_step == 0:
+            run.probe["synced_grad"] = _digest(p.grad for p in run.model.parameters())
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if run.config.probe and global_step == 0:
+            run.probe["params_after_step"] = _digest(run.model.parameters())
+        with torch.no_grad():
+            n = torch.tensor(float(len(y)), device=run.device, dtype=torch.float64)
+            totals += torch.stack([loss.detach().double() * n,
+                                   (logits.argmax(1) == y).sum().double(), n])
+        if run.config.probe and epoch == 0:
+            seen.extend(tid.tolist())
+    if run.config.probe and epoch == 0:
+        run.probe["tracks_epoch0"] = seen
+    dist.all_reduce(totals)
+    loss_sum, correct, count = totals.tolist()
+    return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
+            "train_segments": int(count)}
+
+
+def _probe_local(run: _Run, x: torch.Tensor, y: torch.Tensor, optimizer) -> None:
+    """Digest this rank's own gradient of the first batch (no all-reduce), and its weights."""
+    run.probe["params_before_step"] = _digest(run.model.parameters())
+    with run.ddp.no_sync():
+        F.cross_entropy(run.ddp(x), y).backward()
+    run.probe["local_grad"] = _digest(p.grad for p in run.model.parameters())
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def _evaluate(run: _Run, loader: DataLoader) -> dict:
+    """Segment probabilities of this rank's slice, gathered from all ranks.
+
+    Uses the bare module, not the DDP wrapper: ranks hold different numbers of evaluation
+    batches, and DDP's forward would start collectives (buffer broadcast) they cannot match.
+    """
+    run.model.eval()
+    tids, labels, probs, losses = [], [], [], []
+    for x, y, tid in loader:
+        x = x.to(run.device, non_blocking=True)
+        with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
+            logits = run.model(x)
+        logits = logits.float().cpu()
+        losses.append(F.cross_entropy(logits, y, reduction="none").numpy())
+        probs.append(torch.softmax(logits, 1).numpy())
+        tids.append(tid.numpy())
+        labels.append(y.numpy())
+    n_classes = len(run.classes)
+    mine = {"track_id": np.concatenate(tids) if tids else np.zeros(0, np.int64),
+            "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
+            "probs": np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32),
+            "loss": np.concatenate(losses) if losses else np.zeros(0, np.float32)}
+    parts = _gather(mine)
+    return {k: np.concatenate([p[k] for p in parts]) for k in mine}
+
+
+def _score(run: _Run, seg_out: dict) -> tuple[dict, pd.DataFrame]:
+    scores, tracks = score_segments(seg_out["track_id"], seg_out["label"], seg_out["probs"])
+    scores["loss"] = float(seg_out["loss"].mean()) if len(seg_out["loss"]) else float("nan")
+    return scores, tracks
+
+
+def check_resume(ckpt: dict, config: TrainConfig, world_size: int, path: Path) -> None:
+    """Raise ConfigError when checkpoint ``ckpt`` (read from ``path``) cannot be resumed with
+    ``config`` on ``world_size`` ranks."""
+    saved = ckpt["config"]
+    for key in _RESUME_KEYS:
+        if saved.get(key) != getattr(config, key):
+            raise ConfigError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, not "
+                              f"{getattr(config, key)!r}: resume with the same settings or drop "
+                              "--resume")
+    if ckpt["world_size"] != world_size and config.lr_schedule != "constant":
+        raise ConfigError(f"checkpoint {path} was made with {ckpt['world_size']} ranks: resume "
+                          f"with --ranks {ckpt['world_size']} (the learning-rate schedule "
+                          "depends on it)")
+
+
+def _write_outputs_epoch(run: _Run, history: list[dict]) -> None:
+    """metrics.csv and curves.png of the epochs so far (rank 0)."""
+    from fmadask.report.curves import plot_curves
+
+    df = pd.DataFrame(history)
+    _atomic_write(run.out_dir / "metrics.csv", lambda fh: fh.write(df.to_csv(index=False).encode()))
+    plot_curves(df, run.out_dir / "curves.png", title=f"{run.config.arch} on mel-spectrograms")
+
+
+def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None = None,
+          resume: bool = False) -> dict:
+    """Train a CNN on ``RUN_DIR/spectrograms`` as one rank of a DDP job, and score it.
+
+    Every rank of the job calls this with the same ``run_dir`` (a folder all ranks see) and
+    ``config``. Outputs (rank 0) go to ``config.out_dir`` or ``RUN_DIR/cnn``:
+    ``checkpoints/last.pt`` (every epoch) and ``best.pt``, ``metrics.csv``, ``curves.png``,
+    ``model.pt`` + ``model.json``, ``predictions.parquet``, ``confusion_<split>.png`` and
+    ``report.md``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        Run directory holding ``spectrograms/``.
+    config : TrainConfig
+        Training parameters.
+    dist_spec : DistSpec, optional
+        This rank's place; default from torchrun's environment (or a lone rank).
+    resume : bool
+        Continue from ``checkpoints/last.pt`` when it exists: next epoch, same weights, optimiser,
+        scheduler, scaler and RNG states.
+
+    Returns
+    -------
+    dict
+        ``rank``, ``world_size``, ``pid``, ``host``, ``device``, ``epochs`` (epochs this call ran),
+        ``params_digest`` (SHA-1 of the final weights), ``probe`` (see ``TrainConfig.probe``); on
+        rank 0 also ``out_dir``, ``best_epoch``, ``stopped_early`` and ``scores`` per split.
+
+    Raises
+    ------
+    RankFailure
+        Wrapping whatever stopped this rank, after it left the process group; a user-fixable
+        cause (:class:`fmadask.errors.FmadaskError`) rides along as ``user_error``.
+    """
+    spec = dist_spec or DistSpec.from_env()
+    config.validate()
+    try:
+        device = select_device(config, spec.local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            init_method=f"tcp://{spec.master_addr}:{spec.master_port}", rank=spec.rank,
+            world_size=spec.world_size, timeout=datetime.timedelta(seconds=config.dist_timeout_s))
+        return _train(Path(run_dir), config, spec, device, resume)
+    except BaseException as exc:
+        failure = RankFailure(spec.rank, socket.gethostname(), type(exc).__name__,
+                              str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                              time.time(), _is_peer_failure(exc))
+        if isinstance(exc, FmadaskError):
+            # a user-fixable cause (missing data, bad option) is shown as itself, not as a crash
+            failure.user_error = exc
+        # The traceback's frames hold the net, its optimiser state and the batch (GPU memory):
+        # release them, the exception travels to the launcher without them. Then leave the
+        # group. Peers blocked in a collective with this rank are not freed by that once DDP has
+        # been built (see fmadask.dl.launch): the launcher (or torchrun's agent) ends them.
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
+        _teardown(abort=True)
+        raise failure from exc
+    finally:
+        _teardown(abort=False)
+
+
+def _teardown(abort: bool) -> None:
+    """Leave the process group (after a failure, NCCL communicators are aborted, not drained)."""
+    if not dist.is_initialized():
+        return
+    try:
+        nccl = dist.get_backend() == "nccl"
+        if abort and nccl and hasattr(dist.distributed_c10d, "_abort_process_group"):
+            dist.distributed_c10d._abort_process_group()
+        else:
+            dist.destroy_process_group()
+    except Exception as exc:  # the group is broken anyway; do not mask the original error
+        log.warning("process group teardown: %s", exc)
+
+
+def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.device,
+           resume: bool) -> dict:
+    data = open_spectrograms(run_dir)
+    classes = data.classes
+    for split in ("training", "validation"):
+        if data.tracks(split).empty:
+            raise DataError(f"no {split} clips in {data.root}: the CNN needs training and "
+                            "validation spectrograms")
+    seg = segment_frames(config.segment_seconds, data.params)
+    mean, std = normalisation(data, data.tracks("training"), seed=config.seed)
+    torch.manual_seed(config.seed)  # identical initial weights (DDP also broadcasts rank 0's)
+    model = build_net(config.arch, len(classes), int(data.params["n_mels"]), seg,
+                      config.width).to(device)
+    ddp = DistributedDataParallel(model,
+                                  device_ids=[device.index] if device.type == "cuda" else None)
+    out_dir = Path(config.out_dir) if config.out_dir else run_dir / "cnn"
+    run = _Run(config, spec, device, data, out_dir, classes, seg, mean, std, model, ddp,
+               amp=device.type == "cuda" and config.amp,
+               loader_workers=loader_workers(config.num_workers))
+
+    train_loader, train_ds, sampler = run.loader("training", train=True)
+    val_loader = run.loader("validation", train=False)[0]
+    steps_per_epoch = len(train_loader)
+    if config.probe:
+        run.probe["steps_per_epoch"] = steps_per_epoch
+    optimizer = _make_optimizer(config, model.parameters())
+    scheduler = _make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=run.amp)
+
+    ckpt_dir = out_dir / "checkpoints"
+    last = ckpt_dir / "last.pt"
+    # epochs are counted from 1 in everything a user reads (metrics.csv, results, report)
+    state = {"best_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": False}
+    history: list[dict] = []
+    start = 0
+    if resume and last.is_file():
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)  # RNG states stay on CPU
+        check_resume(ckpt, config, spec.world_size, last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["world_size"] == spec.world_size:
+            _set_rng_state(ckpt["rng"][spec.rank])
+        state, history, start = ckpt["state"], ckpt["history"], ckpt["epochs_done"]
+        if run.is_main:
+            log.info("resuming from %s at epoch %d", last, start + 1)
+    elif run.is_main:
+        if resume:
+            log.warning("no checkpoint at %s: starting from epoch 1", last)
+        fresh_start(out_dir)
+
+    ran = []
+    best_weights = None  # every rank keeps its own copy (identical across ranks)
+    for epoch in range(start, config.epochs):
+        if state["stopped"]:
+            break
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        row = {"epoch": epoch + 1, **_train_epoch(run, train_loader, optimizer, scheduler, scaler,
+                                              epoch, steps_per_epoch)}
+        train_s = time.perf_counter() - t0
+        val, _ = _score(run, _evaluate(run, val_loader))
+        row.update({"val_loss": val["loss"], "val_acc": val["segment_acc"],
+                    "val_track_acc_vote": val["track_acc_vote"],
+                    "val_track_acc_mean": val["track_acc_mean"],
+                    "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_s,
+                    "segments_per_s": row["train_segments"] / train_s})
+        history.append(row)
+        ran.append(epoch + 1)
+        if val["loss"] < state["best_loss"]:
+            state.update(best_loss=val["loss"], best_epoch=epoch + 1, bad_epochs=0)
+            best_weights = {k: v.detach().to("cpu", copy=True)
+                            for k, v in model.state_dict().items()}
+            if run.is_main:
+                _atomic_write(ckpt_dir / "best.pt",
+                              lambda fh: torch.save({"epoch": epoch + 1,
+                                                     "model": model.state_dict()}, fh))
+        else:
+            state["bad_epochs"] += 1
+        state["stopped"] = state["bad_epochs"] >= config.patience
+        rngs = _gather(_rng_state())
+        if run.is_main:
+            ckpt = {"format": 1, "epochs_done": epoch + 1, "config": dataclasses.asdict(config),
+                    "world_size": spec.world_size, "classes": classes, "seg": seg,
+                    "norm": [mean, std], "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": rngs, "state": dict(state),
+                    "history": history}
+            _atomic_write(last, lambda fh: torch.save(ckpt, fh))
+            _write_outputs_epoch(run, history)
+            log.info("epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (track %.3f)",
+                     epoch + 1, row["train_loss"], row["train_acc"], row["val_loss"],
+                     row["val_acc"], row["val_track_acc_mean"])
+        if state["stopped"]:
+            break
+
+    result = {"rank": spec.rank, "world_size": spec.world_size, "pid": os.getpid(),
+              "host": socket.gethostname(), "device": str(device), "epochs": ran,
+              "params_digest": _digest(model.parameters()), "probe": dict(run.probe)}
+    # the final scores use the best weights: this call's, or those a previous call saved
+    if best_weights is None:
+        best_weights = torch.load(ckpt_dir / "best.pt", map_location="cpu",
+                                  weights_only=False)["model"]
+    model.load_state_dict(best_weights)
+    scores, predictions = {}, []
+    for split in ("validation", "test"):
+        if data.tracks(split).empty:
+            continue
+        sc, tracks = _score(run, _evaluate(run, run.loader(split, train=False)[0]))
+        scores[split] = sc
+        tracks["split"] = split
+        predictions.append(tracks)
+    if run.is_main:
+        _write_final(run, state, history, scores, pd.concat(predictions))
+        result.update({"out_dir": str(out_dir), "best_epoch": state["best_epoch"],
+                       "stopped_early": state["stopped"], "scores": scores})
+    dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
+    return result
+
+
+def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
+                 predictions: pd.DataFrame) -> None:
+    """model.pt/model.json, predictions.parquet, confusion matrices and report.md (rank 0)."""
+    from fmadask.dl.predict import save_model
+    from fmadask.report.metrics import normalized_confusion
+    from fmadask.report.plots import confusion_figure
+
+    out = run.out_dir
+    save_model(out, run.model, arch=run.config.arch, width=run.config.width, classes=run.classes,
+               params=run.data.params, segment_seconds=run.config.segment_seconds, seg=run.seg,
+               norm=(run.mean, run.std),
+               extra={"best_epoch": state["best_epoch"], "scores": scores})
+    preds = pd.DataFrame({
+        "track_id": predictions.index.to_numpy(dtype=np.int64),
+        "split": predictions["split"].to_numpy(),
+        "genre_top": [run.classes[i] for i in predictions["label"]],
+        "pred_vote": [run.classes[i] for i in predictions["vote"]],
+        "pred_mean": [run.classes[i] for i in predictions["mean"]],
+        "n_segments": predictions["n_segments"].to_numpy(dtype=np.int64)})
+    probs = np.stack(predictions["probs"].to_numpy())
+    for i, c in enumerate(run.classes):
+        preds[f"p_{c}"] = probs[:, i]
+    _atomic_write(out / "predictions.parquet", lambda fh: preds.to_parquet(fh, index=False))
+    for split in scores:
+        part = predictions[predictions["split"] == split]
+        share = normalized_confusion(part["label"], part["mean"],
+                                     labels=list(range(len(run.classes))))
+        confusion_figure(share, run.classes, out / f"confusion_{split}.png",
+                         title=f"{run.config.arch}, {split}, track level (mean probability)")
+    _write_outputs_epoch(run, history)
+    _atomic_write(out / "report.md",
+                  lambda fh: fh.write(_report(run, state, scores).encode()))
+
+
+def _report(run: _Run, state: dict, scores: dict) -> str:
+    c = run.config
+    lines = [f"# CNN `{c.arch}` on mel-spectrograms", "",
+             f"- segments of {c.segment_seconds:g} s ({run.seg} frames x "
+             f"{run.data.params['n_mels']} mel bands), batch {c.batch_size} x "
+             f"{run.spec.world_size} ranks, {c.optimizer} lr {c.lr:g} ({c.lr_schedule}), "
+             f"device {run.device}{' with AMP' if run.amp else ''}",
+             f"- best epoch {state['best_epoch']} (lowest validation loss)"
+             f"{', stopped early' if state['stopped'] else ''}", "",
+             "| split | segment acc | track acc (vote) | track acc (mean prob) "
+             "| track F1 (mean prob) | tracks |",
+             "|---|---|---|---|---|---|"]
+    for split, s in scores.items():
+        lines.append(f"| {split} | {s['segment_acc']:.3f} | {s['track_acc_vote']:.3f} | "
+                     f"{s['track_acc_mean']:.3f} | {s['track_f1_mean']:.3f} | {s['n_tracks']} |")
+    lines += ["", "![curves](curves.png)", ""]
+    lines += [f"![confusion {split}](confusion_{split}.png)" for split in scores]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ torchrun entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fmadask.dl.trainer RUN_DIR [options]``, one rank per process (torchrun)."""
+    parser = argparse.ArgumentParser(prog="python -m fmadask.dl.trainer",
+                                     description="Train a CNN on RUN_DIR/spectrograms as one rank "
+                                                 "of a DDP job (torchrun sets the rank variables).")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    add_config_arguments(parser)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--num-workers", dest="num_workers", type=int, default=2,
+                        help="DataLoader processes per rank (default 2)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        result = train(args.run_dir, TrainConfig(**config_options(args)), resume=args.resume)
+    except RankFailure as exc:
+        user = getattr(exc, "user_error", None)
+        print(f"fmadask: {user if user is not None else exc}", file=sys.stderr)
+        return 2
+    if result["rank"] == 0:
+        print(json.dumps({k: result[k] for k in ("out_dir", "best_epoch", "scores")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

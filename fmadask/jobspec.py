@@ -1,0 +1,500 @@
+"""Job specifications: one TOML file that names the data, the cluster, the stages and their parameters.
+
+A job spec has the sections ``[job]``, ``[data]``, ``[cluster]``, ``[featurize]``,
+``[classical]``, ``[cnn]`` and ``[output]``; each key, its type and its default are the fields of
+the dataclasses below (``fmadask run --check JOB`` prints the resolved spec). ``load_job`` reads
+a file, applies ``--set section.key=value`` overrides and validates everything before a stage
+runs, so a typo costs one line, not a half-finished run:
+
+- an unknown section or key, a value of the wrong type or out of range: :class:`ConfigError`;
+- a data folder that does not exist (and is not to be generated): :class:`DataError`.
+
+Paths are local paths (relative ones are taken from the current directory, like ``make`` or
+``git`` do) or fsspec URLs (``s3://bucket/fma``, ``file:///data/fma``, ``memory://...``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmadask.errors import ConfigError, DataError
+from fmadask.fma.layout import AUDIO_SUBSETS, METADATA_DIR
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+#: Cluster kinds a job can name. ``address`` connects to a running scheduler.
+CLUSTER_KINDS = ("local", "address", "slurm", "kubernetes")
+#: What the featurize stage can write.
+FEATURIZE_OUTPUTS = ("features", "spectrograms")
+SPLITS = ("official", "stratified")
+SCALERS = ("minmax", "standard")
+SEARCHES = ("none", "random", "bayes")
+OPTIMIZERS = ("adamw", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _field(default: Any = dataclasses.MISSING, *, choices: tuple | None = None,
+           minimum: float | None = None, path: bool = False, expected: str = "",
+           doc: str = "") -> Any:
+    """A spec field with its validation rules in the field's metadata.
+
+    ``expected`` replaces the type's name in a wrong-type message (e.g. "'native' or a rate").
+    """
+    meta = {"choices": choices, "minimum": minimum, "path": path, "expected": expected,
+            "doc": doc}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class JobSection:
+    """``[job]``: what the run is called."""
+
+    name: str = _field("", doc="name shown in logs (default: the spec file's stem)")
+    description: str = _field("")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``[data]``: which FMA tracks, their labels and split."""
+
+    dir: str = _field(path=True, doc="FMA data folder holding fma_metadata/ and fma_<subset>/")
+    subset: str = _field("small", choices=AUDIO_SUBSETS)
+    split: str = _field("official", choices=SPLITS,
+                        doc="FMA's ('set', 'split') or the study's stratified 80/10/10")
+    seed: int = _field(42, doc="seed of the stratified split")
+    generate_sample: bool = _field(False, doc="write an FMA-shaped sample into dir if it has none")
+    sample_tracks_per_genre: int = _field(10, minimum=3)
+    sample_seconds: float = _field(30.0, minimum=1.0)
+    sample_seed: int = _field(0)
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    """``[cluster]``: where the work runs."""
+
+    kind: str = _field("local", choices=CLUSTER_KINDS)
+    address: str = _field("", doc="scheduler address for kind='address' (tcp://, tls://); empty: "
+                                  "Dask's 'scheduler-address' config / DASK_SCHEDULER_ADDRESS")
+    workers: int = _field(2, minimum=1, doc="worker processes (local), jobs (slurm) or pods")
+    threads_per_worker: int = _field(1, minimum=1)
+    memory: str = _field("auto", doc="memory per worker in Dask's syntax, e.g. '8GiB'")
+    connect_timeout: float = _field(10.0, minimum=0.1, doc="seconds to wait for a scheduler")
+    tls_ca_file: str = _field("", path=True, doc="CA certificate (PEM) for tls:// addresses")
+    tls_cert: str = _field("", path=True, doc="client certificate (PEM)")
+    tls_key: str = _field("", path=True, doc="client private key (PEM)")
+    queue: str = _field("", doc="slurm: partition (default: jobqueue.slurm config)")
+    account: str = _field("", doc="slurm: account (default: jobqueue.slurm config)")
+    walltime: str = _field("", doc="slurm: job walltime, e.g. '04:00:00'")
+    image: str = _field("", doc="kubernetes: container image of scheduler and workers")
+    namespace: str = _field("", doc="kubernetes: namespace (default: the current context's)")
+    cluster_spec: str = _field("", path=True, doc="kubernetes: a DaskCluster manifest to start")
+
+
+@dataclass(frozen=True)
+class FeaturizeSection:
+    """``[featurize]``: decode every mp3 to the 518 FMA features and log-mel spectrograms."""
+
+    enabled: bool = _field(True)
+    sr: int | str = _field("native", expected="'native' or a rate in Hz such as 22050",
+                           doc="'native' (FMA-compatible) or a rate in Hz, e.g. 22050")
+    what: list[str] = _field(list(FEATURIZE_OUTPUTS), choices=FEATURIZE_OUTPUTS)
+    partition_size: int = _field(64, minimum=1, doc="tracks per Dask partition (one task each)")
+    max_seconds: float = _field(1200.0, minimum=1.0, doc="tracks longer than this many seconds "
+                                                         "are refused (recorded in errors/)")
+
+
+@dataclass(frozen=True)
+class ClassicalSection:
+    """``[classical]``: scaling, the ten scikit-learn/XGBoost models, the XGBoost search."""
+
+    enabled: bool = _field(True)
+    models: list[str] = _field(["all"], doc="model names, or ['all'] for the study's ten")
+    scaler: str = _field("minmax", choices=SCALERS)
+    search: str = _field("random", choices=SEARCHES, doc="hyper-parameter search method")
+    search_models: list[str] = _field(["xgboost"], doc="models the search tunes (the study: "
+                                                       "XGBoost)")
+    n_iter: int = _field(20, minimum=1, doc="parameter settings the search tries")
+    cv: int = _field(5, minimum=2, doc="stratified folds of the search")
+    distributed_xgb: bool = _field(False, doc="train XGBoost through xgboost.dask")
+    unsupervised: bool = _field(True, doc="also draw the PCA, t-SNE and K-means views")
+    seed: int = _field(0)
+
+
+@dataclass(frozen=True)
+class CnnSection:
+    """``[cnn]``: the study's CNNs on log-mel spectrograms, PyTorch DDP on Dask workers."""
+
+    enabled: bool = _field(True)
+    archs: list[str] = _field(["naive", "naive_bn"], doc="nets to train, one after the other")
+    epochs: int = _field(20, minimum=1)
+    ranks: int = _field(2, minimum=1, doc="DDP processes (one per Dask worker)")
+    batch_size: int = _field(32, minimum=1, doc="segments per rank per step")
+    lr: float = _field(1e-3, minimum=0.0)
+    optimizer: str = _field("adamw", choices=OPTIMIZERS, doc="'adam' is the study's")
+    segment_seconds: float = _field(3.0, minimum=0.1, doc="training segment length")
+    width: int | None = _field(None, minimum=1, doc="channel width (default: the net's)")
+    device: str = _field("auto", choices=DEVICES, doc="'cuda' for GPU workers (NCCL)")
+    seed: int = _field(0)
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    """``[output]``: the run directory."""
+
+    dir: str = _field(path=True, doc="run directory (local path or fsspec URL)")
+    overwrite: bool = _field(False, doc="redo stages whose outputs were made with other "
+                                        "parameters (default: refuse)")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job specification."""
+
+    source: str
+    job: JobSection
+    data: DataSection
+    cluster: ClusterSection
+    featurize: FeaturizeSection
+    classical: ClassicalSection
+    cnn: CnnSection
+    output: OutputSection
+
+    @property
+    def name(self) -> str:
+        """The job's name: ``[job] name`` or the spec file's stem."""
+        return self.job.name or Path(self.source).stem
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The spec as ``{section: {key: value}}`` (what ``--check`` prints)."""
+        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+
+    def replace(self, section: str, **changes: Any) -> JobSpec:
+        """A copy with some keys of one section changed (validated again)."""
+        raw = self.to_dict()
+        raw[section].update(changes)
+        return build_spec(raw, self.source)
+
+
+#: Section name -> its dataclass, in the order a spec is written and printed.
+SECTIONS: dict[str, type] = {
+    "job": JobSection, "data": DataSection, "cluster": ClusterSection,
+    "featurize": FeaturizeSection, "classical": ClassicalSection, "cnn": CnnSection,
+    "output": OutputSection,
+}
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def load_job(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = (),
+             check_paths: bool = True) -> JobSpec:
+    """Read, override and validate a job spec.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The TOML file.
+    overrides : list of str
+        ``section.key=value`` items applied after the file (``--set``). ``value`` is read as a
+        TOML value (``22050``, ``true``, ``["naive"]``, ``"x"``); anything that is not valid
+        TOML is taken as a string, so ``data.dir=/tmp/fma`` needs no quotes.
+    check_paths : bool
+        Also check that the data folder exists (or will be generated) and that named files
+        (TLS certificates, a cluster manifest) exist.
+
+    Returns
+    -------
+    JobSpec
+
+    Raises
+    ------
+    ConfigError
+        Unreadable TOML, unknown section or key, wrong type, value out of range.
+    DataError
+        A data path that does not exist.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"job spec {source} not found: pass a TOML file such as "
+                          "jobs/demo.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read job spec {source}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    for item in overrides:
+        apply_override(raw, item, source)
+    spec = build_spec(raw, source)
+    if check_paths:
+        check_spec_paths(spec)
+    return spec
+
+
+def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> None:
+    """Apply one ``section.key=value`` override to the raw (parsed TOML) spec in place."""
+    key, sep, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"--set {item!r}: write it as section.key=value, "
+                          "e.g. --set featurize.sr=22050")
+    _known_section(section, source)
+    _known_key(section, name, source)
+    raw.setdefault(section, {})
+    if not isinstance(raw[section], dict):
+        raise ConfigError(f"{source}: [{section}] must be a table")
+    raw[section][name] = parse_value(text.strip())
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML (numbers, booleans, arrays, quoted strings), else the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def build_spec(raw: dict[str, Any], source: str) -> JobSpec:
+    """Validate a raw ``{section: {key: value}}`` mapping and build the :class:`JobSpec`."""
+    for section in raw:
+        _known_section(section, source)
+    sections = {}
+    for section, cls in SECTIONS.items():
+        values = raw.get(section, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table of key = value lines")
+        sections[section] = _build_section(section, cls, values, source)
+    spec = JobSpec(source=source, **sections)
+    _check_consistency(spec)
+    return spec
+
+
+def _known_section(section: str, source: str) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(f"{source}: unknown section [{section}]{_did_you_mean(section, SECTIONS)}"
+                          f"; sections are {', '.join(SECTIONS)}")
+
+
+def _known_key(section: str, key: str, source: str) -> None:
+    names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+    if key not in names:
+        raise ConfigError(f"{source}: unknown key '{key}' in [{section}]"
+                          f"{_did_you_mean(key, names)}; known keys: {', '.join(names)}")
+
+
+def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key in values:
+        _known_key(section, key, source)
+    for f in dataclasses.fields(cls):
+        where = f"{source}: [{section}] {f.name}"
+        if f.name not in values:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where} is required ({f.metadata['doc']})")
+            continue
+        try:
+            value = _coerce(values[f.name], hints[f.name], where)
+        except ConfigError:
+            if not f.metadata["expected"]:
+                raise
+            raise ConfigError(f"{where} must be {f.metadata['expected']}, "
+                              f"not {values[f.name]!r}") from None
+        _check_rules(value, f.metadata, where)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """``value`` if it has type ``tp`` (ints are accepted as floats), else a ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        for option in options:
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                pass
+        wanted = " or ".join(_TYPE_NAMES.get(o, str(o)) for o in options)
+        raise ConfigError(f"{where} must be {wanted}, not {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list such as [\"a\", \"b\"], not {value!r}")
+        return [_coerce(v, item_type, where) for v in value]
+    # bool is a subclass of int in Python, but `epochs = true` is a mistake, not 1.
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where} must be {_TYPE_NAMES.get(tp, str(tp))}, not {value!r}")
+
+
+def _check_rules(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    choices, minimum = meta["choices"], meta["minimum"]
+    for item in value if isinstance(value, list) else [value]:
+        if choices is not None and item not in choices:
+            raise ConfigError(f"{where}: {item!r} is not one of {', '.join(map(str, choices))}"
+                              f"{_did_you_mean(str(item), map(str, choices))}")
+        if minimum is not None and item is not None and item < minimum:
+            raise ConfigError(f"{where} must be at least {minimum:g}, not {item!r}")
+
+
+def _check_consistency(spec: JobSpec) -> None:
+    """Rules that involve more than one key."""
+    src = spec.source
+    sr = spec.featurize.sr
+    if isinstance(sr, str) and sr != "native":
+        raise ConfigError(f"{src}: [featurize] sr must be 'native' or a rate in Hz such as 22050, "
+                          f"not {sr!r}")
+    if isinstance(sr, int) and not 1000 <= sr <= 192_000:
+        raise ConfigError(f"{src}: [featurize] sr = {sr} Hz is not a sample rate; use e.g. 22050")
+    if not spec.featurize.what:
+        raise ConfigError(f"{src}: [featurize] what is empty: list 'features' and/or "
+                          "'spectrograms'")
+    if spec.classical.enabled and "features" not in spec.featurize.what:
+        raise ConfigError(f"{src}: [classical] needs the features: add 'features' to "
+                          "[featurize] what, or set [classical] enabled = false")
+    if spec.cnn.enabled and "spectrograms" not in spec.featurize.what:
+        raise ConfigError(f"{src}: [cnn] needs the spectrograms: add 'spectrograms' to "
+                          "[featurize] what, or set [cnn] enabled = false")
+    if spec.cnn.enabled and not spec.cnn.archs:
+        raise ConfigError(f"{src}: [cnn] archs is empty: list e.g. ['naive', 'naive_bn']")
+    if spec.classical.enabled and not spec.classical.models:
+        raise ConfigError(f"{src}: [classical] models is empty: list model names or ['all']")
+    tls = [spec.cluster.tls_ca_file, spec.cluster.tls_cert, spec.cluster.tls_key]
+    if any(tls) and not all(tls):
+        raise ConfigError(f"{src}: [cluster] TLS needs all three of tls_ca_file, tls_cert and "
+                          "tls_key")
+    if spec.data.generate_sample and spec.data.subset != "small":
+        raise ConfigError(f"{src}: [data] generate_sample writes FMA small only: set subset = "
+                          "'small' or generate_sample = false")
+
+
+# --------------------------------------------------------------------------------- paths
+
+
+def is_url(path: str) -> bool:
+    """True for fsspec URLs such as ``s3://bucket/x`` (a Windows drive letter is not one)."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and len(scheme) > 1
+
+
+def local_path(path: str) -> Path | None:
+    """The local path of ``path`` (plain or ``file://``), or None for other fsspec URLs."""
+    if not is_url(path):
+        return Path(path).expanduser().resolve()
+    if path.startswith("file://"):
+        return Path(path[len("file://"):]).resolve()
+    return None
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """``(fsspec filesystem, path)`` of a URL, with a one-line error for a missing extra."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        extra = "s3" if url.startswith(("s3://", "s3a://")) else None
+        hint = f"pip install 'fmadask[{extra}]'" if extra else f"install the package it names ({exc})"
+        raise ConfigError(f"{url}: no fsspec driver for this protocol: {hint}") from None
+    except ValueError as exc:  # unknown protocol
+        raise ConfigError(f"{url}: {exc}") from None
+
+
+def exists(path: str) -> bool:
+    """Whether a local path or fsspec URL exists (a network failure is a DataError)."""
+    local = local_path(path)
+    if local is not None:
+        return local.exists()
+    fs, fs_path = filesystem(path)
+    try:
+        return fs.exists(fs_path)
+    except (OSError, PermissionError) as exc:
+        raise DataError(f"cannot reach {path}: {exc.__class__.__name__}: check credentials and "
+                        "network") from None
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a local path or a URL (always with ``/``)."""
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def check_spec_paths(spec: JobSpec) -> None:
+    """Check the paths a spec names; raise a one-line DataError/ConfigError for the first bad one.
+
+    The data folder must hold ``fma_metadata/tracks.csv`` and ``fma_<subset>/``, unless
+    ``generate_sample`` is set and the folder has no metadata yet (the run will write it).
+    """
+    data = spec.data
+    metadata = join(data.dir, METADATA_DIR, "tracks.csv")
+    if not exists(metadata):
+        if data.generate_sample:
+            if local_path(data.dir) is None:
+                raise ConfigError(f"{spec.source}: [data] generate_sample writes a local folder; "
+                                  f"{data.dir} is a URL")
+        elif not exists(data.dir):
+            raise DataError(f"data folder {data.dir} does not exist: fetch FMA with 'fmadask fetch "
+                            f"metadata --to {data.dir}' and 'fmadask fetch {data.subset} --to "
+                            f"{data.dir}', or set data.generate_sample = true")
+        else:
+            raise DataError(f"{metadata} not found: fetch it with 'fmadask fetch metadata --to "
+                            f"{data.dir}' or set data.dir to the folder holding {METADATA_DIR}/")
+    elif not exists(join(data.dir, f"fma_{data.subset}")):
+        raise DataError(f"{join(data.dir, f'fma_{data.subset}')} not found: fetch the audio with "
+                        f"'fmadask fetch {data.subset} --to {data.dir}'")
+    for key in ("tls_ca_file", "tls_cert", "tls_key", "cluster_spec"):
+        value = getattr(spec.cluster, key)
+        if value and not exists(value):
+            raise ConfigError(f"{spec.source}: [cluster] {key} = {value!r}: file not found")
+    if is_url(spec.output.dir):
+        filesystem(spec.output.dir)  # the protocol's driver must be installed
+
+
+def format_spec(spec: JobSpec) -> str:
+    """The resolved spec as TOML-like text, every key with its value (defaults included)."""
+    lines = [f"# {spec.source} (resolved, with defaults)"]
+    for section, values in spec.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key} is not set")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

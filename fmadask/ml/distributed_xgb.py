@@ -1,0 +1,68 @@
+"""XGBoost trained across all Dask workers with ``xgboost.dask`` (for FMA large and full).
+
+Each worker holds a block of the training rows and XGBoost's collective (Rabit) syncs the
+gradient histograms between them, so no worker needs the whole table. The fitted booster is then
+moved into a plain ``xgboost.XGBClassifier`` (through XGBoost's JSON format), which predicts
+without a cluster and is saved like every other model.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from fmadask.cluster import workers_info
+from fmadask.ml.fit import FitOutcome, error_line
+
+
+def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np.ndarray,
+                     y_train: np.ndarray, evaluate: dict[str, np.ndarray]) -> FitOutcome:
+    """Fit ``xgboost.dask.DaskXGBClassifier`` on the workers and predict the evaluation splits.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    params : dict
+        XGBoost parameters (``n_jobs`` is the threads per worker).
+    seed : int
+        ``random_state``.
+    X_train : numpy.ndarray, shape (n, d)
+        Scaled training features, scattered to the workers in blocks.
+    y_train : numpy.ndarray, shape (n,)
+        Class codes ``0 .. k-1``.
+    evaluate : dict of str to numpy.ndarray
+        Scaled features of other splits.
+
+    Returns
+    -------
+    FitOutcome
+        ``estimator`` is a local ``xgboost.XGBClassifier``; ``worker`` says how many workers
+        trained it.
+    """
+    import xgboost as xgb
+    import xgboost.dask  # noqa: F401 - registers xgb.dask
+
+    from fmadask.ml.unsupervised import to_dask_array
+
+    start = time.perf_counter()
+    n_workers = len(workers_info(client))
+    # One block per worker at least, so that every worker takes part.
+    block = max(1, -(-len(X_train) // max(1, n_workers)))
+    try:
+        X = to_dask_array(client, X_train, block_rows=block)
+        y = to_dask_array(client, y_train, block_rows=block)
+        model = xgb.dask.DaskXGBClassifier(**{"random_state": seed, **params})
+        model.client = client
+        model.fit(X, y)
+        local = xgb.XGBClassifier()
+        local.load_model(model.get_booster().save_raw(raw_format="json"))
+        # Keep the parameters on the local copy, so that the saved model describes itself.
+        local.set_params(**{"random_state": seed, **params})
+        predictions = {s: np.asarray(local.predict(Xe)) if len(Xe) else np.empty(0, int)
+                       for s, Xe in evaluate.items()}
+    except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
+        return FitOutcome("xgboost", params, None, seconds=time.perf_counter() - start,
+                          worker=f"xgboost.dask ({n_workers} workers)", error=error_line(exc))
+    return FitOutcome("xgboost", params, local, predictions, time.perf_counter() - start,
+                      f"xgboost.dask ({n_workers} workers)")

@@ -1,0 +1,292 @@
+"""The ten classifiers of the study, their default settings and their search spaces.
+
+Every model is referred to by a short name (``'xgboost'``, ``'linear_svc'``...; see
+:data:`MODEL_NAMES`) and built by :func:`make_estimator`. A search space is declared once, with
+:class:`Int`, :class:`Float` and :class:`Choice`, and converted both to scipy distributions for a
+random search and to Optuna suggestions for Bayesian optimisation.
+
+All estimators run single-threaded (``n_jobs=1``): they are fitted inside Dask tasks on workers
+that run one thread each, and parallelism comes from running many fits at once.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.base import BaseEstimator
+from sklearn.ensemble import (AdaBoostClassifier, ExtraTreesClassifier, GradientBoostingClassifier,
+                              RandomForestClassifier)
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import SVC, LinearSVC, NuSVC
+from sklearn.tree import DecisionTreeClassifier
+
+from fmadask.errors import ConfigError
+
+# ------------------------------------------------------------------------ search dimensions
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer parameter drawn from ``[low, high]`` (both included), log-uniformly if ``log``."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def distribution(self) -> Any:
+        """The scipy distribution a random search samples from."""
+        if self.log:
+            # scipy has no integer log-uniform; round a continuous one (what Optuna does too).
+            return _RoundedLogUniform(self.low, self.high)
+        return stats.randint(self.low, self.high + 1)
+
+    def suggest(self, trial: Any, name: str) -> int:
+        """Ask an Optuna trial for a value."""
+        return trial.suggest_int(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Float:
+    """A real parameter drawn from ``[low, high]``, log-uniformly if ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def distribution(self) -> Any:
+        if self.log:
+            return stats.loguniform(self.low, self.high)
+        return stats.uniform(self.low, self.high - self.low)
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A parameter taking one of a few values (str, int, float, bool or None)."""
+
+    values: tuple
+
+    def distribution(self) -> list:
+        return list(self.values)
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.values))
+
+
+Dimension = Int | Float | Choice
+
+
+class _RoundedLogUniform:
+    """Integers from a log-uniform distribution on ``[low, high]`` (scipy ``rvs`` protocol)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def rvs(self, size: int | None = None, random_state: Any = None) -> Any:
+        values = stats.loguniform(self.low, self.high + 1).rvs(size=size, random_state=random_state)
+        return np.clip(np.floor(values), self.low, self.high).astype(int)
+
+
+# ---------------------------------------------------------------------------------- NuSVC
+
+
+class FeasibleNuSVC(NuSVC):
+    """NuSVC that lowers ``nu`` to the largest feasible value instead of failing.
+
+    libsvm trains one binary NuSVC per pair of classes, and ``nu`` is only feasible for a pair
+    with ``n_i`` and ``n_j`` samples when ``nu <= 2 * min(n_i, n_j) / (n_i + n_j)``. With small or
+    unbalanced classes (a cross-validation fold, FMA medium's genres) the default 0.5 can break
+    that and scikit-learn raises "specified nu is infeasible". This class fits with
+    ``min(nu, 0.95 * bound)`` and records the value used in ``nu_``; ``get_params()`` still
+    returns the requested ``nu``.
+    """
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+            ) -> FeasibleNuSVC:
+        requested = self.nu
+        self.nu_ = min(requested, 0.95 * nu_bound(y))
+        # libsvm reads self.nu during fit; restore the requested value so that clone() and
+        # get_params() keep describing what the user asked for.
+        self.nu = self.nu_
+        try:
+            return super().fit(X, y, sample_weight=sample_weight)
+        finally:
+            self.nu = requested
+
+
+def nu_bound(y: np.ndarray) -> float:
+    """Largest feasible ``nu`` of a one-vs-one NuSVC on labels ``y``: ``2 min(n_i, n_j) / (n_i + n_j)``
+    over all pairs of classes, which is ``2 n_min / (n_min + n_next)`` for the two smallest."""
+    counts = np.sort(np.unique(np.asarray(y), return_counts=True)[1])
+    if len(counts) < 2:
+        return 1.0
+    return float(2 * counts[0] / (counts[0] + counts[1]))
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one of the study's models and what to search over."""
+
+    label: str
+    factory: Callable[..., BaseEstimator]
+    defaults: Mapping[str, Any]
+    space: Mapping[str, Dimension]
+
+
+def _xgb_classifier(**params: Any) -> BaseEstimator:
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(**params)
+
+
+_FOREST_SPACE = {"n_estimators": Int(100, 500), "max_depth": Choice((None, 10, 20, 40)),
+                 "max_features": Choice(("sqrt", "log2", 0.2)), "min_samples_leaf": Int(1, 8)}
+
+#: The study's ten models, in the order of its Table 1 and of our tables. Defaults are
+#: scikit-learn's/XGBoost's own except where noted; ``n_jobs=1`` everywhere (see module doc).
+MODELS: dict[str, ModelSpec] = {
+    "logistic_regression": ModelSpec(
+        "Logistic Regression", LogisticRegression,
+        # lbfgs needs more than the default 100 iterations to converge on 518 scaled features.
+        {"max_iter": 2000},
+        {"C": Float(1e-3, 1e2, log=True)}),
+    "decision_tree": ModelSpec(
+        "Decision Tree", DecisionTreeClassifier, {},
+        {"max_depth": Int(3, 30), "min_samples_leaf": Int(1, 20),
+         "criterion": Choice(("gini", "entropy"))}),
+    "random_forest": ModelSpec(
+        "Random Forest", RandomForestClassifier, {"n_jobs": 1}, _FOREST_SPACE),
+    "svc": ModelSpec(
+        "SVC", SVC, {},
+        {"C": Float(0.1, 100.0, log=True), "gamma": Float(1e-4, 1e-1, log=True)}),
+    "nusvc": ModelSpec(
+        "NuSVC", FeasibleNuSVC, {},
+        {"nu": Float(0.05, 0.8), "gamma": Float(1e-4, 1e-1, log=True)}),
+    "linear_svc": ModelSpec(
+        "Linear SVC", LinearSVC,
+        # The dual solver needs many iterations on 518 features; primal is faster when n > d.
+        {"max_iter": 5000, "dual": "auto"},
+        {"C": Float(1e-3, 10.0, log=True)}),
+    "gradient_boosting": ModelSpec(
+        "Gradient Boosting", GradientBoostingClassifier, {},
+        {"n_estimators": Int(50, 300), "learning_rate": Float(0.01, 0.3, log=True),
+         "max_depth": Int(2, 6), "subsample": Float(0.5, 1.0)}),
+    "extra_trees": ModelSpec(
+        "Extra Trees", ExtraTreesClassifier, {"n_jobs": 1}, _FOREST_SPACE),
+    "xgboost": ModelSpec(
+        "XGBoost", _xgb_classifier,
+        # 'hist' is XGBoost's default tree method; stated so that saved models say so.
+        {"n_jobs": 1, "tree_method": "hist"},
+        {"gamma": Float(0.0, 5.0), "max_depth": Int(2, 10), "min_child_weight": Float(0.5, 20.0, log=True),
+         "learning_rate": Float(0.01, 0.3, log=True), "n_estimators": Int(100, 600),
+         "subsample": Float(0.5, 1.0), "colsample_bytree": Float(0.3, 1.0)}),
+    "adaboost": ModelSpec(
+        "AdaBoost", AdaBoostClassifier, {},
+        {"n_estimators": Int(50, 400), "learning_rate": Float(0.01, 2.0, log=True)}),
+}
+
+#: Short names of the models, in table order.
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+
+
+def resolve_models(models: str | Sequence[str]) -> list[str]:
+    """Model names from ``'all'``, a comma-separated string or a list; :class:`ConfigError` on an
+    unknown name."""
+    if isinstance(models, str):
+        models = list(MODEL_NAMES) if models == "all" else [m.strip() for m in models.split(",")]
+    names = [m for m in models if m]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown or not names:
+        raise ConfigError(f"unknown model(s) {', '.join(unknown) or '(none)'}: choose 'all' or "
+                          f"some of {', '.join(MODEL_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+def make_estimator(name: str, seed: int = 0, **params: Any) -> BaseEstimator:
+    """A fresh, unfitted estimator ``name`` with the defaults of :data:`MODELS` and ``params``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`MODEL_NAMES`.
+    seed : int
+        ``random_state`` of the estimator (all ten take one; the SVMs and trees use it to break
+        ties and shuffle, so a seed makes every fit repeatable).
+    **params
+        Overrides of the defaults (e.g. ``n_estimators=20``).
+    """
+    spec = MODELS[name]
+    return spec.factory(**{"random_state": seed, **spec.defaults, **params})
+
+
+def search_space(name: str, overrides: Mapping[str, Dimension] | None = None
+                 ) -> dict[str, Dimension]:
+    """The search space of model ``name``, with ``overrides`` replacing or adding dimensions."""
+    return {**MODELS[name].space, **(overrides or {})}
+
+
+# ---------------------------------------------------------------------------------- scaling
+
+SCALERS = ("minmax", "standard")
+
+
+def make_scaler(kind: str = "minmax") -> BaseEstimator:
+    """dask-ml's scaler ``kind``: it fits on a NumPy array or, spread over workers, a Dask array.
+
+    'minmax' (the study's) maps each training feature to [0, 1]; 'standard' to zero mean and unit
+    variance.
+    """
+    from dask_ml.preprocessing import MinMaxScaler, StandardScaler
+
+    if kind not in SCALERS:
+        raise ConfigError(f"unknown scaler {kind!r}: choose one of {', '.join(SCALERS)}")
+    return MinMaxScaler() if kind == "minmax" else StandardScaler()
+
+
+def make_pipeline(name: str, scaler: str | BaseEstimator = "minmax", seed: int = 0,
+                  **params: Any) -> Any:
+    """``Pipeline([('scale', scaler), ('model', estimator)])``: what is searched and saved.
+
+    ``scaler`` is a kind (a fresh scaler, fitted with the pipeline: used in cross-validation, so
+    each fold is scaled by its own training part) or an already fitted scaler.
+    """
+    from sklearn.pipeline import Pipeline
+
+    step = make_scaler(scaler) if isinstance(scaler, str) else scaler
+    return Pipeline([("scale", step), ("model", make_estimator(name, seed, **params))])
+
+
+def class_scores(model: Any, X: np.ndarray) -> tuple[np.ndarray, str]:
+    """Per-class scores of a fitted classifier or pipeline.
+
+    Parameters
+    ----------
+    model : estimator or Pipeline
+        Fitted; classes are ``0 .. k-1``.
+    X : numpy.ndarray, shape (n, d)
+
+    Returns
+    -------
+    scores : numpy.ndarray, shape (n, k)
+        Rows sum to 1.
+    kind : {'probability', 'softmax'}
+        'probability' from ``predict_proba``. The SVMs have none (scikit-learn 1.9 deprecates
+        ``SVC(probability=True)``, which also cost five extra fits): their decision values are
+        passed through a softmax, which ranks classes the same way but is not calibrated.
+    """
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X)), "probability"
+    decision = np.asarray(model.decision_function(X), dtype=float)
+    if decision.ndim == 1:                      # binary: one margin for the positive class
+        decision = np.column_stack([-decision, decision])
+    decision = decision - decision.max(axis=1, keepdims=True)
+    exp = np.exp(decision)
+    return exp / exp.sum(axis=1, keepdims=True), "softmax"

@@ -1,0 +1,456 @@
+"""The classical stage: the study's ten models on the 518 features, their table and search.
+
+``train()`` reads a features table (:mod:`fmadask.ml.data`), fits the scaler on the training split
+with dask-ml on the cluster, fits every model as one Dask task, optionally searches
+hyper-parameters (:mod:`fmadask.ml.search`) and refits the best, then writes::
+
+    OUT_DIR/results.csv              one row per model (and per searched model)
+    OUT_DIR/table.md                 the study's Table 1 layout
+    OUT_DIR/confusion/<model>.png    test-split confusion matrices, normalised per true genre
+    OUT_DIR/models/<model>/          saved pipelines (see fmadask.ml.persist)
+    OUT_DIR/search/<model>-<method>.csv   every candidate of a search
+    OUT_DIR/unsupervised/            pca.png, tsne.png, kmeans.png, summary.json
+    OUT_DIR/best.json                the model with the best validation accuracy
+    OUT_DIR/train.json               parameters, data source, versions, timings
+
+``OUT_DIR`` is ``RUN_DIR/classical`` for a run directory (the contract's layout).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from fmadask.cluster import workers_info
+from fmadask.errors import ConfigError
+from fmadask.ml.data import Dataset, load_dataset
+from fmadask.ml.fit import FitOutcome, fit_and_predict
+from fmadask.ml.models import (MODELS, SCALERS, Dimension, class_scores, make_scaler,
+                               resolve_models, search_space)
+from fmadask.ml.persist import jsonable, save_classical
+from fmadask.ml.search import SEARCH_METHODS, SearchOutcome, bayes_search, random_search
+from fmadask.pipeline.io import atomic_path, write_json
+from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
+from fmadask.report.plots import confusion_figure
+from fmadask.report.tables import markdown_table
+
+#: Folder of the classical stage inside a run directory.
+CLASSICAL_DIR = "classical"
+EVAL_SPLITS = ("validation", "test")
+#: Columns of results.csv.
+RESULT_COLUMNS = (["model", "name", "label", "search"]
+                  + [f"{s}_{m}" for s in EVAL_SPLITS for m in SCORE_NAMES]
+                  + ["cv_accuracy", "n_train", "fit_seconds", "worker", "params", "error"])
+# Fit the slowest models first so that a few workers finish the table together (longest
+# processing time first); measured on FMA-small-sized tables.
+_SLOW_FIRST = ("gradient_boosting", "svc", "nusvc", "random_forest", "xgboost", "adaboost",
+               "extra_trees", "logistic_regression", "linear_svc", "decision_tree")
+
+
+def default_out_dir(source: str | Path) -> Path:
+    """``RUN_DIR/classical`` for a run directory, else ``./classical``."""
+    path = Path(source)
+    if (path / "featurize.json").is_file():
+        return path / CLASSICAL_DIR
+    if path.name == "features" and (path.parent / "featurize.json").is_file():
+        return path.parent / CLASSICAL_DIR
+    return Path(CLASSICAL_DIR)
+
+
+def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split: str = "official",
+          models: str | Sequence[str] = "all", search: str = "none", n_iter: int = 20,
+          client: Any = None, scaler: str = "minmax", seed: int = 0, *,
+          search_models: str | Sequence[str] = "xgboost",
+          scheduler: str | None = None, workers: int | None = None,
+          split_seed: int = 42, subset: str = "small", cv: int = 5,
+          distributed_xgb: bool = False, unsupervised: bool = True,
+          model_params: Mapping[str, Mapping[str, Any]] | None = None,
+          search_spaces: Mapping[str, Mapping[str, Dimension]] | None = None,
+          progress: bool = True, file: IO[str] | None = None) -> pd.DataFrame:
+    """Train, score and save the study's classical models; write their table and figures.
+
+    Parameters
+    ----------
+    source : str, Path or Dataset
+        A featurize run directory, or FMA's ``features.csv`` (its folder, or the data folder);
+        see :func:`fmadask.ml.data.load_dataset`. A :class:`~fmadask.ml.data.Dataset` is used as
+        it is (``split``, ``split_seed`` and ``subset`` are then ignored).
+    out_dir : str or Path, optional
+        Where to write (default :func:`default_out_dir`: ``RUN_DIR/classical``).
+    split : {'official', 'stratified'}
+        FMA's split or the study's stratified 80/10/10 (seeded by ``split_seed``).
+    models : 'all', str or sequence of str
+        Model names (:data:`fmadask.ml.models.MODEL_NAMES`), a list or comma-separated.
+    search : {'none', 'random', 'bayes'}
+        Besides each model with its default settings, tune the ``search_models`` by stratified
+        ``cv``-fold random search (dask-ml) or Bayesian optimisation (Optuna) with ``n_iter``
+        candidates, refit the best on the training split and score it (a second row,
+        ``<model>-<search>``).
+    n_iter : int
+        Candidates per searched model.
+    client : distributed.Client, optional
+        Cluster to run on. Without one, :func:`fmadask.cluster.get_client` connects to
+        ``scheduler`` or starts a local cluster of ``workers`` processes, after the options and
+        the data have been checked.
+    scaler : {'minmax', 'standard'}
+        Feature scaling (the study's min-max by default), fitted on the training split only.
+    seed : int
+        Seed of the estimators, the search and the t-SNE/K-means views.
+    search_models : 'all', str or sequence of str
+        Which of ``models`` to tune when ``search`` is not 'none': XGBoost by default (the
+        study's search), 'all' for every model.
+    scheduler, workers : optional
+        Where to run when no ``client`` is given (see above).
+    split_seed : int
+        Seed of the stratified split.
+    subset : str
+        FMA subset, when ``source`` is FMA's features.csv.
+    cv : int
+        Cross-validation folds of the search.
+    distributed_xgb : bool
+        Train the XGBoost models with ``xgboost.dask`` across all workers (for tables that
+        outgrow one worker's memory, FMA large) instead of as one task.
+    unsupervised : bool
+        Also draw PCA, t-SNE and K-means views.
+    model_params : mapping, optional
+        Per model, overrides of its default parameters (e.g. ``{'xgboost': {'n_estimators': 50}}``);
+        also fixed during its search.
+    search_spaces : mapping, optional
+        Per model, dimensions replacing or adding to its default search space.
+    progress : bool
+        Print a line per finished model.
+    file : file object, optional
+        Where progress goes (default standard error).
+
+    Returns
+    -------
+    pandas.DataFrame
+        results.csv's rows: ``model`` (folder name under ``models/``), ``name``, ``label``,
+        ``search``, ``validation_*``/``test_*`` accuracy, F1 macro and weighted, ``cv_accuracy``,
+        ``n_train``, ``fit_seconds``, ``worker``, ``params`` (JSON), ``error``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown model, search method, scaler or a bad number.
+    DataError
+        The source cannot be read (see :func:`~fmadask.ml.data.load_dataset`).
+    """
+    names = resolve_models(models)
+    _check_options(search, scaler, n_iter, cv)
+    tuned = [] if search == "none" else [m for m in resolve_models(search_models) if m in names]
+    if search != "none" and not tuned:
+        raise ConfigError(f"--search {search} tunes {search_models}, which is not among the "
+                          "models trained: add it to --models or pass --search-models")
+    if isinstance(source, Dataset):
+        dataset = source
+    else:
+        dataset = load_dataset(source, split=split, split_seed=split_seed, subset=subset)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.info.get("path", "."))
+    log = _Log(progress, file)
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            from fmadask.cluster import get_client
+
+            client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
+        return _Stage(client, dataset, out, scaler, seed, cv, distributed_xgb,
+                      dict(model_params or {}), dict(search_spaces or {}), log).run(
+                          names, tuned, search, n_iter, unsupervised)
+
+
+def _check_options(search: str, scaler: str, n_iter: int, cv: int) -> None:
+    if search not in SEARCH_METHODS:
+        raise ConfigError(f"unknown search {search!r}: choose one of {', '.join(SEARCH_METHODS)}")
+    if scaler not in SCALERS:
+        raise ConfigError(f"unknown scaler {scaler!r}: choose one of {', '.join(SCALERS)}")
+    if n_iter < 1:
+        raise ConfigError(f"--n-iter {n_iter}: use at least 1 candidate")
+    if cv < 2:
+        raise ConfigError(f"cv={cv}: cross-validation needs at least 2 folds")
+
+
+class _Log:
+    def __init__(self, enabled: bool, file: IO[str] | None) -> None:
+        self.enabled, self.file = enabled, file
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            print(message, file=self.file or sys.stderr, flush=True)
+
+
+class _Stage:
+    """One run of the classical stage (holds the data, scaler and cluster it shares)."""
+
+    def __init__(self, client: Any, dataset: Dataset, out: Path, scaler: str, seed: int, cv: int,
+                 distributed_xgb: bool, model_params: dict, search_spaces: dict, log: _Log) -> None:
+        self.client, self.dataset, self.out, self.seed, self.cv = client, dataset, out, seed, cv
+        self.scaler_kind, self.distributed_xgb, self.log = scaler, distributed_xgb, log
+        self.model_params, self.search_spaces = model_params, search_spaces
+        self.classes = dataset.classes
+        arrays = {s: dataset.xy(s) for s in ("training", *EVAL_SPLITS)}
+        self.X = {s: xy[0] for s, xy in arrays.items()}
+        self.y = {s: xy[1] for s, xy in arrays.items()}
+
+    # ------------------------------------------------------------------------------- run
+
+    def run(self, names: list[str], tuned: list[str], search: str, n_iter: int,
+            unsupervised: bool) -> pd.DataFrame:
+        start = time.perf_counter()
+        n_workers = len(workers_info(self.client))
+        counts = {s: int(len(self.y[s])) for s in self.y}
+        self.log(f"classical: {len(self.classes)} genres, {counts['training']} training / "
+                 f"{counts['validation']} validation / {counts['test']} test tracks, "
+                 f"{len(names)} model(s), {n_workers} worker(s)")
+        self.scaler = self._fit_scaler()
+        scaled = {s: self.scaler.transform(self.X[s]).astype(np.float32) for s in self.X}
+        jobs = [(n, self._params(n)) for n in names]
+        # The table's fits run on the cluster while the searches run: a search fills the
+        # workers that the table's short fits leave idle behind its slowest one.
+        pending = self._submit(jobs, scaled)
+        searches: dict[str, SearchOutcome] = {}
+        for name in tuned:
+            searches[name] = self._search(name, search, n_iter)
+        rows = [self._record(outcome, "none", None)
+                for outcome in self._gather(jobs, pending, scaled)]
+        if searches:
+            refits = [(n, {**self._params(n), **searches[n].best_params}) for n in tuned]
+            rows += [self._record(o, search, searches[o.name])
+                     for o in self._gather(refits, self._submit(refits, scaled), scaled,
+                                           tag=f"-{search}")]
+        results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        self._write_tables(results)
+        best = self._write_best(results)
+        views = None
+        if unsupervised:
+            from fmadask.ml.unsupervised import unsupervised_views
+
+            self.log("classical: unsupervised views (PCA, t-SNE, K-means)")
+            views = unsupervised_views(self.client, self.scaler.transform(
+                self.dataset.features.to_numpy(np.float32)), self.dataset.genre.to_numpy(),
+                self.out / "unsupervised", seed=self.seed)
+        self._write_record(names, search, n_iter, counts, n_workers, searches, best, views,
+                           time.perf_counter() - start)
+        self.log(f"classical: table in {self.out / 'table.md'}, figures in "
+                 f"{self.out / 'confusion'} and {self.out / 'unsupervised'}")
+        return results
+
+    def _params(self, name: str) -> dict[str, Any]:
+        return dict(self.model_params.get(name, {}))
+
+    # ---------------------------------------------------------------------------- scaling
+
+    def _fit_scaler(self) -> Any:
+        """dask-ml scaler fitted on the training rows, which are spread over the workers."""
+        from fmadask.ml.unsupervised import to_dask_array
+
+        scaler = make_scaler(self.scaler_kind)
+        with self.client.as_current():
+            scaler.fit(to_dask_array(self.client, self.X["training"]))
+        return scaler
+
+    # ---------------------------------------------------------------------------- fitting
+
+    def _submit(self, jobs: list[tuple[str, dict]], scaled: dict[str, np.ndarray]
+                ) -> dict[Any, str]:
+        """Start fitting each (model, params) as a Dask task, slowest first; return the futures.
+
+        XGBoost with ``distributed_xgb`` is not a task: :meth:`_gather` trains it across the
+        workers.
+        """
+        evaluate = {s: scaled[s] for s in EVAL_SPLITS}
+        X_train, y_train, evaluate_f = self.client.scatter(
+            [scaled["training"], self.y["training"], evaluate], broadcast=False)
+        futures = {}
+        for name, params in sorted(jobs, key=lambda job: _SLOW_FIRST.index(job[0])):
+            if name == "xgboost" and self.distributed_xgb:
+                continue
+            futures[self.client.submit(fit_and_predict, name, params, self.seed, X_train,
+                                       y_train, evaluate_f, pure=False,
+                                       key=f"fit-{name}-{uuid.uuid4().hex[:8]}")] = name
+        return futures
+
+    def _gather(self, jobs: list[tuple[str, dict]], futures: dict[Any, str],
+                scaled: dict[str, np.ndarray], tag: str = "") -> list[FitOutcome]:
+        """Wait for the fits of :meth:`_submit` (announcing each); results in ``jobs`` order."""
+        from distributed import as_completed
+
+        done: dict[str, FitOutcome] = {}
+        for name, params in jobs:
+            if name == "xgboost" and self.distributed_xgb:
+                done[name] = self._fit_xgboost_dask(params, scaled)
+                self._announce(done[name], tag)
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            self._announce(done[futures[future]], tag)
+        return [done[name] for name, _ in jobs]
+
+    def _fit_xgboost_dask(self, params: dict, scaled: dict[str, np.ndarray]) -> FitOutcome:
+        from fmadask.ml.distributed_xgb import fit_xgboost_dask
+
+        return fit_xgboost_dask(self.client, {**MODELS["xgboost"].defaults, **params}, self.seed,
+                                scaled["training"], self.y["training"],
+                                {s: scaled[s] for s in EVAL_SPLITS})
+
+    def _announce(self, outcome: FitOutcome, tag: str = "") -> None:
+        name = outcome.name + tag
+        if outcome.error:
+            self.log(f"  {name:<20} FAILED: {outcome.error}")
+            return
+        val = _accuracy(self.y["validation"], outcome.predictions.get("validation"))
+        test = _accuracy(self.y["test"], outcome.predictions.get("test"))
+        self.log(f"  {name:<20} validation {val:.3f}  test {test:.3f}  "
+                 f"({outcome.seconds:.1f} s on {outcome.worker})")
+
+    def _search(self, name: str, method: str, n_iter: int) -> SearchOutcome:
+        space = search_space(name, self.search_spaces.get(name))
+        self.log(f"  {name}: {method} search, {n_iter} candidates x {self.cv} folds")
+        run = random_search if method == "random" else bayes_search
+        outcome = run(self.client, name, self.X["training"], self.y["training"], space,
+                      n_iter=n_iter, cv=self.cv, seed=self.seed, scaler=self.scaler_kind,
+                      base_params=self._params(name))
+        with atomic_path(self.out / "search" / f"{name}-{method}.csv") as tmp:
+            outcome.trials.to_csv(tmp, index=False)
+        self.log(f"  {name}: best cv accuracy {outcome.best_score:.3f} with {outcome.best_params} "
+                 f"({outcome.seconds:.1f} s on {len(outcome.fit_workers)} worker(s))")
+        return outcome
+
+    # ---------------------------------------------------------------------------- outputs
+
+    def _record(self, outcome: FitOutcome, search: str, searched: SearchOutcome | None) -> dict:
+        """Score, save and draw one fitted model; return its results row."""
+        folder = outcome.name if search == "none" else f"{outcome.name}-{search}"
+        label = MODELS[outcome.name].label + ("" if search == "none" else f" ({search} search)")
+        row: dict[str, Any] = {
+            "model": folder, "name": outcome.name, "label": label, "search": search,
+            "cv_accuracy": searched.best_score if searched else np.nan,
+            "n_train": len(self.y["training"]), "fit_seconds": round(outcome.seconds, 3),
+            "worker": outcome.worker, "params": json.dumps(outcome.params, sort_keys=True,
+                                                           default=str),
+            "error": outcome.error or ""}
+        metrics = {}
+        for split in EVAL_SPLITS:
+            predicted = outcome.predictions.get(split, np.empty(0, int))
+            values = (scores(self.y[split], predicted) if outcome.error is None
+                      else dict.fromkeys(SCORE_NAMES, np.nan))
+            metrics[split] = values
+            row.update({f"{split}_{k}": v for k, v in values.items()})
+        if outcome.error is None:
+            self._save(folder, label, outcome, search, searched, metrics)
+        return row
+
+    def _save(self, folder: str, label: str, outcome: FitOutcome, search: str,
+              searched: SearchOutcome | None, metrics: dict) -> None:
+        from sklearn.pipeline import Pipeline
+
+        matrix = normalized_confusion(self.y["test"], outcome.predictions["test"],
+                                      labels=list(range(len(self.classes))))
+        test = metrics["test"]["accuracy"]
+        confusion_figure(matrix, self.classes, self.out / "confusion" / f"{folder}.png",
+                         title=f"{label}: test accuracy {test:.3f}")
+        pipeline = Pipeline([("scale", self.scaler), ("model", outcome.estimator)])
+        _, outputs = class_scores(pipeline, self.X["test"][:1])
+        card = {"name": outcome.name, "label": label, "search": search,
+                "params": outcome.params, "classes": self.classes,
+                "feature_columns": list(self.dataset.features.columns),
+                "features": {k: self.dataset.info.get(k) for k in
+                             ("sr", "fma_compat", "decoders", "max_seconds")},
+                "scaler": self.scaler_kind, "outputs": outputs, "metrics": metrics,
+                "cv_accuracy": searched.best_score if searched else None,
+                "trained_on": self.dataset.info, "seed": self.seed,
+                "versions": _versions()}
+        save_classical(self.out / "models" / folder, pipeline, card)
+
+    def _write_tables(self, results: pd.DataFrame) -> None:
+        with atomic_path(self.out / "results.csv") as tmp:
+            results.to_csv(tmp, index=False)
+        with atomic_path(self.out / "table.md") as tmp:
+            tmp.write_text(results_markdown(results, self.dataset.info))
+
+    def _write_best(self, results: pd.DataFrame) -> dict | None:
+        """Record the model with the best validation accuracy (test accuracy is not used to
+        choose, so that it stays an unbiased estimate)."""
+        ok = results[results["error"] == ""]
+        if ok.empty:
+            return None
+        key = ok["validation_accuracy"].fillna(-1.0)
+        row = ok.loc[key.idxmax()]
+        best = {"model": row["model"], "path": f"models/{row['model']}",
+                "validation_accuracy": row["validation_accuracy"],
+                "test_accuracy": row["test_accuracy"]}
+        write_json(jsonable(best), self.out / "best.json")
+        return best
+
+    def _write_record(self, names: list[str], search: str, n_iter: int, counts: dict,
+                      n_workers: int, searches: dict[str, SearchOutcome], best: dict | None,
+                      views: dict | None, seconds: float) -> None:
+        record = {
+            "params": {"models": names, "search": search, "search_models": list(searches),
+                       "n_iter": n_iter, "cv": self.cv,
+                       "scaler": self.scaler_kind, "seed": self.seed,
+                       "distributed_xgb": self.distributed_xgb,
+                       "model_params": self.model_params},
+            "data": self.dataset.info, "classes": self.classes, "tracks": counts,
+            "workers": n_workers,
+            "searches": {n: {"method": s.method, "best_params": s.best_params,
+                             "best_cv_accuracy": s.best_score, "folds": s.n_splits,
+                             "candidates": len(s.trials), "fit_workers": s.fit_workers,
+                             "seconds": round(s.seconds, 3)} for n, s in searches.items()},
+            "best": best, "unsupervised": views, "seconds": round(seconds, 3),
+            "versions": _versions()}
+        write_json(jsonable(record), self.out / "train.json")
+
+
+def results_markdown(results: pd.DataFrame, info: Mapping[str, Any] | None = None) -> str:
+    """The study's Table 1 layout: model, validation accuracy, test accuracy, test F1.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Rows of results.csv.
+    info : mapping, optional
+        Dataset description (:attr:`fmadask.ml.data.Dataset.info`), summarised above the table.
+    """
+    lines = ["# Classical models", ""]
+    if info:
+        sr = info.get("sr") or "native"
+        lines += [f"Features: {info.get('kind')} `{info.get('path')}` (sample rate {sr}, "
+                  f"FMA-compatible: {info.get('fma_compat')}); split: {info.get('split')}.", ""]
+    table = results.assign(model_text=results["label"])
+    lines.append(markdown_table(
+        table, ["model_text", "validation_accuracy", "test_accuracy", "test_f1_macro",
+                "test_f1_weighted", "cv_accuracy"],
+        ["Model", "Validation accuracy", "Test accuracy", "Test F1 (macro)",
+         "Test F1 (weighted)", "CV accuracy (search)"]))
+    failed = results[results["error"] != ""]
+    for row in failed.itertuples():
+        lines.append(f"- {row.label} failed: {row.error}")
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy(y: np.ndarray, predicted: np.ndarray | None) -> float:
+    if predicted is None or len(y) == 0:
+        return float("nan")
+    return float(np.mean(predicted == y))
+
+
+def _versions() -> dict[str, str]:
+    import dask
+    import dask_ml
+    import distributed
+    import sklearn
+    import xgboost
+
+    from fmadask import __version__
+
+    return {"fmadask": __version__, "scikit-learn": sklearn.__version__,
+            "xgboost": xgboost.__version__, "dask": dask.__version__,
+            "distributed": distributed.__version__, "dask-ml": dask_ml.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__}

@@ -1,0 +1,7 @@
+"""Reports of trained models: metrics, markdown tables and figures (PNG).
+
+Shared by the classical and the CNN stages: :mod:`fmadask.report.metrics` scores predictions,
+:mod:`fmadask.report.tables` lays results out as markdown, :mod:`fmadask.report.plots` draws
+confusion matrices and scatter plots with matplotlib's object API (no pyplot global state, so it
+is safe in worker threads and needs no display).
+"""

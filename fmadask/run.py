@@ -1,0 +1,391 @@
+"""Run a job spec: its stages in order, on the cluster it names, skipping stages already done.
+
+The stages are ``featurize`` (mp3 -> features and spectrograms), ``classical`` (scikit-learn and
+XGBoost on the features) and ``cnn`` (PyTorch DDP on the spectrograms). After a stage succeeds
+the runner writes ``RUN_DIR/_stages/<stage>.json`` holding the stage's *parameters*: everything
+that decides its outputs (data, subset, split, sample rate, models, epochs, ... and the parameters
+of the stages it reads from), never where it ran (local cluster or remote scheduler, worker
+count, TLS): the same job gives the same results on any cluster.
+
+On a re-run a stage whose marker holds the same parameters is skipped. A stage whose marker holds
+*other* parameters is refused with one line naming what changed, unless ``[output] overwrite =
+true``, which redoes it (and, through the parameters, every stage after it). A stage without a
+marker runs, resuming whatever its own code can resume (featurize skips complete partitions).
+No cluster is started when every stage is done.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from fmadask import __version__
+from fmadask.errors import ConfigError
+from fmadask.jobspec import JobSpec, format_spec, local_path
+
+#: The stages, in the order they run.
+STAGES = ("featurize", "classical", "cnn")
+#: Folder of the stage markers inside a run directory.
+MARKER_DIR = "_stages"
+#: The resolved spec of the last run, written into the run directory.
+SPEC_FILE = "job.toml"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What the runner will do with one stage.
+
+    ``action`` is ``'skip'`` (its marker has the same parameters), ``'run'`` (no marker: first
+    run or resume), ``'redo'`` (other parameters and ``overwrite`` set) or ``'off'`` (disabled).
+    """
+
+    stage: str
+    action: str
+    params: dict[str, Any]
+    reason: str = ""
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
+    """The parameters that decide ``stage``'s outputs (JSON-compatible).
+
+    Later stages include the parameters of the stages they read, so a change upstream makes
+    them differ too.
+    """
+    data = spec.data
+    if stage == "featurize":
+        f = spec.featurize
+        return {"data_dir": str(data_path(spec)), "subset": data.subset, "split": data.split,
+                "seed": data.seed if data.split == "stratified" else None,
+                "sr": None if f.sr == "native" else int(f.sr), "what": sorted(f.what),
+                "partition_size": f.partition_size, "max_seconds": f.max_seconds}
+    upstream = {"featurize": stage_params(spec, "featurize")}
+    if stage == "classical":
+        c = spec.classical
+        return {**upstream, "models": list(c.models), "scaler": c.scaler, "search": c.search,
+                "search_models": list(c.search_models),
+                "n_iter": c.n_iter, "cv": c.cv, "distributed_xgb": c.distributed_xgb,
+                "unsupervised": c.unsupervised, "seed": c.seed}
+    if stage == "cnn":
+        n = spec.cnn
+        return {**upstream, "archs": list(n.archs), "epochs": n.epochs, "ranks": n.ranks,
+                "batch_size": n.batch_size, "lr": n.lr, "optimizer": n.optimizer,
+                "segment_seconds": n.segment_seconds, "width": n.width, "seed": n.seed}
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def data_path(spec: JobSpec) -> Path:
+    """The data folder as a local path (a plain path or a ``file://`` URL)."""
+    path = local_path(spec.data.dir)
+    if path is None:
+        raise ConfigError(f"{spec.source}: [data] dir = {spec.data.dir!r}: the featurize stage "
+                          "decodes mp3s from a local or mounted folder; mount the bucket (e.g. "
+                          "s3fs, mountpoint-s3) at the same path on every worker and give that "
+                          "path")
+    return path
+
+
+def run_path(spec: JobSpec) -> Path:
+    """The run directory as a local path (a plain path or a ``file://`` URL)."""
+    path = local_path(spec.output.dir)
+    if path is None:
+        raise ConfigError(f"{spec.source}: [output] dir = {spec.output.dir!r}: stages write their "
+                          "outputs with local file operations; give a local or mounted folder "
+                          "(shared by the workers)")
+    return path
+
+
+def marker_path(run_dir: Path, stage: str) -> Path:
+    """``RUN_DIR/_stages/<stage>.json``."""
+    return run_dir / MARKER_DIR / f"{stage}.json"
+
+
+def read_marker(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    """The marker of a finished stage, or None."""
+    path = marker_path(run_dir, stage)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # unreadable: treat the stage as not done, it will run again
+
+
+def plan(spec: JobSpec) -> list[StagePlan]:
+    """Decide, for every stage, whether to skip, run or redo it.
+
+    Raises
+    ------
+    ConfigError
+        A stage's outputs were made with other parameters and ``[output] overwrite`` is false.
+    """
+    run_dir = run_path(spec)
+    data_path(spec)
+    check_names(spec)
+    plans = []
+    for stage in STAGES:
+        params = stage_params(spec, stage)
+        if not getattr(spec, stage).enabled:
+            plans.append(StagePlan(stage, "off", params, "disabled in the job spec"))
+            continue
+        marker = read_marker(run_dir, stage)
+        if marker is None:
+            plans.append(StagePlan(stage, "run", params))
+        elif marker.get("params") == json.loads(json.dumps(params)):
+            plans.append(StagePlan(stage, "skip", params, f"done {marker.get('finished', '')}"))
+        else:
+            change = describe_change(marker.get("params") or {}, params)
+            if not spec.output.overwrite:
+                raise ConfigError(f"{run_dir} holds {stage} outputs made with other parameters "
+                                  f"({change}): set output.overwrite=true to redo them, or "
+                                  "choose another output.dir")
+            plans.append(StagePlan(stage, "redo", params, change))
+    return plans
+
+
+def check_names(spec: JobSpec) -> None:
+    """Check the model and net names against the stages' registries (ConfigError if unknown)."""
+    if spec.classical.enabled:
+        from fmadask.ml.models import resolve_models
+
+        try:
+            resolve_models(_models(spec))
+        except ConfigError as exc:
+            raise ConfigError(f"{spec.source}: [classical] models: {exc}") from None
+    if spec.cnn.enabled:
+        from fmadask.dl.nets import ARCHS
+
+        unknown = [a for a in spec.cnn.archs if a not in ARCHS]
+        if unknown:
+            raise ConfigError(f"{spec.source}: [cnn] archs: unknown {', '.join(unknown)}: choose "
+                              f"from {', '.join(ARCHS)}")
+
+
+def describe_change(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """``'sr: None -> 22050, models: [...] -> [...]'``: the keys whose values differ."""
+    parts = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = describe_change(a, b, f"{prefix}{key}.")
+            if inner:
+                parts.append(inner)
+        elif a != b:
+            parts.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------- running
+
+
+def client_settings(spec: JobSpec) -> tuple[str | None, dict[str, Any]]:
+    """``(scheduler, keyword arguments)`` for :func:`fmadask.cluster.get_client`."""
+    import dask
+
+    from fmadask.cluster import make_security
+
+    c = spec.cluster
+    if c.kind == "address":
+        scheduler = c.address or dask.config.get("scheduler-address", None)
+        if not scheduler:
+            raise ConfigError(f"{spec.source}: [cluster] kind = 'address' needs an address: set "
+                              "cluster.address, pass --scheduler ADDR or set "
+                              "DASK_SCHEDULER_ADDRESS")
+    else:
+        scheduler = c.kind
+    kwargs: dict[str, Any] = {
+        "workers": c.workers, "threads_per_worker": c.threads_per_worker,
+        "memory_limit": c.memory, "connect_timeout": c.connect_timeout,
+        "security": make_security(c.tls_ca_file or None, c.tls_cert or None, c.tls_key or None),
+    }
+    if c.kind == "slurm":
+        kwargs["cluster_options"] = {"queue": c.queue, "account": c.account,
+                                     "walltime": c.walltime}
+    elif c.kind == "kubernetes":
+        kwargs["cluster_options"] = {"image": c.image, "namespace": c.namespace,
+                                     "cluster_spec": c.cluster_spec, "name": spec.name}
+    return scheduler, kwargs
+
+
+def ensure_data(spec: JobSpec, file: IO[str]) -> None:
+    """Write the FMA-shaped sample into ``data.dir`` when the spec asks and it has none."""
+    from fmadask.fma.layout import METADATA_DIR
+
+    folder = data_path(spec)
+    if not spec.data.generate_sample or (folder / METADATA_DIR / "tracks.csv").is_file():
+        return
+    from fmadask.fma.sample import make_sample
+
+    d = spec.data
+    print(f"generating an FMA-shaped sample in {folder} ({d.sample_tracks_per_genre} tracks per "
+          f"genre, {d.sample_seconds:g} s)", file=file)
+    make_sample(folder, tracks_per_genre=d.sample_tracks_per_genre, seconds=d.sample_seconds,
+                seed=d.sample_seed)
+
+
+def run_job(spec: JobSpec, file: IO[str] | None = None) -> dict[str, Any]:
+    """Run the stages of ``spec`` in order on its cluster.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        A validated job spec (:func:`fmadask.jobspec.load_job`).
+    file : file object, optional
+        Where progress lines go (default standard output).
+
+    Returns
+    -------
+    dict
+        ``{'run_dir': Path, 'stages': {stage: action}, 'results': {name: Path}}``.
+    """
+    file = file or sys.stdout
+    ensure_data(spec, file)
+    plans = plan(spec)
+    run_dir = run_path(spec)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(run_dir / SPEC_FILE, format_spec(spec))
+    for p in plans:
+        print(f"{p.stage:>10}: {_describe_action(p)}", file=file)
+    todo = [p for p in plans if p.action in ("run", "redo")]
+    if todo:
+        from fmadask.cluster import get_client
+
+        scheduler, kwargs = client_settings(spec)
+        with get_client(scheduler, **kwargs) as client:
+            for p in todo:
+                _run_stage(spec, p, client, run_dir, file)
+    results = result_files(run_dir)
+    print(f"results of {spec.name} in {run_dir}:", file=file)
+    for name, path in results.items():
+        print(f"  {name}: {path}", file=file)
+    return {"run_dir": run_dir, "stages": {p.stage: p.action for p in plans}, "results": results}
+
+
+def _describe_action(p: StagePlan) -> str:
+    words = {"skip": "complete, skipped", "run": "to run", "redo": "to redo", "off": "off"}
+    return words[p.action] + (f" ({p.reason})" if p.reason else "")
+
+
+def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: Path, file: IO[str]) -> None:
+    marker = marker_path(run_dir, p.stage)
+    marker.unlink(missing_ok=True)  # an interrupted redo must not look complete
+    if p.action == "redo":
+        for later in STAGES[STAGES.index(p.stage) + 1:]:
+            marker_path(run_dir, later).unlink(missing_ok=True)
+    print(f"== {p.stage}", file=file, flush=True)
+    start = time.perf_counter()
+    _STAGE_RUNNERS[p.stage](spec, client, run_dir, p.action == "redo", file)
+    seconds = time.perf_counter() - start
+    record = {"stage": p.stage, "params": p.params, "seconds": round(seconds, 3),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fmadask": __version__,
+              "scheduler": getattr(client, "scheduler", None) and client.scheduler.address}
+    _write_text(marker, json.dumps(record, indent=2) + "\n")
+    print(f"== {p.stage} done in {seconds:.1f} s", file=file, flush=True)
+
+
+def _featurize(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+    from fmadask.pipeline.featurize import run_featurize
+
+    f, d = spec.featurize, spec.data
+    run_featurize(data_path(spec), subset=d.subset, out=run_dir, client=client,
+                  sr=None if f.sr == "native" else int(f.sr), what=list(f.what),
+                  partition_size=f.partition_size, overwrite=redo, max_seconds=f.max_seconds,
+                  split=d.split, seed=d.seed, file=file)
+
+
+def _classical(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+    from fmadask.ml.train import CLASSICAL_DIR, train
+
+    c, d = spec.classical, spec.data
+    train(run_dir, out_dir=run_dir / CLASSICAL_DIR, split=d.split, models=_models(spec),
+          search=c.search, search_models=list(c.search_models), n_iter=c.n_iter,
+          client=client, scaler=c.scaler, seed=c.seed,
+          split_seed=d.seed, subset=d.subset, cv=c.cv, distributed_xgb=c.distributed_xgb,
+          unsupervised=c.unsupervised, file=file)
+
+
+def _models(spec: JobSpec) -> str | list[str]:
+    models = spec.classical.models
+    return "all" if models == ["all"] else list(models)
+
+
+def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+    from fmadask.dl.launch import run_cnn
+
+    n = spec.cnn
+    gpu = n.device == "cuda" or (n.device == "auto" and _workers_have_gpu(client))
+    for arch in n.archs:
+        out = cnn_dir(run_dir, arch)
+        resume = (out / "checkpoints" / "last.pt").is_file() and not (redo or spec.output.overwrite)
+        print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {out}", file=file, flush=True)
+        run_cnn(run_dir, arch=arch, epochs=n.epochs, ranks=n.ranks, client=client, gpu=gpu,
+                resume=resume, segment_seconds=n.segment_seconds, batch_size=n.batch_size,
+                lr=n.lr, optimizer=n.optimizer, width=n.width, seed=n.seed, out_dir=str(out))
+
+
+def cnn_dir(run_dir: Path, arch: str) -> Path:
+    """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>``."""
+    return run_dir / "cnn" / arch
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _workers_have_gpu(client: Any) -> bool:
+    """Whether any worker sees a CUDA device (asked as tasks: importing torch inside
+    ``client.run`` would block the workers' event loops for seconds)."""
+    from fmadask.cluster import workers_info
+
+    workers = list(workers_info(client))
+    futures = [client.submit(_has_cuda, workers=[w], pure=False) for w in workers]
+    return any(client.gather(futures))
+
+
+_STAGE_RUNNERS = {"featurize": _featurize, "classical": _classical, "cnn": _cnn}
+
+#: Result files worth pointing a user to, relative to the run directory.
+_RESULTS = {
+    "features": "features", "errors": "errors", "featurize summary": "featurize.json",
+    "classical table": "classical/table.md", "classical results": "classical/results.csv",
+    "confusion matrices": "classical/confusion",
+}
+
+
+def result_files(run_dir: Path) -> dict[str, Path]:
+    """The result files and folders present in ``run_dir``, by name."""
+    found = {name: run_dir / rel for name, rel in _RESULTS.items() if (run_dir / rel).exists()}
+    for report in sorted((run_dir / "cnn").glob("*/report.md")):
+        found[f"cnn {report.parent.name}"] = report
+    return found
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary name in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def check_report(spec: JobSpec) -> Iterator[str]:
+    """Lines ``fmadask run --check`` prints: the resolved spec and what a run would do."""
+    yield format_spec(spec).rstrip()
+    for p in plan(spec):
+        yield f"# {p.stage}: {_describe_action(p)}"
+    try:
+        scheduler, _ = client_settings(spec)
+    except ConfigError:  # an address given at run time (--scheduler) is the usual way
+        scheduler = "the address of --scheduler or DASK_SCHEDULER_ADDRESS (not set now)"
+    where = "a local cluster" if scheduler == "local" else scheduler
+    yield f"# cluster: {where}"
+

@@ -1,0 +1,339 @@
+"""Cluster access (fmadask.cluster) and the deployment files (deploy/).
+
+Real parts: a ``dask scheduler`` process with TLS, sockets, dask-jobqueue's job script, the
+YAML/compose/Dockerfile texts themselves. Docker, SLURM and Kubernetes cannot run here; their
+files are checked for what the tools would read.
+"""
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask
+import pytest
+import yaml
+
+from external_cluster import TLSFiles, external_cluster, make_tls_files
+from fmadask.cluster import get_client, make_security, worker_environ
+from fmadask.errors import ClusterError, ConfigError
+from fmadask.jobspec import load_job
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+WORKER_ENV_KEY, WORKER_ENV_VALUE = next(iter(worker_environ().items()))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_one_line(message: str, *words: str) -> None:
+    assert "\n" not in message.strip(), message
+    for word in words:
+        assert word in message, message
+
+
+# ---------------------------------------------------------------------------- addresses
+
+
+def test_unreachable_scheduler_fails_fast_with_one_line() -> None:
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    with pytest.raises(ClusterError) as info:
+        with get_client(address, connect_timeout=1.0, quiet=True):
+            pass
+    _assert_one_line(str(info.value), address, "scheduler is running")
+
+
+@pytest.fixture
+def not_dask() -> Iterator[str]:
+    """A TCP service that answers like a web server, not a Dask scheduler."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=10)
+    server.close()
+
+
+def test_another_service_on_the_port_is_a_cluster_error(not_dask: str) -> None:
+    with pytest.raises(ClusterError) as info:
+        with get_client(not_dask, connect_timeout=2.0, quiet=True):
+            pass
+    _assert_one_line(str(info.value), not_dask)
+
+
+def test_make_security_needs_all_three_files(tmp_path: Path) -> None:
+    assert make_security() is None
+    with pytest.raises(ConfigError, match="--tls-key"):
+        make_security(tmp_path / "ca.pem", tmp_path / "node.pem")
+    with pytest.raises(ConfigError, match="not found"):
+        make_security(tmp_path / "ca.pem", tmp_path / "node.pem", tmp_path / "node.key")
+
+
+# ---------------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def tls_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TLSFiles]]:
+    """A ``dask scheduler`` process speaking TLS only (no workers: connecting is the point)."""
+    folder = tmp_path_factory.mktemp("tls-scheduler")
+    tls = make_tls_files(folder / "certs")
+    with external_cluster(folder, workers=0, tls=tls) as address:
+        yield address, tls
+
+
+def test_tls_client_with_certificates_connects(tls_scheduler: tuple[str, TLSFiles]) -> None:
+    address, tls = tls_scheduler
+    assert address.startswith("tls://")
+    security = make_security(tls.ca, tls.cert, tls.key)
+    with get_client(address, security=security, quiet=True) as client:
+        assert client.scheduler_info()["address"] == address
+
+
+def test_tls_certificates_from_the_dask_config(tls_scheduler: tuple[str, TLSFiles]) -> None:
+    address, tls = tls_scheduler
+    config = {"distributed.comm.tls.ca-file": str(tls.ca),
+              "distributed.comm.tls.client.cert": str(tls.cert),
+              "distributed.comm.tls.client.key": str(tls.key)}
+    with dask.config.set(config), get_client(address, quiet=True) as client:
+        assert client.scheduler_info()["address"] == address
+
+
+def test_tls_client_without_certificate_is_refused(tls_scheduler: tuple[str, TLSFiles]) -> None:
+    address, _ = tls_scheduler
+    with pytest.raises(ClusterError) as info:
+        with get_client(address, connect_timeout=5.0, quiet=True):
+            pass
+    _assert_one_line(str(info.value), address, "--tls-ca")
+
+
+def test_tls_client_with_another_ca_is_refused(tls_scheduler: tuple[str, TLSFiles],
+                                               tmp_path: Path) -> None:
+    address, _ = tls_scheduler
+    other = make_tls_files(tmp_path / "other", name="other")
+    with pytest.raises(ClusterError) as info:
+        with get_client(address, security=make_security(other.ca, other.cert, other.key),
+                        connect_timeout=5.0, quiet=True):
+            pass
+    _assert_one_line(str(info.value), address, "refused this client's TLS certificate")
+
+
+def test_plain_tcp_to_a_tls_scheduler_is_a_cluster_error(
+        tls_scheduler: tuple[str, TLSFiles]) -> None:
+    address, _ = tls_scheduler
+    plain = address.replace("tls://", "tcp://")
+    with pytest.raises(ClusterError) as info:
+        with get_client(plain, connect_timeout=3.0, quiet=True):
+            pass
+    _assert_one_line(str(info.value), plain, "tls://")
+
+
+# ------------------------------------------------------------------------ optional extras
+
+
+@pytest.mark.parametrize("kind, modules, extra", [
+    ("slurm", ["dask_jobqueue"], "fmadask[slurm]"),
+    ("kubernetes", ["dask_kubernetes", "dask_kubernetes.operator"], "fmadask[kubernetes]"),
+])
+def test_missing_extra_names_it(kind: str, modules: list[str], extra: str,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    with pytest.raises(ClusterError) as info:
+        with get_client(kind, workers=1, quiet=True):
+            pass
+    _assert_one_line(str(info.value), kind, extra)
+
+
+def test_slurm_job_script_from_deploy_config(tmp_path: Path) -> None:
+    """dask-jobqueue renders deploy/slurm/jobqueue.yaml into a job script (nothing submitted)."""
+    pytest.importorskip("dask_jobqueue", reason="the 'slurm' extra (dask-jobqueue) is needed")
+    # as Dask reads a YAML file: merged key by key into the defaults (set() would replace them)
+    config = {f"jobqueue.slurm.{key}": value for key, value in
+              yaml.safe_load((DEPLOY / "slurm" / "jobqueue.yaml").read_text())["jobqueue"]
+              ["slurm"].items()}
+    options = {"scheduler_options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+               "log_directory": str(tmp_path / "logs"), "queue": "cpu", "walltime": "01:00:00"}
+    with dask.config.set(config), get_client("slurm", workers=0, memory_limit="16GiB",
+                                             quiet=True, cluster_options=options) as client:
+        script = client.cluster.job_script()
+    assert "#SBATCH -p cpu" in script
+    assert "#SBATCH -t 01:00:00" in script
+    assert "#SBATCH --cpus-per-task=8" in script
+    # 8 worker processes of one thread each, and the memory of the spec, not the yaml's
+    assert "--nworkers 8" in script and "--nthreads 1" in script
+    assert "#SBATCH --mem=16G" in script
+    exports = [line for line in script.splitlines() if line.startswith(f"export {WORKER_ENV_KEY}=")]
+    assert len(exports) == 1
+    # the shell sees exactly the value fmadask's own workers get
+    echoed = subprocess.run(["bash", "-c", f"{exports[0]}; printf %s \"${WORKER_ENV_KEY}\""],
+                            capture_output=True, text=True, check=True).stdout
+    assert echoed == WORKER_ENV_VALUE
+
+
+def test_slurm_submit_script_is_valid_bash() -> None:
+    script = DEPLOY / "slurm" / "submit.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "--scheduler slurm" in text and "DASK_CONFIG=$PWD/deploy/slurm" in text
+
+
+# ------------------------------------------------------------------------- deploy files
+
+
+def _yaml_docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _containers(pod_spec: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in pod_spec["containers"]}
+
+
+def _check_pod_spec(pod_spec: dict, container: str, claims: set[str]) -> dict:
+    """A PodSpec as the operator passes it to Kubernetes: named containers with image and args,
+    volume mounts that name declared volumes, PVCs that storage.yaml creates."""
+    c = _containers(pod_spec)[container]
+    assert c["image"].startswith("fmadask:") and c["args"]
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    for mount in c.get("volumeMounts", []):
+        assert mount["name"] in volumes
+        assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] in claims
+    return c
+
+
+def _check_dask_cluster_spec(spec: dict, cluster_name: str, claims: set[str]) -> None:
+    """``DaskCluster.spec`` (also ``DaskJob.spec.cluster.spec``): the operator's required fields."""
+    assert isinstance(spec["worker"]["replicas"], int)
+    worker = _check_pod_spec(spec["worker"]["spec"], "worker", claims)
+    assert worker["args"][:2] == ["dask", "worker"]
+    assert {"name": WORKER_ENV_KEY, "value": WORKER_ENV_VALUE} in worker["env"]
+    scheduler = _check_pod_spec(spec["scheduler"]["spec"], "scheduler", claims)
+    assert scheduler["args"][:2] == ["dask", "scheduler"]
+    port_names = {p["name"] for p in scheduler["ports"]}
+    assert {"tcp-comm", "http-dashboard"} <= port_names
+    service = spec["scheduler"]["service"]
+    assert service["selector"] == {"dask.org/cluster-name": cluster_name,
+                                   "dask.org/component": "scheduler"}
+    ports = {p["name"]: p for p in service["ports"]}
+    assert ports["tcp-comm"]["port"] == 8786 and ports["tcp-comm"]["targetPort"] in port_names
+
+
+@pytest.fixture(scope="module")
+def claims() -> set[str]:
+    docs = _yaml_docs(DEPLOY / "kubernetes" / "storage.yaml")
+    assert all(d["kind"] == "PersistentVolumeClaim" for d in docs)
+    return {d["metadata"]["name"] for d in docs}
+
+
+def test_kubernetes_daskcluster_manifest(claims: set[str]) -> None:
+    (doc,) = _yaml_docs(DEPLOY / "kubernetes" / "daskcluster.yaml")
+    assert (doc["apiVersion"], doc["kind"]) == ("kubernetes.dask.org/v1", "DaskCluster")
+    _check_dask_cluster_spec(doc["spec"], doc["metadata"]["name"], claims)
+
+
+def test_kubernetes_daskjob_runs_fmadask(claims: set[str]) -> None:
+    (doc,) = _yaml_docs(DEPLOY / "kubernetes" / "daskjob.yaml")
+    assert (doc["apiVersion"], doc["kind"]) == ("kubernetes.dask.org/v1", "DaskJob")
+    # the operator names the job's cluster after the DaskJob
+    _check_dask_cluster_spec(doc["spec"]["cluster"]["spec"], doc["metadata"]["name"], claims)
+    job_pod = doc["spec"]["job"]["spec"]
+    assert job_pod["restartPolicy"] == "Never"
+    args = _check_pod_spec(job_pod, "job", claims)["args"]
+    assert args[:2] == ["fmadask", "run"]
+    assert args[args.index("--scheduler") + 1] == "$(DASK_SCHEDULER_ADDRESS)"
+    # the job spec and its overrides are valid for fmadask (paths are the pod's, not checked)
+    overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    spec = load_job(ROOT / args[2], overrides, check_paths=False)
+    assert spec.data.dir.startswith("/work/data") and spec.output.dir.startswith("/work/runs")
+
+
+def test_kubernetes_gpu_worker_group() -> None:
+    (cluster,) = _yaml_docs(DEPLOY / "kubernetes" / "daskcluster.yaml")
+    (doc,) = _yaml_docs(DEPLOY / "kubernetes" / "gpu-workergroup.yaml")
+    assert (doc["apiVersion"], doc["kind"]) == ("kubernetes.dask.org/v1", "DaskWorkerGroup")
+    assert doc["spec"]["cluster"] == cluster["metadata"]["name"]
+    worker = _containers(doc["spec"]["worker"]["spec"])["worker"]
+    assert worker["image"] == "fmadask:cuda"
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "GPU=1" in worker["args"]
+
+
+def test_compose_file_services() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"scheduler", "cpu-worker", "gpu-worker", "job"} <= set(services)
+    assert services["cpu-worker"]["deploy"]["replicas"] == 2
+    (device,) = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["count"] == 1 and "gpu" in device["capabilities"]
+    for name in ("cpu-worker", "gpu-worker"):
+        command = services[name]["command"]
+        assert command[:3] == ["dask", "worker", "tcp://scheduler:8786"]
+        assert command[command.index("--nthreads") + 1] == "1"
+        assert services[name]["environment"] == {WORKER_ENV_KEY: WORKER_ENV_VALUE}
+    assert services["job"]["command"] == ["fmadask", "run", "jobs/demo.toml", "--scheduler",
+                                          "tcp://scheduler:8786"]
+    for service in services.values():
+        if "build" in service:
+            assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+
+
+def _pip_installs(lines: list[str]) -> list[list[str]]:
+    """The arguments of every ``pip install`` in shell lines, after ``pip``."""
+    installs = []
+    for line in lines:
+        for command in line.split("&&"):
+            words = shlex.split(command, comments=True)
+            if "pip" in words and "install" in words:
+                installs.append(words[words.index("pip") + 1:])
+    return installs
+
+
+def _dockerfile(path: Path) -> list[tuple[str, str]]:
+    """``(instruction, arguments)`` of a Dockerfile, continuation lines joined."""
+    text = path.read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, rest = line.partition(" ")
+            out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
+def test_dockerfile_installs_like_setup_sh(name: str) -> None:
+    setup = (ROOT / "scripts" / "setup.sh").read_text().splitlines()
+    instructions = _dockerfile(DEPLOY / name)
+    runs = [args for instruction, args in instructions if instruction == "RUN"]
+    assert _pip_installs(runs) == _pip_installs(setup)
+    assert len(_pip_installs(setup)) >= 3  # pip upgrade, pinned torch, the package
+    envs = " ".join(args for instruction, args in instructions if instruction == "ENV")
+    assert f'{WORKER_ENV_KEY}="{WORKER_ENV_VALUE}"' in envs
+    for instruction, args in instructions:
+        if instruction == "COPY":
+            for source in args.split()[:-1]:
+                assert (ROOT / source).exists(), source

@@ -1,0 +1,333 @@
+"""The CNN stage: dataset, nets, voting, and DDP training on a real local Dask cluster.
+
+The distributed tests train on the featurize job's real spectrogram shards of the session's
+generated sample (real mp3s, real decoder), with 2 DDP ranks (gloo) on the 2 worker processes of
+the session's LocalCluster. Synchronisation is shown from inside the ranks: each rank reports
+digests of its own gradient (before the all-reduce), of the averaged gradient and of its weights.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import torch
+
+from fmadask.cli import main
+from fmadask.dl.dataset import (SegmentDataset, eval_offsets, normalisation, open_spectrograms,
+                                random_offset, segment_frames, standardise_clip)
+from fmadask.dl.evaluate import score_segments, track_predictions
+from fmadask.dl.launch import TrainingError, rank_specs, run_cnn
+from fmadask.dl.nets import ARCHS, build_net
+from fmadask.dl.predict import load_model, save_model
+from fmadask.dl.synthetic import GENRES, write_synthetic_spectrograms
+from fmadask.errors import ConfigError, DataError
+from fmadask.fma.tracks import track_table
+from fmadask.ml.predict import predict
+from fmadask.pipeline import read_errors, run_featurize
+
+#: Small, fast settings: 1 s segments (43 frames) of 128 mel bands, a narrow net. DataLoader
+#: processes are asked for: Dask's workers are daemonic, so the ranks must load in-process.
+SMALL = dict(segment_seconds=1.0, batch_size=4, width=8, lr=3e-3, patience=100, probe=True,
+             dist_timeout_s=120, num_workers=2)
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+@pytest.mark.parametrize("valid, seg", [(10, 3), (9, 3), (3, 3), (2, 5), (1292, 129), (130, 129)])
+def test_eval_segments_cover_every_valid_frame_once_or_twice(valid, seg):
+    offsets = eval_offsets(valid, seg)
+    assert offsets[0] == 0 and np.all(np.diff(offsets) > 0)
+    covered = np.zeros(max(valid, seg), dtype=int)
+    for off in offsets:
+        covered[off:off + seg] += 1
+    assert (covered[:valid] >= 1).all()          # nothing valid is left out
+    assert (covered[:valid] <= 2).all()          # only the end-aligned last segment overlaps
+    if valid >= seg:
+        assert offsets[-1] + seg == valid         # no segment reaches into the padding
+
+
+def test_random_segments_are_reproducible_and_inside_the_clip():
+    draws = [random_offset(200, 43, seed=1, epoch=e, item=i) for e in range(5) for i in range(20)]
+    assert draws == [random_offset(200, 43, seed=1, epoch=e, item=i)
+                     for e in range(5) for i in range(20)]
+    assert min(draws) >= 0 and max(draws) <= 200 - 43 and len(set(draws)) > 20
+    assert random_offset(20, 43, seed=1, epoch=0, item=0) == 0   # shorter than a segment
+
+
+def test_dataset_serves_standardised_segments_of_the_shards(tmp_path):
+    write_synthetic_spectrograms(tmp_path, tracks_per_genre=3, n_mels=16, seconds=2.0,
+                                 tracks_per_shard=5)
+    spec = open_spectrograms(tmp_path)
+    assert len(list(spec.root.glob("part-*.npy"))) == 5 and spec.classes == sorted(GENRES)
+    seg = segment_frames(0.5, spec.params)
+    assert seg == round(0.5 * 22050 / 512)
+    tracks = spec.tracks("validation")
+    mean, std = normalisation(spec, spec.tracks("training"))
+    ds = SegmentDataset(spec.root, tracks, spec.classes, seg, train=False, mean=mean, std=std)
+    per_clip = [len(eval_offsets(v, seg)) for v in tracks["frames"]]
+    assert len(ds) == sum(per_clip)
+    assert np.array_equal(ds.track_ids, np.repeat(tracks["track_id"].to_numpy(), per_clip))
+    x, label, tid = ds[len(ds) - 1]               # the last segment of the last clip
+    row = tracks.iloc[-1]
+    stored = np.load(spec.root / row["shard"], mmap_mode="r")[row["row"]]
+    expected = (stored[:, row["frames"] - seg:row["frames"]].astype(np.float32) - mean) / std
+    assert x.shape == (1, 16, seg) and x.dtype == torch.float32
+    np.testing.assert_array_equal(x[0].numpy(), expected)
+    assert spec.classes[int(label)] == row["genre_top"] and int(tid) == row["track_id"]
+    # the clip-at-once path used by predict cuts the same segments
+    batch = standardise_clip(stored, int(row["frames"]), seg, mean, std)
+    np.testing.assert_array_equal(batch[-1, 0], expected)
+    # memory maps are opened lazily per process and never pickled
+    assert ds.reader._maps
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone.reader._maps == {}
+    np.testing.assert_array_equal(clone[len(ds) - 1][0].numpy(), x.numpy())
+
+
+def test_dataset_refuses_a_run_without_spectrograms(tmp_path):
+    with pytest.raises(DataError, match="featurize"):
+        open_spectrograms(tmp_path)
+
+
+def test_vote_and_mean_probability_can_disagree():
+    # track 7: two weak votes for class 0, one confident segment for class 1
+    probs = np.array([[0.4, 0.35, 0.25], [0.4, 0.35, 0.25], [0.0, 1.0, 0.0],
+                      [0.1, 0.1, 0.8]])
+    tracks = track_predictions(np.array([7, 7, 7, 9]), probs)
+    assert list(tracks.index) == [7, 9]
+    assert tracks.loc[7, "vote"] == 0 and tracks.loc[7, "mean"] == 1
+    assert tracks.loc[9, "vote"] == 2 and tracks.loc[9, "n_segments"] == 1
+    # a tie of votes goes to the class with more probability mass
+    tie = track_predictions(np.array([1, 1]), np.array([[0.6, 0.4, 0.0], [0.1, 0.9, 0.0]]))
+    assert tie.loc[1, "vote"] == 1
+    scores, _ = score_segments(np.array([7, 7, 7, 9]), np.array([1, 1, 1, 2]), probs)
+    assert scores["segment_acc"] == 0.5
+    assert scores["track_acc_vote"] == 0.5 and scores["track_acc_mean"] == 1.0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nets_map_segments_to_class_logits(arch):
+    net = build_net(arch, n_classes=8, n_mels=128, frames=129, width=4)
+    out = net(torch.randn(3, 1, 128, 129))
+    assert out.shape == (3, 8)
+    out.sum().backward()                          # every parameter takes part
+    assert all(p.grad is not None for p in net.parameters())
+    # tiny segments work too (pooling and strides round up)
+    assert build_net(arch, 8, 16, 5, width=4)(torch.randn(2, 1, 16, 5)).shape == (2, 8)
+
+
+def test_unknown_arch_is_a_config_error():
+    with pytest.raises(ConfigError, match="naive"):
+        build_net("resnet9000", 8, 128, 129)
+
+
+def test_saved_model_predicts_what_it_predicted(tmp_path):
+    params = {"sr": 22050, "n_fft": 2048, "hop_length": 512, "n_mels": 32, "seconds": 30.0,
+              "top_db": 80.0, "frames": 1292, "decode_sr": "native"}
+    net = build_net("naive_bn", 8, 32, 43, width=4).eval()
+    save_model(tmp_path, net, arch="naive_bn", width=4, classes=list(GENRES), params=params,
+               segment_seconds=1.0, seg=43, norm=(-40.0, 10.0))
+    loaded, meta = load_model(tmp_path)
+    x = torch.randn(5, 1, 32, 43)
+    assert torch.equal(net(x), loaded(x))
+    assert meta["kind"] == "cnn" and meta["classes"] == list(GENRES)
+    assert meta["decode_sr"] == "native" and "frames" not in meta["mel_params"]
+
+
+def test_rank_placement_rendezvous_at_rank_0_and_counts_local_ranks_per_host():
+    specs = rank_specs(["tcp://10.0.0.2:4000", "tcp://10.0.0.1:4001", "tcp://10.0.0.2:4002"], 5555)
+    assert [s.rank for s in specs] == [0, 1, 2] and {s.world_size for s in specs} == {3}
+    assert {(s.master_addr, s.master_port) for s in specs} == {("10.0.0.2", 5555)}
+    assert [s.local_rank for s in specs] == [0, 0, 1]
+
+
+# ------------------------------------------------------------------- on the Dask cluster
+
+
+@pytest.fixture(scope="module")
+def run_dir(sample_dir: Path, local_client, tmp_path_factory) -> Path:
+    """The session's sample through the real featurize job (spectrograms only)."""
+    out = tmp_path_factory.mktemp("cnn") / "run"
+    run_featurize(sample_dir, out=out, client=local_client, what=["spectrograms"],
+                  progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir: Path, local_client) -> dict:
+    """naive_bn trained for 12 epochs by 2 DDP ranks on the 2 worker processes."""
+    return run_cnn(run_dir, "naive_bn", epochs=12, ranks=2, client=local_client,
+                   progress=False, out_dir=str(run_dir / "cnn-trained"), **SMALL)
+
+
+@pytest.mark.slow
+def test_two_ranks_on_two_workers_learn_the_sample(trained, local_client):
+    ranks = trained["ranks"]
+    worker_pids = set(local_client.run(os.getpid).values())
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+    assert {r["pid"] for r in ranks} == worker_pids          # one rank in each worker process
+    children = local_client.run(lambda: len(psutil.Process().children(recursive=True)))
+    assert set(children.values()) == {0}                     # no DataLoader process was left
+    metrics = pd.read_csv(Path(trained["out_dir"]) / "metrics.csv")
+    assert list(metrics["epoch"]) == list(range(1, 13))
+    assert metrics["train_loss"].iloc[-3:].mean() < metrics["train_loss"].iloc[:3].mean()
+    assert metrics["val_loss"].min() < metrics["val_loss"].iloc[0]
+    chance = 1 / 8
+    val = trained["scores"]["validation"]
+    assert val["segment_acc"] > chance + 0.1 and val["track_acc_mean"] > chance + 0.1
+    assert {"validation", "test"} <= set(trained["scores"])
+
+
+@pytest.mark.slow
+def test_ranks_see_different_data_but_hold_identical_weights(trained, run_dir):
+    probe0, probe1 = (r["probe"] for r in trained["ranks"])
+    # different clips, hence different local gradients ...
+    seen0, seen1 = set(probe0["tracks_epoch0"]), set(probe1["tracks_epoch0"])
+    training = set(open_spectrograms(run_dir).tracks("training")["track_id"])
+    assert seen0.isdisjoint(seen1) and seen0 | seen1 == training
+    assert probe0["local_grad"] != probe1["local_grad"]
+    # ... averaged by the all-reduce into one gradient and one optimiser step
+    assert probe0["synced_grad"] == probe1["synced_grad"]
+    assert probe0["params_before_step"] == probe1["params_before_step"]
+    assert probe0["params_after_step"] == probe1["params_after_step"]
+    assert probe0["params_after_step"] != probe0["params_before_step"]
+    assert trained["ranks"][0]["params_digest"] == trained["ranks"][1]["params_digest"]
+
+
+@pytest.mark.slow
+def test_outputs_and_report(trained):
+    out = Path(trained["out_dir"])
+    for name in ("metrics.csv", "curves.png", "confusion_validation.png", "confusion_test.png",
+                 "report.md", "model.pt", "model.json", "predictions.parquet",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (out / name).is_file(), name
+    assert not [p for p in out.rglob(".*") if p.is_file()]       # no temporary files left
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert set(preds["split"]) == {"validation", "test"}
+    val = preds[preds["split"] == "validation"]
+    acc = (val["pred_mean"] == val["genre_top"]).mean()
+    assert acc == pytest.approx(trained["scores"]["validation"]["track_acc_mean"])
+    probs = preds.filter(like="p_").to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    report = (out / "report.md").read_text()
+    assert "track acc (vote)" in report and "curves.png" in report
+
+
+@pytest.mark.slow
+def test_predict_scores_a_file_as_training_scored_its_spectrogram(trained, run_dir, sample_dir):
+    out = Path(trained["out_dir"])
+    paths = track_table(sample_dir)["path"]
+    spec = open_spectrograms(run_dir)
+    good = spec.tracks("validation").iloc[:2]
+    bad = read_errors(run_dir)["track_id"].iloc[0]
+    table = predict(out, [paths[t] for t in good["track_id"]] + [paths[bad]])  # via model.json kind
+    net, meta = load_model(out)
+    classes = meta["classes"]
+    for i, row in enumerate(good.itertuples()):
+        stored = np.load(spec.root / row.shard, mmap_mode="r")[row.row]
+        batch = standardise_clip(stored, row.frames, meta["segment_frames"],
+                                 meta["norm"]["mean"], meta["norm"]["std"])
+        with torch.no_grad():
+            expected = torch.softmax(net(torch.from_numpy(batch)), 1).numpy().mean(axis=0)
+        np.testing.assert_allclose(table.loc[i, classes].to_numpy(float), expected, atol=1e-6)
+        assert table.loc[i, "genre"] == classes[int(expected.argmax())]
+        assert table.loc[i, "n_segments"] == len(batch)
+    assert isinstance(table.loc[2, "error"], str)
+    assert np.isnan(table.loc[2, classes].astype(float)).all()
+    assert table.attrs["classes"] == classes
+
+
+def _reference_kwargs(run_dir: Path, name: str) -> dict:
+    return dict(epochs=3, ranks=2, progress=False, out_dir=str(run_dir / name), **SMALL)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(run_dir: Path, local_client) -> dict:
+    return run_cnn(run_dir, "naive_bn", client=local_client, **_reference_kwargs(run_dir, "ref"))
+
+
+@pytest.fixture(scope="module")
+def failed(run_dir: Path, local_client, uninterrupted) -> dict:
+    """The same run, with rank 1 raising in the first step of epoch 1 (epoch 0 is saved)."""
+    steps_per_epoch = uninterrupted["ranks"][0]["probe"]["steps_per_epoch"]
+    pids_before = set(local_client.run(os.getpid).values())
+    kwargs = _reference_kwargs(run_dir, "crash")
+    with pytest.raises(TrainingError) as info:
+        run_cnn(run_dir, "naive_bn", client=local_client, inject_failure=(1, steps_per_epoch),
+                **kwargs)
+    return {"error": info.value, "pids_before": pids_before, "out_dir": Path(kwargs["out_dir"])}
+
+
+@pytest.mark.slow
+def test_a_failing_rank_ends_the_job_with_one_clear_error_and_no_hung_process(failed, local_client):
+    message = str(failed["error"])
+    assert "\n" not in message
+    assert "rank 1 of 2" in message and "injected failure" in message and "--resume" in message
+    # the ranks' processes are gone (rank 0 was blocked in an all-reduce), fresh workers serve
+    assert not any(psutil.pid_exists(p) for p in failed["pids_before"])
+    local_client.wait_for_workers(2, timeout=120)
+    state = local_client.run(lambda: (len(psutil.Process().children(recursive=True)),
+                                      __import__("torch.distributed").distributed.is_initialized()))
+    assert len(state) == 2 and all(s == (0, False) for s in state.values())
+    assert local_client.submit(sum, [1, 2], pure=False).result() == 3
+
+
+@pytest.mark.slow
+def test_resume_continues_at_the_next_epoch_as_if_never_interrupted(failed, uninterrupted,
+                                                                   run_dir, local_client):
+    out = failed["out_dir"]
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["epochs_done"] == 1
+    resumed = run_cnn(run_dir, "naive_bn", client=local_client, resume=True,
+                      **_reference_kwargs(run_dir, "crash"))
+    assert resumed["ranks"][0]["epochs"] == [2, 3]                # only the missing epochs ran
+    # same data order, same optimiser/scheduler state and RNG: bit-identical to no interruption
+    assert resumed["ranks"][0]["params_digest"] == uninterrupted["ranks"][0]["params_digest"]
+    mine = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    ref = torch.load(Path(uninterrupted["out_dir"]) / "checkpoints" / "last.pt",
+                     weights_only=False)
+    assert mine["scheduler"] == ref["scheduler"]
+    for a, b in zip(mine["optimizer"]["state"].values(), ref["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "metrics.csv").drop(columns=["train_seconds", "segments_per_s"]),
+        pd.read_csv(Path(uninterrupted["out_dir"]) / "metrics.csv")
+        .drop(columns=["train_seconds", "segments_per_s"]))
+
+
+@pytest.mark.slow
+def test_resume_with_other_settings_is_refused(failed, run_dir, local_client):
+    kwargs = {**_reference_kwargs(run_dir, "crash"), "lr": 1e-2}
+    with pytest.raises(ConfigError, match="lr=0.003"):
+        run_cnn(run_dir, "naive_bn", client=local_client, resume=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_cnn_command(run_dir, local_client, capsys):
+    address = local_client.scheduler.address
+    out = run_dir / "cli"
+    status = main(["cnn", str(run_dir), "--arch", "naive", "--epochs", "1", "--ranks", "2",
+                   "--segment-seconds", "1", "--batch-size", "4", "--width", "4",
+                   "--out", str(out), "--scheduler", address])
+    assert status == 0
+    assert "CNN trained" in capsys.readouterr().out and (out / "model.json").is_file()
+    assert main(["cnn", str(run_dir / "nothing-here"), "--scheduler", address]) == 2
+    assert "fmadask: " in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_data_error_on_the_ranks_is_raised_as_itself_and_spares_the_workers(tmp_path,
+                                                                             local_client):
+    write_synthetic_spectrograms(tmp_path, tracks_per_genre=2, n_mels=16, seconds=2.0,
+                                 splits=(1.0, 0.0, 0.0))           # no validation clips
+    local_client.wait_for_workers(2, timeout=120)
+    pids = set(local_client.run(os.getpid).values())
+    with pytest.raises(DataError, match="no validation clips"):
+        run_cnn(tmp_path, "naive", epochs=1, ranks=2, client=local_client, progress=False,
+                segment_seconds=0.5)
+    assert set(local_client.run(os.getpid).values()) == pids
