@@ -53,14 +53,26 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+#: How long to wait for the workers ``--ranks`` needs: clusters grow (SLURM jobs starting, a
+#: nanny restarting a worker that died) and a short wait beats failing the job.
+WAIT_FOR_WORKERS_S = 60
+
+
 def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
     """Addresses of the workers that will hold ranks 0..ranks-1 (sorted, so rank 0 is stable).
+
+    Waits up to :data:`WAIT_FOR_WORKERS_S` seconds for ``ranks`` workers to be there.
 
     Raises
     ------
     ClusterError
         When the cluster has fewer (GPU) workers than ``ranks``.
     """
+    if ranks:
+        try:
+            client.wait_for_workers(ranks, timeout=WAIT_FOR_WORKERS_S)
+        except TimeoutError:
+            pass                        # reported below with the count there is
     workers = sorted(workers_info(client))
     if gpu:
         # asked as tasks, not client.run: importing torch would block a worker's event loop
