@@ -35,7 +35,7 @@ from fmadask.pipeline import (DEFAULT_MAX_SECONDS, DEFAULT_PARTITION_SIZE, read_
 from fmadask.pipeline.featurize import (MIB_PER_AUDIO_SECOND, JobParams, Track,
                                         _check_worker_memory, featurize_partition,
                                         worker_memory_needed)
-from fmadask.pipeline.io import NpyShard, atomic_path
+from fmadask.atomic import NpyShard, atomic_path
 from fmadask.pipeline.rundir import PART_DIRS, PartitionFiles
 
 #: Tracks per partition in these tests: 31 sample tracks -> 11 partitions, several with defects.

@@ -21,7 +21,7 @@ from fmadask.dl.dataset import standardise_clip
 from fmadask.dl.evaluate import track_predictions
 from fmadask.dl.nets import build_net
 from fmadask.errors import DataError
-from fmadask.pipeline.io import atomic_path, write_json
+from fmadask.atomic import atomic_path, write_json
 
 MODEL_KIND = "cnn"
 #: params.json keys that describe the stored arrays or the decoding, not the mel transform.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from fmadask.pipeline.io import atomic_path, write_json, write_parquet
+from fmadask.atomic import atomic_path, write_json, write_parquet
 from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MEL_PARAMS_FILE,
                                      PartitionFiles)
 

@@ -48,7 +48,7 @@ from fmadask.dl.dataset import (SegmentDataset, Spectrograms, normalisation, ope
 from fmadask.dl.evaluate import score_segments
 from fmadask.dl.nets import build_net
 from fmadask.errors import ConfigError, DataError, FmadaskError
-from fmadask.pipeline.io import atomic_path
+from fmadask.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ learn the genres but not perfectly.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from fmadask.atomic import atomic_path
 from fmadask.errors import ConfigError
 from fmadask.fma.layout import METADATA_DIR, audio_path
 from fmadask.fma.metadata import parse_list
@@ -278,10 +278,8 @@ def _track_row(track_id: int, genre_ids: list[int], genre_top: str | None, subse
 
 
 def _write_mp3(path: Path, audio: np.ndarray, sr: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    sf.write(tmp, audio, sr, format="MP3")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(tmp, audio, sr, format="MP3")
 
 
 # An ID3v2.3 header announcing an empty tag of 0x100 padded bytes: a file with metadata and no
@@ -382,6 +380,5 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp)

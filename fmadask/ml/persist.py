@@ -22,7 +22,7 @@ import joblib
 import numpy as np
 
 from fmadask.errors import DataError
-from fmadask.pipeline.io import atomic_path, write_json
+from fmadask.atomic import atomic_path, write_json
 
 MODEL_CARD = "model.json"
 PIPELINE_FILE = "pipeline.joblib"

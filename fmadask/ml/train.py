@@ -37,7 +37,7 @@ from fmadask.ml.models import (MODELS, SCALERS, Dimension, class_scores, make_sc
                                resolve_models, search_space)
 from fmadask.ml.persist import jsonable, save_classical
 from fmadask.ml.search import SEARCH_METHODS, SearchOutcome, bayes_search, random_search
-from fmadask.pipeline.io import atomic_path, write_json
+from fmadask.atomic import atomic_path, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table

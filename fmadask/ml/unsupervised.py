@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fmadask.pipeline.io import write_json
+from fmadask.atomic import write_json
 from fmadask.report.plots import heatmap, scatter_by_label
 
 #: Rows per block of the Dask arrays made from in-memory tables.

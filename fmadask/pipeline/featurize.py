@@ -12,7 +12,7 @@ Resuming and retries
     a clean run. A re-run with other parameters is refused (``overwrite=True`` starts afresh).
     A task is idempotent: when a worker dies (SIGKILL, out of memory), Dask re-runs its
     partition elsewhere; the dead worker's half-written files have private temporary names
-    (:mod:`fmadask.pipeline.io`), are never read, and are removed by the next run.
+    (:mod:`fmadask.atomic`), are never read, and are removed by the next run.
 
 Scale and worker memory
     Measured on 44.1 kHz mp3: a worker process holds about 330 MiB once librosa is imported and
@@ -56,7 +56,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from fmadask.cluster import workers_info
 from fmadask.errors import ConfigError, DataError, FmadaskError
-from fmadask.pipeline.io import NpyShard, remove_temp_files, write_json, write_parquet
+from fmadask.atomic import NpyShard, remove_temp_files, write_json, write_parquet
 from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MAX_PARTITIONS,
                                      MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, PartitionFiles,
                                      complete_partitions, features_schema, part_name,

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from fmadask.pipeline.io import atomic_path
+from fmadask.atomic import atomic_path
 from fmadask.report.plots import DPI
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from fmadask.pipeline.io import atomic_path
+from fmadask.atomic import atomic_path
 
 #: Resolution of saved figures (dots per inch).
 DPI = 120
