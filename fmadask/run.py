@@ -317,10 +317,10 @@ def _models(spec: JobSpec) -> str | list[str]:
 
 
 def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
-    from fmadask.dl.launch import run_cnn
+    from fmadask.dl.launch import gpu_workers, run_cnn
 
     n = spec.cnn
-    gpu = n.device == "cuda" or (n.device == "auto" and _workers_have_gpu(client))
+    gpu = n.device == "cuda" or (n.device == "auto" and bool(gpu_workers(client)))
     for arch in n.archs:
         out = cnn_dir(run_dir, arch)
         resume = (out / "checkpoints" / "last.pt").is_file() and not (redo or spec.output.overwrite)
@@ -333,22 +333,6 @@ def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -
 def cnn_dir(run_dir: Path, arch: str) -> Path:
     """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>``."""
     return run_dir / "cnn" / arch
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _workers_have_gpu(client: Any) -> bool:
-    """Whether any worker sees a CUDA device (asked as tasks: importing torch inside
-    ``client.run`` would block the workers' event loops for seconds)."""
-    from fmadask.cluster import workers_info
-
-    workers = list(workers_info(client))
-    futures = [client.submit(_has_cuda, workers=[w], pure=False) for w in workers]
-    return any(client.gather(futures))
 
 
 _STAGE_RUNNERS = {"featurize": _featurize, "classical": _classical, "cnn": _cnn}

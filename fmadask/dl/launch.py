@@ -53,6 +53,17 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def gpu_workers(client: Client, workers: list[str] | None = None) -> list[str]:
+    """The workers (of ``workers``, default all, sorted) that see at least one CUDA device.
+
+    Asked as tasks, not ``client.run``: importing torch would block a worker's event loop.
+    """
+    workers = sorted(workers_info(client)) if workers is None else workers
+    counts = client.gather([client.submit(_cuda_devices, workers=[w], pure=False)
+                            for w in workers])
+    return [w for w, n in zip(workers, counts) if n > 0]
+
+
 #: How long to wait for the workers ``--ranks`` needs: clusters grow (SLURM jobs starting, a
 #: nanny restarting a worker that died) and a short wait beats failing the job.
 WAIT_FOR_WORKERS_S = 60
@@ -75,10 +86,7 @@ def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
             pass                        # reported below with the count there is
     workers = sorted(workers_info(client))
     if gpu:
-        # asked as tasks, not client.run: importing torch would block a worker's event loop
-        counts = client.gather([client.submit(_cuda_devices, workers=[w], pure=False)
-                                for w in workers])
-        workers = [w for w, n in zip(workers, counts) if n > 0]
+        workers = gpu_workers(client, workers)
     kind = "GPU workers" if gpu else "workers"
     if not workers:
         raise ClusterError(f"the Dask cluster has no {kind}: start some, "
