@@ -260,7 +260,8 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
     run_featurize(args.data_dir, subset=args.subset, out=args.out, sr=args.sr,
                   what=[w.strip() for w in args.what.split(",") if w.strip()],
                   overwrite=args.overwrite, split=args.split, seed=args.split_seed,
-                  scheduler=args.scheduler, workers=args.workers, **given)
+                  scheduler=args.scheduler, workers=args.workers,
+                  mel_device=args.mel_device, **given)
     return 0
 
 
@@ -290,6 +291,11 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
                    help="FMA's split or the study's stratified 80/10/10 (default official)")
     p.add_argument("--split-seed", type=int, default=42, metavar="K",
                    help="seed of the stratified split (default 42)")
+    from fmadask.jobspec import MEL_DEVICES
+
+    p.add_argument("--mel-device", choices=MEL_DEVICES, default="cpu",
+                   help="compute log-mels with librosa on the CPU (default) or with torch on "
+                        "the workers' GPU (only GPU workers then take partitions)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete RUN_DIR's previous featurize outputs and start afresh")
     _add_cluster_options(p)

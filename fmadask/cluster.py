@@ -290,3 +290,20 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_workers(client: Client, workers: list[str] | None = None) -> list[str]:
+    """The workers (of ``workers``, default all, sorted) that see at least one CUDA device.
+
+    Asked as tasks, not ``client.run``: importing torch would block a worker's event loop.
+    """
+    workers = sorted(workers_info(client)) if workers is None else workers
+    counts = client.gather([client.submit(_cuda_devices, workers=[w], pure=False)
+                            for w in workers])
+    return [w for w, n in zip(workers, counts) if n > 0]

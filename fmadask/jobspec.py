@@ -36,6 +36,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 CLUSTER_KINDS = ("local", "address", "slurm", "kubernetes")
 #: What the featurize stage can write.
 FEATURIZE_OUTPUTS = ("features", "spectrograms")
+#: Where the featurize job computes log-mels: librosa on the CPU (the reference) or torch on the
+#: workers' CUDA device (:mod:`fmadask.torchmel`).
+MEL_DEVICES = ("cpu", "cuda")
 SPLITS = ("official", "stratified")
 SCALERS = ("minmax", "standard")
 SEARCHES = ("none", "random", "bayes")
@@ -113,6 +116,8 @@ class FeaturizeSection:
     partition_size: int = _field(64, minimum=1, doc="tracks per Dask partition (one task each)")
     max_seconds: float = _field(1200.0, minimum=1.0, doc="tracks longer than this many seconds "
                                                          "are refused (recorded in errors/)")
+    mel_device: str = _field("cpu", choices=MEL_DEVICES,
+                             doc="log-mels on the CPU (librosa) or on GPU workers (torch)")
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
         return {"data_dir": str(data_path(spec)), "subset": data.subset, "split": data.split,
                 "seed": data.seed if data.split == "stratified" else None,
                 "sr": None if f.sr == "native" else int(f.sr), "what": sorted(f.what),
-                "partition_size": f.partition_size, "max_seconds": f.max_seconds}
+                "partition_size": f.partition_size, "max_seconds": f.max_seconds,
+                "mel_device": f.mel_device}
     upstream = {"featurize": stage_params(spec, "featurize")}
     if stage == "classical":
         c = spec.classical
@@ -297,7 +298,7 @@ def _featurize(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[s
     run_featurize(data_path(spec), subset=d.subset, out=run_dir, client=client,
                   sr=None if f.sr == "native" else int(f.sr), what=list(f.what),
                   partition_size=f.partition_size, overwrite=redo, max_seconds=f.max_seconds,
-                  split=d.split, seed=d.seed, file=file)
+                  split=d.split, seed=d.seed, file=file, mel_device=f.mel_device)
 
 
 def _classical(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
@@ -317,7 +318,8 @@ def _models(spec: JobSpec) -> str | list[str]:
 
 
 def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
-    from fmadask.dl.launch import gpu_workers, run_cnn
+    from fmadask.cluster import gpu_workers
+    from fmadask.dl.launch import run_cnn
 
     n = spec.cnn
     gpu = n.device == "cuda" or (n.device == "auto" and bool(gpu_workers(client)))

@@ -145,6 +145,7 @@ def test_rank_placement_rendezvous_at_rank_0_and_counts_local_ranks_per_host():
     assert [s.rank for s in specs] == [0, 1, 2] and {s.world_size for s in specs} == {3}
     assert {(s.master_addr, s.master_port) for s in specs} == {("10.0.0.2", 5555)}
     assert [s.local_rank for s in specs] == [0, 0, 1]
+    assert [s.local_world_size for s in specs] == [2, 1, 2]
 
 
 # ------------------------------------------------------------------- on the Dask cluster

@@ -33,7 +33,7 @@ import pandas as pd
 from distributed import Client, Future, wait
 from distributed.comm import get_address_host
 
-from fmadask.cluster import workers_info
+from fmadask.cluster import gpu_workers, workers_info
 from fmadask.dl.dataset import open_spectrograms
 from fmadask.dl.trainer import (DistSpec, RankFailure, TrainConfig, check_resume, free_port,
                                 fresh_start, train)
@@ -45,23 +45,6 @@ POLL_S = 1.0
 
 class TrainingError(ClusterError):
     """A rank of a CNN training job failed; the other ranks were stopped."""
-
-
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def gpu_workers(client: Client, workers: list[str] | None = None) -> list[str]:
-    """The workers (of ``workers``, default all, sorted) that see at least one CUDA device.
-
-    Asked as tasks, not ``client.run``: importing torch would block a worker's event loop.
-    """
-    workers = sorted(workers_info(client)) if workers is None else workers
-    counts = client.gather([client.submit(_cuda_devices, workers=[w], pure=False)
-                            for w in workers])
-    return [w for w, n in zip(workers, counts) if n > 0]
 
 
 #: How long to wait for the workers ``--ranks`` needs: clusters grow (SLURM jobs starting, a
@@ -104,11 +87,13 @@ def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
 def rank_specs(workers: list[str], port: int) -> list[DistSpec]:
     """The DistSpec of each rank: rendezvous at rank 0's host, local rank = index on its host."""
     hosts = [get_address_host(w) for w in workers]
+    per_host = Counter(hosts)
     seen: Counter[str] = Counter()
     specs = []
     for rank, host in enumerate(hosts):
         specs.append(DistSpec(rank=rank, world_size=len(workers), local_rank=seen[host],
-                              master_addr=hosts[0], master_port=port))
+                              master_addr=hosts[0], master_port=port,
+                              local_world_size=per_host[host]))
         seen[host] += 1
     return specs
 

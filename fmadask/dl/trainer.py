@@ -60,13 +60,15 @@ _RESUME_KEYS = ("arch", "width", "epochs", "segment_seconds", "batch_size", "lr"
 
 @dataclass(frozen=True)
 class DistSpec:
-    """Where a rank sits in the job: rank, world size, local GPU index, rendezvous address."""
+    """Where a rank sits in the job: rank, world size, index among the ranks of its host (and so
+    its GPU), how many ranks share its host, rendezvous address."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 0
+    local_world_size: int = 1
 
     @classmethod
     def from_env(cls) -> DistSpec:
@@ -76,6 +78,7 @@ class DistSpec:
         try:
             return cls(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
                        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                       local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
                        master_addr=os.environ["MASTER_ADDR"],
                        master_port=int(os.environ["MASTER_PORT"]))
         except (KeyError, ValueError) as exc:
@@ -146,6 +149,18 @@ def select_device(config: TrainConfig, local_rank: int) -> torch.device:
         raise ConfigError(f"CUDA requested but not available on {socket.gethostname()}: "
                           "run without --gpu or on GPU workers")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def backend_for(device: torch.device, local_world_size: int) -> str:
+    """The process group backend: NCCL when each rank of a host has a GPU of its own, else gloo.
+
+    NCCL refuses two ranks on one GPU, which is what a host with more ranks than GPUs gets
+    (``select_device`` shares them round-robin); gloo all-reduces CUDA tensors too, only slower.
+    Every rank of a host computes the same answer, so the whole job agrees.
+    """
+    if device.type != "cuda":
+        return "gloo"
+    return "nccl" if local_world_size <= torch.cuda.device_count() else "gloo"
 
 
 def _digest(tensors: Iterable[torch.Tensor | None]) -> str:
@@ -408,7 +423,7 @@ def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None =
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo",
+            backend_for(device, spec.local_world_size),
             init_method=f"tcp://{spec.master_addr}:{spec.master_port}", rank=spec.rank,
             world_size=spec.world_size, timeout=datetime.timedelta(seconds=config.dist_timeout_s))
         return _train(Path(run_dir), config, spec, device, resume)
@@ -544,7 +559,8 @@ def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.dev
             break
 
     result = {"rank": spec.rank, "world_size": spec.world_size, "pid": os.getpid(),
-              "host": socket.gethostname(), "device": str(device), "epochs": ran,
+              "host": socket.gethostname(), "device": str(device),
+              "backend": dist.get_backend(), "epochs": ran,
               "params_digest": _digest(model.parameters()), "probe": dict(run.probe)}
     # the final scores use the best weights: this call's, or those a previous call saved
     if best_weights is None:
@@ -607,7 +623,7 @@ def _report(run: _Run, state: dict, scores: dict) -> str:
              f"- segments of {c.segment_seconds:g} s ({run.seg} frames x "
              f"{run.data.params['n_mels']} mel bands), batch {c.batch_size} x "
              f"{run.spec.world_size} ranks, {c.optimizer} lr {c.lr:g} ({c.lr_schedule}), "
-             f"device {run.device}{' with AMP' if run.amp else ''}",
+             f"device {run.device} ({dist.get_backend()}){' with AMP' if run.amp else ''}",
              f"- best epoch {state['best_epoch']} (lowest validation loss)"
              f"{', stopped early' if state['stopped'] else ''}", "",
              "| split | segment acc | track acc (vote) | track acc (mean prob) "

@@ -26,7 +26,7 @@ import numpy as np
 from fmadask.audio import resample
 
 #: Power below which a bin counts as silent (librosa.power_to_db's default ``amin``).
-_AMIN = 1e-10
+AMIN = 1e-10
 
 #: How short clips are completed to the fixed length (recorded in params.json).
 PAD_POLICY = "right-pad with -top_db (the dB floor); crop longer signals to their first `seconds`"
@@ -91,6 +91,52 @@ class MelParams:
                 "pad": PAD_POLICY, "pad_value": self.pad_value}
 
 
+def prepare_signal(y: np.ndarray, sr: int, params: MelParams = MelParams()) -> np.ndarray:
+    """Step 1-2 of the recipe: the mono signal cropped to ``params.seconds`` at ``params.sr``.
+
+    Shared by :func:`log_mel` and the GPU path (:mod:`fmadask.torchmel`), so that both transform
+    the same samples.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Mono signal, shape ``(n_samples,)``.
+    sr : int
+        Its sample rate in Hz.
+    params : MelParams
+        The recipe.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(min(n, params.samples),)`` (after resampling), at ``params.sr``.
+    """
+    if y.ndim != 1:
+        raise ValueError(f"log_mel needs a mono signal of shape (n,), got {y.shape}")
+    # Crop before resampling, with a second of margin so that the resampler's edge effects stay
+    # outside what is kept, then exactly after.
+    margin = int(np.ceil(params.samples * sr / params.sr)) + int(sr)
+    y = np.ascontiguousarray(y[:margin], dtype=np.float32)
+    return resample(y, sr, params.sr)[:params.samples]
+
+
+def mel_filters(params: MelParams = MelParams()) -> np.ndarray:
+    """The Slaney mel filter bank of the recipe, shape ``(n_mels, 1 + n_fft // 2)``, float32."""
+    return librosa.filters.mel(sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels,
+                               fmin=params.fmin, fmax=params.fmax)
+
+
+def fixed_size(db: np.ndarray, params: MelParams = MelParams()) -> tuple[np.ndarray, int]:
+    """Step 5: dB frames ``(n_mels, t)`` as float16 of exactly ``params.frames`` frames.
+
+    Returns the padded spectrogram and the number of frames computed from the signal.
+    """
+    valid = min(db.shape[1], params.frames)
+    out = np.full((params.n_mels, params.frames), params.pad_value, dtype=np.float16)
+    out[:, :valid] = db[:, :valid]
+    return out, valid
+
+
 def log_mel(y: np.ndarray, sr: int, params: MelParams = MelParams()) -> tuple[np.ndarray, int]:
     """The fixed-size log-mel spectrogram of a mono signal.
 
@@ -110,23 +156,14 @@ def log_mel(y: np.ndarray, sr: int, params: MelParams = MelParams()) -> tuple[np
     valid_frames : int
         Frames computed from the signal; the rest (up to ``params.frames``) are padding.
     """
-    if y.ndim != 1:
-        raise ValueError(f"log_mel needs a mono signal of shape (n,), got {y.shape}")
-    # Crop before resampling, with a second of margin so that the resampler's edge effects stay
-    # outside what is kept, then exactly after.
-    margin = int(np.ceil(params.samples * sr / params.sr)) + int(sr)
-    y = np.ascontiguousarray(y[:margin], dtype=np.float32)
-    y = resample(y, sr, params.sr)[:params.samples]
+    y = prepare_signal(y, sr, params)
     power = librosa.feature.melspectrogram(y=y, sr=params.sr, n_fft=params.n_fft,
                                            hop_length=params.hop_length, n_mels=params.n_mels,
                                            fmin=params.fmin, fmax=params.fmax, power=2.0)
-    if power.max() > _AMIN:
-        db = librosa.power_to_db(power, ref=np.max, amin=_AMIN, top_db=params.top_db)
+    if power.max() > AMIN:
+        db = librosa.power_to_db(power, ref=np.max, amin=AMIN, top_db=params.top_db)
     else:
         # Digital silence: relative to its own (zero) peak librosa would make it 0 dB everywhere,
         # the loudest possible value; it is the floor instead.
         db = np.full(power.shape, params.pad_value, dtype=power.dtype)
-    valid = min(db.shape[1], params.frames)
-    out = np.full((params.n_mels, params.frames), params.pad_value, dtype=np.float16)
-    out[:, :valid] = db[:, :valid]
-    return out, valid
+    return fixed_size(db, params)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -54,8 +55,9 @@ import numpy as np
 import pyarrow as pa
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from fmadask.cluster import workers_info
+from fmadask.cluster import gpu_workers, workers_info
 from fmadask.errors import ConfigError, DataError, FmadaskError
+from fmadask.jobspec import MEL_DEVICES
 from fmadask.atomic import NpyShard, remove_temp_files, write_json, write_parquet
 from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MAX_PARTITIONS,
                                      MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, PartitionFiles,
@@ -106,6 +108,19 @@ class JobParams:
     max_seconds: float | None
     mel: MelParams | None = None
     fma_compat: bool = True
+    #: Where log-mels are computed: ``cpu`` (librosa) or ``cuda`` (torch, :mod:`fmadask.torchmel`).
+    mel_device: str = "cpu"
+
+
+def _mel_function(job: JobParams):
+    """``(y, sr) -> (spectrogram, valid_frames)`` for the job's mel device."""
+    if job.mel_device == "cuda":
+        from fmadask.torchmel import log_mel_on
+
+        return log_mel_on("cuda", job.mel)
+    from fmadask.features import log_mel
+
+    return functools.partial(log_mel, params=job.mel)
 
 
 # ------------------------------------------------------------------------------ per partition
@@ -149,7 +164,7 @@ def _errors_table(rows: list[tuple[int, str, str, str]]) -> pa.Table:
 def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams) -> int:
     """Featurize ``tracks`` and write the partition's files; return the number of failed tracks."""
     from fmadask.audio import load_audio
-    from fmadask.features import FEATURE_COLUMNS, fma_features, log_mel
+    from fmadask.features import FEATURE_COLUMNS, fma_features
 
     want_features = "features" in job.what
     shard: NpyShard | None = None
@@ -157,6 +172,7 @@ def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams)
         assert job.mel is not None
         shard = NpyShard(files.spectrograms, (len(tracks), job.mel.n_mels, job.mel.frames),
                          np.float16)
+        to_mel = _mel_function(job)
     values = np.empty((len(tracks) if want_features else 0, len(FEATURE_COLUMNS)), np.float32)
     featurized: list[Track] = []
     spectrogram_tracks: list[Track] = []
@@ -177,7 +193,7 @@ def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams)
                     errors.append(_error_row(track, "features", exc))
             if shard is not None:
                 try:
-                    mel, frames = log_mel(y, sr, job.mel)
+                    mel, frames = to_mel(y, sr)
                     shard[len(spectrogram_tracks)] = mel
                     spectrogram_tracks.append(track)
                     spectrogram_frames.append(int(frames))
@@ -244,7 +260,7 @@ def warm_up(job: JobParams) -> float:
     """
     if job in _warmed:
         return 0.0
-    from fmadask.features import fma_features, log_mel
+    from fmadask.features import fma_features
 
     start = time.perf_counter()
     sr = job.sr or 44100
@@ -253,7 +269,7 @@ def warm_up(job: JobParams) -> float:
         if "features" in job.what:
             fma_features(y, sr, fma_compat=job.fma_compat)
         if "spectrograms" in job.what:
-            log_mel(y, sr, job.mel)
+            _mel_function(job)(y, sr)
     except Exception:
         logger.exception("fmadask warm-up failed")
         return time.perf_counter() - start
@@ -279,7 +295,7 @@ class WarmUp(WorkerPlugin):
 
 
 def _check_params(sr: int | None, what: Sequence[str], partition_size: int,
-                  max_seconds: float | None) -> tuple[str, ...]:
+                  max_seconds: float | None, mel_device: str) -> tuple[str, ...]:
     unknown = [w for w in what if w not in OUTPUTS]
     if unknown or not what:
         raise ConfigError(f"--what {','.join(what)!s}: choose one or both of {','.join(OUTPUTS)}")
@@ -289,6 +305,8 @@ def _check_params(sr: int | None, what: Sequence[str], partition_size: int,
         raise ConfigError(f"--partition-size {partition_size}: must be a positive whole number")
     if max_seconds is not None and not max_seconds > 0:
         raise ConfigError(f"--max-seconds {max_seconds}: must be positive")
+    if mel_device not in MEL_DEVICES:
+        raise ConfigError(f"--mel-device {mel_device}: choose one of {', '.join(MEL_DEVICES)}")
     return tuple(w for w in OUTPUTS if w in what)  # canonical order
 
 
@@ -387,7 +405,12 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    stats.workers = len(workers_info(client))
+    # Log-mels on the GPU: only workers that see one take partitions.
+    workers = gpu_workers(client) if job.mel_device == "cuda" else None
+    if workers == []:
+        raise ConfigError("mel_device='cuda' but no Dask worker sees a CUDA device: start GPU "
+                          "workers or compute log-mels on the CPU")
+    stats.workers = len(workers) if workers is not None else len(workers_info(client))
     start = time.perf_counter()
     client.register_plugin(WarmUp(job), name=WARM_UP_PLUGIN)
     stats.warm_up_s = time.perf_counter() - start
@@ -396,7 +419,7 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
     bag = db.from_sequence(todo, partition_size=partition_size)
     tasks = bag.map_partitions(featurize_partition, str(run_dir), job).to_delayed()
     start = time.perf_counter()
-    futures = client.compute(tasks, retries=1)
+    futures = client.compute(tasks, retries=1, workers=workers)
     with tqdm(total=len(todo), unit="track", desc="featurize", disable=not progress,
               file=sys.stderr) as bar:
         for future in as_completed(futures):
@@ -460,7 +483,7 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                   overwrite: bool = False, max_seconds: float | None = DEFAULT_MAX_SECONDS,
                   split: str = "official", seed: int = 42, progress: bool = True,
                   file: IO[str] | None = None, scheduler: str | None = None,
-                  workers: int | None = None) -> dict:
+                  workers: int | None = None, mel_device: str = "cpu") -> dict:
     """Featurize the tracks of an FMA subset on a Dask cluster into ``out``.
 
     Parameters
@@ -499,6 +522,9 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         Address of an existing scheduler, used when no ``client`` is given.
     workers : int, optional
         Local worker processes to start, when neither ``client`` nor ``scheduler`` is given.
+    mel_device : {'cpu', 'cuda'}
+        Where log-mels are computed: librosa on the CPU (the reference), or torch on the
+        workers' GPU (:mod:`fmadask.torchmel`; only GPU workers then take partitions).
 
     Returns
     -------
@@ -520,10 +546,11 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
     from fmadask.features import MelParams
     from fmadask.fma.tracks import track_table
 
-    what = _check_params(sr, what, partition_size, max_seconds)
+    what = _check_params(sr, what, partition_size, max_seconds, mel_device)
     sr = None if sr is None else int(sr)
     mel = MelParams() if "spectrograms" in what else None
-    job = JobParams(sr=sr, what=what, max_seconds=max_seconds, mel=mel)
+    job = JobParams(sr=sr, what=what, max_seconds=max_seconds, mel=mel,
+                    mel_device=mel_device if mel else "cpu")
     table = track_table(data_dir, subset=subset, split=split, seed=seed)
     if table.empty:
         raise DataError(f"{data_dir}: no track of subset {subset!r} has a top-level genre: check "
@@ -537,7 +564,8 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         "subset": subset, "split": split, "seed": seed if split == "stratified" else None,
         "sr": sr, "what": list(what), "partition_size": int(partition_size),
         "max_seconds": max_seconds, "fma_compat": job.fma_compat,
-        "mel": asdict(mel) if mel else None, "tracks_sha256": _tracks_digest(table)}
+        "mel": asdict(mel) if mel else None, "mel_device": job.mel_device if mel else None,
+        "tracks_sha256": _tracks_digest(table)}
     record = {
         "params": json.loads(json.dumps(params)),
         "data_dir": str(Path(data_dir).resolve()),
@@ -564,7 +592,8 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
             _check_worker_memory(client, subset, max_seconds, sys.stderr)
             record["decoders"] = _worker_decoders(client)
             if mel is not None:
-                write_json(_mel_record(mel, sr, record["decoders"]), run_dir / MEL_PARAMS_FILE)
+                write_json(_mel_record(mel, sr, record["decoders"], job.mel_device),
+                           run_dir / MEL_PARAMS_FILE)
             write_json(record, run_dir / JOB_FILE)
             _compute(client, todo, partition_size, run_dir, job, progress, stats)
     elif not (run_dir / JOB_FILE).is_file():
@@ -589,10 +618,10 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
     return summary
 
 
-def _mel_record(mel: MelParams, sr: int | None, decoders: list[str]) -> dict:
+def _mel_record(mel: MelParams, sr: int | None, decoders: list[str], device: str) -> dict:
     """``spectrograms/params.json``: how the shards were made."""
     return {**mel.to_dict(), "decode_sr": sr if sr is not None else "native",
-            "decoders": decoders,
+            "decoders": decoders, "computed_with": "torch" if device == "cuda" else "librosa",
             "layout": "[tracks, n_mels, frames] per shard; row and valid frames in index/"}
 
 
