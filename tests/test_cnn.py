@@ -19,7 +19,8 @@ import torch
 
 from fmadask.cli import main
 from fmadask.dl.dataset import (SegmentDataset, eval_offsets, normalisation, open_spectrograms,
-                                random_offset, segment_frames, standardise_clip)
+                                prefetch, random_offsets, segment_frames,
+                                standardise_clip)
 from fmadask.dl.evaluate import score_segments, track_predictions
 from fmadask.dl.launch import TrainingError, rank_specs, run_cnn
 from fmadask.dl.nets import ARCHS, build_net
@@ -53,11 +54,11 @@ def test_eval_segments_cover_every_valid_frame_once_or_twice(valid, seg):
 
 
 def test_random_segments_are_reproducible_and_inside_the_clip():
-    draws = [random_offset(200, 43, seed=1, epoch=e, item=i) for e in range(5) for i in range(20)]
-    assert draws == [random_offset(200, 43, seed=1, epoch=e, item=i)
-                     for e in range(5) for i in range(20)]
+    valid = np.full(20, 200)
+    draws = [int(o) for e in range(5) for o in random_offsets(valid, 43, seed=1, epoch=e)]
+    assert draws == [int(o) for e in range(5) for o in random_offsets(valid, 43, seed=1, epoch=e)]
     assert min(draws) >= 0 and max(draws) <= 200 - 43 and len(set(draws)) > 20
-    assert random_offset(20, 43, seed=1, epoch=0, item=0) == 0   # shorter than a segment
+    assert random_offsets(np.array([20, 200]), 43, seed=1, epoch=0)[0] == 0  # shorter than a segment
 
 
 def test_dataset_serves_standardised_segments_of_the_shards(tmp_path):
@@ -332,3 +333,26 @@ def test_a_data_error_on_the_ranks_is_raised_as_itself_and_spares_the_workers(tm
         run_cnn(tmp_path, "naive", epochs=1, ranks=2, client=local_client, progress=False,
                 segment_seconds=0.5)
     assert set(local_client.run(os.getpid).values()) == pids
+
+
+def test_prefetch_yields_every_batch_in_order_and_raises_the_loaders_error():
+    assert list(prefetch(range(100), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise DataError("shard gone")
+
+    got = []
+    with pytest.raises(DataError, match="shard gone"):
+        for item in prefetch(failing()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
+    import threading
+
+    batches = prefetch(iter(range(10**6)), depth=2)
+    assert next(batches) == 0
+    batches.close()                     # the consumer stopped (an error in a training step)
+    assert not [t for t in threading.enumerate() if t.name == "fmadask-prefetch"]

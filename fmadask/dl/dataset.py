@@ -15,8 +15,12 @@ voting.
 from __future__ import annotations
 
 import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +28,8 @@ import torch
 from torch.utils.data import Dataset
 
 from fmadask.errors import DataError
+
+T = TypeVar("T")
 from fmadask.pipeline.rundir import SPECTROGRAMS_DIR, read_mel_params, read_spectrogram_index
 
 
@@ -99,16 +105,22 @@ def eval_offsets(valid: int, seg: int) -> np.ndarray:
     return offsets
 
 
-def random_offset(valid: int, seg: int, seed: int, epoch: int, item: int) -> int:
-    """A uniformly drawn start frame of a ``seg``-frame segment inside ``valid`` frames.
+def random_offsets(valid: np.ndarray, seg: int, seed: int, epoch: int) -> np.ndarray:
+    """Uniformly drawn start frames of ``seg``-frame segments, one inside each clip's ``valid``
+    frames (0 for a clip shorter than a segment).
 
-    The draw depends only on ``(seed, epoch, item)``, so it does not depend on which rank or loader
-    process reads the item, and a resumed run draws what the uninterrupted run would have.
+    The draws of an epoch are made at once, for all clips, from ``(seed, epoch)``: item ``i`` gets
+    the same offset on every rank and loader process, and a resumed run draws what the
+    uninterrupted run would have. (One generator per item cost more than reading the segment.)
+
+    Returns
+    -------
+    numpy.ndarray
+        int64, the shape of ``valid``.
     """
-    if valid <= seg:
-        return 0
-    rng = np.random.default_rng([seed, epoch, item])
-    return int(rng.integers(0, valid - seg + 1))
+    valid = np.asarray(valid, dtype=np.int64)
+    rng = np.random.default_rng([seed, epoch])
+    return rng.integers(0, np.maximum(valid - seg, 0) + 1, dtype=np.int64)
 
 
 def normalisation(spec: Spectrograms, tracks: pd.DataFrame, max_tracks: int = 256,
@@ -223,7 +235,7 @@ class SegmentDataset(Dataset):
         self._label = tracks["genre_top"].map(lookup).to_numpy(dtype=np.int64)
         if self.train:
             self._clip = np.arange(len(tracks), dtype=np.int64)
-            self._offset = np.zeros(len(tracks), dtype=np.int64)
+            self._offset = random_offsets(self._valid, self.seg, self.seed, self.epoch)
         else:
             per_clip = [eval_offsets(int(v), self.seg) for v in self._valid]
             self._clip = np.repeat(np.arange(len(tracks), dtype=np.int64),
@@ -234,6 +246,8 @@ class SegmentDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Draw the training segments of ``epoch`` (no effect on evaluation items)."""
         self.epoch = int(epoch)
+        if self.train:
+            self._offset = random_offsets(self._valid, self.seg, self.seed, self.epoch)
 
     def __len__(self) -> int:
         return len(self._clip)
@@ -243,17 +257,14 @@ class SegmentDataset(Dataset):
         """Track id of every item, int64 ``(len(self),)``."""
         return self._track_id[self._clip]
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int, int]:
         clip = int(self._clip[item])
-        valid = int(self._valid[clip])
-        if self.train:
-            offset = random_offset(valid, self.seg, self.seed, self.epoch, clip)
-        else:
-            offset = int(self._offset[item])
-        x = self.reader.read(self._shard[clip], int(self._row[clip]), offset, self.seg)
-        x = (x.astype(np.float32) - self.mean) / self.std
-        return (torch.from_numpy(x).unsqueeze(0),
-                torch.tensor(self._label[clip]), torch.tensor(self._track_id[clip]))
+        x = self.reader.read(self._shard[clip], int(self._row[clip]), int(self._offset[item]),
+                             self.seg)
+        x = np.subtract(x, self.mean, dtype=np.float32)
+        x /= self.std
+        # plain ints: the loader's collation makes int64 tensors of a batch at once
+        return torch.from_numpy(x).unsqueeze(0), int(self._label[clip]), int(self._track_id[clip])
 
 
 def standardise_clip(spec: np.ndarray, valid: int, seg: int, mean: float, std: float) -> np.ndarray:
@@ -278,3 +289,48 @@ def standardise_clip(spec: np.ndarray, valid: int, seg: int, mean: float, std: f
             x = np.pad(x, ((0, 0), (0, seg - x.shape[1])))
         segs.append((x - mean) / std)
     return np.stack(segs)[:, None]
+
+
+def prefetch(batches: Iterable[T], depth: int = 4) -> Iterator[T]:
+    """Iterate ``batches`` in a background thread, up to ``depth`` items ahead.
+
+    A GPU rank inside a Dask worker loads its batches in-process (a daemonic process may not start
+    DataLoader processes), so without this the GPU waits for every batch to be read; with it, the
+    next batches are read while the GPU computes. An exception of the loader is raised here, in
+    the consumer; a consumer that stops early stops the thread.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # handed to the consumer
+            put((end, exc))
+
+    thread = threading.Thread(target=produce, name="fmadask-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()

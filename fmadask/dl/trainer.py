@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fmadask.dl.config import TrainConfig, add_config_arguments, config_options
 from fmadask.dl.dataset import (SegmentDataset, Spectrograms, normalisation, open_spectrograms,
-                                segment_frames)
+                                prefetch, segment_frames)
 from fmadask.dl.evaluate import score_segments
 from fmadask.dl.nets import build_net
 from fmadask.errors import ConfigError, DataError, FmadaskError
@@ -280,7 +280,9 @@ def _train_epoch(run: _Run, loader: DataLoader, optimizer, scheduler, scaler, ep
     run.ddp.train()
     totals = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, count
     seen = []
-    for step, (x, y, tid) in enumerate(loader):
+    # On a GPU, batches are read in a thread while the GPU computes (see prefetch).
+    batches = prefetch(loader) if run.device.type == "cuda" and not run.loader_workers else loader
+    for step, (x, y, tid) in enumerate(batches):
         global_step = epoch * steps_per_epoch + step
         fail = run.config.inject_failure
         if fail and tuple(fail) == (run.spec.rank, global_step):
