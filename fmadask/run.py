@@ -16,7 +16,6 @@ No cluster is started when every stage is done.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +26,9 @@ from typing import IO, Any
 from fmadask import __version__
 from fmadask.errors import ConfigError
 from fmadask.jobspec import JobSpec, format_spec, local_path
+from fmadask.lock import RunLock
+from fmadask.options import OptionError
+from fmadask.pipeline.rundir import foreign_entries
 
 #: The stages, in the order they run.
 STAGES = ("featurize", "classical", "cnn")
@@ -247,9 +249,23 @@ def run_job(spec: JobSpec, file: IO[str] | None = None) -> dict[str, Any]:
     """
     file = file or sys.stdout
     ensure_data(spec, file)
-    plans = plan(spec)
+    plan(spec)                   # every refusal before the lock is taken or anything written
     run_dir = run_path(spec)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir, f"fmadask run {spec.source}"):
+        try:
+            return _run_locked(spec, run_dir, file)
+        except OptionError as exc:
+            raise exc.named(exc.key) from None      # named as in the job spec: section.key
+
+
+def _run_locked(spec: JobSpec, run_dir: Path, file: IO[str]) -> dict[str, Any]:
+    plans = plan(spec)           # again: another writer may have finished a stage meanwhile
+    foreign = foreign_entries(run_dir)
+    if foreign and not spec.output.overwrite:
+        raise OptionError("output.overwrite", f"{run_dir} is not empty and not an fmadask run "
+                          f"folder (it holds {', '.join(foreign[:3])}): choose a new or empty "
+                          "output.dir, or set {option} = true to use it anyway (fmadask never "
+                          "deletes files it did not write)")
     _write_text(run_dir / SPEC_FILE, format_spec(spec))
     for p in plans:
         print(f"{p.stage:>10}: {_describe_action(p)}", file=file)
@@ -354,11 +370,11 @@ def result_files(run_dir: Path) -> dict[str, Path]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary name in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (fsynced temporary name, then rename)."""
+    from fmadask.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def check_report(spec: JobSpec) -> Iterator[str]:

@@ -38,6 +38,7 @@ from fmadask.dl.dataset import open_spectrograms
 from fmadask.dl.trainer import (DistSpec, RankFailure, TrainConfig, check_resume, free_port,
                                 fresh_start, train)
 from fmadask.errors import ClusterError, ConfigError, FmadaskError
+from fmadask.lock import RunLock
 
 #: Seconds between checks of the ranks (and of new epochs in metrics.csv).
 POLL_S = 1.0
@@ -159,12 +160,13 @@ def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: i
     config.validate()
     run_dir = Path(run_dir).resolve()
     open_spectrograms(run_dir)  # missing or unfinished data fails here, in one line
-    if client is None:
-        from fmadask.cluster import get_client
+    with RunLock(run_dir, "fmadask cnn"):   # one writer per run folder
+        if client is None:
+            from fmadask.cluster import get_client
 
-        with get_client(workers=ranks, quiet=not progress) as local:
-            return _launch(local, run_dir, config, ranks, gpu, resume, progress)
-    return _launch(client, run_dir, config, ranks, gpu, resume, progress)
+            with get_client(workers=ranks, quiet=not progress) as local:
+                return _launch(local, run_dir, config, ranks, gpu, resume, progress)
+        return _launch(client, run_dir, config, ranks, gpu, resume, progress)
 
 
 def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | None, gpu: bool,

@@ -31,6 +31,7 @@ import pandas as pd
 
 from fmadask.cluster import workers_info
 from fmadask.errors import ConfigError
+from fmadask.lock import RunLock
 from fmadask.ml.data import Dataset, load_dataset
 from fmadask.ml.fit import FitOutcome, fit_and_predict
 from fmadask.ml.models import (MODELS, SCALERS, Dimension, class_scores, make_scaler,
@@ -156,7 +157,12 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         dataset = load_dataset(source, split=split, split_seed=split_seed, subset=subset)
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.info.get("path", "."))
     log = _Log(progress, file)
+    # One writer per run folder: the featurize run this reads (a re-featurize would change the
+    # features under it), or the output folder when the features are FMA's own.
+    run_dir = Path(source) if not isinstance(source, Dataset) else None
+    owned = run_dir if run_dir is not None and (run_dir / "featurize.json").is_file() else out
     with contextlib.ExitStack() as stack:
+        stack.enter_context(RunLock(owned, "fmadask train"))
         if client is None:
             from fmadask.cluster import get_client
 

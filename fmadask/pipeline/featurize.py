@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -57,10 +56,13 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from fmadask.cluster import workers_info
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import NpyShard, remove_temp_files, write_json, write_parquet
-from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MAX_PARTITIONS,
-                                     MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, PartitionFiles,
-                                     complete_partitions, features_schema, part_name,
-                                     read_errors, read_job)
+from fmadask.lock import RunLock
+from fmadask.options import OptionError
+from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA,
+                                     JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
+                                     PART_DIRS, RECORDS_DIR, SPECTROGRAMS_DIR, ERRORS_DIR,
+                                     PartitionFiles, complete_partitions, features_schema,
+                                     foreign_entries, part_name, read_errors, read_job)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,8 +192,9 @@ def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams)
             shard.close(len(spectrogram_tracks))
             write_parquet(_index_table(spectrogram_tracks, spectrogram_frames,
                                        files.spectrograms.name), files.index)
-        # Written last: its presence marks the partition complete.
         write_parquet(_errors_table(errors), files.errors)
+        # Written last: sizes and checksums of the files above; the partition is now complete.
+        files.write_record(job.what)
     except BaseException:
         if shard is not None:
             shard.discard()
@@ -306,21 +309,74 @@ def _describe_change(old: dict, new: dict) -> str:
 
 
 def _prepare_run_dir(run_dir: Path, record: dict, overwrite: bool) -> None:
-    """Start afresh, or check that an existing run has the same parameters."""
+    """Start afresh, or check that an existing run has the same parameters.
+
+    ``overwrite`` deletes the previous run's files, and only those (:func:`remove_outputs`);
+    a folder holding files fmadask did not write is refused unless ``overwrite`` is given, and
+    those files are then kept.
+    """
     job_file = run_dir / JOB_FILE
     if overwrite:
-        job_file.unlink(missing_ok=True)
-        for folder in (run_dir / d for d in ("features", "spectrograms", "errors")):
-            shutil.rmtree(folder, ignore_errors=True)
-    elif job_file.is_file():
+        remove_outputs(run_dir)
+        return
+    if job_file.is_file():
         old = read_job(run_dir)["params"]
         if old != record["params"]:
-            raise ConfigError(f"{run_dir} was featurized with other parameters: "
-                              f"{_describe_change(old, record['params'])}; pass --overwrite to "
-                              "start afresh or choose another --out")
-    elif any((run_dir / d).is_dir() and any((run_dir / d).glob("part-*")) for d in PART_DIRS):
-        raise ConfigError(f"{run_dir} holds featurize outputs but no {JOB_FILE}: pass --overwrite "
-                          "to start afresh or choose another --out")
+            raise OptionError("output.overwrite",
+                              f"{run_dir} was featurized with other parameters: "
+                              f"{_describe_change(old, record['params'])}; set {{option}} to "
+                              "start afresh or choose another output folder")
+        return
+    if any((run_dir / d).is_dir() and any((run_dir / d).glob("part-*")) for d in PART_DIRS):
+        raise OptionError("output.overwrite",
+                          f"{run_dir} holds featurize outputs but no {JOB_FILE}: set {{option}} "
+                          "to start afresh or choose another output folder")
+    foreign = foreign_entries(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise OptionError("output.overwrite",
+                          f"{run_dir} is not empty and not an fmadask run folder (it holds "
+                          f"{shown}): choose a new or empty output folder, or set {{option}} to "
+                          "use it anyway (fmadask never deletes files it did not write)")
+
+
+def remove_outputs(run_dir: Path) -> int:
+    """Delete what earlier featurize runs wrote into ``run_dir``, and nothing else; return how
+    many files went.
+
+    What was written is known from the run's manifest: the file names its ``featurize.json``
+    planned (partitions x outputs), the files its completion records list, the parameter files
+    and fmadask's own temporary files. A user's file in ``features/`` or ``errors/`` is kept;
+    a folder is removed only once empty.
+    """
+    doomed: set[Path] = {run_dir / JOB_FILE, run_dir / MEL_PARAMS_FILE}
+    try:
+        old = read_job(run_dir)
+    except DataError:
+        old = None
+    if old is not None:
+        for p in range(int(old["plan"]["partitions"])):
+            files = PartitionFiles(run_dir, p)
+            doomed.update([*files.outputs(OUTPUTS), files.record])
+    records = run_dir / RECORDS_DIR
+    for rec in sorted(records.glob("part-*.json")) if records.is_dir() else []:
+        doomed.add(rec)
+        try:
+            doomed.update(run_dir / name for name in json.loads(rec.read_text())["files"]
+                          if not Path(name).is_absolute() and ".." not in Path(name).parts)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    removed = 0
+    for path in doomed:
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    for folder in (*PART_DIRS, RECORDS_DIR):
+        removed += remove_temp_files(run_dir / folder)
+    for folder in (INDEX_DIR, SPECTROGRAMS_DIR, FEATURES_DIR, ERRORS_DIR, RECORDS_DIR):
+        with contextlib.suppress(OSError):      # not empty: it holds files that are not ours
+            (run_dir / folder).rmdir()
+    return removed
 
 
 def _versions() -> dict[str, str]:
@@ -545,48 +601,55 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                  "first_track_ids": [int(t) for t in ids[::partition_size]]},
         "versions": _versions(), "decoders": None, "summary": None}
     run_dir = Path(out)
-    _prepare_run_dir(run_dir, record, overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for folder in PART_DIRS:
-        remove_temp_files(run_dir / folder)   # left by workers that died in an earlier run
-    done = set(complete_partitions(run_dir, record))
-    todo = [Track(i // partition_size, int(tid), row.path, row.genre_top, row.split)
-            for i, (tid, row) in enumerate(zip(ids, table.itertuples()))
-            if i // partition_size not in done]
+    with RunLock(run_dir, "fmadask featurize"):
+        _prepare_run_dir(run_dir, record, overwrite)
+        # Safe under the lock: no other writer uses this folder now.
+        for folder in (*PART_DIRS, RECORDS_DIR):
+            remove_temp_files(run_dir / folder)   # left by workers that died in an earlier run
+        done = set(complete_partitions(run_dir, record, checksums=True))
+        for p in range(n_partitions):
+            if p not in done:   # damaged or half-written: the task must not skip it
+                PartitionFiles(run_dir, p).record.unlink(missing_ok=True)
+        todo = [Track(i // partition_size, int(tid), row.path, row.genre_top, row.split)
+                for i, (tid, row) in enumerate(zip(ids, table.itertuples()))
+                if i // partition_size not in done]
 
-    stats = _RunStats()
-    if todo:
-        with contextlib.ExitStack() as stack:
-            if client is None:
-                from fmadask.cluster import get_client
+        stats = _RunStats()
+        if todo:
+            with contextlib.ExitStack() as stack:
+                if client is None:
+                    from fmadask.cluster import get_client
 
-                client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
-            _check_worker_memory(client, subset, max_seconds, sys.stderr)
-            record["decoders"] = _worker_decoders(client)
-            if mel is not None:
-                write_json(_mel_record(mel, sr, record["decoders"]), run_dir / MEL_PARAMS_FILE)
+                    client = stack.enter_context(get_client(scheduler=scheduler,
+                                                            workers=workers))
+                _check_worker_memory(client, subset, max_seconds, sys.stderr)
+                record["decoders"] = _worker_decoders(client)
+                if mel is not None:
+                    write_json(_mel_record(mel, sr, record["decoders"]),
+                               run_dir / MEL_PARAMS_FILE)
+                write_json(record, run_dir / JOB_FILE)
+                _compute(client, todo, partition_size, run_dir, job, progress, stats)
+        elif not (run_dir / JOB_FILE).is_file():
             write_json(record, run_dir / JOB_FILE)
-            _compute(client, todo, partition_size, run_dir, job, progress, stats)
-    elif not (run_dir / JOB_FILE).is_file():
-        write_json(record, run_dir / JOB_FILE)
-    else:
-        record = read_job(run_dir)
+        else:
+            record = read_job(run_dir)
 
-    summary = summarize(run_dir)
-    summary.update(partitions_run=stats.partitions_run,
-                   partitions_skipped=len(done), tracks_run=stats.tracks_run,
-                   seconds=round(stats.seconds, 3),
-                   tracks_per_s=(round(stats.tracks_run / stats.seconds, 3) if stats.seconds
-                                 else None),
-                   warm_up_s=round(stats.warm_up_s, 3), workers=stats.workers)
-    record["summary"] = summary
-    write_json(record, run_dir / JOB_FILE)
-    if progress:
-        print_summary(summary, file=file)
-    if stats.failures:
-        raise FmadaskError(f"{len(stats.failures)} partition(s) failed ({stats.failures[0]}): fix "
-                           f"the cause and re-run the same command to finish them")
-    return summary
+        summary = summarize(run_dir)
+        summary.update(partitions_run=stats.partitions_run,
+                       partitions_skipped=len(done), tracks_run=stats.tracks_run,
+                       seconds=round(stats.seconds, 3),
+                       tracks_per_s=(round(stats.tracks_run / stats.seconds, 3) if stats.seconds
+                                     else None),
+                       warm_up_s=round(stats.warm_up_s, 3), workers=stats.workers)
+        record["summary"] = summary
+        write_json(record, run_dir / JOB_FILE)
+        if progress:
+            print_summary(summary, file=file)
+        if stats.failures:
+            raise FmadaskError(f"{len(stats.failures)} partition(s) failed "
+                               f"({stats.failures[0]}): fix the cause and re-run the same "
+                               "command to finish them")
+        return summary
 
 
 def _mel_record(mel: MelParams, sr: int | None, decoders: list[str]) -> dict:
