@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fmadask.errors import ConfigError
+from fmadask.fma.layout import AUDIO_SUBSETS
 
 MISSING = dataclasses.MISSING
 
@@ -75,6 +76,8 @@ class Option:
         None is allowed (an unset value).
     path : bool
         A local path or URL.
+    expected_text : str
+        What a valid value looks like, when the type's name does not say it well.
     """
 
     key: str
@@ -87,6 +90,7 @@ class Option:
     words: tuple[str, ...] = ()
     nullable: bool = False
     path: bool = False
+    expected_text: str = ""
 
     def check(self, value: Any) -> Any:
         """``value`` validated (ints become floats for a float option), or :class:`OptionError`."""
@@ -137,6 +141,8 @@ class Option:
 
     def expected(self) -> str:
         """What a valid value looks like, in words."""
+        if self.expected_text:
+            return self.expected_text
         names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                  list: "a list"}
         kinds = [repr(w) for w in self.words] + [names[self.type]]
@@ -146,5 +152,209 @@ class Option:
         if self.choices is not None and item not in self.choices:
             close = difflib.get_close_matches(str(item), [str(c) for c in self.choices], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise OptionError(self.key, f"{{option}}: {item!r} is not one of "
+            raise OptionError(self.key, f"unknown {{option}} {item!r}: choose one of "
                                         f"{', '.join(map(str, self.choices))}{hint}")
+
+
+#: What the featurize stage can write; splits, scalers, searches, optimisers, cluster kinds.
+FEATURIZE_OUTPUTS = ("features", "spectrograms")
+SPLITS = ("official", "stratified")
+SCALERS = ("minmax", "standard")
+SEARCHES = ("none", "random", "bayes")
+OPTIMIZERS = ("adamw", "adam")
+LR_SCHEDULES = ("onecycle", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+CLUSTER_KINDS = ("local", "address", "slurm", "kubernetes")
+
+
+def _options(*options: Option) -> dict[str, Option]:
+    return {o.key: o for o in options}
+
+
+#: Every option, by ``section.key``. The job spec's sections hold the keys of their section
+#: (``predict.*`` and a few ``cnn.*`` keys exist on the command line only).
+OPTIONS: dict[str, Option] = _options(
+    Option("job.name", str, "", "name shown in logs (default: the spec file's stem)"),
+    Option("job.description", str, ""),
+    Option("data.dir", str, MISSING, "FMA data folder holding fma_metadata/ and fma_<subset>/",
+           path=True),
+    Option("data.subset", str, "small", "FMA subset (medium includes small)",
+           choices=AUDIO_SUBSETS),
+    Option("data.split", str, "official",
+           "FMA's ('set', 'split') or the study's stratified 80/10/10", choices=SPLITS),
+    Option("data.seed", int, 42, "seed of the stratified split"),
+    Option("data.generate_sample", bool, False,
+           "write an FMA-shaped sample into dir if it has none"),
+    Option("data.sample_tracks_per_genre", int, 10, "good clips per genre of the sample",
+           minimum=3, maximum=10_000),
+    Option("data.sample_seconds", float, 30.0, "clip duration of the sample in seconds",
+           minimum=1.0, maximum=600.0),
+    Option("data.sample_seed", int, 0, "random seed of the sample"),
+    Option("cluster.kind", str, "local", "where the work runs", choices=CLUSTER_KINDS),
+    Option("cluster.address", str, "", "scheduler address for kind='address' (tcp://, tls://); "
+           "empty: Dask's 'scheduler-address' config / DASK_SCHEDULER_ADDRESS"),
+    Option("cluster.workers", int, 2, "worker processes (local), jobs (slurm) or pods",
+           minimum=1, maximum=100_000),
+    Option("cluster.threads_per_worker", int, 1, "task threads per worker",
+           minimum=1, maximum=1024),
+    Option("cluster.memory", str, "auto", "memory per worker in Dask's syntax, e.g. '8GiB'"),
+    Option("cluster.connect_timeout", float, 10.0, "seconds to wait for a scheduler",
+           minimum=0.1, maximum=3600.0),
+    Option("cluster.tls_ca_file", str, "", "CA certificate (PEM) for tls:// addresses",
+           path=True),
+    Option("cluster.tls_cert", str, "", "client certificate (PEM)", path=True),
+    Option("cluster.tls_key", str, "", "client private key (PEM)", path=True),
+    Option("cluster.queue", str, "", "slurm: partition (default: jobqueue.slurm config)"),
+    Option("cluster.account", str, "", "slurm: account (default: jobqueue.slurm config)"),
+    Option("cluster.walltime", str, "", "slurm: job walltime, e.g. '04:00:00'"),
+    Option("cluster.image", str, "", "kubernetes: container image of scheduler and workers"),
+    Option("cluster.namespace", str, "", "kubernetes: namespace (default: the current "
+           "context's)"),
+    Option("cluster.cluster_spec", str, "", "kubernetes: a DaskCluster manifest to start",
+           path=True),
+    Option("featurize.enabled", bool, True),
+    Option("featurize.sr", int, "native", "'native' (FMA-compatible) or a rate in Hz, e.g. 22050",
+           minimum=1000, maximum=192_000, words=("native",),
+           expected_text="'native' or a rate in Hz such as 22050"),
+    Option("featurize.what", list, ["features", "spectrograms"],
+           "features, spectrograms or both (each track is decoded once)",
+           choices=FEATURIZE_OUTPUTS),
+    Option("featurize.partition_size", int, 64, "tracks per Dask partition (one task each)",
+           minimum=1, maximum=1_000_000),
+    Option("featurize.max_seconds", float, 1200.0,
+           "refuse longer tracks, recorded in errors/ (default {default}; 'none': no limit)",
+           minimum=1.0, maximum=7 * 24 * 3600.0, words=("none",)),
+    Option("classical.enabled", bool, True),
+    Option("classical.models", list, ["all"], "model names, or ['all'] for the study's ten"),
+    Option("classical.scaler", str, "minmax", "feature scaling (min-max is the study's)",
+           choices=SCALERS),
+    Option("classical.search", str, "none", "hyper-parameter search: dask-ml random search or "
+           "Optuna (the study's: random)", choices=SEARCHES),
+    Option("classical.search_models", list, ["xgboost"],
+           "models the search tunes (the study: XGBoost)"),
+    Option("classical.n_iter", int, 20, "parameter settings the search tries per model",
+           minimum=1, maximum=100_000),
+    Option("classical.cv", int, 5, "stratified folds of the search", minimum=2, maximum=100),
+    Option("classical.distributed_xgb", bool, False, "train XGBoost through xgboost.dask"),
+    Option("classical.unsupervised", bool, True, "also draw the PCA, t-SNE and K-means views"),
+    Option("classical.seed", int, 0, "random seed of the models, the search and the views"),
+    Option("cnn.enabled", bool, True),
+    Option("cnn.archs", list, ["naive", "naive_bn"], "nets to train, one after the other"),
+    Option("cnn.arch", str, "naive", "net architecture"),
+    Option("cnn.epochs", int, 20, "maximum epochs", minimum=1, maximum=100_000),
+    Option("cnn.ranks", int, None, "DDP processes, one per Dask worker (default: every worker)",
+           minimum=1, maximum=100_000),
+    Option("cnn.batch_size", int, 32, "segments per rank per step", minimum=1, maximum=65_536),
+    Option("cnn.lr", float, 1e-3, "peak learning rate", minimum=1e-9, maximum=10.0),
+    Option("cnn.weight_decay", float, 1e-4, "weight decay (decoupled for AdamW)",
+           minimum=0.0, maximum=1.0),
+    Option("cnn.optimizer", str, "adamw", "'adam' is the study's", choices=OPTIMIZERS),
+    Option("cnn.lr_schedule", str, "onecycle", "learning-rate schedule", choices=LR_SCHEDULES),
+    Option("cnn.patience", int, 5, "early stopping: epochs without a better validation loss",
+           minimum=1, maximum=100_000),
+    Option("cnn.segment_seconds", float, 3.0, "training segment length in seconds",
+           minimum=0.1, maximum=60.0),
+    Option("cnn.width", int, None, "channel width (default: the net's)", minimum=1,
+           maximum=4096),
+    Option("cnn.device", str, "auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES),
+    Option("cnn.seed", int, 0, "seed of initial weights, shuffling and segment offsets"),
+    Option("output.dir", str, MISSING, "run directory (local path or fsspec URL)", path=True),
+    Option("output.overwrite", bool, False, "redo stages whose outputs were made with other "
+           "parameters, deleting only files fmadask wrote (default: refuse)"),
+    Option("sample.force", bool, False, "write into a folder that is not empty (files of the "
+           "sample's names are replaced)"),
+    Option("predict.top", int, 3, "genres to show per file", minimum=1, maximum=1000),
+)
+
+
+def option(key: str) -> Option:
+    """The :class:`Option` of ``section.key``."""
+    return OPTIONS[key]
+
+
+def check(key: str, value: Any) -> Any:
+    """``value`` validated as option ``key`` (see :meth:`Option.check`)."""
+    return OPTIONS[key].check(value)
+
+
+def default(key: str) -> Any:
+    """The default of option ``key`` (a fresh copy of a list)."""
+    value = OPTIONS[key].default
+    return list(value) if isinstance(value, list) else value
+
+
+# ------------------------------------------------------------------------- command line
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def add_option(parser: argparse.ArgumentParser, key: str, *flags: str, help: str | None = None,
+               **kwargs: Any) -> argparse.Action:
+    """Add option ``key`` to ``parser`` with its default and help; :func:`resolve_options`
+    validates it after parsing.
+
+    ``flags`` default to ``--<key's name with dashes>``; ``help`` replaces the option's help;
+    other keyword arguments go to ``add_argument`` (``dest``, ``metavar``, ``action`` ...). A
+    boolean option becomes a ``store_true`` flag.
+    """
+    opt = OPTIONS[key]
+    name = key.split(".", 1)[1]
+    flags = flags or (f"--{name.replace('_', '-')}",)
+    text = help or opt.help
+    if opt.type is bool:
+        kwargs.setdefault("action", "store_true")
+    else:
+        kwargs.setdefault("default", default(key))
+        kwargs.setdefault("metavar", name.split("_")[-1].upper()[:1] or "X")
+        shown = kwargs["default"]
+        if "{default}" in text:
+            text = text.replace("{default}", _shown(shown))
+        elif shown is not None and "(default" not in text:
+            text = f"{text} (default {_shown(shown)})"
+    action = parser.add_argument(*flags, help=text, **kwargs)
+    options = dict(parser.get_default("_options") or {})
+    options[action.dest] = (key, action.option_strings[0] if action.option_strings else
+                            action.dest)
+    parser.set_defaults(_options=options)
+    return action
+
+
+def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Convert and validate the options :func:`add_option` added (raises :class:`OptionError`
+    naming the flag)."""
+    for dest, (key, flag) in (getattr(args, "_options", None) or {}).items():
+        value = getattr(args, dest, None)
+        try:
+            if isinstance(value, str):
+                setattr(args, dest, OPTIONS[key].parse(value))
+            elif value is not None:
+                OPTIONS[key].check(value)
+        except OptionError as exc:
+            raise exc.named(flag) from None
+    return args
+
+
+def cli_name(args: argparse.Namespace, key: str) -> str:
+    """The flag that sets option ``key`` in a parsed command line, else the key's name."""
+    for option_key, flag in (getattr(args, "_options", None) or {}).values():
+        if option_key == key:
+            return flag
+    return key.rsplit(".", 1)[-1]
+
+
+# ----------------------------------------------------------------------------- job spec
+
+
+def spec_field(key: str) -> Any:
+    """A dataclass field of a job spec section with option ``key``'s default and rules."""
+    opt = OPTIONS[key]
+    meta = {"option": opt}
+    if isinstance(opt.default, list):
+        return dataclasses.field(default_factory=lambda k=key: default(k), metadata=meta)
+    return dataclasses.field(default=opt.default, metadata=meta)

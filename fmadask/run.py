@@ -67,7 +67,7 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
         return {"data_dir": str(data_path(spec)), "subset": data.subset, "split": data.split,
                 "seed": data.seed if data.split == "stratified" else None,
                 "sr": None if f.sr == "native" else int(f.sr), "what": sorted(f.what),
-                "partition_size": f.partition_size, "max_seconds": f.max_seconds}
+                "partition_size": f.partition_size, "max_seconds": max_seconds(spec)}
     upstream = {"featurize": stage_params(spec, "featurize")}
     if stage == "classical":
         c = spec.classical
@@ -81,6 +81,12 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
                 "batch_size": n.batch_size, "lr": n.lr, "optimizer": n.optimizer,
                 "segment_seconds": n.segment_seconds, "width": n.width, "seed": n.seed}
     raise ValueError(f"unknown stage {stage!r}")
+
+
+def max_seconds(spec: JobSpec) -> float | None:
+    """``[featurize] max_seconds`` as the featurize job takes it (``'none'``: no limit)."""
+    value = spec.featurize.max_seconds
+    return None if value == "none" else float(value)
 
 
 def data_path(spec: JobSpec) -> Path:
@@ -312,7 +318,8 @@ def _featurize(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[s
     f, d = spec.featurize, spec.data
     run_featurize(data_path(spec), subset=d.subset, out=run_dir, client=client,
                   sr=None if f.sr == "native" else int(f.sr), what=list(f.what),
-                  partition_size=f.partition_size, overwrite=redo, max_seconds=f.max_seconds,
+                  partition_size=f.partition_size, overwrite=redo,
+                  max_seconds=max_seconds(spec),
                   split=d.split, seed=d.seed, file=file)
 
 

@@ -370,9 +370,14 @@ def test_workers_with_too_little_memory_for_max_seconds_get_a_warning(local_clie
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    ({"what": ("features", "mfcc")}, "--what"), ({"partition_size": 0}, "--partition-size"),
-    ({"sr": 7.5}, "--sr"), ({"max_seconds": -1}, "--max-seconds")])
+    ({"what": ("features", "mfcc")}, "unknown what 'mfcc'"),
+    ({"partition_size": 0}, "partition_size must be at least 1"),
+    ({"sr": 7.5}, "sr must be 'native' or a rate"),
+    ({"max_seconds": -1}, "max_seconds must be at least 1"),
+    ({"max_seconds": float("inf")}, "max_seconds must be a finite number"),
+    ({"max_seconds": float("nan")}, "max_seconds must be a finite number")])
 def test_invalid_options_are_one_line_config_errors(sample_dir, tmp_path, kwargs, fragment):
+    # The library names its parameter; the command line names the flag (test below).
     with pytest.raises(ConfigError, match=fragment) as info:
         run_featurize(sample_dir, out=tmp_path / "run", progress=False, **kwargs)
     assert "\n" not in str(info.value)

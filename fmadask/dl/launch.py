@@ -36,7 +36,7 @@ from distributed.comm import get_address_host
 from fmadask.cluster import workers_info
 from fmadask.dl.dataset import open_spectrograms
 from fmadask.dl.trainer import (DistSpec, RankFailure, TrainConfig, check_resume, free_port,
-                                fresh_start, train)
+                                fresh_start, load_checkpoint, train)
 from fmadask.errors import ClusterError, ConfigError, FmadaskError
 from fmadask.lock import RunLock
 
@@ -177,10 +177,7 @@ def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | Non
     if not resume:  # a fresh run: do not show (or resume from) an older run's epochs
         fresh_start(out_dir)
     elif last.is_file():  # refuse an incompatible resume here, before any rank starts
-        import torch
-
-        check_resume(torch.load(last, map_location="cpu", weights_only=False), config,
-                     len(workers), last)
+        check_resume(load_checkpoint(last), config, len(workers), last)
     port = client.run(free_port, workers=[workers[0]])[workers[0]]
     specs = rank_specs(workers, port)
     token = uuid.uuid4().hex[:8]

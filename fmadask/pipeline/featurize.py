@@ -54,10 +54,10 @@ import pyarrow as pa
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from fmadask.cluster import workers_info
-from fmadask.errors import ConfigError, DataError, FmadaskError
+from fmadask.errors import DataError, FmadaskError
 from fmadask.atomic import NpyShard, remove_temp_files, write_json, write_parquet
 from fmadask.lock import RunLock
-from fmadask.options import OptionError
+from fmadask.options import OptionError, check, default
 from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA,
                                      JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
                                      PART_DIRS, RECORDS_DIR, SPECTROGRAMS_DIR, ERRORS_DIR,
@@ -73,9 +73,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Tracks per partition: ~15-30 s of work per task on 30 s clips, 1,666 partitions for FMA large.
-DEFAULT_PARTITION_SIZE = 64
+DEFAULT_PARTITION_SIZE = default("featurize.partition_size")
 #: Longest track featurized, in seconds (FMA's clips are 30 s; FMA full has tracks of hours).
-DEFAULT_MAX_SECONDS = 1200.0
+DEFAULT_MAX_SECONDS = default("featurize.max_seconds")
 #: Length of an error message kept in the errors table.
 MAX_MESSAGE = 500
 #: Name under which the warm-up worker plugin is registered.
@@ -283,15 +283,17 @@ class WarmUp(WorkerPlugin):
 
 def _check_params(sr: int | None, what: Sequence[str], partition_size: int,
                   max_seconds: float | None) -> tuple[str, ...]:
-    unknown = [w for w in what if w not in OUTPUTS]
-    if unknown or not what:
-        raise ConfigError(f"--what {','.join(what)!s}: choose one or both of {','.join(OUTPUTS)}")
-    if sr is not None and (int(sr) != sr or sr < 1000):
-        raise ConfigError(f"--sr {sr}: use 'native' or a rate in Hz such as 22050")
-    if int(partition_size) != partition_size or partition_size < 1:
-        raise ConfigError(f"--partition-size {partition_size}: must be a positive whole number")
-    if max_seconds is not None and not max_seconds > 0:
-        raise ConfigError(f"--max-seconds {max_seconds}: must be positive")
+    """The options validated by their one definition (:mod:`fmadask.options`); ``what`` in
+    canonical order."""
+    what = check("featurize.what", list(what))
+    if not what:
+        raise OptionError("featurize.what", "is empty: choose one or both of "
+                          + ", ".join(OUTPUTS))
+    if sr is not None:
+        check("featurize.sr", sr)
+    check("featurize.partition_size", partition_size)
+    if max_seconds is not None:
+        check("featurize.max_seconds", max_seconds)
     return tuple(w for w in OUTPUTS if w in what)  # canonical order
 
 
@@ -586,8 +588,9 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                         "the data folder and --subset")
     n_partitions = max(1, math.ceil(len(table) / partition_size))
     if n_partitions > MAX_PARTITIONS:
-        raise ConfigError(f"--partition-size {partition_size} makes {n_partitions} partitions: "
-                          f"use at least {math.ceil(len(table) / MAX_PARTITIONS)}")
+        raise OptionError("featurize.partition_size",
+                          f"{{option}} {partition_size} makes {n_partitions} partitions: use at "
+                          f"least {math.ceil(len(table) / MAX_PARTITIONS)}")
     ids = table.index.to_numpy()
     params = {
         "subset": subset, "split": split, "seed": seed if split == "stratified" else None,

@@ -19,7 +19,6 @@ damaged run by accident.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fmadask.errors import DataError
+from fmadask.integrity import file_digest
 
 JOB_FILE = "featurize.json"
 FEATURES_DIR = "features"
@@ -137,17 +137,6 @@ class PartitionFiles:
             except (OSError, KeyError, TypeError):
                 return False
         return True
-
-
-def file_digest(path: Path) -> dict:
-    """``{'size': bytes, 'sha256': hex}`` of a file."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return {"size": size, "sha256": h.hexdigest()}
 
 
 def read_job(run_dir: str | Path) -> dict:
