@@ -7,6 +7,7 @@ Errors the user can fix end in one line, ``fmadask: <what and how to fix it>``, 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -334,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
+    # The client logs its failed reconnections as errors with tracebacks; a lost scheduler is
+    # reported below in one line instead. (A filter: Dask resets the logger's level on import.)
+    logging.getLogger("distributed.client").addFilter(lambda r: r.levelno < logging.ERROR)
     try:
         resolve_options(args)     # each option's one definition: type, range, finiteness
         return args.handler(args)
@@ -342,6 +346,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FmadaskError as exc:
         print(f"fmadask: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A full disk, a read-only or vanished folder: the file and the reason, one line.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"fmadask: cannot write{where}: {exc.strerror or exc}: free space or choose "
+              "another folder, then re-run the same command", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from fmadask.cluster import lost_scheduler_error, scheduler_lost
+
+        if not scheduler_lost(exc):
+            raise
+        print(f"fmadask: {lost_scheduler_error(getattr(args, 'scheduler', None))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fmadask: interrupted; re-run the same command to resume", file=sys.stderr)

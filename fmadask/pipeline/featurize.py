@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from fmadask.cluster import workers_info
+from fmadask.cluster import lost_scheduler_error, scheduler_lost, workers_info
 from fmadask.errors import DataError, FmadaskError
 from fmadask.atomic import NpyShard, remove_temp_files, write_json, write_parquet
 from fmadask.lock import RunLock
@@ -218,7 +218,8 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams) -> li
     -------
     list of dict
         One dict (a bag partition of one element): ``partition``, ``tracks``, ``failed``,
-        ``seconds`` (wall time of the task) and ``skipped`` (files were already complete).
+        ``seconds`` (wall time of the task) and ``skipped`` (files were already complete); with
+        ``error`` when its files could not be written (a full disk).
     """
     partitions = {t.partition for t in tracks}
     if len(partitions) != 1:
@@ -229,7 +230,14 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams) -> li
     if files.complete(job.what):
         return [stats]
     start = time.perf_counter()
-    stats["failed"] = _write_partition(tracks, files, job)
+    try:
+        stats["failed"] = _write_partition(tracks, files, job)
+    except OSError as exc:
+        # The disk is full or the folder unwritable: the partition failed, say why (retrying
+        # elsewhere would fail the same way, and the worker need not log a traceback).
+        where = f" ({exc.filename})" if exc.filename else ""
+        return [{**stats, "skipped": False,
+                 "error": f"{type(exc).__name__}: {exc.strerror or exc}{where}"}]
     stats.update(seconds=time.perf_counter() - start, skipped=False)
     return [stats]
 
@@ -461,11 +469,17 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
             try:
                 results = future.result()
             except Exception as exc:  # a whole partition failed: disk, permissions, a dead worker
+                if scheduler_lost(exc):   # every other future fails the same way: stop here
+                    raise lost_scheduler_error(getattr(client.scheduler, "address", None)
+                                               ) from None
                 hint = (" - workers died running it: out of memory? lower --max-seconds or give "
                         "workers more memory" if type(exc).__name__ == "KilledWorker" else "")
                 stats.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
                 continue
             for result in results:
+                if result.get("error"):
+                    stats.failures.append(result["error"])
+                    continue
                 stats.partitions_run += 1
                 stats.tracks_run += result["tracks"]
                 bar.update(result["tracks"])
