@@ -30,6 +30,25 @@ import pyarrow.parquet as pq
 TEMP_SUFFIX = ".tmp"
 
 
+def writable_folder(path: str | Path) -> Path:
+    """Create ``path`` if needed and check it is a folder this process can write, or raise a
+    one-line DataError (before any work, not after hours of it)."""
+    from fmadask.errors import DataError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path} is a file, not a folder: choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = temp_path(path / "write-test")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"cannot write into {path} ({exc.strerror or exc}): choose a writable "
+                        "output folder") from None
+    return path
+
+
 def fsync_file(path: Path) -> None:
     """Flush ``path``'s data to disk."""
     fd = os.open(path, os.O_RDONLY)

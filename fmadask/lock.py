@@ -78,7 +78,9 @@ class LocalLockStore:
         self.folder = Path(folder).resolve()
 
     def create(self, name: str, data: bytes) -> bool:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        from fmadask.atomic import writable_folder
+
+        writable_folder(self.folder)
         try:
             fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:

@@ -58,7 +58,7 @@ def test_bad_options_are_one_line_naming_the_flag(argv: list[str], words: str, t
     ("cluster.workers=0", "cluster.workers must be at least 1"),
     ("cnn.width=0", "cnn.width must be at least 1"),
     ("cnn.lr=0", "cnn.lr must be at least"),
-    ("data.sample_seconds=1e7", "data.sample_seconds must be at most 600"),,
+    ("data.sample_seconds=1e7", "data.sample_seconds must be at most 600"),
 ])
 def test_bad_spec_values_pass_no_check(override: str, words: str, sample_dir: Path,
                                        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -123,3 +123,14 @@ def test_every_float_option_refuses_infinity_and_nan() -> None:
             for bad in (float("inf"), float("-inf"), float("nan")):
                 with pytest.raises(ConfigError, match="finite"):
                     opt.check(bad)
+
+
+def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
+    from test_classical import synthetic_dataset
+    from fmadask.errors import DataError
+    from fmadask.ml import train
+
+    out = tmp_path / "classical"
+    out.write_text("not a folder")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        train(synthetic_dataset(per_genre=4), out, progress=False)      # no cluster is started

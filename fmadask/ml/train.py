@@ -38,7 +38,7 @@ from fmadask.ml.models import (MODELS, Dimension, class_scores, make_scaler,
                                resolve_models, search_space)
 from fmadask.ml.persist import jsonable, save_classical
 from fmadask.ml.search import SearchOutcome, bayes_search, random_search
-from fmadask.atomic import atomic_path, write_json
+from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
@@ -164,6 +164,7 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     owned = run_dir if run_dir is not None and (run_dir / "featurize.json").is_file() else out
     with contextlib.ExitStack() as stack:
         stack.enter_context(RunLock(owned, "fmadask train"))
+        writable_folder(out)                      # a file or read-only folder: refused now
         if client is None:
             from fmadask.cluster import get_client
 
