@@ -552,3 +552,16 @@ def test_a_folder_of_other_files_is_refused_as_a_run_folder(sample_dir, tmp_path
         run_featurize(sample_dir, out=out, progress=False)
     assert "overwrite" in str(info.value) and "\n" not in str(info.value)
     assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg"]
+
+
+def test_a_truncated_featurize_json_is_one_line(clean_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(clean_run, out)
+    job = out / "featurize.json"
+    job.write_bytes(job.read_bytes()[:200])
+    with pytest.raises(DataError, match="featurize.json is damaged") as info:
+        read_features(out)
+    assert "\n" not in str(info.value)
+    assert main(["train", str(out), "--no-unsupervised"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fmadask: ") and err.count("\n") == 1 and "damaged" in err
