@@ -234,8 +234,13 @@ def ensure_data(spec: JobSpec, file: IO[str]) -> None:
     d = spec.data
     print(f"generating an FMA-shaped sample in {folder} ({d.sample_tracks_per_genre} tracks per "
           f"genre, {d.sample_seconds:g} s)", file=file)
-    make_sample(folder, tracks_per_genre=d.sample_tracks_per_genre, seconds=d.sample_seconds,
-                seed=d.sample_seed)
+    try:
+        make_sample(folder, tracks_per_genre=d.sample_tracks_per_genre,
+                    seconds=d.sample_seconds, seed=d.sample_seed)
+    except OptionError:   # a folder holding other files: never written over
+        raise ConfigError(f"{spec.source}: data.dir {folder} holds files but no "
+                          f"{METADATA_DIR}/tracks.csv: generate_sample writes only into a new or "
+                          "empty folder (or an earlier sample); choose another data.dir") from None
 
 
 def run_job(spec: JobSpec, file: IO[str] | None = None) -> dict[str, Any]:

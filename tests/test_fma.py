@@ -270,3 +270,21 @@ def test_damaged_tracks_csv_is_refused_naming_line_and_column(sample_dir: Path, 
     assert "\n" not in message and "tracks.csv line" in message
     for word in words:
         assert word in message, message
+
+
+def test_sample_never_writes_over_a_data_set(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "fma"
+    (data / "fma_metadata").mkdir(parents=True)
+    mine = {data / "fma_metadata" / "tracks.csv": b"my real tracks.csv",
+            data / "notes.txt": b"mine"}
+    for path, content in mine.items():
+        path.write_bytes(content)
+    argv = ["sample", str(data), "--tracks-per-genre", "3", "--seconds", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and "not empty" in err
+    assert {p: p.read_bytes() for p in mine} == mine and not (data / "fma_small").exists()
+    assert main([*argv, "--force"]) == 0                        # asked for: written
+    assert (data / "fma_small").is_dir() and (data / "notes.txt").read_bytes() == b"mine"
+    assert main(argv) == 0                                      # an earlier sample: rewritten
