@@ -24,7 +24,6 @@ calls take the same lock again without refusing themselves.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -32,7 +31,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -250,16 +248,3 @@ def _is_stale(holder: dict) -> bool:
     pid = holder.get("pid")
     return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
             and not pid_alive(pid))
-
-
-@contextlib.contextmanager
-def run_lock(folder: str | os.PathLike[str], owner: str = "fmadask") -> Iterator[RunLock]:
-    """Hold the run folder's lock for the ``with`` block (see :class:`RunLock`)."""
-    with RunLock(folder, owner) as lock:
-        yield lock
-
-
-def holds_lock(folder: str | os.PathLike[str]) -> bool:
-    """Whether this process holds the lock of ``folder``."""
-    with _held_guard:
-        return lock_store(folder).where(LOCK_NAME) in _held

@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import difflib
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,11 +264,6 @@ OPTIONS: dict[str, Option] = _options(
            "sample's names are replaced)"),
     Option("predict.top", int, 3, "genres to show per file", minimum=1, maximum=1000),
 )
-
-
-def option(key: str) -> Option:
-    """The :class:`Option` of ``section.key``."""
-    return OPTIONS[key]
 
 
 def check(key: str, value: Any) -> Any:

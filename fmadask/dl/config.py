@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from fmadask.errors import ConfigError
-from fmadask.options import LR_SCHEDULES, OPTIMIZERS, add_option, check, default
+from fmadask.options import add_option, check, default
 
 #: Net architectures by name (built by :func:`fmadask.dl.nets.build_net`).
 ARCHS = ("naive", "naive_bn", "shortchunk_res")
