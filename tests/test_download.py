@@ -13,6 +13,8 @@ import random
 import re
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -398,3 +400,24 @@ def test_a_download_announcing_more_than_the_archive_is_refused(server: _Server,
         fetch("small", tmp_path, mirror=server.url, progress=False, checksums=checksums,
               max_bytes=1000)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_fetch_into_the_same_folder_is_refused(server: _Server, tmp_path: Path) -> None:
+    """Its partial download and temporary folder belong to the first fetch."""
+    from fmadask.lock import LockedError
+
+    checksums = _serve(server, _zip(_small_members()))
+    part = tmp_path / "fma_small.zip.part"
+    part.write_bytes(b"the first fetch's bytes")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fmadask.lock import RunLock\n"
+         "with RunLock(sys.argv[1], 'fmadask fetch small'):\n    print('held', flush=True)\n"
+         "    time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match="fmadask fetch small"):
+            fetch("small", tmp_path, mirror=server.url, progress=False, checksums=checksums)
+        assert part.read_bytes() == b"the first fetch's bytes"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -22,7 +22,7 @@
 
 Network and HTTP failures raise a one-line :class:`~fmadask.errors.DownloadError` naming the URL
 and suggesting a rerun (which resumes) or another ``--mirror``. Two fetches into the same
-DATA_DIR at the same time are not supported.
+DATA_DIR at the same time: the second is refused in one line (:mod:`fmadask.lock`).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from tqdm import tqdm
 from fmadask import __version__
 from fmadask.errors import ConfigError, DownloadError
 from fmadask.fma.layout import METADATA_DIR
+from fmadask.lock import RunLock
 
 #: The mirror FMA's README links to (https://github.com/mdeff/fma).
 DEFAULT_MIRROR = "https://os.unil.cloud.switch.ch/fma/"
@@ -154,17 +155,19 @@ def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_
 
     url = mirror.rstrip("/") + "/" + spec.filename
     zip_path = data_dir / spec.filename
-    if not zip_path.exists():
-        part = zip_path.with_name(spec.filename + ".part")
-        limit = max_bytes if max_bytes is not None else int(1.1 * _size_bytes(spec.size))
-        _download(url, part, progress, chunk_size, timeout, limit)
-        _verify(part, want, url, progress, chunk_size)
-        os.replace(part, zip_path)
-    else:
-        _verify(zip_path, want, str(zip_path), progress, chunk_size)
-    _extract(zip_path, data_dir, spec.folder, {"archive": spec.filename, "sha1": want, "url": url},
-             progress)
-    zip_path.unlink()
+    # One fetch per data folder: another one's partial download and temporary folder are its own.
+    with RunLock(data_dir, f"fmadask fetch {archive}"):
+        if not zip_path.exists():
+            part = zip_path.with_name(spec.filename + ".part")
+            limit = max_bytes if max_bytes is not None else int(1.1 * _size_bytes(spec.size))
+            _download(url, part, progress, chunk_size, timeout, limit)
+            _verify(part, want, url, progress, chunk_size)
+            os.replace(part, zip_path)
+        else:
+            _verify(zip_path, want, str(zip_path), progress, chunk_size)
+        _extract(zip_path, data_dir, spec.folder,
+                 {"archive": spec.filename, "sha1": want, "url": url}, progress)
+        zip_path.unlink()
     return target
 
 
