@@ -7,10 +7,16 @@ that list ``part-*.parquet`` (and pyarrow/dask, which skip names starting with `
 them up. Each writer draws its own random suffix: when Dask re-runs a partition on another worker
 while a first attempt is still alive (or died half-way), the two attempts never share a temporary
 file, and whichever renames last leaves the same, complete content.
+
+Durability: the temporary file is fsynced before the rename and the folder after it, so after a
+power loss or kernel crash a published name never points at missing or partial data. Memory
+mapped shards reserve their disk blocks up front (``posix_fallocate``): on a full disk the writer
+gets an ``OSError`` (ENOSPC) at once instead of dying of SIGBUS when a page is first touched.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import uuid
@@ -22,6 +28,56 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TEMP_SUFFIX = ".tmp"
+
+
+def writable_folder(path: str | Path) -> Path:
+    """Create ``path`` if needed and check it is a folder this process can write, or raise a
+    one-line DataError (before any work, not after hours of it)."""
+    from fmadask.errors import DataError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path} is a file, not a folder: choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = temp_path(path / "write-test")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"cannot write into {path} ({exc.strerror or exc}): choose a writable "
+                        "output folder") from None
+    return path
+
+
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk; a no-op where folders cannot be
+    opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass          # some file systems refuse fsync on folders; the rename still happened
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """fsync ``tmp``, rename it to ``path`` and fsync the folder."""
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def temp_path(path: Path) -> Path:
@@ -43,7 +99,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = temp_path(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -82,7 +138,14 @@ class NpyShard:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temp_path(self.path)
-        self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=dtype, shape=shape)
+        try:
+            self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=dtype,
+                                                    shape=shape)
+            _reserve(self._tmp)
+        except BaseException:
+            self._array = None
+            self._tmp.unlink(missing_ok=True)
+            raise
 
     def __setitem__(self, row: int, value: np.ndarray) -> None:
         self._array[row] = value
@@ -107,12 +170,27 @@ class NpyShard:
         if compact:
             self._tmp.unlink(missing_ok=True)
         else:
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
 
     def discard(self) -> None:
         """Drop the temporary file (after an exception)."""
         self._array = None
         self._tmp.unlink(missing_ok=True)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate every block of ``path`` now (ENOSPC here, not SIGBUS in a memory map later)."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return      # the file system cannot reserve: fall back to a sparse file
+        raise
+    finally:
+        os.close(fd)
 
 
 def remove_temp_files(folder: Path) -> int:

@@ -50,6 +50,16 @@ TRUNCATED_FRACTION = 0.9
 #: Frames per block when decoding with libsndfile (about 6 s at 44.1 kHz).
 BLOCK_FRAMES = 1 << 18
 
+#: Most bytes one second of audio can take: lossy formats up to 640 kbit/s (MP3's free format;
+#: FMA's mp3s are at most 320), anything else uncompressed (8 channels of float32 at 192 kHz).
+#: With ``max_seconds`` a larger file is refused before a decoder reads it: a 2 GiB file of
+#: zeros named ``.mp3`` once made FFmpeg hold 2.5 GB before it failed.
+LOSSY_SUFFIXES = (".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma")
+LOSSY_BYTES_PER_SECOND = 80_000
+RAW_BYTES_PER_SECOND = 192_000 * 8 * 4
+#: Room for tags and cover art on top of the audio.
+TAG_ALLOWANCE = 16 * 2**20
+
 #: The resampler used when a rate is asked for: soxr's HQ quality, which is librosa's default
 #: ``res_type='soxr_hq'``.
 RESAMPLER = "soxr HQ"
@@ -158,8 +168,12 @@ def load_audio(path: str | os.PathLike, sr: int | None = None,
     path = Path(path)
     if not path.is_file():
         raise MissingAudio(path, "no such file; check the data directory")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise EmptyAudio(path, "the file is empty (0 bytes)")
+    if max_seconds is not None and size > max_file_bytes(path, max_seconds):
+        raise TooLongAudio(path, f"{size / 2**20:.0f} MiB, more than {max_seconds:g} s of audio "
+                                 "can take in this format; raise --max-seconds if it is audio")
     try:
         y, native_sr, expected = _decode_libsndfile(path, max_seconds)
     except (sf.LibsndfileError, RuntimeError) as sndfile_error:
@@ -175,6 +189,13 @@ def load_audio(path: str | os.PathLike, sr: int | None = None,
     if sr is None or sr == native_sr:
         return y, native_sr
     return resample(y, native_sr, int(sr)), int(sr)
+
+
+def max_file_bytes(path: str | os.PathLike, max_seconds: float) -> int:
+    """The largest file that can hold ``max_seconds`` of audio in ``path``'s format."""
+    rate = (LOSSY_BYTES_PER_SECOND if Path(path).suffix.lower() in LOSSY_SUFFIXES
+            else RAW_BYTES_PER_SECOND)
+    return int(max_seconds * rate) + TAG_ALLOWANCE
 
 
 def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

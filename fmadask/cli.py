@@ -7,21 +7,32 @@ Errors the user can fix end in one line, ``fmadask: <what and how to fix it>``, 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from fmadask import __version__
 from fmadask.errors import FmadaskError
+from fmadask.options import OptionError, add_option, cli_name, resolve_options
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``fmadask: ...``, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix("fmadask").strip()
+        self.exit(2, f"fmadask: {command + ': ' if command else ''}{message} "
+                     f"(see '{self.prog} --help')\n")
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--scheduler", metavar="ADDR",
                        help="address of an existing Dask scheduler (tcp://host:8786 or tls://...)")
-    group.add_argument("--workers", type=int, metavar="N",
-                       help="start a local Dask cluster of N worker processes (default 2)")
+    add_option(group, "cluster.workers", metavar="N", default=None,
+               help="start a local Dask cluster of N worker processes (default 2)")
 
 
 # ---------------------------------------------------------------------------------- sample
@@ -31,7 +42,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from fmadask.fma.sample import make_sample
 
     out = make_sample(args.out_dir, tracks_per_genre=args.tracks_per_genre,
-                      seconds=args.seconds, seed=args.seed)
+                      seconds=args.seconds, seed=args.seed, force=args.force)
     print(f"FMA-shaped sample written to {out} (fma_metadata/, fma_small/)")
     return 0
 
@@ -43,11 +54,10 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                                    "(44.1 kHz stereo) whose audio differs by genre, with FMA's "
                                    "defects (empty, too short and truncated clips).")
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
-    p.add_argument("--tracks-per-genre", type=int, default=10, metavar="N",
-                   help="good clips per genre (default 10, at least 3)")
-    p.add_argument("--seconds", type=float, default=30.0, metavar="S",
-                   help="clip duration in seconds (default 30, as FMA's clips)")
-    p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
+    add_option(p, "data.sample_tracks_per_genre", "--tracks-per-genre", metavar="N")
+    add_option(p, "data.sample_seconds", "--seconds", metavar="S")
+    add_option(p, "data.sample_seed", "--seed", metavar="K")
+    add_option(p, "sample.force")
     p.set_defaults(handler=_cmd_sample)
 
 
@@ -88,7 +98,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
                        description="Summarise an FMA data folder: tracks per subset, per split "
                                    "and top-level genre, and audio files missing on disk.")
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder holding fma_metadata/")
-    p.add_argument("--subset", default="small", help="small, medium, large or full (default small)")
+    add_option(p, "data.subset", metavar="NAME")
     p.set_defaults(handler=_cmd_info)
 
 
@@ -143,12 +153,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fmadask.ml.train import results_markdown, train
 
     # train() checks the options and reads the data before it starts or joins a cluster.
-    results = train(args.source, out_dir=args.out, split=args.split, models=args.models,
+    models = "all" if args.models == ["all"] else args.models
+    search_models = "all" if args.search_models == ["all"] else args.search_models
+    results = train(args.source, out_dir=args.out, split=args.split, models=models,
                     search=args.search, n_iter=args.n_iter, scaler=args.scaler, seed=args.seed,
-                    search_models=args.search_models, scheduler=args.scheduler,
+                    search_models=search_models, scheduler=args.scheduler,
                     workers=args.workers, split_seed=args.split_seed, subset=args.subset,
                     cv=args.cv, distributed_xgb=args.distributed_xgb,
-                    unsupervised=not args.no_unsupervised)
+                    unsupervised=args.unsupervised)
     print(results_markdown(results), end="")
     return 0
 
@@ -167,31 +179,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "tracks.csv next to it)")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default RUN_DIR/classical, or ./classical)")
-    p.add_argument("--split", choices=["official", "stratified"], default="official",
-                   help="FMA's split or the study's stratified 80/10/10 (default official)")
-    p.add_argument("--split-seed", type=int, default=42, metavar="K",
-                   help="seed of the stratified split (default 42)")
-    p.add_argument("--subset", default="small",
-                   help="FMA subset when reading features.csv (default small)")
-    p.add_argument("--models", default="all", metavar="NAMES",
-                   help="comma-separated model names or 'all' (default): logistic_regression, "
-                        "decision_tree, random_forest, svc, nusvc, linear_svc, gradient_boosting, "
-                        "extra_trees, xgboost, adaboost")
-    p.add_argument("--search", choices=["none", "random", "bayes"], default="none",
-                   help="hyper-parameter search: dask-ml random search or Optuna (default none)")
-    p.add_argument("--search-models", default="xgboost", metavar="NAMES",
-                   help="models to tune, comma-separated or 'all' (default xgboost)")
-    p.add_argument("--n-iter", type=int, default=20, metavar="N",
-                   help="candidates per searched model (default 20)")
-    p.add_argument("--cv", type=int, default=5, metavar="K",
-                   help="stratified cross-validation folds of the search (default 5)")
-    p.add_argument("--scaler", choices=["minmax", "standard"], default="minmax",
-                   help="feature scaling (default minmax, the study's)")
-    p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
-    p.add_argument("--distributed-xgb", action="store_true",
-                   help="train XGBoost with xgboost.dask across all workers (FMA large)")
-    p.add_argument("--no-unsupervised", action="store_true",
-                   help="skip the PCA, t-SNE and K-means pictures")
+    add_option(p, "data.split", metavar="NAME")
+    add_option(p, "data.seed", "--split-seed", metavar="K")
+    add_option(p, "data.subset", metavar="NAME",
+               help="FMA subset when reading features.csv")
+    add_option(p, "classical.models", metavar="NAMES",
+               help="comma-separated model names or 'all': logistic_regression, decision_tree, "
+                    "random_forest, svc, nusvc, linear_svc, gradient_boosting, extra_trees, "
+                    "xgboost, adaboost")
+    add_option(p, "classical.search", metavar="NAME")
+    add_option(p, "classical.search_models", metavar="NAMES",
+               help="models to tune, comma-separated or 'all'")
+    add_option(p, "classical.n_iter", metavar="N")
+    add_option(p, "classical.cv", metavar="K")
+    add_option(p, "classical.scaler", metavar="NAME")
+    add_option(p, "classical.seed", metavar="K")
+    add_option(p, "classical.distributed_xgb",
+               help="train XGBoost with xgboost.dask across all workers (FMA large)")
+    add_option(p, "classical.unsupervised", "--no-unsupervised", action="store_false",
+               dest="unsupervised",
+               help="skip the PCA, t-SNE and K-means pictures")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_train)
 
@@ -221,47 +228,21 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="model folder (with model.json)")
     p.add_argument("audio", metavar="AUDIO_OR_DIR", nargs="+",
                    help="audio files, or folders of them (searched recursively)")
-    p.add_argument("--top", type=int, default=3, metavar="N",
-                   help="genres to show per file (default 3)")
+    add_option(p, "predict.top", metavar="N")
     p.set_defaults(handler=_cmd_predict)
 
 
 # ------------------------------------------------------------------------------- featurize
 
-# Marks an option the user did not give, so the library's default applies (None is a meaningful
-# --max-seconds value).
-_LIBRARY_DEFAULT = object()
-
-
-def _sample_rate(text: str) -> int | None:
-    if text == "native":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use 'native' or a rate in Hz such as 22050")
-
-
-def _seconds_or_none(text: str) -> float | None:
-    if text == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a number of seconds or 'none'")
-
-
 def _cmd_featurize(args: argparse.Namespace) -> int:
     from fmadask.pipeline import run_featurize
 
-    # Options left out keep the library's defaults (one place for them).
-    given = {k: v for k, v in (("partition_size", args.partition_size),
-                               ("max_seconds", args.max_seconds)) if v is not _LIBRARY_DEFAULT}
-    run_featurize(args.data_dir, subset=args.subset, out=args.out, sr=args.sr,
-                  what=[w.strip() for w in args.what.split(",") if w.strip()],
+    run_featurize(args.data_dir, subset=args.subset, out=args.out,
+                  sr=None if args.sr == "native" else args.sr, what=args.what,
+                  partition_size=args.partition_size,
+                  max_seconds=None if args.max_seconds == "none" else args.max_seconds,
                   overwrite=args.overwrite, split=args.split, seed=args.split_seed,
-                  scheduler=args.scheduler, workers=args.workers,
-                  mel_device=args.mel_device, **given)
+                  scheduler=args.scheduler, workers=args.workers, mel_device=args.mel_device)
     return 0
 
 
@@ -275,29 +256,20 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
                                    "a re-run skips complete partitions.")
     p.add_argument("data_dir", metavar="DATA_DIR",
                    help="folder holding fma_metadata/ and fma_<subset>/")
-    p.add_argument("--subset", default="small", help="small, medium, large or full (default small)")
+    add_option(p, "data.subset", metavar="NAME")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write into")
-    p.add_argument("--sr", type=_sample_rate, default=None, metavar="native|HZ",
-                   help="decode at the file's native rate (default, as FMA) or resample to "
-                        "this rate in Hz, e.g. 22050")
-    p.add_argument("--what", default="features,spectrograms", metavar="LIST",
-                   help="features, spectrograms or both (default both; each track decoded once)")
-    p.add_argument("--partition-size", type=int, default=_LIBRARY_DEFAULT, metavar="K",
-                   help="tracks per partition, one task each (default 64)")
-    p.add_argument("--max-seconds", type=_seconds_or_none, default=_LIBRARY_DEFAULT,
-                   metavar="S", help="refuse longer tracks, recorded in errors/ "
-                                     "(default 1200; 'none': no limit)")
-    p.add_argument("--split", choices=["official", "stratified"], default="official",
-                   help="FMA's split or the study's stratified 80/10/10 (default official)")
-    p.add_argument("--split-seed", type=int, default=42, metavar="K",
-                   help="seed of the stratified split (default 42)")
-    from fmadask.jobspec import MEL_DEVICES
-
-    p.add_argument("--mel-device", choices=MEL_DEVICES, default="cpu",
-                   help="compute log-mels with librosa on the CPU (default) or with torch on "
-                        "the workers' GPU (only GPU workers then take partitions)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete RUN_DIR's previous featurize outputs and start afresh")
+    add_option(p, "featurize.sr", metavar="native|HZ",
+               help="decode at the file's native rate ('native', as FMA) or resample to this "
+                    "rate in Hz, e.g. 22050")
+    add_option(p, "featurize.what", metavar="LIST")
+    add_option(p, "featurize.partition_size", metavar="K")
+    add_option(p, "featurize.max_seconds", metavar="S")
+    add_option(p, "data.split", metavar="NAME")
+    add_option(p, "data.seed", "--split-seed", metavar="K")
+    add_option(p, "featurize.mel_device")
+    add_option(p, "output.overwrite",
+               help="delete the files RUN_DIR's previous featurize run wrote (and only those) "
+                    "and start afresh")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_featurize)
 
@@ -331,8 +303,8 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
                                    "for 'fmadask predict'.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding spectrograms/")
     add_config_arguments(p)
-    p.add_argument("--ranks", type=int, metavar="R",
-                   help="DDP ranks, one per worker (default: every worker, or --workers)")
+    add_option(p, "cnn.ranks", metavar="R",
+               help="DDP ranks, one per worker (default: every worker, or --workers)")
     p.add_argument("--gpu", action="store_true",
                    help="train on the workers' GPUs (NCCL, mixed precision)")
     _add_cluster_options(p)
@@ -349,12 +321,13 @@ _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``fmadask`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fmadask",
         description="Music genre recognition on the Free Music Archive (FMA) at scale: "
                     "featurize mp3s with Dask, train scikit-learn/XGBoost models and CNNs.")
     parser.add_argument("--version", action="version", version=f"fmadask {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
     for add in _COMMANDS:
         add(sub)
     return parser
@@ -363,10 +336,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
+    # The client logs its failed reconnections as errors with tracebacks; a lost scheduler is
+    # reported below in one line instead. (A filter: Dask resets the logger's level on import.)
+    logging.getLogger("distributed.client").addFilter(lambda r: r.levelno < logging.ERROR)
     try:
+        resolve_options(args)     # each option's one definition: type, range, finiteness
         return args.handler(args)
+    except OptionError as exc:    # named as the user wrote it: the flag
+        print(f"fmadask: {exc.named(cli_name(args, exc.key))}", file=sys.stderr)
+        return 2
     except FmadaskError as exc:
         print(f"fmadask: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A full disk, a read-only or vanished folder: the file and the reason, one line.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"fmadask: cannot write{where}: {exc.strerror or exc}: free space or choose "
+              "another folder, then re-run the same command", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from fmadask.cluster import lost_scheduler_error, scheduler_lost
+
+        if not scheduler_lost(exc):
+            raise
+        print(f"fmadask: {lost_scheduler_error(getattr(args, 'scheduler', None))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fmadask: interrupted; re-run the same command to resume", file=sys.stderr)

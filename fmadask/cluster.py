@@ -141,6 +141,22 @@ def _connect_error(address: str, exc: Exception) -> ClusterError:
                         f"{_first_line(exc)[:120]}): is a Dask scheduler listening there?")
 
 
+def scheduler_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the client lost its scheduler (it died, or the network failed)."""
+    from distributed.comm.core import CommClosedError
+
+    return (isinstance(exc, CommClosedError)
+            or "scheduler-connection-lost" in str(getattr(exc, "reason", "") or exc))
+
+
+def lost_scheduler_error(address: str | None) -> ClusterError:
+    """The one-line error for a job whose scheduler went away."""
+    return ClusterError(f"lost the Dask scheduler{f' at {address}' if address else ''} mid-job "
+                        "(it stopped, or the network failed): start it again (or choose "
+                        "another) and re-run the same command; finished work is kept and "
+                        "resumed")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__

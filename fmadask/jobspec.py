@@ -18,149 +18,123 @@ import dataclasses
 import difflib
 import os
 import sys
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fmadask.errors import ConfigError, DataError
-from fmadask.fma.layout import AUDIO_SUBSETS, METADATA_DIR
+from fmadask.fma.layout import METADATA_DIR
+from fmadask.options import OptionError, spec_field
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-#: Cluster kinds a job can name. ``address`` connects to a running scheduler.
-CLUSTER_KINDS = ("local", "address", "slurm", "kubernetes")
-#: What the featurize stage can write.
-FEATURIZE_OUTPUTS = ("features", "spectrograms")
-#: Where the featurize job computes log-mels: librosa on the CPU (the reference) or torch on the
-#: workers' CUDA device (:mod:`fmadask.torchmel`).
-MEL_DEVICES = ("cpu", "cuda")
-SPLITS = ("official", "stratified")
-SCALERS = ("minmax", "standard")
-SEARCHES = ("none", "random", "bayes")
-OPTIMIZERS = ("adamw", "adam")
-DEVICES = ("auto", "cpu", "cuda")
+def _section(cls: type) -> type:
+    """A frozen dataclass whose fields are the options ``<section>.<field>`` (see
+    :data:`fmadask.options.OPTIONS`): defaults, rules and help live there, once."""
+    section = cls.__name__.removesuffix("Section").lower()
+    for name in cls.__annotations__:
+        setattr(cls, name, spec_field(f"{section}.{name}"))
+    return dataclass(frozen=True)(cls)
 
 
-def _field(default: Any = dataclasses.MISSING, *, choices: tuple | None = None,
-           minimum: float | None = None, path: bool = False, expected: str = "",
-           doc: str = "") -> Any:
-    """A spec field with its validation rules in the field's metadata.
-
-    ``expected`` replaces the type's name in a wrong-type message (e.g. "'native' or a rate").
-    """
-    meta = {"choices": choices, "minimum": minimum, "path": path, "expected": expected,
-            "doc": doc}
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
+@_section
 class JobSection:
     """``[job]``: what the run is called."""
 
-    name: str = _field("", doc="name shown in logs (default: the spec file's stem)")
-    description: str = _field("")
+    name: str
+    description: str
 
 
-@dataclass(frozen=True)
+@_section
 class DataSection:
     """``[data]``: which FMA tracks, their labels and split."""
 
-    dir: str = _field(path=True, doc="FMA data folder holding fma_metadata/ and fma_<subset>/")
-    subset: str = _field("small", choices=AUDIO_SUBSETS)
-    split: str = _field("official", choices=SPLITS,
-                        doc="FMA's ('set', 'split') or the study's stratified 80/10/10")
-    seed: int = _field(42, doc="seed of the stratified split")
-    generate_sample: bool = _field(False, doc="write an FMA-shaped sample into dir if it has none")
-    sample_tracks_per_genre: int = _field(10, minimum=3)
-    sample_seconds: float = _field(30.0, minimum=1.0)
-    sample_seed: int = _field(0)
+    dir: str
+    subset: str
+    split: str
+    seed: int
+    generate_sample: bool
+    sample_tracks_per_genre: int
+    sample_seconds: float
+    sample_seed: int
 
 
-@dataclass(frozen=True)
+@_section
 class ClusterSection:
     """``[cluster]``: where the work runs."""
 
-    kind: str = _field("local", choices=CLUSTER_KINDS)
-    address: str = _field("", doc="scheduler address for kind='address' (tcp://, tls://); empty: "
-                                  "Dask's 'scheduler-address' config / DASK_SCHEDULER_ADDRESS")
-    workers: int = _field(2, minimum=1, doc="worker processes (local), jobs (slurm) or pods")
-    threads_per_worker: int = _field(1, minimum=1)
-    memory: str = _field("auto", doc="memory per worker in Dask's syntax, e.g. '8GiB'")
-    connect_timeout: float = _field(10.0, minimum=0.1, doc="seconds to wait for a scheduler")
-    tls_ca_file: str = _field("", path=True, doc="CA certificate (PEM) for tls:// addresses")
-    tls_cert: str = _field("", path=True, doc="client certificate (PEM)")
-    tls_key: str = _field("", path=True, doc="client private key (PEM)")
-    queue: str = _field("", doc="slurm: partition (default: jobqueue.slurm config)")
-    account: str = _field("", doc="slurm: account (default: jobqueue.slurm config)")
-    walltime: str = _field("", doc="slurm: job walltime, e.g. '04:00:00'")
-    image: str = _field("", doc="kubernetes: container image of scheduler and workers")
-    namespace: str = _field("", doc="kubernetes: namespace (default: the current context's)")
-    cluster_spec: str = _field("", path=True, doc="kubernetes: a DaskCluster manifest to start")
+    kind: str
+    address: str
+    workers: int
+    threads_per_worker: int
+    memory: str
+    connect_timeout: float
+    tls_ca_file: str
+    tls_cert: str
+    tls_key: str
+    queue: str
+    account: str
+    walltime: str
+    image: str
+    namespace: str
+    cluster_spec: str
 
 
-@dataclass(frozen=True)
+@_section
 class FeaturizeSection:
     """``[featurize]``: decode every mp3 to the 518 FMA features and log-mel spectrograms."""
 
-    enabled: bool = _field(True)
-    sr: int | str = _field("native", expected="'native' or a rate in Hz such as 22050",
-                           doc="'native' (FMA-compatible) or a rate in Hz, e.g. 22050")
-    what: list[str] = _field(list(FEATURIZE_OUTPUTS), choices=FEATURIZE_OUTPUTS)
-    partition_size: int = _field(64, minimum=1, doc="tracks per Dask partition (one task each)")
-    max_seconds: float = _field(1200.0, minimum=1.0, doc="tracks longer than this many seconds "
-                                                         "are refused (recorded in errors/)")
-    mel_device: str = _field("cpu", choices=MEL_DEVICES,
-                             doc="log-mels on the CPU (librosa) or on GPU workers (torch)")
+    enabled: bool
+    sr: int | str
+    what: list[str]
+    partition_size: int
+    max_seconds: float | str
+    mel_device: str
 
 
-@dataclass(frozen=True)
+@_section
 class ClassicalSection:
     """``[classical]``: scaling, the ten scikit-learn/XGBoost models, the XGBoost search."""
 
-    enabled: bool = _field(True)
-    models: list[str] = _field(["all"], doc="model names, or ['all'] for the study's ten")
-    scaler: str = _field("minmax", choices=SCALERS)
-    search: str = _field("random", choices=SEARCHES, doc="hyper-parameter search method")
-    search_models: list[str] = _field(["xgboost"], doc="models the search tunes (the study: "
-                                                       "XGBoost)")
-    n_iter: int = _field(20, minimum=1, doc="parameter settings the search tries")
-    cv: int = _field(5, minimum=2, doc="stratified folds of the search")
-    distributed_xgb: bool = _field(False, doc="train XGBoost through xgboost.dask")
-    unsupervised: bool = _field(True, doc="also draw the PCA, t-SNE and K-means views")
-    seed: int = _field(0)
+    enabled: bool
+    models: list[str]
+    scaler: str
+    search: str
+    search_models: list[str]
+    n_iter: int
+    cv: int
+    distributed_xgb: bool
+    unsupervised: bool
+    seed: int
 
 
-@dataclass(frozen=True)
+@_section
 class CnnSection:
     """``[cnn]``: the study's CNNs on log-mel spectrograms, PyTorch DDP on Dask workers."""
 
-    enabled: bool = _field(True)
-    archs: list[str] = _field(["naive", "naive_bn"], doc="nets to train, one after the other")
-    epochs: int = _field(20, minimum=1)
-    ranks: int = _field(2, minimum=1, doc="DDP processes (one per Dask worker)")
-    batch_size: int = _field(32, minimum=1, doc="segments per rank per step")
-    lr: float = _field(1e-3, minimum=0.0)
-    optimizer: str = _field("adamw", choices=OPTIMIZERS, doc="'adam' is the study's")
-    segment_seconds: float = _field(3.0, minimum=0.1, doc="training segment length")
-    width: int | None = _field(None, minimum=1, doc="channel width (default: the net's)")
-    device: str = _field("auto", choices=DEVICES, doc="'cuda' for GPU workers (NCCL)")
-    seed: int = _field(0)
+    enabled: bool
+    archs: list[str]
+    epochs: int
+    ranks: int | None
+    batch_size: int
+    lr: float
+    optimizer: str
+    segment_seconds: float
+    width: int | None
+    device: str
+    seed: int
 
 
-@dataclass(frozen=True)
+@_section
 class OutputSection:
     """``[output]``: the run directory."""
 
-    dir: str = _field(path=True, doc="run directory (local path or fsspec URL)")
-    overwrite: bool = _field(False, doc="redo stages whose outputs were made with other "
-                                        "parameters (default: refuse)")
+    dir: str
+    overwrite: bool
 
 
 @dataclass(frozen=True)
@@ -238,6 +212,9 @@ def load_job(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...
                           "jobs/demo.toml") from None
     except OSError as exc:
         raise ConfigError(f"cannot read job spec {source}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source} is not UTF-8 text (byte {exc.start}): save the job spec "
+                          "as UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -307,77 +284,25 @@ def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
 
 
 def _build_section(section: str, cls: type, values: dict[str, Any], source: str) -> Any:
-    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key in values:
         _known_key(section, key, source)
     for f in dataclasses.fields(cls):
-        where = f"{source}: [{section}] {f.name}"
+        opt = f.metadata["option"]
         if f.name not in values:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where} is required ({f.metadata['doc']})")
+                raise ConfigError(f"{source}: {opt.key} is required ({opt.help})")
             continue
         try:
-            value = _coerce(values[f.name], hints[f.name], where)
-        except ConfigError:
-            if not f.metadata["expected"]:
-                raise
-            raise ConfigError(f"{where} must be {f.metadata['expected']}, "
-                              f"not {values[f.name]!r}") from None
-        _check_rules(value, f.metadata, where)
-        kwargs[f.name] = value
+            kwargs[f.name] = opt.check(values[f.name])
+        except OptionError as exc:
+            raise ConfigError(f"{source}: {exc.named(opt.key)}") from None
     return cls(**kwargs)
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """``value`` if it has type ``tp`` (ints are accepted as floats), else a ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        for option in options:
-            try:
-                return _coerce(value, option, where)
-            except ConfigError:
-                pass
-        wanted = " or ".join(_TYPE_NAMES.get(o, str(o)) for o in options)
-        raise ConfigError(f"{where} must be {wanted}, not {value!r}")
-    if origin is list:
-        (item_type,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list such as [\"a\", \"b\"], not {value!r}")
-        return [_coerce(v, item_type, where) for v in value]
-    # bool is a subclass of int in Python, but `epochs = true` is a mistake, not 1.
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(f"{where} must be {_TYPE_NAMES.get(tp, str(tp))}, not {value!r}")
-
-
-def _check_rules(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
-    choices, minimum = meta["choices"], meta["minimum"]
-    for item in value if isinstance(value, list) else [value]:
-        if choices is not None and item not in choices:
-            raise ConfigError(f"{where}: {item!r} is not one of {', '.join(map(str, choices))}"
-                              f"{_did_you_mean(str(item), map(str, choices))}")
-        if minimum is not None and item is not None and item < minimum:
-            raise ConfigError(f"{where} must be at least {minimum:g}, not {item!r}")
 
 
 def _check_consistency(spec: JobSpec) -> None:
     """Rules that involve more than one key."""
     src = spec.source
-    sr = spec.featurize.sr
-    if isinstance(sr, str) and sr != "native":
-        raise ConfigError(f"{src}: [featurize] sr must be 'native' or a rate in Hz such as 22050, "
-                          f"not {sr!r}")
-    if isinstance(sr, int) and not 1000 <= sr <= 192_000:
-        raise ConfigError(f"{src}: [featurize] sr = {sr} Hz is not a sample rate; use e.g. 22050")
     if not spec.featurize.what:
         raise ConfigError(f"{src}: [featurize] what is empty: list 'features' and/or "
                           "'spectrograms'")

@@ -16,7 +16,6 @@ No cluster is started when every stage is done.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +26,9 @@ from typing import IO, Any
 from fmadask import __version__
 from fmadask.errors import ConfigError
 from fmadask.jobspec import JobSpec, format_spec, local_path
+from fmadask.lock import RunLock
+from fmadask.options import OptionError
+from fmadask.pipeline.rundir import foreign_entries
 
 #: The stages, in the order they run.
 STAGES = ("featurize", "classical", "cnn")
@@ -65,7 +67,7 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
         return {"data_dir": str(data_path(spec)), "subset": data.subset, "split": data.split,
                 "seed": data.seed if data.split == "stratified" else None,
                 "sr": None if f.sr == "native" else int(f.sr), "what": sorted(f.what),
-                "partition_size": f.partition_size, "max_seconds": f.max_seconds,
+                "partition_size": f.partition_size, "max_seconds": max_seconds(spec),
                 "mel_device": f.mel_device}
     upstream = {"featurize": stage_params(spec, "featurize")}
     if stage == "classical":
@@ -80,6 +82,12 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
                 "batch_size": n.batch_size, "lr": n.lr, "optimizer": n.optimizer,
                 "segment_seconds": n.segment_seconds, "width": n.width, "seed": n.seed}
     raise ValueError(f"unknown stage {stage!r}")
+
+
+def max_seconds(spec: JobSpec) -> float | None:
+    """``[featurize] max_seconds`` as the featurize job takes it (``'none'``: no limit)."""
+    value = spec.featurize.max_seconds
+    return None if value == "none" else float(value)
 
 
 def data_path(spec: JobSpec) -> Path:
@@ -227,8 +235,13 @@ def ensure_data(spec: JobSpec, file: IO[str]) -> None:
     d = spec.data
     print(f"generating an FMA-shaped sample in {folder} ({d.sample_tracks_per_genre} tracks per "
           f"genre, {d.sample_seconds:g} s)", file=file)
-    make_sample(folder, tracks_per_genre=d.sample_tracks_per_genre, seconds=d.sample_seconds,
-                seed=d.sample_seed)
+    try:
+        make_sample(folder, tracks_per_genre=d.sample_tracks_per_genre,
+                    seconds=d.sample_seconds, seed=d.sample_seed)
+    except OptionError:   # a folder holding other files: never written over
+        raise ConfigError(f"{spec.source}: data.dir {folder} holds files but no "
+                          f"{METADATA_DIR}/tracks.csv: generate_sample writes only into a new or "
+                          "empty folder (or an earlier sample); choose another data.dir") from None
 
 
 def run_job(spec: JobSpec, file: IO[str] | None = None) -> dict[str, Any]:
@@ -248,9 +261,23 @@ def run_job(spec: JobSpec, file: IO[str] | None = None) -> dict[str, Any]:
     """
     file = file or sys.stdout
     ensure_data(spec, file)
-    plans = plan(spec)
+    plan(spec)                   # every refusal before the lock is taken or anything written
     run_dir = run_path(spec)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir, f"fmadask run {spec.source}"):
+        try:
+            return _run_locked(spec, run_dir, file)
+        except OptionError as exc:
+            raise exc.named(exc.key) from None      # named as in the job spec: section.key
+
+
+def _run_locked(spec: JobSpec, run_dir: Path, file: IO[str]) -> dict[str, Any]:
+    plans = plan(spec)           # again: another writer may have finished a stage meanwhile
+    foreign = foreign_entries(run_dir)
+    if foreign and not spec.output.overwrite:
+        raise OptionError("output.overwrite", f"{run_dir} is not empty and not an fmadask run "
+                          f"folder (it holds {', '.join(foreign[:3])}): choose a new or empty "
+                          "output.dir, or set {option} = true to use it anyway (fmadask never "
+                          "deletes files it did not write)")
     _write_text(run_dir / SPEC_FILE, format_spec(spec))
     for p in plans:
         print(f"{p.stage:>10}: {_describe_action(p)}", file=file)
@@ -297,7 +324,8 @@ def _featurize(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[s
     f, d = spec.featurize, spec.data
     run_featurize(data_path(spec), subset=d.subset, out=run_dir, client=client,
                   sr=None if f.sr == "native" else int(f.sr), what=list(f.what),
-                  partition_size=f.partition_size, overwrite=redo, max_seconds=f.max_seconds,
+                  partition_size=f.partition_size, overwrite=redo,
+                  max_seconds=max_seconds(spec),
                   split=d.split, seed=d.seed, file=file, mel_device=f.mel_device)
 
 
@@ -356,11 +384,11 @@ def result_files(run_dir: Path) -> dict[str, Path]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary name in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (fsynced temporary name, then rename)."""
+    from fmadask.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def check_report(spec: JobSpec) -> Iterator[str]:

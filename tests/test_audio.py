@@ -178,3 +178,23 @@ def test_fma_shaped_sample_defects_are_classified(sample_dir: Path) -> None:
         kinds["ok"] = kinds.get("ok", 0) + 1
     assert kinds.pop("ok") >= 8
     assert kinds == {"empty": 3, "too_short": 3, "truncated": 1}
+
+
+def test_a_file_too_large_for_max_seconds_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 2 GiB file of zeros named .mp3 (sparse: no disk used) is refused from its size; the
+    decoding process never grows (it once held 2.5 GB in the FFmpeg fallback)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "zeros.mp3"
+    with open(path, "wb") as fh:
+        fh.truncate(2 * 2**30)
+    code = ("import resource, sys\n"
+            "from fmadask.audio import load_audio, TooLongAudio\n"
+            "try:\n    load_audio(sys.argv[1], max_seconds=1200)\n"
+            "except TooLongAudio as exc:\n    print(exc.kind)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=120).stdout.split()
+    assert out[0] == "too_long"
+    assert int(out[1]) < 600 * 1024                       # KiB: far below the file's size

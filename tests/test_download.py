@@ -13,6 +13,8 @@ import random
 import re
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -354,3 +356,68 @@ def test_zip_already_on_disk_is_verified_and_used(server: _Server, tmp_path: Pat
     _assert_extracted(out, members)
     assert server.log == []
     assert not (tmp_path / "fma_small.zip").exists()
+
+
+class _EndlessHandler(BaseHTTPRequestHandler):
+    """Answers every GET with an endless chunked body (no Content-Length)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        block = b"\0" * 65536
+        try:
+            while True:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+        except OSError:
+            pass
+
+
+def test_an_endless_download_is_cut_at_the_size_cap(tmp_path: Path) -> None:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DownloadError) as info:
+            fetch("small", tmp_path, mirror=f"http://127.0.0.1:{srv.server_address[1]}/",
+                  progress=False, max_bytes=2**20)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert "refused" in _one_line(info) and "--mirror" in str(info.value)
+    assert list(tmp_path.iterdir()) == []             # what it sent is gone
+
+
+def test_a_download_announcing_more_than_the_archive_is_refused(server: _Server,
+                                                               tmp_path: Path) -> None:
+    checksums = _serve(server, _zip(_small_members()))
+    with pytest.raises(DownloadError, match="announces"):
+        fetch("small", tmp_path, mirror=server.url, progress=False, checksums=checksums,
+              max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_fetch_into_the_same_folder_is_refused(server: _Server, tmp_path: Path) -> None:
+    """Its partial download and temporary folder belong to the first fetch."""
+    from fmadask.lock import LockedError
+
+    checksums = _serve(server, _zip(_small_members()))
+    part = tmp_path / "fma_small.zip.part"
+    part.write_bytes(b"the first fetch's bytes")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fmadask.lock import RunLock\n"
+         "with RunLock(sys.argv[1], 'fmadask fetch small'):\n    print('held', flush=True)\n"
+         "    time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError, match="fmadask fetch small"):
+            fetch("small", tmp_path, mirror=server.url, progress=False, checksums=checksums)
+        assert part.read_bytes() == b"the first fetch's bytes"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -324,7 +324,10 @@ def test_rerun_with_other_parameters_is_refused(sample_dir, clean_run, change):
     with pytest.raises(ConfigError) as info:
         run_featurize(sample_dir, out=clean_run, client=None, progress=False, **kwargs)
     message = str(info.value)
-    assert "\n" not in message and "--overwrite" in message
+    # The library names the setting, the CLI prints it as --overwrite, a spec as output.overwrite
+    assert "\n" not in message and "set overwrite" in message
+    assert info.value.key == "output.overwrite"
+    assert "set --overwrite" in info.value.named("--overwrite").args[0]
     assert next(iter(change)) in message
 
 
@@ -367,9 +370,14 @@ def test_workers_with_too_little_memory_for_max_seconds_get_a_warning(local_clie
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    ({"what": ("features", "mfcc")}, "--what"), ({"partition_size": 0}, "--partition-size"),
-    ({"sr": 7.5}, "--sr"), ({"max_seconds": -1}, "--max-seconds")])
+    ({"what": ("features", "mfcc")}, "unknown what 'mfcc'"),
+    ({"partition_size": 0}, "partition_size must be at least 1"),
+    ({"sr": 7.5}, "sr must be 'native' or a rate"),
+    ({"max_seconds": -1}, "max_seconds must be at least 1"),
+    ({"max_seconds": float("inf")}, "max_seconds must be a finite number"),
+    ({"max_seconds": float("nan")}, "max_seconds must be a finite number")])
 def test_invalid_options_are_one_line_config_errors(sample_dir, tmp_path, kwargs, fragment):
+    # The library names its parameter; the command line names the flag (test below).
     with pytest.raises(ConfigError, match=fragment) as info:
         run_featurize(sample_dir, out=tmp_path / "run", progress=False, **kwargs)
     assert "\n" not in str(info.value)
@@ -460,3 +468,100 @@ def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
             tmp.write_bytes(b"half")
             raise ValueError("disk full")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------- data safety (issue 9)
+
+
+def test_damaged_outputs_are_redone_on_resume(sample_dir, local_client, clean_run, tmp_path):
+    """A truncated Parquet, a shard with a flipped byte and a lost completion record are not
+    'complete': the re-run redoes those partitions, and only those."""
+    out = tmp_path / "run"
+    shutil.copytree(clean_run, out)
+    features = PartitionFiles(out, 2).features
+    features.write_bytes(features.read_bytes()[:-100])                 # truncated
+    shard = PartitionFiles(out, 5).spectrograms
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF                                                     # same size, other bytes
+    shard.write_bytes(bytes(data))
+    PartitionFiles(out, 8).record.unlink()                               # never finished
+    with pytest.raises(DataError, match="re-run"):
+        read_features(out)                                               # sizes are checked
+    summary = _run(sample_dir, out, local_client)
+    assert (summary["partitions_run"], summary["partitions_skipped"]) == (3, 8)
+    assert_same_output(out, clean_run)
+
+
+def test_a_second_writer_is_refused_naming_the_holder(sample_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fmadask.lock import RunLock\n"
+         "with RunLock(sys.argv[1], 'fmadask featurize'):\n    print('held', flush=True)\n"
+         "    time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        status = main(["featurize", str(sample_dir), "--out", str(out), "--partition-size",
+                       str(PART)])
+        err = capsys.readouterr().err
+        assert status == 2 and err.count("\n") == 1
+        assert f"pid {holder.pid}" in err and "fmadask featurize" in err
+        assert sorted(p.name for p in out.iterdir()) == [".fmadask.lock"]   # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: its lock is stale and is taken over
+    assert (out / ".fmadask.lock").exists()
+    from fmadask.lock import RunLock
+
+    with RunLock(out, "test"):
+        assert f'"pid": {os.getpid()}' in (out / ".fmadask.lock").read_text()
+    assert not (out / ".fmadask.lock").exists()
+
+
+def test_a_lock_held_on_another_host_is_refused_with_the_file_to_remove(tmp_path):
+    from fmadask.lock import LockedError, RunLock
+
+    (tmp_path / ".fmadask.lock").write_text(
+        '{"owner": "fmadask run", "host": "elsewhere", "pid": 1, "started": "x", "token": "t"}')
+    with pytest.raises(LockedError, match="remove .*fmadask.lock") as info:
+        with RunLock(tmp_path):
+            pass
+    assert "pid 1 on elsewhere" in str(info.value)
+    assert (tmp_path / ".fmadask.lock").exists()
+
+
+def test_overwrite_deletes_only_what_fmadask_wrote(sample_dir, local_client, clean_run,
+                                                   tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(clean_run, out)
+    mine = {out / "features" / "notes.txt": b"my notes", out / "errors" / "README": b"mine",
+            out / "spectrograms" / "extra.npy": b"\x93NUMPY mine", out / "mine.csv": b"a,b"}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    _run(sample_dir, out, local_client, what=("features",), overwrite=True)
+    assert {p: p.read_bytes() for p in mine} == mine
+    assert not list((out / "spectrograms").glob("part-*"))       # ours went
+    pd.testing.assert_frame_equal(read_features(out), read_features(clean_run), check_exact=True)
+
+
+def test_a_folder_of_other_files_is_refused_as_a_run_folder(sample_dir, tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(ConfigError, match="holiday.jpg") as info:
+        run_featurize(sample_dir, out=out, progress=False)
+    assert "overwrite" in str(info.value) and "\n" not in str(info.value)
+    assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg"]
+
+
+def test_a_truncated_featurize_json_is_one_line(clean_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(clean_run, out)
+    job = out / "featurize.json"
+    job.write_bytes(job.read_bytes()[:200])
+    with pytest.raises(DataError, match="featurize.json is damaged") as info:
+        read_features(out)
+    assert "\n" not in str(info.value)
+    assert main(["train", str(out), "--no-unsupervised"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fmadask: ") and err.count("\n") == 1 and "damaged" in err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,67 @@ def test_info_counts_the_sample(sample_dir: Path, capsys: pytest.CaptureFixture[
     assert "audio files missing on disk: 0" in out and "Instrumental" in out
     # FMA's medium audio is not in the sample: info says so instead of failing.
     assert len(dataset_info(sample_dir, "medium")["missing_audio"]) == n_small + 8
+
+
+# ------------------------------------------------------------- damaged tracks.csv (issue 9)
+
+
+def _damaged(sample_dir: Path, tmp_path: Path, damage) -> Path:  # noqa: ANN001
+    """A copy of the sample's metadata whose tracks.csv lines went through ``damage``."""
+    meta = tmp_path / "fma_metadata"
+    shutil.copytree(sample_dir / "fma_metadata", meta)
+    lines = (meta / "tracks.csv").read_text().splitlines(keepends=True)
+    (meta / "tracks.csv").write_text("".join(damage(lines)))
+    return meta
+
+
+def _cut_in_genre_top(lines: list[str]) -> list[str]:
+    """Cut the file inside the genre_top cell of its last track that has one, as a download
+    cut mid-row leaves it ("Electronic" -> "Ele")."""
+    genres = ("Hip-Hop", "Pop", "Folk", "Experimental", "Rock", "International", "Electronic",
+              "Instrumental")
+    last = max(i for i, line in enumerate(lines[3:], 3)
+               if any(f",{g}," in line for g in genres))
+    genre = next(g for g in genres if f",{g}," in lines[last])
+    cut = lines[last].index(f",{genre},") + 4
+    return lines[:last] + [lines[last][:cut]]
+
+
+@pytest.mark.parametrize("damage, words", [
+    (_cut_in_genre_top, ["column track.genre_top", "is not a top-level genre"]),
+    (lambda lines: lines[:-1] + [lines[-1][:40]], ["column set.", "is empty"]),
+    (lambda lines: lines[:5] + ["," + lines[5].split(",", 1)[1]] + lines[6:],
+     ["line 6", "track_id nan", "not a whole number"]),
+    (lambda lines: lines[:5] + ["x12," + lines[5].split(",", 1)[1]] + lines[6:],
+     ["line 6", "not a whole number"]),
+    (lambda lines: lines + [lines[4]], ["repeats line 5"]),
+    (lambda lines: lines[:4] + [lines[4].replace('"[', '"[(', 1)] + lines[5:],
+     ["line 5", "column track.genres", "is not a list"]),
+])
+def test_damaged_tracks_csv_is_refused_naming_line_and_column(sample_dir: Path, tmp_path: Path,
+                                                              damage, words) -> None:  # noqa: ANN001
+    meta = _damaged(sample_dir, tmp_path, damage)
+    with pytest.raises(DataError) as info:
+        load_tracks(meta)
+    message = str(info.value)
+    assert "\n" not in message and "tracks.csv line" in message
+    for word in words:
+        assert word in message, message
+
+
+def test_sample_never_writes_over_a_data_set(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "fma"
+    (data / "fma_metadata").mkdir(parents=True)
+    mine = {data / "fma_metadata" / "tracks.csv": b"my real tracks.csv",
+            data / "notes.txt": b"mine"}
+    for path, content in mine.items():
+        path.write_bytes(content)
+    argv = ["sample", str(data), "--tracks-per-genre", "3", "--seconds", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and "not empty" in err
+    assert {p: p.read_bytes() for p in mine} == mine and not (data / "fma_small").exists()
+    assert main([*argv, "--force"]) == 0                        # asked for: written
+    assert (data / "fma_small").is_dir() and (data / "notes.txt").read_bytes() == b"mine"
+    assert main(argv) == 0                                      # an earlier sample: rewritten

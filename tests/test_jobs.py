@@ -101,14 +101,14 @@ def test_job_specs_cover_the_study_and_the_subsets() -> None:
 @pytest.mark.parametrize("override, words", [
     ("cnn.epoch=3", ["unknown key 'epoch' in [cnn]", "did you mean 'epochs'"]),
     ("model.x=1", ["unknown section [model]"]),
-    ("cnn.epochs=three", ["[cnn] epochs must be an integer", "'three'"]),
-    ("cnn.epochs=true", ["[cnn] epochs must be an integer"]),
-    ("cnn.epochs=0", ["[cnn] epochs must be at least 1"]),
-    ("featurize.sr=44.1", ["[featurize] sr must be 'native' or a rate in Hz"]),
-    ("featurize.sr=fast", ["[featurize] sr must be 'native' or a rate"]),
-    ("data.split=random", ["[data] split: 'random' is not one of official, stratified"]),
-    ("cluster.kind=yarn", ["[cluster] kind: 'yarn' is not one of"]),
-    ("classical.models=xgboost", ["[classical] models must be a list"]),
+    ("cnn.epochs=three", ["cnn.epochs must be an integer", "'three'"]),
+    ("cnn.epochs=true", ["cnn.epochs must be an integer"]),
+    ("cnn.epochs=0", ["cnn.epochs must be at least 1"]),
+    ("featurize.sr=44.1", ["featurize.sr must be 'native' or a rate in Hz"]),
+    ("featurize.sr=fast", ["featurize.sr must be 'native' or a rate"]),
+    ("data.split=random", ["unknown data.split 'random': choose one of official, stratified"]),
+    ("cluster.kind=yarn", ["unknown cluster.kind 'yarn': choose one of"]),
+    ("classical.models=xgboost", ["classical.models must be a list"]),
     ('classical.models=["xgb"]', ["[classical] models", "unknown model(s) xgb"]),
     ('cnn.archs=["resnet"]', ["[cnn] archs: unknown resnet"]),
     ('featurize.what=["spectrograms"]', ["[classical] needs the features"]),
@@ -142,7 +142,7 @@ def test_spec_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     bad.write_text("[data]\ndir = \n")
     assert "is not valid TOML" in _error_line(capsys, ["run", "--check", str(bad)])
     bad.write_text('[data]\ndir = "x"\n')
-    assert "[output] dir is required" in _error_line(capsys, ["run", "--check", str(bad)])
+    assert "output.dir is required" in _error_line(capsys, ["run", "--check", str(bad)])
 
 
 def test_set_values_are_toml_or_plain_strings() -> None:

@@ -7,11 +7,13 @@ import dataclasses
 from dataclasses import dataclass
 
 from fmadask.errors import ConfigError
+from fmadask.options import add_option, check, default
 
 #: Net architectures by name (built by :func:`fmadask.dl.nets.build_net`).
 ARCHS = ("naive", "naive_bn", "shortchunk_res")
-OPTIMIZERS = ("adamw", "adam")
-LR_SCHEDULES = ("onecycle", "cosine", "constant")
+#: TrainConfig fields that are options (``cnn.<field>`` in :data:`fmadask.options.OPTIONS`).
+_OPTION_FIELDS = ("epochs", "segment_seconds", "batch_size", "lr", "weight_decay", "optimizer",
+                  "lr_schedule", "patience", "width", "seed", "device")
 
 
 @dataclass
@@ -62,18 +64,18 @@ class TrainConfig:
         failure path.
     """
 
-    arch: str = "naive"
-    epochs: int = 20
-    segment_seconds: float = 3.0
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    lr_schedule: str = "onecycle"
-    patience: int = 5
-    width: int | None = None
-    seed: int = 0
-    device: str = "auto"
+    arch: str = default("cnn.arch")
+    epochs: int = default("cnn.epochs")
+    segment_seconds: float = default("cnn.segment_seconds")
+    batch_size: int = default("cnn.batch_size")
+    lr: float = default("cnn.lr")
+    weight_decay: float = default("cnn.weight_decay")
+    optimizer: str = default("cnn.optimizer")
+    lr_schedule: str = default("cnn.lr_schedule")
+    patience: int = default("cnn.patience")
+    width: int | None = default("cnn.width")
+    seed: int = default("cnn.seed")
+    device: str = default("cnn.device")
     amp: bool = True
     num_workers: int = 0
     dist_timeout_s: float = 180.0
@@ -82,23 +84,13 @@ class TrainConfig:
     inject_failure: tuple[int, int] | None = None
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first invalid field."""
+        """Raise ConfigError (an :class:`~fmadask.options.OptionError`) naming the first invalid
+        field."""
         if self.arch not in ARCHS:
             raise ConfigError(f"unknown CNN architecture {self.arch!r}: "
                               f"choose one of {', '.join(ARCHS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}: "
-                              f"choose one of {', '.join(OPTIMIZERS)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"unknown learning-rate schedule {self.lr_schedule!r}: "
-                              f"choose one of {', '.join(LR_SCHEDULES)}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"unknown device {self.device!r}: choose auto, cpu or cuda")
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.segment_seconds <= 0 or self.lr <= 0:
-            raise ConfigError("segment_seconds and lr must be positive")
+        for name in _OPTION_FIELDS:
+            check(f"cnn.{name}", getattr(self, name))
 
 
 def config_options(args: argparse.Namespace) -> dict:
@@ -108,31 +100,18 @@ def config_options(args: argparse.Namespace) -> dict:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training options shared by ``fmadask cnn`` and ``python -m fmadask.dl.trainer``."""
-    d = TrainConfig()
-    parser.add_argument("--arch", choices=list(ARCHS), default=d.arch,
-                        help=f"net architecture (default {d.arch})")
-    parser.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
-                        help=f"maximum epochs (default {d.epochs})")
-    parser.add_argument("--segment-seconds", dest="segment_seconds", type=float, metavar="S",
-                        default=d.segment_seconds,
-                        help=f"segment length (default {d.segment_seconds:g} s)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, metavar="B",
-                        default=d.batch_size,
-                        help=f"segments per rank per step (default {d.batch_size})")
-    parser.add_argument("--lr", type=float, default=d.lr,
-                        help=f"peak learning rate (default {d.lr:g})")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
-                        help=f"'adam' is the study's (default {d.optimizer})")
-    parser.add_argument("--lr-schedule", dest="lr_schedule", choices=LR_SCHEDULES,
-                        default=d.lr_schedule,
-                        help=f"learning-rate schedule (default {d.lr_schedule})")
-    parser.add_argument("--patience", type=int, default=d.patience, metavar="N",
-                        help="early stopping: epochs without a better validation loss "
-                             f"(default {d.patience})")
-    parser.add_argument("--width", type=int, metavar="C",
-                        help="channel width (default: the architecture's)")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    """The training options shared by ``fmadask cnn`` and ``python -m fmadask.dl.trainer``
+    (defaults, help and rules from :data:`fmadask.options.OPTIONS`)."""
+    add_option(parser, "cnn.arch", choices=list(ARCHS))
+    add_option(parser, "cnn.epochs", metavar="N")
+    add_option(parser, "cnn.segment_seconds", metavar="S")
+    add_option(parser, "cnn.batch_size", metavar="B")
+    add_option(parser, "cnn.lr", metavar="LR")
+    add_option(parser, "cnn.optimizer", metavar="NAME")
+    add_option(parser, "cnn.lr_schedule", metavar="NAME")
+    add_option(parser, "cnn.patience", metavar="N")
+    add_option(parser, "cnn.width", metavar="C")
+    add_option(parser, "cnn.seed", metavar="K")
     parser.add_argument("--out", dest="out_dir", metavar="DIR",
                         help="output folder (default RUN_DIR/cnn)")
     parser.add_argument("--resume", action="store_true",

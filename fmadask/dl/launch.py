@@ -36,8 +36,9 @@ from distributed.comm import get_address_host
 from fmadask.cluster import gpu_workers, workers_info
 from fmadask.dl.dataset import open_spectrograms
 from fmadask.dl.trainer import (DistSpec, RankFailure, TrainConfig, check_resume, free_port,
-                                fresh_start, train)
+                                fresh_start, load_checkpoint, train)
 from fmadask.errors import ClusterError, ConfigError, FmadaskError
+from fmadask.lock import RunLock
 
 #: Seconds between checks of the ranks (and of new epochs in metrics.csv).
 POLL_S = 1.0
@@ -144,12 +145,13 @@ def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: i
     config.validate()
     run_dir = Path(run_dir).resolve()
     open_spectrograms(run_dir)  # missing or unfinished data fails here, in one line
-    if client is None:
-        from fmadask.cluster import get_client
+    with RunLock(run_dir, "fmadask cnn"):   # one writer per run folder
+        if client is None:
+            from fmadask.cluster import get_client
 
-        with get_client(workers=ranks, quiet=not progress) as local:
-            return _launch(local, run_dir, config, ranks, gpu, resume, progress)
-    return _launch(client, run_dir, config, ranks, gpu, resume, progress)
+            with get_client(workers=ranks, quiet=not progress) as local:
+                return _launch(local, run_dir, config, ranks, gpu, resume, progress)
+        return _launch(client, run_dir, config, ranks, gpu, resume, progress)
 
 
 def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | None, gpu: bool,
@@ -160,10 +162,7 @@ def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | Non
     if not resume:  # a fresh run: do not show (or resume from) an older run's epochs
         fresh_start(out_dir)
     elif last.is_file():  # refuse an incompatible resume here, before any rank starts
-        import torch
-
-        check_resume(torch.load(last, map_location="cpu", weights_only=False), config,
-                     len(workers), last)
+        check_resume(load_checkpoint(last), config, len(workers), last)
     port = client.run(free_port, workers=[workers[0]])[workers[0]]
     specs = rank_specs(workers, port)
     token = uuid.uuid4().hex[:8]

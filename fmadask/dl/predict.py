@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from fmadask.dl.evaluate import track_predictions
 from fmadask.dl.nets import build_net
 from fmadask.errors import DataError
 from fmadask.atomic import atomic_path, write_json
+from fmadask.integrity import describe, verified_files
 
 MODEL_KIND = "cnn"
 #: params.json keys that describe the stored arrays or the decoding, not the mel transform.
@@ -54,8 +56,13 @@ def save_model(out_dir: str | Path, model: nn.Module, arch: str, width: int | No
             "torch": torch.__version__, "training": extra or {}}
     with atomic_path(out / "model.pt") as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    meta["files"] = describe(out, {"weights": "model.pt"})
     write_json(meta, out / "model.json")
     return out
+
+
+#: model.json keys a CNN model cannot be loaded without.
+_REQUIRED = ("arch", "classes", "n_mels", "segment_frames", "mel_params", "norm", "files")
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -68,15 +75,29 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
     """
     model_dir = Path(model_dir)
     meta_path = model_dir / "model.json"
-    if not meta_path.is_file() or not (model_dir / "model.pt").is_file():
-        raise DataError(f"no CNN model in {model_dir} (model.json/model.pt missing): "
+    if not meta_path.is_file():
+        raise DataError(f"no CNN model in {model_dir} (model.json missing): "
                         "train one with `fmadask cnn RUN_DIR`")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("kind") != MODEL_KIND:
-        raise DataError(f"{meta_path} describes a {meta.get('kind')!r} model, not a CNN")
-    net = build_net(meta["arch"], len(meta["classes"]), meta["n_mels"], meta["segment_frames"],
-                    meta.get("width"))
-    net.load_state_dict(torch.load(model_dir / "model.pt", map_location=device, weights_only=True))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{meta_path} is damaged ({type(exc).__name__}): train the model "
+                        "again") from None
+    if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
+        kind = meta.get("kind") if isinstance(meta, dict) else None
+        raise DataError(f"{meta_path} describes a {kind!r} model, not a CNN")
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise DataError(f"{meta_path} lacks {', '.join(missing)}: not a complete CNN model "
+                        "(damaged, or written by an older fmadask); train it again")
+    weights = verified_files(model_dir, meta["files"], "model.json")["weights"]
+    try:
+        net = build_net(meta["arch"], len(meta["classes"]), int(meta["n_mels"]),
+                        int(meta["segment_frames"]), meta.get("width"))
+        net.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    except (ValueError, TypeError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise DataError(f"{model_dir}: the model cannot be rebuilt from its files "
+                        f"({type(exc).__name__}): train it again") from None
     return net.to(device).eval(), meta
 
 

@@ -94,6 +94,7 @@ def write_synthetic_spectrograms(run_dir: str | Path, tracks_per_genre: int = 8,
                                 "genre_top": [r[2] for r in chosen],
                                 "split": [r[3] for r in chosen]}, schema=INDEX_SCHEMA), files.index)
         write_parquet(ERRORS_SCHEMA.empty_table(), files.errors)
+        files.write_record(("spectrograms",))       # complete, as the featurize job marks it
     params = {"sr": sr, "n_fft": 4 * hop_length, "hop_length": hop_length, "n_mels": n_mels,
               "seconds": seconds, "top_db": 80.0, "frames": frames, "dtype": "float16",
               "decode_sr": sr, "decoders": ["synthetic"]}

@@ -49,6 +49,7 @@ from fmadask.dl.evaluate import score_segments
 from fmadask.dl.nets import build_net
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
+from fmadask.options import resolve_options
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,14 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+    """The random states as tensors and plain types (what ``torch.load(weights_only=True)``
+    reads back)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+             "python": [int(version), list(internal), gauss]}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -188,10 +195,40 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(value):
+    """``value`` with numpy scalars and arrays turned into Python numbers and tensors."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint read with ``weights_only=True``: tensors and plain types only, so a crafted
+    file cannot run code. A damaged or foreign file is a one-line DataError."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states stay on CPU
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError ...
+        raise DataError(f"checkpoint {path} cannot be loaded safely ({type(exc).__name__}): "
+                        "it is damaged or was not written by this fmadask; remove it and train "
+                        "without resuming") from None
+    if not isinstance(ckpt, dict):
+        raise DataError(f"checkpoint {path} is not an fmadask checkpoint: remove it")
+    return ckpt
 
 
 def _gather(obj):
@@ -498,7 +535,7 @@ def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.dev
     history: list[dict] = []
     start = 0
     if resume and last.is_file():
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)  # RNG states stay on CPU
+        ckpt = load_checkpoint(last)
         check_resume(ckpt, config, spec.world_size, last)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -547,11 +584,11 @@ def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.dev
         rngs = _gather(_rng_state())
         if run.is_main:
             ckpt = {"format": 1, "epochs_done": epoch + 1, "config": dataclasses.asdict(config),
-                    "world_size": spec.world_size, "classes": classes, "seg": seg,
-                    "norm": [mean, std], "model": model.state_dict(),
+                    "world_size": spec.world_size, "classes": classes, "seg": _plain(seg),
+                    "norm": _plain([mean, std]), "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": rngs, "state": dict(state),
-                    "history": history}
+                    "scaler": scaler.state_dict(), "rng": rngs, "state": _plain(dict(state)),
+                    "history": _plain(history)}
             _atomic_write(last, lambda fh: torch.save(ckpt, fh))
             _write_outputs_epoch(run, history)
             log.info("epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (track %.3f)",
@@ -566,8 +603,7 @@ def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.dev
               "params_digest": _digest(model.parameters()), "probe": dict(run.probe)}
     # the final scores use the best weights: this call's, or those a previous call saved
     if best_weights is None:
-        best_weights = torch.load(ckpt_dir / "best.pt", map_location="cpu",
-                                  weights_only=False)["model"]
+        best_weights = load_checkpoint(ckpt_dir / "best.pt")["model"]
     model.load_state_dict(best_weights)
     scores, predictions = {}, []
     for split in ("validation", "test"):
@@ -655,7 +691,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
+        resolve_options(args)
         result = train(args.run_dir, TrainConfig(**config_options(args)), resume=args.resume)
+    except ConfigError as exc:
+        print(f"fmadask: {exc}", file=sys.stderr)
+        return 2
     except RankFailure as exc:
         user = getattr(exc, "user_error", None)
         print(f"fmadask: {user if user is not None else exc}", file=sys.stderr)

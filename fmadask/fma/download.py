@@ -22,7 +22,7 @@
 
 Network and HTTP failures raise a one-line :class:`~fmadask.errors.DownloadError` naming the URL
 and suggesting a rerun (which resumes) or another ``--mirror``. Two fetches into the same
-DATA_DIR at the same time are not supported.
+DATA_DIR at the same time: the second is refused in one line (:mod:`fmadask.lock`).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from tqdm import tqdm
 from fmadask import __version__
 from fmadask.errors import ConfigError, DownloadError
 from fmadask.fma.layout import METADATA_DIR
+from fmadask.lock import RunLock
 
 #: The mirror FMA's README links to (https://github.com/mdeff/fma).
 DEFAULT_MIRROR = "https://os.unil.cloud.switch.ch/fma/"
@@ -95,7 +96,8 @@ _UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
 
 def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_MIRROR,
           progress: bool = True, chunk_size: int = 1 << 20,
-          checksums: Mapping[str, str] | None = None, timeout: float = 60.0) -> Path:
+          checksums: Mapping[str, str] | None = None, timeout: float = 60.0,
+          max_bytes: int | None = None) -> Path:
     """Download, verify and extract one of FMA's archives into ``data_dir``.
 
     Parameters
@@ -116,6 +118,10 @@ def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_
         zips (the tests use it). The download is always verified against some SHA-1.
     timeout : float
         Seconds a connection may stay silent before it counts as failed.
+    max_bytes : int, optional
+        Largest download accepted (default: the archive's published size plus 10 %). A server
+        that announces or sends more is refused, and what it sent is deleted: an endless or
+        wrong stream cannot fill the disk.
 
     Returns
     -------
@@ -149,16 +155,19 @@ def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_
 
     url = mirror.rstrip("/") + "/" + spec.filename
     zip_path = data_dir / spec.filename
-    if not zip_path.exists():
-        part = zip_path.with_name(spec.filename + ".part")
-        _download(url, part, progress, chunk_size, timeout)
-        _verify(part, want, url, progress, chunk_size)
-        os.replace(part, zip_path)
-    else:
-        _verify(zip_path, want, str(zip_path), progress, chunk_size)
-    _extract(zip_path, data_dir, spec.folder, {"archive": spec.filename, "sha1": want, "url": url},
-             progress)
-    zip_path.unlink()
+    # One fetch per data folder: another one's partial download and temporary folder are its own.
+    with RunLock(data_dir, f"fmadask fetch {archive}"):
+        if not zip_path.exists():
+            part = zip_path.with_name(spec.filename + ".part")
+            limit = max_bytes if max_bytes is not None else int(1.1 * _size_bytes(spec.size))
+            _download(url, part, progress, chunk_size, timeout, limit)
+            _verify(part, want, url, progress, chunk_size)
+            os.replace(part, zip_path)
+        else:
+            _verify(zip_path, want, str(zip_path), progress, chunk_size)
+        _extract(zip_path, data_dir, spec.folder,
+                 {"archive": spec.filename, "sha1": want, "url": url}, progress)
+        zip_path.unlink()
     return target
 
 
@@ -173,7 +182,14 @@ def _is_complete(target: Path, sha1: str) -> bool:
 # ------------------------------------------------------------------------------- download
 
 
-def _download(url: str, part: Path, progress: bool, chunk_size: int, timeout: float) -> None:
+def _size_bytes(size: str) -> float:
+    """Bytes of a published size such as ``'7.2 GiB'``."""
+    number, unit = size.split()
+    return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+
+
+def _download(url: str, part: Path, progress: bool, chunk_size: int, timeout: float,
+              max_bytes: int) -> None:
     """Bring ``part`` to the full content of ``url``, resuming from its current size.
 
     Raises :class:`DownloadError` on any network failure; the bytes received so far stay in
@@ -204,8 +220,11 @@ def _download(url: str, part: Path, progress: bool, chunk_size: int, timeout: fl
             if start != offset and start != 0:
                 part.unlink()  # a range we did not ask for: trust nothing, start over
                 continue
+            if total is not None and total > max_bytes:
+                part.unlink(missing_ok=True)
+                raise _too_large(url, max_bytes, f"announces {total} bytes")
             _check_space(part.parent, (total or 0) - start, url)
-            _stream(response, url, part, start, total, progress, chunk_size)
+            _stream(response, url, part, start, total, progress, chunk_size, max_bytes)
         return
     raise DownloadError(f"download of {url} failed: the server declined to resume twice; "
                         f"delete {part} and rerun, or pass another --mirror URL")
@@ -236,9 +255,16 @@ def _body_start_and_total(response: http.client.HTTPResponse, offset: int
     return 0, int(length) if length and length.isdigit() else None
 
 
+def _too_large(url: str, max_bytes: int, what: str) -> DownloadError:
+    return DownloadError(f"download of {url} refused: the server {what}, more than the archive's "
+                         f"{max_bytes / 2**20:.0f} MiB: it is not serving FMA's archive; pass "
+                         "another --mirror URL")
+
+
 def _stream(response: http.client.HTTPResponse, url: str, part: Path, start: int,
-            total: int | None, progress: bool, chunk_size: int) -> None:
-    """Write ``response``'s body into ``part`` at byte ``start`` (append or rewrite)."""
+            total: int | None, progress: bool, chunk_size: int, max_bytes: int) -> None:
+    """Write ``response``'s body into ``part`` at byte ``start`` (append or rewrite), up to
+    ``max_bytes`` in all."""
     done = start
     with open(part, "ab" if start else "wb") as out, \
             tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
@@ -248,9 +274,14 @@ def _stream(response: http.client.HTTPResponse, url: str, part: Path, start: int
                 out.write(chunk)
                 done += len(chunk)
                 bar.update(len(chunk))
+                if done > max_bytes:
+                    break
         except (OSError, http.client.HTTPException) as exc:
             out.flush()
             raise _network_error(url, exc, part, done, total) from exc
+    if done > max_bytes:
+        part.unlink(missing_ok=True)
+        raise _too_large(url, max_bytes, f"sent over {max_bytes} bytes")
     # http.client returns b'' rather than raising when a connection closes early.
     if total is not None and done != total:
         raise _network_error(url, ConnectionError("connection closed early"), part, done, total)

@@ -53,10 +53,88 @@ def _read_csv(path: Path, header: list[int]) -> pd.DataFrame:
 
 
 def parse_list(value: object) -> list:
-    """Parse a list stored as its Python literal; an empty cell is an empty list."""
+    """Parse a list stored as its Python literal; an empty cell is an empty list.
+
+    Raises
+    ------
+    ValueError
+        The cell is not a list literal.
+    """
     if isinstance(value, str) and value:
-        return ast.literal_eval(value)
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            raise ValueError(f"{value[:40]!r} is not a list") from None
+        if not isinstance(parsed, list):
+            raise ValueError(f"{value[:40]!r} is not a list")
+        return parsed
     return []
+
+
+#: Rows of tracks.csv before the first track: two header rows and the index name row.
+_TRACKS_HEADER_ROWS = 3
+
+
+def _where(path: Path, position: int, track_id: object, column: tuple[str, str] | None) -> str:
+    """``'tracks.csv line 7 (track_id 42), column track.genres'``: a cell the user can find."""
+    line = position + _TRACKS_HEADER_ROWS + 1
+    cell = f", column {column[0]}.{column[1]}" if column else ""
+    return f"{path} line {line} (track_id {track_id}){cell}"
+
+
+def _check_ids(tracks: pd.DataFrame, path: Path) -> pd.Index:
+    """The index as int64, or a DataError naming the first blank, non-integral or repeated id."""
+    raw = tracks.index
+    ids = pd.to_numeric(pd.Series(raw, dtype="object"), errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    if bad.any():
+        pos = int(bad.to_numpy().nonzero()[0][0])
+        raise DataError(f"{_where(path, pos, raw[pos], None)}: the track_id is not a whole "
+                        "number (a damaged or cut file?): re-download it with 'fmadask fetch "
+                        "metadata'")
+    ids = ids.astype("int64")
+    repeated = ids.duplicated(keep="first")
+    if repeated.any():
+        pos = int(repeated.to_numpy().nonzero()[0][0])
+        first = int((ids == ids.iloc[pos]).to_numpy().nonzero()[0][0])
+        raise DataError(f"{_where(path, pos, ids.iloc[pos], None)}: the track_id repeats line "
+                        f"{first + _TRACKS_HEADER_ROWS + 1}: re-download it with 'fmadask "
+                        "fetch metadata'")
+    return pd.Index(ids.to_numpy(), dtype="int64", name="track_id")
+
+
+def _parse_lists(tracks: pd.DataFrame, column: tuple[str, str], path: Path) -> pd.Series:
+    values = []
+    for pos, cell in enumerate(tracks[column].to_numpy()):
+        try:
+            values.append(parse_list(cell))
+        except ValueError as exc:
+            raise DataError(f"{_where(path, pos, tracks.index[pos], column)}: {exc} (a damaged "
+                            "file?): re-download it with 'fmadask fetch metadata'") from None
+    return pd.Series(values, index=tracks.index, name=column)
+
+
+def _check_cells(tracks: pd.DataFrame, path: Path) -> None:
+    """Every track has a subset and a split, and a genre_top that is a top-level genre of the
+    genres.csv next to tracks.csv (when there is one): a file cut mid-row fails here."""
+    for column in (("set", "subset"), ("set", "split")):
+        blank = tracks[column].isna().to_numpy()
+        if blank.any():
+            pos = int(blank.nonzero()[0][0])
+            raise DataError(f"{_where(path, pos, tracks.index[pos], column)} is empty (a file "
+                            "cut short?): re-download it with 'fmadask fetch metadata'")
+    genres_path = path.with_name("genres.csv")
+    if not genres_path.is_file():
+        return
+    genres = load_genres(genres_path)
+    titles = set(genres.loc[genres["parent"] == 0, "title"].astype(str))
+    given = tracks["track", "genre_top"]
+    unknown = (given.notna() & ~given.astype(str).isin(titles)).to_numpy()
+    if unknown.any():
+        pos = int(unknown.nonzero()[0][0])
+        raise DataError(f"{_where(path, pos, tracks.index[pos], ('track', 'genre_top'))}: "
+                        f"{given.iloc[pos]!r} is not a top-level genre of {genres_path.name} "
+                        "(a damaged file?): re-download it with 'fmadask fetch metadata'")
 
 
 def load_tracks(path_or_dir: str | Path) -> pd.DataFrame:
@@ -78,7 +156,10 @@ def load_tracks(path_or_dir: str | Path) -> pd.DataFrame:
     Raises
     ------
     DataError
-        If the file is missing or is not FMA's tracks.csv schema.
+        If the file is missing or is not FMA's tracks.csv schema, or a cell is damaged: a blank,
+        non-integral or repeated track_id, an unparseable list cell, an empty subset or split,
+        or a genre_top that is not a top-level genre of the genres.csv beside it (all three
+        are what a file cut mid-row looks like). The message names the line and column.
     """
     path = _resolve(path_or_dir, "tracks.csv")
     tracks = _read_csv(path, header=[0, 1])
@@ -89,11 +170,11 @@ def load_tracks(path_or_dir: str | Path) -> pd.DataFrame:
     if missing:
         names = ", ".join(f"{a}.{b}" for a, b in missing)
         raise DataError(f"{path} is not FMA's tracks.csv: missing columns {names}")
-    tracks.index = tracks.index.astype("int64")
-    tracks.index.name = "track_id"
+    tracks.index = _check_ids(tracks, path)
+    _check_cells(tracks, path)
     for column in _LIST_COLUMNS:
         if column in tracks.columns:
-            tracks[column] = tracks[column].map(parse_list)
+            tracks[column] = _parse_lists(tracks, column, path)
     for column in _DATE_COLUMNS:
         if column in tracks.columns:
             tracks[column] = pd.to_datetime(tracks[column], errors="coerce")

@@ -26,9 +26,10 @@ import pandas as pd
 import soundfile as sf
 
 from fmadask.atomic import atomic_path
-from fmadask.errors import ConfigError
+from fmadask.errors import DataError
 from fmadask.fma.layout import METADATA_DIR, audio_path
 from fmadask.fma.metadata import parse_list
+from fmadask.options import OptionError, check
 
 SAMPLE_RATE = 44100
 
@@ -287,8 +288,12 @@ def _write_mp3(path: Path, audio: np.ndarray, sr: int) -> None:
 _ID3_ONLY = b"ID3\x03\x00\x00\x00\x00\x02\x00" + b"\x00" * 256
 
 
+#: Written first into a sample folder: a folder holding it is a sample fmadask may write over.
+SAMPLE_MARKER = ".fmadask-sample"
+
+
 def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float = 30.0,
-                seed: int = 0) -> Path:
+                seed: int = 0, force: bool = False) -> Path:
     """Write an FMA-shaped sample to ``out_dir``.
 
     Parameters
@@ -301,18 +306,20 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
         Duration of a good clip in seconds (FMA's clips are 30 s).
     seed : int
         The same seed writes the same metadata and the same audio.
+    force : bool
+        Write into a folder that holds other files (an existing data set's files of the same
+        names are then replaced). By default only a new, empty or earlier sample folder is used.
 
     Returns
     -------
     pathlib.Path
         ``out_dir``.
     """
-    if tracks_per_genre < 3:
-        raise ConfigError(f"--tracks-per-genre must be at least 3 (one clip per split), "
-                          f"not {tracks_per_genre}")
-    if seconds < 1:
-        raise ConfigError(f"--seconds must be at least 1, not {seconds}")
+    check("data.sample_tracks_per_genre", tracks_per_genre)   # at least 3: one clip per split
+    check("data.sample_seconds", seconds)
+    check("data.sample_seed", seed)
     out = Path(out_dir)
+    _claim(out, force)
     rng = np.random.default_rng(seed)
     genres = _genres_table()
     children = {r.genre_id: list(genres.index[genres["parent"] == r.genre_id]) for r in RECIPES}
@@ -377,6 +384,24 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
     _write_csv(tracks, meta / "tracks.csv")
     _write_csv(genres, meta / "genres.csv")
     return out
+
+
+def _claim(out: Path, force: bool) -> None:
+    """Refuse a folder that holds anything but an earlier sample (unless ``force``), then mark
+    it as a sample folder."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file, not a folder: choose another output folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and SAMPLE_MARKER not in entries and not force:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OptionError("sample.force", f"{out} is not empty (it holds {shown}): fmadask "
+                          "sample never writes over a data set; choose a new or empty folder, "
+                          "or set {option} to write into it anyway")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SAMPLE_MARKER).write_text("written by fmadask sample\n")
+    except OSError as exc:
+        raise DataError(f"cannot write {out}: {exc.strerror}: choose a writable folder") from None
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:

@@ -2,15 +2,20 @@
 
 ::
 
-    MODEL_DIR/model.json        kind, classes, feature columns, how features are made, metrics...
-    MODEL_DIR/pipeline.joblib   the fitted scaler + estimator (sklearn Pipeline), classical only
+    MODEL_DIR/model.json        kind, classes, feature columns, how features are made, metrics,
+                                and each file's name, size and SHA-256
+    MODEL_DIR/pipeline.skops    the fitted scaler + estimator (sklearn Pipeline), classical only
     MODEL_DIR/xgboost.json      XGBoost's own JSON format of the booster (XGBoost models only),
                                 loadable without fmadask by ``xgboost.XGBClassifier().load_model``
 
 ``model.json``'s ``kind`` tells a reader which code loads the folder ('classical' here; the CNN
 stage writes 'cnn'), so ``fmadask predict MODEL_DIR`` needs no other option.
 
-A ``.joblib`` file is a pickle: load models only from folders you trust.
+Loading a model runs no code from the folder: the pipeline is stored with skops, which rebuilds
+objects only of the types it is told to trust (:data:`TRUSTED_TYPES`: scikit-learn's own and the
+few below, never ``os.system`` or ``eval``), file names must stay inside the folder, and every
+file must match the size and checksum its ``model.json`` records before it is opened. Models saved
+by earlier fmadask versions as pickles (``pipeline.joblib``) are refused: train them again.
 """
 from __future__ import annotations
 
@@ -18,17 +23,25 @@ import json
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
+import skops.io as sio
 
-from fmadask.errors import DataError
 from fmadask.atomic import atomic_path, write_json
+from fmadask.errors import DataError
+from fmadask.integrity import describe, verified_files
 
 MODEL_CARD = "model.json"
-PIPELINE_FILE = "pipeline.joblib"
+PIPELINE_FILE = "pipeline.skops"
 XGBOOST_FILE = "xgboost.json"
-#: Version of the card's layout; bumped when a field changes meaning.
-CARD_FORMAT = 1
+#: Version of the card's layout; bumped when a field changes meaning (2: skops, checksums).
+CARD_FORMAT = 2
+#: Types besides scikit-learn's own that a saved pipeline may hold: the scalers, fmadask's NuSVC,
+#: a decision tree's nodes and XGBoost's model (a byte buffer in XGBoost's format).
+TRUSTED_TYPES = (
+    "dask_ml.preprocessing.data.MinMaxScaler", "dask_ml.preprocessing.data.StandardScaler",
+    "fmadask.ml.models.FeasibleNuSVC", "sklearn.tree._tree.Tree",
+    "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier",
+)
 
 
 def read_card(model_dir: str | Path) -> dict[str, Any]:
@@ -44,10 +57,11 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
         raise DataError(f"{path} not found: pass a model folder written by 'fmadask train' "
                         "(e.g. RUN_DIR/classical/models/xgboost)")
     try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc.msg}): re-run 'fmadask train'") from None
-    if "kind" not in card:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({type(exc).__name__}): train the model "
+                        "again") from None
+    if not isinstance(card, dict) or "kind" not in card:
         raise DataError(f"{path} does not say its kind: re-run 'fmadask train'")
     return card
 
@@ -70,15 +84,16 @@ def save_classical(model_dir: str | Path, pipeline: Any, card: dict[str, Any]) -
         ``model_dir``.
     """
     model_dir = Path(model_dir)
-    files = {"pipeline": PIPELINE_FILE}
+    names = {"pipeline": PIPELINE_FILE}
     with atomic_path(model_dir / PIPELINE_FILE) as tmp:
-        joblib.dump(pipeline, tmp)
+        sio.dump(pipeline, tmp)
     estimator = pipeline.named_steps["model"]
     if hasattr(estimator, "get_booster"):
         raw = estimator.get_booster().save_raw(raw_format="json")
         with atomic_path(model_dir / XGBOOST_FILE) as tmp:
             tmp.write_bytes(bytes(raw))
-        files["xgboost"] = XGBOOST_FILE
+        names["xgboost"] = XGBOOST_FILE
+    files = describe(model_dir, names)
     write_json(jsonable({**card, "kind": "classical", "format": CARD_FORMAT, "files": files}),
                model_dir / MODEL_CARD)
     return model_dir
@@ -97,10 +112,22 @@ def load_classical(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     card = read_card(model_dir)
     if card["kind"] != "classical":
         raise DataError(f"{model_dir} holds a {card['kind']!r} model, not a classical one")
-    path = Path(model_dir) / card.get("files", {}).get("pipeline", PIPELINE_FILE)
-    if not path.is_file():
-        raise DataError(f"{path} not found: the model folder is incomplete, re-run 'fmadask train'")
-    return joblib.load(path), card
+    files = card.get("files")
+    if card.get("format") != CARD_FORMAT or not isinstance(files, dict) or "pipeline" not in files:
+        raise DataError(f"{model_dir} was saved by an older fmadask (a pickle, which fmadask no "
+                        "longer loads) or is damaged: train the model again")
+    path = verified_files(model_dir, {"pipeline": files["pipeline"]}, MODEL_CARD)["pipeline"]
+    try:
+        untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+        if untrusted:
+            raise DataError(f"{path} holds types fmadask does not load ({', '.join(untrusted[:3])})"
+                            ": it was not written by fmadask; train the model again")
+        return sio.load(path, trusted=list(TRUSTED_TYPES)), card
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file: one line, not a traceback
+        raise DataError(f"{path} cannot be read ({type(exc).__name__}): train the model "
+                        "again") from None
 
 
 def jsonable(value: Any) -> Any:

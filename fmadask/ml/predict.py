@@ -45,10 +45,16 @@ def resolve_model_dir(model: str | Path) -> Path:
     (so ``RUN_DIR/classical`` means the classical model with the best validation accuracy)."""
     import json
 
+    from fmadask.integrity import inside
+
     path = Path(model)
     best = path / BEST_FILE
     if not (path / "model.json").is_file() and best.is_file():
-        return path / json.loads(best.read_text())["path"]
+        try:
+            name = json.loads(best.read_text(encoding="utf-8"))["path"]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            raise DataError(f"{best} is damaged: train again, or pass a model folder") from None
+        return inside(path, name)       # a pointer may not lead out of the stage's folder
     return path
 
 

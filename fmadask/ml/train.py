@@ -30,14 +30,15 @@ import numpy as np
 import pandas as pd
 
 from fmadask.cluster import workers_info
-from fmadask.errors import ConfigError
+from fmadask.lock import RunLock
+from fmadask.options import OptionError, check
 from fmadask.ml.data import Dataset, load_dataset
 from fmadask.ml.fit import FitOutcome, fit_and_predict
-from fmadask.ml.models import (MODELS, SCALERS, Dimension, class_scores, make_scaler,
+from fmadask.ml.models import (MODELS, Dimension, class_scores, make_scaler,
                                resolve_models, search_space)
 from fmadask.ml.persist import jsonable, save_classical
-from fmadask.ml.search import SEARCH_METHODS, SearchOutcome, bayes_search, random_search
-from fmadask.atomic import atomic_path, write_json
+from fmadask.ml.search import SearchOutcome, bayes_search, random_search
+from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
@@ -148,15 +149,22 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     _check_options(search, scaler, n_iter, cv)
     tuned = [] if search == "none" else [m for m in resolve_models(search_models) if m in names]
     if search != "none" and not tuned:
-        raise ConfigError(f"--search {search} tunes {search_models}, which is not among the "
-                          "models trained: add it to --models or pass --search-models")
+        raise OptionError("classical.search_models",
+                          f"search {search} tunes {search_models}, which is not among the models "
+                          "trained: add it to the models or choose other {option}")
     if isinstance(source, Dataset):
         dataset = source
     else:
         dataset = load_dataset(source, split=split, split_seed=split_seed, subset=subset)
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.info.get("path", "."))
     log = _Log(progress, file)
+    # One writer per run folder: the featurize run this reads (a re-featurize would change the
+    # features under it), or the output folder when the features are FMA's own.
+    run_dir = Path(source) if not isinstance(source, Dataset) else None
+    owned = run_dir if run_dir is not None and (run_dir / "featurize.json").is_file() else out
     with contextlib.ExitStack() as stack:
+        stack.enter_context(RunLock(owned, "fmadask train"))
+        writable_folder(out)                      # a file or read-only folder: refused now
         if client is None:
             from fmadask.cluster import get_client
 
@@ -167,14 +175,10 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
 
 
 def _check_options(search: str, scaler: str, n_iter: int, cv: int) -> None:
-    if search not in SEARCH_METHODS:
-        raise ConfigError(f"unknown search {search!r}: choose one of {', '.join(SEARCH_METHODS)}")
-    if scaler not in SCALERS:
-        raise ConfigError(f"unknown scaler {scaler!r}: choose one of {', '.join(SCALERS)}")
-    if n_iter < 1:
-        raise ConfigError(f"--n-iter {n_iter}: use at least 1 candidate")
-    if cv < 2:
-        raise ConfigError(f"cv={cv}: cross-validation needs at least 2 folds")
+    """The options validated by their one definition (:mod:`fmadask.options`)."""
+    for key, value in (("classical.search", search), ("classical.scaler", scaler),
+                       ("classical.n_iter", n_iter), ("classical.cv", cv)):
+        check(key, value)
 
 
 class _Log:

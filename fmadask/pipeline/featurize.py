@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -55,14 +54,16 @@ import numpy as np
 import pyarrow as pa
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from fmadask.cluster import gpu_workers, workers_info
+from fmadask.cluster import gpu_workers, lost_scheduler_error, scheduler_lost, workers_info
 from fmadask.errors import ConfigError, DataError, FmadaskError
-from fmadask.jobspec import MEL_DEVICES
 from fmadask.atomic import NpyShard, remove_temp_files, write_json, write_parquet
-from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MAX_PARTITIONS,
-                                     MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, PartitionFiles,
-                                     complete_partitions, features_schema, part_name,
-                                     read_errors, read_job)
+from fmadask.lock import RunLock
+from fmadask.options import OptionError, check, default
+from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA,
+                                     JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
+                                     PART_DIRS, RECORDS_DIR, SPECTROGRAMS_DIR, ERRORS_DIR,
+                                     PartitionFiles, complete_partitions, features_schema,
+                                     foreign_entries, part_name, read_errors, read_job)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,9 +74,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Tracks per partition: ~15-30 s of work per task on 30 s clips, 1,666 partitions for FMA large.
-DEFAULT_PARTITION_SIZE = 64
+DEFAULT_PARTITION_SIZE = default("featurize.partition_size")
 #: Longest track featurized, in seconds (FMA's clips are 30 s; FMA full has tracks of hours).
-DEFAULT_MAX_SECONDS = 1200.0
+DEFAULT_MAX_SECONDS = default("featurize.max_seconds")
 #: Length of an error message kept in the errors table.
 MAX_MESSAGE = 500
 #: Name under which the warm-up worker plugin is registered.
@@ -206,8 +207,9 @@ def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams)
             shard.close(len(spectrogram_tracks))
             write_parquet(_index_table(spectrogram_tracks, spectrogram_frames,
                                        files.spectrograms.name), files.index)
-        # Written last: its presence marks the partition complete.
         write_parquet(_errors_table(errors), files.errors)
+        # Written last: sizes and checksums of the files above; the partition is now complete.
+        files.write_record(job.what)
     except BaseException:
         if shard is not None:
             shard.discard()
@@ -231,7 +233,8 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams) -> li
     -------
     list of dict
         One dict (a bag partition of one element): ``partition``, ``tracks``, ``failed``,
-        ``seconds`` (wall time of the task) and ``skipped`` (files were already complete).
+        ``seconds`` (wall time of the task) and ``skipped`` (files were already complete); with
+        ``error`` when its files could not be written (a full disk).
     """
     partitions = {t.partition for t in tracks}
     if len(partitions) != 1:
@@ -242,7 +245,14 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams) -> li
     if files.complete(job.what):
         return [stats]
     start = time.perf_counter()
-    stats["failed"] = _write_partition(tracks, files, job)
+    try:
+        stats["failed"] = _write_partition(tracks, files, job)
+    except OSError as exc:
+        # The disk is full or the folder unwritable: the partition failed, say why (retrying
+        # elsewhere would fail the same way, and the worker need not log a traceback).
+        where = f" ({exc.filename})" if exc.filename else ""
+        return [{**stats, "skipped": False,
+                 "error": f"{type(exc).__name__}: {exc.strerror or exc}{where}"}]
     stats.update(seconds=time.perf_counter() - start, skipped=False)
     return [stats]
 
@@ -296,17 +306,18 @@ class WarmUp(WorkerPlugin):
 
 def _check_params(sr: int | None, what: Sequence[str], partition_size: int,
                   max_seconds: float | None, mel_device: str) -> tuple[str, ...]:
-    unknown = [w for w in what if w not in OUTPUTS]
-    if unknown or not what:
-        raise ConfigError(f"--what {','.join(what)!s}: choose one or both of {','.join(OUTPUTS)}")
-    if sr is not None and (int(sr) != sr or sr < 1000):
-        raise ConfigError(f"--sr {sr}: use 'native' or a rate in Hz such as 22050")
-    if int(partition_size) != partition_size or partition_size < 1:
-        raise ConfigError(f"--partition-size {partition_size}: must be a positive whole number")
-    if max_seconds is not None and not max_seconds > 0:
-        raise ConfigError(f"--max-seconds {max_seconds}: must be positive")
-    if mel_device not in MEL_DEVICES:
-        raise ConfigError(f"--mel-device {mel_device}: choose one of {', '.join(MEL_DEVICES)}")
+    """The options validated by their one definition (:mod:`fmadask.options`); ``what`` in
+    canonical order."""
+    what = check("featurize.what", list(what))
+    if not what:
+        raise OptionError("featurize.what", "is empty: choose one or both of "
+                          + ", ".join(OUTPUTS))
+    if sr is not None:
+        check("featurize.sr", sr)
+    check("featurize.partition_size", partition_size)
+    if max_seconds is not None:
+        check("featurize.max_seconds", max_seconds)
+    check("featurize.mel_device", mel_device)
     return tuple(w for w in OUTPUTS if w in what)  # canonical order
 
 
@@ -324,21 +335,74 @@ def _describe_change(old: dict, new: dict) -> str:
 
 
 def _prepare_run_dir(run_dir: Path, record: dict, overwrite: bool) -> None:
-    """Start afresh, or check that an existing run has the same parameters."""
+    """Start afresh, or check that an existing run has the same parameters.
+
+    ``overwrite`` deletes the previous run's files, and only those (:func:`remove_outputs`);
+    a folder holding files fmadask did not write is refused unless ``overwrite`` is given, and
+    those files are then kept.
+    """
     job_file = run_dir / JOB_FILE
     if overwrite:
-        job_file.unlink(missing_ok=True)
-        for folder in (run_dir / d for d in ("features", "spectrograms", "errors")):
-            shutil.rmtree(folder, ignore_errors=True)
-    elif job_file.is_file():
+        remove_outputs(run_dir)
+        return
+    if job_file.is_file():
         old = read_job(run_dir)["params"]
         if old != record["params"]:
-            raise ConfigError(f"{run_dir} was featurized with other parameters: "
-                              f"{_describe_change(old, record['params'])}; pass --overwrite to "
-                              "start afresh or choose another --out")
-    elif any((run_dir / d).is_dir() and any((run_dir / d).glob("part-*")) for d in PART_DIRS):
-        raise ConfigError(f"{run_dir} holds featurize outputs but no {JOB_FILE}: pass --overwrite "
-                          "to start afresh or choose another --out")
+            raise OptionError("output.overwrite",
+                              f"{run_dir} was featurized with other parameters: "
+                              f"{_describe_change(old, record['params'])}; set {{option}} to "
+                              "start afresh or choose another output folder")
+        return
+    if any((run_dir / d).is_dir() and any((run_dir / d).glob("part-*")) for d in PART_DIRS):
+        raise OptionError("output.overwrite",
+                          f"{run_dir} holds featurize outputs but no {JOB_FILE}: set {{option}} "
+                          "to start afresh or choose another output folder")
+    foreign = foreign_entries(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise OptionError("output.overwrite",
+                          f"{run_dir} is not empty and not an fmadask run folder (it holds "
+                          f"{shown}): choose a new or empty output folder, or set {{option}} to "
+                          "use it anyway (fmadask never deletes files it did not write)")
+
+
+def remove_outputs(run_dir: Path) -> int:
+    """Delete what earlier featurize runs wrote into ``run_dir``, and nothing else; return how
+    many files went.
+
+    What was written is known from the run's manifest: the file names its ``featurize.json``
+    planned (partitions x outputs), the files its completion records list, the parameter files
+    and fmadask's own temporary files. A user's file in ``features/`` or ``errors/`` is kept;
+    a folder is removed only once empty.
+    """
+    doomed: set[Path] = {run_dir / JOB_FILE, run_dir / MEL_PARAMS_FILE}
+    try:
+        old = read_job(run_dir)
+    except DataError:
+        old = None
+    if old is not None:
+        for p in range(int(old["plan"]["partitions"])):
+            files = PartitionFiles(run_dir, p)
+            doomed.update([*files.outputs(OUTPUTS), files.record])
+    records = run_dir / RECORDS_DIR
+    for rec in sorted(records.glob("part-*.json")) if records.is_dir() else []:
+        doomed.add(rec)
+        try:
+            doomed.update(run_dir / name for name in json.loads(rec.read_text())["files"]
+                          if not Path(name).is_absolute() and ".." not in Path(name).parts)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    removed = 0
+    for path in doomed:
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    for folder in (*PART_DIRS, RECORDS_DIR):
+        removed += remove_temp_files(run_dir / folder)
+    for folder in (INDEX_DIR, SPECTROGRAMS_DIR, FEATURES_DIR, ERRORS_DIR, RECORDS_DIR):
+        with contextlib.suppress(OSError):      # not empty: it holds files that are not ours
+            (run_dir / folder).rmdir()
+    return removed
 
 
 def _versions() -> dict[str, str]:
@@ -426,11 +490,17 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
             try:
                 results = future.result()
             except Exception as exc:  # a whole partition failed: disk, permissions, a dead worker
+                if scheduler_lost(exc):   # every other future fails the same way: stop here
+                    raise lost_scheduler_error(getattr(client.scheduler, "address", None)
+                                               ) from None
                 hint = (" - workers died running it: out of memory? lower --max-seconds or give "
                         "workers more memory" if type(exc).__name__ == "KilledWorker" else "")
                 stats.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
                 continue
             for result in results:
+                if result.get("error"):
+                    stats.failures.append(result["error"])
+                    continue
                 stats.partitions_run += 1
                 stats.tracks_run += result["tracks"]
                 bar.update(result["tracks"])
@@ -557,8 +627,9 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                         "the data folder and --subset")
     n_partitions = max(1, math.ceil(len(table) / partition_size))
     if n_partitions > MAX_PARTITIONS:
-        raise ConfigError(f"--partition-size {partition_size} makes {n_partitions} partitions: "
-                          f"use at least {math.ceil(len(table) / MAX_PARTITIONS)}")
+        raise OptionError("featurize.partition_size",
+                          f"{{option}} {partition_size} makes {n_partitions} partitions: use at "
+                          f"least {math.ceil(len(table) / MAX_PARTITIONS)}")
     ids = table.index.to_numpy()
     params = {
         "subset": subset, "split": split, "seed": seed if split == "stratified" else None,
@@ -573,49 +644,55 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                  "first_track_ids": [int(t) for t in ids[::partition_size]]},
         "versions": _versions(), "decoders": None, "summary": None}
     run_dir = Path(out)
-    _prepare_run_dir(run_dir, record, overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for folder in PART_DIRS:
-        remove_temp_files(run_dir / folder)   # left by workers that died in an earlier run
-    done = set(complete_partitions(run_dir, record))
-    todo = [Track(i // partition_size, int(tid), row.path, row.genre_top, row.split)
-            for i, (tid, row) in enumerate(zip(ids, table.itertuples()))
-            if i // partition_size not in done]
+    with RunLock(run_dir, "fmadask featurize"):
+        _prepare_run_dir(run_dir, record, overwrite)
+        # Safe under the lock: no other writer uses this folder now.
+        for folder in (*PART_DIRS, RECORDS_DIR):
+            remove_temp_files(run_dir / folder)   # left by workers that died in an earlier run
+        done = set(complete_partitions(run_dir, record, checksums=True))
+        for p in range(n_partitions):
+            if p not in done:   # damaged or half-written: the task must not skip it
+                PartitionFiles(run_dir, p).record.unlink(missing_ok=True)
+        todo = [Track(i // partition_size, int(tid), row.path, row.genre_top, row.split)
+                for i, (tid, row) in enumerate(zip(ids, table.itertuples()))
+                if i // partition_size not in done]
 
-    stats = _RunStats()
-    if todo:
-        with contextlib.ExitStack() as stack:
-            if client is None:
-                from fmadask.cluster import get_client
+        stats = _RunStats()
+        if todo:
+            with contextlib.ExitStack() as stack:
+                if client is None:
+                    from fmadask.cluster import get_client
 
-                client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
-            _check_worker_memory(client, subset, max_seconds, sys.stderr)
-            record["decoders"] = _worker_decoders(client)
-            if mel is not None:
-                write_json(_mel_record(mel, sr, record["decoders"], job.mel_device),
-                           run_dir / MEL_PARAMS_FILE)
+                    client = stack.enter_context(get_client(scheduler=scheduler,
+                                                            workers=workers))
+                _check_worker_memory(client, subset, max_seconds, sys.stderr)
+                record["decoders"] = _worker_decoders(client)
+                if mel is not None:
+                    write_json(_mel_record(mel, sr, record["decoders"], job.mel_device),
+                               run_dir / MEL_PARAMS_FILE)
+                write_json(record, run_dir / JOB_FILE)
+                _compute(client, todo, partition_size, run_dir, job, progress, stats)
+        elif not (run_dir / JOB_FILE).is_file():
             write_json(record, run_dir / JOB_FILE)
-            _compute(client, todo, partition_size, run_dir, job, progress, stats)
-    elif not (run_dir / JOB_FILE).is_file():
-        write_json(record, run_dir / JOB_FILE)
-    else:
-        record = read_job(run_dir)
+        else:
+            record = read_job(run_dir)
 
-    summary = summarize(run_dir)
-    summary.update(partitions_run=stats.partitions_run,
-                   partitions_skipped=len(done), tracks_run=stats.tracks_run,
-                   seconds=round(stats.seconds, 3),
-                   tracks_per_s=(round(stats.tracks_run / stats.seconds, 3) if stats.seconds
-                                 else None),
-                   warm_up_s=round(stats.warm_up_s, 3), workers=stats.workers)
-    record["summary"] = summary
-    write_json(record, run_dir / JOB_FILE)
-    if progress:
-        print_summary(summary, file=file)
-    if stats.failures:
-        raise FmadaskError(f"{len(stats.failures)} partition(s) failed ({stats.failures[0]}): fix "
-                           f"the cause and re-run the same command to finish them")
-    return summary
+        summary = summarize(run_dir)
+        summary.update(partitions_run=stats.partitions_run,
+                       partitions_skipped=len(done), tracks_run=stats.tracks_run,
+                       seconds=round(stats.seconds, 3),
+                       tracks_per_s=(round(stats.tracks_run / stats.seconds, 3) if stats.seconds
+                                     else None),
+                       warm_up_s=round(stats.warm_up_s, 3), workers=stats.workers)
+        record["summary"] = summary
+        write_json(record, run_dir / JOB_FILE)
+        if progress:
+            print_summary(summary, file=file)
+        if stats.failures:
+            raise FmadaskError(f"{len(stats.failures)} partition(s) failed "
+                               f"({stats.failures[0]}): fix the cause and re-run the same "
+                               "command to finish them")
+        return summary
 
 
 def _mel_record(mel: MelParams, sr: int | None, decoders: list[str], device: str) -> dict:

@@ -8,15 +8,20 @@
     RUN_DIR/spectrograms/index/part-XXXXX.parquet   track_id, shard, row, frames, genre_top, split
     RUN_DIR/spectrograms/params.json          mel parameters, frames, pad policy, decoder
     RUN_DIR/errors/part-XXXXX.parquet         track_id, stage, error_type, message
+    RUN_DIR/_partitions/part-XXXXX.json       completion record: size and SHA-256 of each file
 
-A partition is *complete* when its errors file exists: the job writes it last, after the
-partition's other files, each by an atomic rename. The readers here read complete partitions
-only, so a later stage never trains on a half-finished run by accident.
+A partition is *complete* when its completion record exists and the files match it: the job
+writes the record last, after the partition's files, each fsynced and published by an atomic
+rename. Readers check sizes (cheap: a truncated or missing file makes its partition incomplete);
+a featurize re-run also checks the checksums and redoes any partition that does not match. The
+readers here read complete partitions only, so a later stage never trains on a half-finished or
+damaged run by accident.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fmadask.errors import DataError
+from fmadask.integrity import file_digest
 
 JOB_FILE = "featurize.json"
 FEATURES_DIR = "features"
@@ -32,6 +38,7 @@ SPECTROGRAMS_DIR = "spectrograms"
 INDEX_DIR = "spectrograms/index"
 ERRORS_DIR = "errors"
 MEL_PARAMS_FILE = "spectrograms/params.json"
+RECORDS_DIR = "_partitions"
 #: Folders the job writes part files into.
 PART_DIRS = (FEATURES_DIR, SPECTROGRAMS_DIR, INDEX_DIR, ERRORS_DIR)
 #: What the job can produce.
@@ -82,6 +89,11 @@ class PartitionFiles:
     def errors(self) -> Path:
         return self.run_dir / ERRORS_DIR / part_name(self.partition, "parquet")
 
+    @property
+    def record(self) -> Path:
+        """The completion record, written after every other file of the partition."""
+        return self.run_dir / RECORDS_DIR / part_name(self.partition, "json")
+
     def outputs(self, what: Sequence[str]) -> list[Path]:
         """The files a complete partition has, for the outputs ``what``; errors file last."""
         paths = []
@@ -91,9 +103,40 @@ class PartitionFiles:
             paths += [self.spectrograms, self.index]
         return paths + [self.errors]
 
-    def complete(self, what: Sequence[str]) -> bool:
-        """True when every file of the partition is in place."""
-        return all(p.is_file() for p in self.outputs(what))
+    def write_record(self, what: Sequence[str]) -> None:
+        """Record size and SHA-256 of the partition's files: the partition is now complete."""
+        from fmadask.atomic import write_json
+
+        files = {str(p.relative_to(self.run_dir)): file_digest(p) for p in self.outputs(what)}
+        write_json({"partition": self.partition, "files": files}, self.record)
+
+    def complete(self, what: Sequence[str], checksums: bool = False) -> bool:
+        """True when the completion record exists and every file matches it.
+
+        Parameters
+        ----------
+        what : sequence of str
+            The outputs the partition must have.
+        checksums : bool
+            Also compare SHA-256 digests (reads every byte); by default sizes only.
+        """
+        try:
+            recorded = json.loads(self.record.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        expected = [str(p.relative_to(self.run_dir)) for p in self.outputs(what)]
+        if not isinstance(recorded, dict) or sorted(recorded) != sorted(expected):
+            return False
+        for name, want in recorded.items():
+            path = self.run_dir / name
+            try:
+                if path.stat().st_size != want["size"]:
+                    return False
+                if checksums and file_digest(path)["sha256"] != want["sha256"]:
+                    return False
+            except (OSError, KeyError, TypeError):
+                return False
+        return True
 
 
 def read_job(run_dir: str | Path) -> dict:
@@ -101,16 +144,40 @@ def read_job(run_dir: str | Path) -> dict:
     path = Path(run_dir) / JOB_FILE
     if not path.is_file():
         raise DataError(f"{path} not found: run 'fmadask featurize DATA_DIR --out {run_dir}' first")
-    return json.loads(path.read_text())
+    job = _read_json(path)
+    try:
+        job["params"]["what"], job["plan"]["partitions"]
+    except (KeyError, TypeError):
+        raise DataError(f"{path} is damaged (no params/plan): featurize again with "
+                        "overwrite") from None
+    return job
 
 
-def complete_partitions(run_dir: str | Path, job: dict | None = None) -> list[int]:
-    """Numbers of the partitions of a run whose files are all in place."""
+def _read_json(path: Path) -> dict:
+    """A JSON object fmadask wrote, or a one-line DataError when it is damaged."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is damaged ({type(exc).__name__}): featurize again with "
+                        "overwrite") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path} is damaged (not a JSON object): featurize again with overwrite")
+    return value
+
+
+def complete_partitions(run_dir: str | Path, job: dict | None = None,
+                        checksums: bool = False) -> list[int]:
+    """Numbers of the partitions of a run whose files match their completion records.
+
+    ``checksums`` also compares SHA-256 digests (in a few threads: hashing releases the GIL).
+    """
     run_dir = Path(run_dir)
     job = job or read_job(run_dir)
     what = job["params"]["what"]
-    return [p for p in range(job["plan"]["partitions"])
-            if PartitionFiles(run_dir, p).complete(what)]
+    parts = [PartitionFiles(run_dir, p) for p in range(job["plan"]["partitions"])]
+    with ThreadPoolExecutor(max_workers=4 if checksums else 1) as pool:
+        ok = list(pool.map(lambda f: f.complete(what, checksums), parts))
+    return [f.partition for f, good in zip(parts, ok) if good]
 
 
 def _complete_files(run_dir: str | Path, kind: str, allow_partial: bool) -> list[Path]:
@@ -192,4 +259,24 @@ def read_mel_params(run_dir: str | Path) -> dict:
     path = Path(run_dir) / MEL_PARAMS_FILE
     if not path.is_file():
         raise DataError(f"{path} not found: featurize with --what spectrograms first")
-    return json.loads(path.read_text())
+    return _read_json(path)
+
+
+#: Names that make a folder an fmadask run folder (what ``featurize`` and ``run`` write first).
+RUN_MARKERS = (JOB_FILE, "job.toml", "_stages")
+
+
+def foreign_entries(run_dir: str | Path) -> list[str]:
+    """Names in ``run_dir`` when it is neither empty nor an fmadask run folder (sorted), else [].
+
+    The run folder's lock file does not count: the caller holds it.
+    """
+    from fmadask.lock import LOCK_NAME
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    names = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(LOCK_NAME))
+    if any(m in names for m in RUN_MARKERS):
+        return []
+    return names

@@ -1,0 +1,250 @@
+"""One writer per run folder: an exclusive lock with owner, host and pid.
+
+A run folder (``fmadask featurize/train/cnn/run`` outputs) is written by one process at a time.
+The writer creates ``RUN_DIR/.fmadask.lock`` *exclusively* and removes it when done; a second
+writer finds it and is refused with one line naming the holder. The lock file holds JSON::
+
+    {"owner": "fmadask featurize", "host": "node7", "pid": 4242, "started": "2026-...",
+     "token": "<random>"}
+
+Where the lock lives is behind :class:`LockStore`, a store that can *create a name only if it
+does not exist yet*, read it and delete it. :class:`LocalLockStore` does that on a file system
+with ``open(O_CREAT | O_EXCL)``, which is atomic on local disks and on NFSv3+; an object-storage
+store does the same with a conditional PUT (``If-None-Match: *`` on S3 and GCS) and plugs in via
+:func:`lock_store`.
+
+A lock whose holder is dead is *stale*. On the same host fmadask can tell (the pid no longer
+exists) and takes the lock over; on another host it cannot, and the refusal names the file to
+remove once that holder is known to be gone. Taking over is serialised by a short-lived second
+lock (``.fmadask.lock.break``), so two processes that find the same stale lock never remove a
+live lock between them.
+
+Locks are re-entrant within a process: ``fmadask run`` holds its run folder and the stages it
+calls take the same lock again without refusing themselves.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from fmadask.errors import FmadaskError
+
+#: Name of the lock inside a run folder.
+LOCK_NAME = ".fmadask.lock"
+#: A break lock older than this (seconds) was left by a process that died while taking over.
+BREAK_STALE_S = 60.0
+
+
+class LockedError(FmadaskError):
+    """Another process writes the run folder."""
+
+
+class LockStore(Protocol):
+    """Where a lock lives: create-if-absent, read and delete one name.
+
+    Implementations: :class:`LocalLockStore` (files, ``O_EXCL``). An object store implements
+    ``create`` as a conditional PUT (``If-None-Match: *``).
+    """
+
+    def create(self, name: str, data: bytes) -> bool:
+        """Create ``name`` holding ``data`` if it does not exist; False if it does."""
+
+    def read(self, name: str) -> bytes | None:
+        """The bytes of ``name``, or None if it does not exist."""
+
+    def delete(self, name: str) -> None:
+        """Remove ``name`` (no error if it is gone)."""
+
+    def age(self, name: str) -> float | None:
+        """Seconds since ``name`` was written, or None if it does not exist."""
+
+    def where(self, name: str) -> str:
+        """``name``'s full path or URL, for messages."""
+
+
+class LocalLockStore:
+    """Lock files in a local (or NFS-mounted) folder."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder).resolve()
+
+    def create(self, name: str, data: bytes) -> bool:
+        from fmadask.atomic import writable_folder
+
+        writable_folder(self.folder)
+        try:
+            fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.folder / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
+    def age(self, name: str) -> float | None:
+        try:
+            return time.time() - (self.folder / name).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def where(self, name: str) -> str:
+        return str(self.folder / name)
+
+
+def lock_store(folder: str | os.PathLike[str]) -> LockStore:
+    """The :class:`LockStore` of a run folder (a local path; object stores plug in here)."""
+    return LocalLockStore(folder)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by someone else
+        return True
+    return True
+
+
+def describe_holder(info: dict) -> str:
+    """``'fmadask featurize (pid 4242 on node7, since 2026-...)'``."""
+    return (f"{info.get('owner', 'fmadask')} (pid {info.get('pid', '?')} on "
+            f"{info.get('host', '?')}, since {info.get('started', '?')})")
+
+
+# Locks this process holds: store location -> [token, depth].
+_held: dict[str, list] = {}
+_held_guard = threading.Lock()
+
+
+class RunLock:
+    """The exclusive lock of one run folder; use as a context manager.
+
+    Parameters
+    ----------
+    folder : str or PathLike
+        The run folder (created if missing).
+    owner : str
+        What holds the lock, e.g. ``'fmadask featurize'``; shown to a refused writer.
+    store : LockStore, optional
+        Where the lock lives (default :func:`lock_store` of ``folder``).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], owner: str = "fmadask",
+                 store: LockStore | None = None) -> None:
+        self.store = store or lock_store(folder)
+        self.owner = owner
+        self.key = self.store.where(LOCK_NAME)
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`LockedError` naming the holder."""
+        with _held_guard:
+            if self.key in _held:       # re-entrant within this process
+                _held[self.key][1] += 1
+                return
+        token = uuid.uuid4().hex
+        info = {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+                "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "token": token}
+        data = (json.dumps(info) + "\n").encode()
+        if not self.store.create(LOCK_NAME, data):
+            self._take_over_stale(data)
+        with _held_guard:
+            _held[self.key] = [token, 1]
+
+    def release(self) -> None:
+        """Give the lock back (the lock file is removed only if it is still ours)."""
+        with _held_guard:
+            entry = _held.get(self.key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _held[self.key]
+        current = _parse(self.store.read(LOCK_NAME))
+        if current is not None and current.get("token") == entry[0]:
+            self.store.delete(LOCK_NAME)
+
+    def _take_over_stale(self, data: bytes) -> None:
+        """The lock exists: take it over if its holder is dead on this host, else refuse."""
+        holder = _parse(self.store.read(LOCK_NAME))
+        if holder is None:
+            # Vanished since (its holder released it) or half-written by a dying creator.
+            if self.store.read(LOCK_NAME) is None and self.store.create(LOCK_NAME, data):
+                return
+            holder = _parse(self.store.read(LOCK_NAME)) or {}
+        unreadable_and_old = not holder and (self.store.age(LOCK_NAME) or 0) > BREAK_STALE_S
+        if not (_is_stale(holder) or unreadable_and_old):
+            raise self._refusal(holder)
+        brk = LOCK_NAME + ".break"
+        if not self.store.create(brk, data):
+            age = self.store.age(brk)
+            if age is None or age < BREAK_STALE_S:
+                raise self._refusal(holder)
+            self.store.delete(brk)       # left by a process that died while taking over
+            if not self.store.create(brk, data):
+                raise self._refusal(holder)
+        try:
+            # Still the same stale holder? (Another process may have taken over meanwhile.)
+            current = _parse(self.store.read(LOCK_NAME))
+            if current is not None and current.get("token") != holder.get("token"):
+                raise self._refusal(current)
+            self.store.delete(LOCK_NAME)
+            if not self.store.create(LOCK_NAME, data):
+                raise self._refusal(_parse(self.store.read(LOCK_NAME)) or {})
+        finally:
+            self.store.delete(brk)
+
+    def _refusal(self, holder: dict) -> LockedError:
+        where = self.store.where(LOCK_NAME)
+        folder = where.rsplit("/", 1)[0]
+        if holder.get("host") == socket.gethostname():
+            hint = "wait for it to finish or stop it"
+        else:
+            hint = f"wait for it to finish; if that process is gone, remove {where}"
+        return LockedError(f"{folder} is being written by {describe_holder(holder)}: {hint}, "
+                           "or choose another output folder")
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _parse(data: bytes | None) -> dict | None:
+    if data is None:
+        return None
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _is_stale(holder: dict) -> bool:
+    """A holder on this host whose process is gone (another host's cannot be checked)."""
+    pid = holder.get("pid")
+    return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
+            and not pid_alive(pid))
