@@ -23,16 +23,20 @@ recorded in ``errors/``): ``empty``, ``too_short``, ``too_long``, ``truncated``,
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
 import soundfile as sf
 import soxr
 
+from fmadask import storage
 from fmadask.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -134,18 +138,24 @@ class TooLongAudio(AudioError):
 
 
 def load_audio(path: str | os.PathLike, sr: int | None = None,
-               max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+               max_seconds: float | None = None,
+               storage_options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, int]:
     """Decode an audio file to a mono float32 signal.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The audio file (MP3 for FMA; anything libsndfile or FFmpeg reads).
+        The audio file (MP3 for FMA; anything libsndfile or FFmpeg reads): a local path or an
+        fsspec URL. An object is fetched whole into memory (retried on transient errors, and
+        bounded by ``max_seconds`` as below) and decoded from there: one track at a time, no
+        copy on local disk.
     sr : int, optional
         Target sample rate in Hz; resampled with soxr (HQ, as librosa's default ``soxr_hq``).
         None keeps the file's native rate (FMA's setting).
     max_seconds : float, optional
         Refuse files longer than this many seconds (from the header, before decoding).
+    storage_options : mapping, optional
+        fsspec options of a URL (credentials, endpoint).
 
     Returns
     -------
@@ -165,22 +175,30 @@ def load_audio(path: str | os.PathLike, sr: int | None = None,
         raise ConfigError(f"sample rate must be a positive integer or None, not {sr!r}")
     if max_seconds is not None and not max_seconds > 0:
         raise ConfigError(f"max_seconds must be positive or None, not {max_seconds!r}")
-    path = Path(path)
-    if not path.is_file():
+    url = storage.is_url(path)
+    path = path if url else Path(path)
+    if not url and not path.is_file():
         raise MissingAudio(path, "no such file; check the data directory")
-    size = path.stat().st_size
+    try:
+        size = storage.size(path, storage_options)
+    except (FileNotFoundError, IsADirectoryError):
+        raise MissingAudio(path, "no such file; check the data directory") from None
     if size == 0:
         raise EmptyAudio(path, "the file is empty (0 bytes)")
     if max_seconds is not None and size > max_file_bytes(path, max_seconds):
         raise TooLongAudio(path, f"{size / 2**20:.0f} MiB, more than {max_seconds:g} s of audio "
                                  "can take in this format; raise --max-seconds if it is audio")
+    # A URL is decoded from memory: a failed fetch is retried as a whole and is never mistaken
+    # for a damaged file (a decoder reading a network stream cannot tell the two apart).
+    source: str | Path | BinaryIO = (io.BytesIO(storage.read_bytes(path, storage_options))
+                                     if url else path)
     try:
-        y, native_sr, expected = _decode_libsndfile(path, max_seconds)
+        y, native_sr, expected = _decode_libsndfile(path, source, max_seconds)
     except (sf.LibsndfileError, RuntimeError) as sndfile_error:
         try:
-            y, native_sr, expected = _decode_pyav(path, max_seconds)
+            y, native_sr, expected = _decode_pyav(path, source, max_seconds)
         except (av.FFmpegError, ValueError, IndexError, RuntimeError) as ffmpeg_error:
-            if _holds_only_tags(path):
+            if _holds_only_tags(source):
                 raise EmptyAudio(path, "no audio frames (the file holds only tags)") from None
             raise UnreadableAudio(path, f"not decodable: libsndfile: {sndfile_error}; "
                                         f"FFmpeg: {ffmpeg_error}") from None
@@ -193,7 +211,7 @@ def load_audio(path: str | os.PathLike, sr: int | None = None,
 
 def max_file_bytes(path: str | os.PathLike, max_seconds: float) -> int:
     """The largest file that can hold ``max_seconds`` of audio in ``path``'s format."""
-    rate = (LOSSY_BYTES_PER_SECOND if Path(path).suffix.lower() in LOSSY_SUFFIXES
+    rate = (LOSSY_BYTES_PER_SECOND if os.path.splitext(str(path))[1].lower() in LOSSY_SUFFIXES
             else RAW_BYTES_PER_SECOND)
     return int(max_seconds * rate) + TAG_ALLOWANCE
 
@@ -223,15 +241,26 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(out[:n_out], dtype=y.dtype)
 
 
-def _refuse_if_too_long(path: Path, seconds: float | None, max_seconds: float | None) -> None:
+def _refuse_if_too_long(path: str | Path, seconds: float | None, max_seconds: float | None) -> None:
     if max_seconds is not None and seconds is not None and seconds > max_seconds:
         raise TooLongAudio(path, f"{seconds:.0f} s long, more than max_seconds={max_seconds:g}; "
                                  "raise --max-seconds to include it")
 
 
-def _decode_libsndfile(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, int | None]:
-    """Decode with libsndfile block by block; returns (mono, rate, frames announced by header)."""
-    with sf.SoundFile(path) as f:
+def _rewound(source: str | Path | BinaryIO) -> str | Path | BinaryIO:
+    """``source`` ready to be read from its start (a file object read before is rewound)."""
+    if not isinstance(source, (str, Path)):
+        source.seek(0)
+    return source
+
+
+def _decode_libsndfile(path: str | Path, source: str | Path | BinaryIO, max_seconds: float | None
+                       ) -> tuple[np.ndarray, int, int | None]:
+    """Decode with libsndfile block by block; returns (mono, rate, frames announced by header).
+
+    ``path`` names the track in messages; ``source`` is what is read (the path or its bytes).
+    """
+    with sf.SoundFile(_rewound(source)) as f:
         rate, frames = f.samplerate, f.frames
         # libsndfile reports an unknown length as a huge number; trust only plausible ones.
         announced = frames if 0 < frames < 2**62 else None
@@ -248,9 +277,11 @@ def _decode_libsndfile(path: Path, max_seconds: float | None) -> tuple[np.ndarra
     return out.result(), rate, announced
 
 
-def _decode_pyav(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, int | None]:
+def _decode_pyav(path: str | Path, source: str | Path | BinaryIO, max_seconds: float | None
+                 ) -> tuple[np.ndarray, int, int | None]:
     """Decode the first audio stream with FFmpeg; returns (mono, rate, None)."""
-    with av.open(str(path)) as container:
+    source = _rewound(source)
+    with av.open(source if not isinstance(source, Path) else str(source)) as container:
         stream = container.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
         if container.duration is not None:
@@ -312,7 +343,7 @@ class _MonoBuffer:
         return self._data[:self._n].copy()
 
 
-def _check_length(path: Path, y: np.ndarray, rate: int, announced: int | None) -> None:
+def _check_length(path: str | Path, y: np.ndarray, rate: int, announced: int | None) -> None:
     if len(y) == 0:
         raise EmptyAudio(path, "no audio (0 samples decoded)")
     if announced and len(y) < TRUNCATED_FRACTION * announced:
@@ -324,11 +355,16 @@ def _check_length(path: Path, y: np.ndarray, rate: int, announced: int | None) -
                                   f"{MIN_SECONDS:g} s minimum for features")
 
 
-def _holds_only_tags(path: Path) -> bool:
+def _holds_only_tags(source: str | Path | BinaryIO) -> bool:
     """True if the file is nothing but ID3 tags (and padding): metadata without audio."""
-    data = path.read_bytes() if path.stat().st_size <= 1 << 20 else None
-    if data is None:
-        return False
+    if isinstance(source, (str, Path)):
+        if Path(source).stat().st_size > 1 << 20:
+            return False
+        data = Path(source).read_bytes()
+    else:
+        data = _rewound(source).read(1 << 20 | 1)
+        if len(data) > 1 << 20:
+            return False
     while data[:3] == b"ID3" and len(data) >= 10:
         size = 0
         for byte in data[6:10]:           # a syncsafe integer: 4 x 7 bits

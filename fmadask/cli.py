@@ -35,6 +35,35 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
                help="start a local Dask cluster of N worker processes (default 2)")
 
 
+class _StorageOption(argparse.Action):
+    """``--storage-option KEY=VALUE``, repeatable: items added to one dict of fsspec options."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from fmadask.storage import parse_storage_options
+
+        try:
+            new = parse_storage_options([str(values)])
+        except FmadaskError as exc:
+            parser.error(f"argument {option_string}: {exc}")
+        merged = dict(getattr(namespace, self.dest) or {})
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        setattr(namespace, self.dest, merged)
+
+
+def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "data.storage_options", "--storage-option", action=_StorageOption,
+               dest="storage_options", metavar="KEY=VALUE",
+               help="fsspec option of s3://, gs://, https:// ... locations, e.g. "
+                    "endpoint_url=http://minio:9000 or anon=true (repeatable; dotted keys nest: "
+                    "client_kwargs.region_name=eu-west-1). Credentials also come from the "
+                    "environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL ...); never printed")
+
+
 # ---------------------------------------------------------------------------------- sample
 
 
@@ -89,7 +118,8 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from fmadask.fma.info import dataset_info, format_info
 
-    print(format_info(dataset_info(args.data_dir, args.subset), args.subset))
+    info = dataset_info(args.data_dir, args.subset, storage_options=args.storage_options)
+    print(format_info(info, args.subset))
     return 0
 
 
@@ -97,8 +127,10 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="tracks per subset, split and genre; missing audio files",
                        description="Summarise an FMA data folder: tracks per subset, per split "
                                    "and top-level genre, and audio files missing on disk.")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder holding fma_metadata/")
+    p.add_argument("data_dir", metavar="DATA_DIR",
+                   help="folder or URL (s3://, https:// ...) holding fma_metadata/")
     add_option(p, "data.subset", metavar="NAME")
+    _add_storage_options(p)
     p.set_defaults(handler=_cmd_info)
 
 
@@ -242,7 +274,8 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
                   partition_size=args.partition_size,
                   max_seconds=None if args.max_seconds == "none" else args.max_seconds,
                   overwrite=args.overwrite, split=args.split, seed=args.split_seed,
-                  scheduler=args.scheduler, workers=args.workers, mel_device=args.mel_device)
+                  scheduler=args.scheduler, workers=args.workers, mel_device=args.mel_device,
+                  storage_options=args.storage_options)
     return 0
 
 
@@ -255,7 +288,8 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
                                    "per bad track (RUN_DIR/errors/). One Dask task per partition; "
                                    "a re-run skips complete partitions.")
     p.add_argument("data_dir", metavar="DATA_DIR",
-                   help="folder holding fma_metadata/ and fma_<subset>/")
+                   help="folder or URL (s3://, gs://, https:// ...) holding fma_metadata/ and "
+                        "fma_<subset>/; each worker reads the mp3s itself")
     add_option(p, "data.subset", metavar="NAME")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write into")
     add_option(p, "featurize.sr", metavar="native|HZ",
@@ -270,6 +304,7 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
     add_option(p, "output.overwrite",
                help="delete the files RUN_DIR's previous featurize run wrote (and only those) "
                     "and start afresh")
+    _add_storage_options(p)
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_featurize)
 

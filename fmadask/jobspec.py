@@ -26,6 +26,7 @@ from typing import Any
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.layout import METADATA_DIR
 from fmadask.options import OptionError, spec_field
+from fmadask.storage import exists, filesystem, is_url, local_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,6 +58,7 @@ class DataSection:
     subset: str
     split: str
     seed: int
+    storage_options: dict
     generate_sample: bool
     sample_tracks_per_genre: int
     sample_seconds: float
@@ -134,6 +136,7 @@ class OutputSection:
     """``[output]``: the run directory."""
 
     dir: str
+    storage_options: dict
     overwrite: bool
 
 
@@ -328,48 +331,6 @@ def _check_consistency(spec: JobSpec) -> None:
 # --------------------------------------------------------------------------------- paths
 
 
-def is_url(path: str) -> bool:
-    """True for fsspec URLs such as ``s3://bucket/x`` (a Windows drive letter is not one)."""
-    scheme, sep, _ = path.partition("://")
-    return bool(sep) and len(scheme) > 1
-
-
-def local_path(path: str) -> Path | None:
-    """The local path of ``path`` (plain or ``file://``), or None for other fsspec URLs."""
-    if not is_url(path):
-        return Path(path).expanduser().resolve()
-    if path.startswith("file://"):
-        return Path(path[len("file://"):]).resolve()
-    return None
-
-
-def filesystem(url: str) -> tuple[Any, str]:
-    """``(fsspec filesystem, path)`` of a URL, with a one-line error for a missing extra."""
-    import fsspec
-
-    try:
-        return fsspec.core.url_to_fs(url)
-    except ImportError as exc:
-        extra = "s3" if url.startswith(("s3://", "s3a://")) else None
-        hint = f"pip install 'fmadask[{extra}]'" if extra else f"install the package it names ({exc})"
-        raise ConfigError(f"{url}: no fsspec driver for this protocol: {hint}") from None
-    except ValueError as exc:  # unknown protocol
-        raise ConfigError(f"{url}: {exc}") from None
-
-
-def exists(path: str) -> bool:
-    """Whether a local path or fsspec URL exists (a network failure is a DataError)."""
-    local = local_path(path)
-    if local is not None:
-        return local.exists()
-    fs, fs_path = filesystem(path)
-    try:
-        return fs.exists(fs_path)
-    except (OSError, PermissionError) as exc:
-        raise DataError(f"cannot reach {path}: {exc.__class__.__name__}: check credentials and "
-                        "network") from None
-
-
 def join(base: str, *parts: str) -> str:
     """``base/part/...`` for a local path or a URL (always with ``/``)."""
     return "/".join([base.rstrip("/"), *parts])
@@ -414,6 +375,9 @@ def format_spec(spec: JobSpec) -> str:
         for key, value in values.items():
             if value is None:
                 lines.append(f"# {key} is not set")
+            elif key == "storage_options":   # may hold credentials: names only
+                shown = ", ".join(f"{name} = \"***\"" for name in value)
+                lines.append(f"{key} = {{ {shown} }}" if value else f"{key} = {{}}")
             else:
                 lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")

@@ -60,7 +60,8 @@ class Option:
     key : str
         ``section.key`` as in a job spec (``predict.top`` for options of one command only).
     type : type
-        ``int``, ``float``, ``str``, ``bool`` or ``list`` (a list of strings).
+        ``int``, ``float``, ``str``, ``bool``, ``list`` (a list of strings) or ``dict`` (a
+        table of settings).
     default : object
         The default (``MISSING``: required); ``None`` means "not set".
     help : str
@@ -99,6 +100,8 @@ class Option:
             if self.nullable or self.default is None:
                 return None
             raise OptionError(self.key, f"must be {self.expected()}, not nothing")
+        if self.type is dict:
+            return self._check_table(value)
         if self.type is list:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise OptionError(self.key, f"must be a list such as [\"a\", \"b\"], not "
@@ -143,9 +146,16 @@ class Option:
         if self.expected_text:
             return self.expected_text
         names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-                 list: "a list"}
+                 list: "a list", dict: "a table of KEY = VALUE settings"}
         kinds = [repr(w) for w in self.words] + [names[self.type]]
         return " or ".join(kinds)
+
+    def _check_table(self, value: Any) -> dict:
+        """A table (the command line builds it from ``KEY=VALUE`` items) as a dict."""
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            # The value itself is not shown: it may hold a secret.
+            raise OptionError(self.key, f"must be {self.expected()}, not a {type(value).__name__}")
+        return dict(value)
 
     def _check_choice(self, item: Any) -> None:
         if self.choices is not None and item not in self.choices:
@@ -185,6 +195,8 @@ OPTIONS: dict[str, Option] = _options(
     Option("data.split", str, "official",
            "FMA's ('set', 'split') or the study's stratified 80/10/10", choices=SPLITS),
     Option("data.seed", int, 42, "seed of the stratified split"),
+    Option("data.storage_options", dict, {}, "fsspec options of a URL data folder "
+           "(credentials, endpoint_url ...); besides them the environment's AWS_* apply"),
     Option("data.generate_sample", bool, False,
            "write an FMA-shaped sample into dir if it has none"),
     Option("data.sample_tracks_per_genre", int, 10, "good clips per genre of the sample",
@@ -264,6 +276,7 @@ OPTIONS: dict[str, Option] = _options(
     Option("cnn.device", str, "auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES),
     Option("cnn.seed", int, 0, "seed of initial weights, shuffling and segment offsets"),
     Option("output.dir", str, MISSING, "run directory (local path or fsspec URL)", path=True),
+    Option("output.storage_options", dict, {}, "fsspec options of a URL run directory"),
     Option("output.overwrite", bool, False, "redo stages whose outputs were made with other "
            "parameters, deleting only files fmadask wrote (default: refuse)"),
     Option("sample.force", bool, False, "write into a folder that is not empty (files of the "
@@ -280,7 +293,7 @@ def check(key: str, value: Any) -> Any:
 def default(key: str) -> Any:
     """The default of option ``key`` (a fresh copy of a list)."""
     value = OPTIONS[key].default
-    return list(value) if isinstance(value, list) else value
+    return type(value)(value) if isinstance(value, (list, dict)) else value
 
 
 # ------------------------------------------------------------------------- command line
@@ -334,7 +347,7 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
             if isinstance(value, str):
                 setattr(args, dest, OPTIONS[key].parse(value))
             elif value is not None:
-                OPTIONS[key].check(value)
+                setattr(args, dest, OPTIONS[key].check(value))
         except OptionError as exc:
             raise exc.named(flag) from None
     return args
@@ -355,6 +368,6 @@ def spec_field(key: str) -> Any:
     """A dataclass field of a job spec section with option ``key``'s default and rules."""
     opt = OPTIONS[key]
     meta = {"option": opt}
-    if isinstance(opt.default, list):
+    if isinstance(opt.default, (list, dict)):
         return dataclasses.field(default_factory=lambda k=key: default(k), metadata=meta)
     return dataclasses.field(default=opt.default, metadata=meta)

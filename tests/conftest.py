@@ -22,3 +22,95 @@ def local_client() -> Iterator["distributed.Client"]:  # noqa: F821
 
     with get_client(workers=2, quiet=True) as client:
         yield client
+
+
+# --------------------------------------------------------------------- object storage servers
+
+#: Credentials of the test S3 server (moto accepts any; "bad" ones are refused by the tests'
+#: own checks against a second set, see test_storage).
+S3_KEY, S3_SECRET = "testing-key", "testing-secret"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts connections on 127.0.0.1:``port``."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class S3Server:
+    """moto's standalone S3 server in a subprocess on 127.0.0.1 (stoppable and restartable)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        moto = Path(sys.executable).with_name("moto_server")
+        self.process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+    @property
+    def options(self) -> dict:
+        """fsspec storage options reaching this server."""
+        return {"key": S3_KEY, "secret": S3_SECRET, "endpoint_url": self.endpoint}
+
+    @property
+    def env(self) -> dict:
+        """The standard environment variables reaching this server."""
+        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+                "AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def filesystem(self):
+        """A fresh s3fs filesystem on this server (no cached listings)."""
+        import s3fs
+
+        return s3fs.S3FileSystem(skip_instance_cache=True, **self.options)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 server (moto's standalone server) on 127.0.0.1 for the session."""
+    server = S3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_sample(s3_server: S3Server, sample_dir: Path) -> str:
+    """The generated sample uploaded to a bucket: its ``s3://`` URL."""
+    fs = s3_server.filesystem()
+    fs.mkdir("fma-sample")
+    fs.put(f"{sample_dir}/", "fma-sample/fma/", recursive=True)
+    return "s3://fma-sample/fma"

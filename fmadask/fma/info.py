@@ -1,16 +1,21 @@
 """What an FMA download holds: tracks per subset, split and genre, and audio missing on disk."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from fmadask import storage
 from fmadask.fma.layout import SUBSETS
 from fmadask.fma.metadata import load_tracks
 from fmadask.fma.tracks import track_table
 
 
-def dataset_info(data_dir: str | Path, subset: str = "small") -> dict[str, object]:
+def dataset_info(data_dir: str | Path, subset: str = "small",
+                 storage_options: Mapping[str, Any] | None = None) -> dict[str, object]:
     """Summarise an FMA data folder.
 
     Parameters
@@ -19,6 +24,8 @@ def dataset_info(data_dir: str | Path, subset: str = "small") -> dict[str, objec
         Folder holding ``fma_metadata/`` and the ``fma_<subset>/`` audio folders.
     subset : str
         The subset whose genres, splits and audio files are counted.
+    storage_options : mapping, optional
+        fsspec options when ``data_dir`` is a URL.
 
     Returns
     -------
@@ -28,11 +35,17 @@ def dataset_info(data_dir: str | Path, subset: str = "small") -> dict[str, objec
         ``excluded_no_genre``: tracks of ``subset`` without a single top-level genre;
         ``missing_audio``: ids of tracks of ``subset`` whose mp3 is not on disk.
     """
-    tracks = load_tracks(data_dir)
+    tracks = load_tracks(data_dir, storage_options)
     nested = {s: int((tracks["set", "subset"] <= s).sum()) for s in SUBSETS}
-    table = track_table(data_dir, subset)
+    table = track_table(data_dir, subset, storage_options=storage_options)
     genres = pd.crosstab(table["genre_top"], table["split"], margins=True, margins_name="total")
-    missing = [int(t) for t, p in table["path"].items() if not Path(p).is_file()]
+    if storage.is_url(data_dir):
+        # One request per object; a few at a time hide the round trips.
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            present = list(pool.map(lambda p: storage.isfile(p, storage_options), table["path"]))
+    else:
+        present = [Path(p).is_file() for p in table["path"]]
+    missing = [int(t) for t, ok in zip(table.index, present) if not ok]
     return {"subsets": nested, "genres": genres,
             "excluded_no_genre": table.attrs["excluded_no_genre"], "missing_audio": missing}
 

@@ -15,10 +15,15 @@ files works on ours and vice versa.
 from __future__ import annotations
 
 import ast
+import io
+import posixpath
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.fma.layout import AUDIO_SUBSETS, SUBSETS, check_subset, metadata_path
 
@@ -36,17 +41,31 @@ _CATEGORY_COLUMNS = [("track", "genre_top"), ("track", "license"), ("album", "ty
 GENRE_COLUMNS = ["#tracks", "parent", "title", "top_level"]
 
 
-def _resolve(path_or_dir: str | Path, name: str) -> Path:
+Options = Mapping[str, Any] | None
+
+
+def _resolve(path_or_dir: str | Path, name: str, storage_options: Options = None) -> str | Path:
     """Accept either the file itself or a folder holding it (or holding ``fma_metadata/``)."""
+    if storage.is_url(path_or_dir):
+        if storage.name(path_or_dir) == name and storage.isfile(path_or_dir, storage_options):
+            return path_or_dir
+        return metadata_path(path_or_dir, name, storage_options)
     path = Path(path_or_dir)
     if path.is_file():
         return path
     return metadata_path(path, name)
 
 
-def _read_csv(path: Path, header: list[int]) -> pd.DataFrame:
+def _read_csv(path: str | Path, header: list[int], storage_options: Options = None
+              ) -> pd.DataFrame:
+    source: Any = path
+    if storage.is_url(path):
+        try:   # read whole (retried): metadata files are small next to the audio
+            source = io.BytesIO(storage.read_bytes(path, storage_options))
+        except FileNotFoundError:
+            raise DataError(f"{storage.redact(path)} not found: pass the right folder") from None
     try:
-        return pd.read_csv(path, index_col=0, header=header, low_memory=False)
+        return pd.read_csv(source, index_col=0, header=header, low_memory=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, IndexError) as exc:
         raise DataError(f"{path} is not a readable FMA CSV file ({exc.__class__.__name__}): "
                         "re-download it with 'fmadask fetch metadata'") from None
@@ -75,14 +94,14 @@ def parse_list(value: object) -> list:
 _TRACKS_HEADER_ROWS = 3
 
 
-def _where(path: Path, position: int, track_id: object, column: tuple[str, str] | None) -> str:
+def _where(path: str | Path, position: int, track_id: object, column: tuple[str, str] | None) -> str:
     """``'tracks.csv line 7 (track_id 42), column track.genres'``: a cell the user can find."""
     line = position + _TRACKS_HEADER_ROWS + 1
     cell = f", column {column[0]}.{column[1]}" if column else ""
     return f"{path} line {line} (track_id {track_id}){cell}"
 
 
-def _check_ids(tracks: pd.DataFrame, path: Path) -> pd.Index:
+def _check_ids(tracks: pd.DataFrame, path: str | Path) -> pd.Index:
     """The index as int64, or a DataError naming the first blank, non-integral or repeated id."""
     raw = tracks.index
     ids = pd.to_numeric(pd.Series(raw, dtype="object"), errors="coerce")
@@ -103,7 +122,7 @@ def _check_ids(tracks: pd.DataFrame, path: Path) -> pd.Index:
     return pd.Index(ids.to_numpy(), dtype="int64", name="track_id")
 
 
-def _parse_lists(tracks: pd.DataFrame, column: tuple[str, str], path: Path) -> pd.Series:
+def _parse_lists(tracks: pd.DataFrame, column: tuple[str, str], path: str | Path) -> pd.Series:
     values = []
     for pos, cell in enumerate(tracks[column].to_numpy()):
         try:
@@ -114,7 +133,7 @@ def _parse_lists(tracks: pd.DataFrame, column: tuple[str, str], path: Path) -> p
     return pd.Series(values, index=tracks.index, name=column)
 
 
-def _check_cells(tracks: pd.DataFrame, path: Path) -> None:
+def _check_cells(tracks: pd.DataFrame, path: str | Path, storage_options: Options = None) -> None:
     """Every track has a subset and a split, and a genre_top that is a top-level genre of the
     genres.csv next to tracks.csv (when there is one): a file cut mid-row fails here."""
     for column in (("set", "subset"), ("set", "split")):
@@ -123,27 +142,31 @@ def _check_cells(tracks: pd.DataFrame, path: Path) -> None:
             pos = int(blank.nonzero()[0][0])
             raise DataError(f"{_where(path, pos, tracks.index[pos], column)} is empty (a file "
                             "cut short?): re-download it with 'fmadask fetch metadata'")
-    genres_path = path.with_name("genres.csv")
-    if not genres_path.is_file():
+    genres_path = storage.join(posixpath.dirname(str(path)) if storage.is_url(path)
+                               else Path(path).parent, "genres.csv")
+    if not storage.isfile(genres_path, storage_options):
         return
-    genres = load_genres(genres_path)
+    genres = load_genres(genres_path, storage_options)
     titles = set(genres.loc[genres["parent"] == 0, "title"].astype(str))
     given = tracks["track", "genre_top"]
     unknown = (given.notna() & ~given.astype(str).isin(titles)).to_numpy()
     if unknown.any():
         pos = int(unknown.nonzero()[0][0])
         raise DataError(f"{_where(path, pos, tracks.index[pos], ('track', 'genre_top'))}: "
-                        f"{given.iloc[pos]!r} is not a top-level genre of {genres_path.name} "
+                        f"{given.iloc[pos]!r} is not a top-level genre of {storage.name(genres_path)} "
                         "(a damaged file?): re-download it with 'fmadask fetch metadata'")
 
 
-def load_tracks(path_or_dir: str | Path) -> pd.DataFrame:
+def load_tracks(path_or_dir: str | Path, storage_options: Options = None) -> pd.DataFrame:
     """Load FMA's ``tracks.csv``.
 
     Parameters
     ----------
     path_or_dir : str or Path
-        The file, the ``fma_metadata`` folder, or the data folder holding ``fma_metadata/``.
+        The file, the ``fma_metadata`` folder, or the data folder holding ``fma_metadata/``;
+        a local path or an fsspec URL.
+    storage_options : mapping, optional
+        fsspec options of a URL (credentials, endpoint).
 
     Returns
     -------
@@ -161,8 +184,8 @@ def load_tracks(path_or_dir: str | Path) -> pd.DataFrame:
         or a genre_top that is not a top-level genre of the genres.csv beside it (all three
         are what a file cut mid-row looks like). The message names the line and column.
     """
-    path = _resolve(path_or_dir, "tracks.csv")
-    tracks = _read_csv(path, header=[0, 1])
+    path = _resolve(path_or_dir, "tracks.csv", storage_options)
+    tracks = _read_csv(path, header=[0, 1], storage_options=storage_options)
     if not isinstance(tracks.columns, pd.MultiIndex):
         raise DataError(f"{path} is not FMA's tracks.csv: expected two header rows "
                         "(e.g. 'set','subset')")
@@ -171,7 +194,7 @@ def load_tracks(path_or_dir: str | Path) -> pd.DataFrame:
         names = ", ".join(f"{a}.{b}" for a, b in missing)
         raise DataError(f"{path} is not FMA's tracks.csv: missing columns {names}")
     tracks.index = _check_ids(tracks, path)
-    _check_cells(tracks, path)
+    _check_cells(tracks, path, storage_options)
     for column in _LIST_COLUMNS:
         if column in tracks.columns:
             tracks[column] = _parse_lists(tracks, column, path)
@@ -189,13 +212,13 @@ def load_tracks(path_or_dir: str | Path) -> pd.DataFrame:
     return tracks
 
 
-def load_genres(path_or_dir: str | Path) -> pd.DataFrame:
+def load_genres(path_or_dir: str | Path, storage_options: Options = None) -> pd.DataFrame:
     """Load FMA's ``genres.csv``: index ``genre_id``; columns ``#tracks, parent, title, top_level``.
 
     ``parent`` is 0 for a top-level genre; ``top_level`` is the id of the genre's root.
     """
-    path = _resolve(path_or_dir, "genres.csv")
-    genres = _read_csv(path, header=[0])
+    path = _resolve(path_or_dir, "genres.csv", storage_options)
+    genres = _read_csv(path, header=[0], storage_options=storage_options)
     missing = [c for c in GENRE_COLUMNS if c not in genres.columns]
     if missing or genres.index.name != "genre_id":
         raise DataError(f"{path} is not FMA's genres.csv: expected columns genre_id, "

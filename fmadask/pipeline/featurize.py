@@ -45,10 +45,10 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +58,7 @@ from fmadask.cluster import gpu_workers, lost_scheduler_error, scheduler_lost, w
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import NpyShard, remove_temp_files, write_json, write_parquet
 from fmadask.lock import RunLock
+from fmadask.storage import StoreUnavailable, redact, resolve
 from fmadask.options import OptionError, check, default
 from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA,
                                      JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
@@ -162,8 +163,11 @@ def _errors_table(rows: list[tuple[int, str, str, str]]) -> pa.Table:
     return _table(ERRORS_SCHEMA, {name: [row[j] for row in rows] for j, name in enumerate(names)})
 
 
-def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams) -> int:
-    """Featurize ``tracks`` and write the partition's files; return the number of failed tracks."""
+def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams,
+                     storage_options: Mapping[str, Any] | None = None) -> int:
+    """Featurize ``tracks`` and write the partition's files; return the number of failed tracks.
+
+    ``storage_options`` are the fsspec options of the data folder when it is a URL."""
     from fmadask.audio import load_audio
     from fmadask.features import FEATURE_COLUMNS, fma_features
 
@@ -182,7 +186,10 @@ def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams)
     try:
         for track in tracks:
             try:
-                y, sr = load_audio(track.path, sr=job.sr, max_seconds=job.max_seconds)
+                y, sr = load_audio(track.path, sr=job.sr, max_seconds=job.max_seconds,
+                                   storage_options=storage_options)
+            except StoreUnavailable:  # not the track's fault: the partition is redone later
+                raise
             except Exception as exc:  # every bad track is recorded, none stops the job
                 errors.append(_error_row(track, "decode", exc))
                 continue
@@ -217,7 +224,8 @@ def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams)
     return len({row[0] for row in errors})
 
 
-def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams) -> list[dict]:
+def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
+                        storage_options: Mapping[str, Any] | None = None) -> list[dict]:
     """The task of one partition: featurize its tracks unless its files are already complete.
 
     Parameters
@@ -228,6 +236,9 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams) -> li
         The run directory.
     job : JobParams
         What to compute.
+    storage_options : mapping, optional
+        fsspec options of the data folder (a task argument, so workers need no shared config;
+        never written anywhere).
 
     Returns
     -------
@@ -246,7 +257,7 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams) -> li
         return [stats]
     start = time.perf_counter()
     try:
-        stats["failed"] = _write_partition(tracks, files, job)
+        stats["failed"] = _write_partition(tracks, files, job, storage_options)
     except OSError as exc:
         # The disk is full or the folder unwritable: the partition failed, say why (retrying
         # elsewhere would fail the same way, and the worker need not log a traceback).
@@ -463,7 +474,8 @@ class _RunStats:
 
 
 def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Path,
-             job: JobParams, progress: bool, stats: _RunStats) -> None:
+             job: JobParams, progress: bool, stats: _RunStats,
+             storage_options: Mapping[str, Any] | None = None) -> None:
     """Warm the workers, run the bag of ``todo`` tracks, collect per-partition results."""
     import dask.bag as db
     from distributed import as_completed
@@ -481,7 +493,8 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
     # ``todo`` holds whole partitions in order (only the last partition can be short), so
     # chunks of ``partition_size`` are exactly the planned partitions; the task checks it.
     bag = db.from_sequence(todo, partition_size=partition_size)
-    tasks = bag.map_partitions(featurize_partition, str(run_dir), job).to_delayed()
+    tasks = bag.map_partitions(featurize_partition, str(run_dir), job,
+                               dict(storage_options or {})).to_delayed()
     start = time.perf_counter()
     futures = client.compute(tasks, retries=1, workers=workers)
     with tqdm(total=len(todo), unit="track", desc="featurize", disable=not progress,
@@ -553,14 +566,16 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                   overwrite: bool = False, max_seconds: float | None = DEFAULT_MAX_SECONDS,
                   split: str = "official", seed: int = 42, progress: bool = True,
                   file: IO[str] | None = None, scheduler: str | None = None,
-                  workers: int | None = None, mel_device: str = "cpu") -> dict:
+                  workers: int | None = None, mel_device: str = "cpu",
+                  storage_options: Mapping[str, Any] | None = None) -> dict:
     """Featurize the tracks of an FMA subset on a Dask cluster into ``out``.
 
     Parameters
     ----------
     data_dir : str or Path
-        FMA data folder (``fma_metadata/``, ``fma_<subset>/``); must be readable by the workers
-        at the same path.
+        FMA data folder (``fma_metadata/``, ``fma_<subset>/``): a path the workers can read at
+        the same place, or an fsspec URL (``s3://``, ``gs://``, ``https://``) that each worker
+        reads itself.
     subset : {'small', 'medium', 'large', 'full'}
         Which tracks (FMA's nesting).
     out : str or Path
@@ -595,6 +610,9 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
     mel_device : {'cpu', 'cuda'}
         Where log-mels are computed: librosa on the CPU (the reference), or torch on the
         workers' GPU (:mod:`fmadask.torchmel`; only GPU workers then take partitions).
+    storage_options : mapping, optional
+        fsspec options of a URL ``data_dir`` (credentials, endpoint); besides them the standard
+        environment (``AWS_*``) applies. Never printed or recorded.
 
     Returns
     -------
@@ -621,9 +639,10 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
     mel = MelParams() if "spectrograms" in what else None
     job = JobParams(sr=sr, what=what, max_seconds=max_seconds, mel=mel,
                     mel_device=mel_device if mel else "cpu")
-    table = track_table(data_dir, subset=subset, split=split, seed=seed)
+    table = track_table(data_dir, subset=subset, split=split, seed=seed,
+                        storage_options=storage_options)
     if table.empty:
-        raise DataError(f"{data_dir}: no track of subset {subset!r} has a top-level genre: check "
+        raise DataError(f"{redact(data_dir)}: no track of subset {subset!r} has a top-level genre: check "
                         "the data folder and --subset")
     n_partitions = max(1, math.ceil(len(table) / partition_size))
     if n_partitions > MAX_PARTITIONS:
@@ -639,7 +658,7 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         "tracks_sha256": _tracks_digest(table)}
     record = {
         "params": json.loads(json.dumps(params)),
-        "data_dir": str(Path(data_dir).resolve()),
+        "data_dir": redact(resolve(data_dir)),
         "plan": {"tracks": len(table), "partitions": n_partitions,
                  "first_track_ids": [int(t) for t in ids[::partition_size]]},
         "versions": _versions(), "decoders": None, "summary": None}
@@ -671,7 +690,8 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                     write_json(_mel_record(mel, sr, record["decoders"], job.mel_device),
                                run_dir / MEL_PARAMS_FILE)
                 write_json(record, run_dir / JOB_FILE)
-                _compute(client, todo, partition_size, run_dir, job, progress, stats)
+                _compute(client, todo, partition_size, run_dir, job, progress, stats,
+                         storage_options)
         elif not (run_dir / JOB_FILE).is_file():
             write_json(record, run_dir / JOB_FILE)
         else:

@@ -1,0 +1,247 @@
+"""Where fmadask reads and writes: a local path or an fsspec URL (``s3://``, ``gs://``,
+``https://`` for read-only data, ``file://``, ``memory://``).
+
+Local paths keep their plain :mod:`pathlib` code paths everywhere (same bytes, same fsync and
+rename); only URLs go through fsspec. Credentials and endpoints come the standard way: the
+environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` ... read by
+botocore), fsspec's own configuration, and ``storage_options`` (the job spec's ``[data]`` /
+``[output] storage_options``, the command line's ``--storage-option KEY=VALUE``), passed to the
+filesystem as keyword arguments. Those options are secrets: they are handed to the workers as
+task arguments but never printed, logged or written to a run folder; :func:`redact` removes any
+``user:password@`` from a URL before it is shown or recorded.
+
+Objects are written whole (one PUT), so a reader never sees half an object; the completion
+record of a partition is written after its files, exactly as on disk.
+"""
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fmadask.errors import ConfigError, DataError
+
+T = TypeVar("T")
+
+#: Attempts of a read that failed on a transient error (a reset connection, a timeout, a 5xx).
+ATTEMPTS = 4
+#: Seconds before the first retry; doubled each time.
+BACKOFF_S = 0.5
+
+
+def is_url(location: str | Path) -> bool:
+    """True for fsspec URLs such as ``s3://bucket/x`` (a Windows drive letter is not one)."""
+    if isinstance(location, Path):
+        return False
+    scheme, sep, _ = str(location).partition("://")
+    return bool(sep) and len(scheme) > 1
+
+
+def local_path(location: str | Path) -> Path | None:
+    """The local path of ``location`` (plain or ``file://``), or None for other URLs."""
+    if not is_url(location):
+        return Path(location).expanduser().resolve()
+    if str(location).startswith("file://"):
+        return Path(str(location)[len("file://"):]).resolve()
+    return None
+
+
+def redact(location: str | Path) -> str:
+    """``location`` as text without any ``user:password@`` part (safe to print and record)."""
+    return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1", str(location))
+
+
+def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``['anon=true', 'client_kwargs.region_name=eu-west-1']`` as a nested dict.
+
+    ``true``/``false`` become booleans and whole numbers integers; a dotted key builds nested
+    dicts (fsspec's ``client_kwargs`` and ``config_kwargs`` take them).
+
+    Raises
+    ------
+    ConfigError
+        An item is not ``KEY=VALUE``.
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"storage option {pair.split('=')[0]!r} is not KEY=VALUE, e.g. "
+                              "--storage-option anon=true")
+        value: Any = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        elif re.fullmatch(r"-?\d+", text):
+            value = int(text)
+        *parents, leaf = key.strip().split(".")
+        node = options
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"storage option {key!r} conflicts with {name!r}")
+        node[leaf] = value
+    return options
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """``(fsspec filesystem, path inside it)`` of a URL, or a one-line ConfigError."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    except ImportError as exc:
+        extra = "s3" if url.startswith(("s3://", "s3a://")) else None
+        hint = f"pip install 'fmadask[{extra}]'" if extra else f"install the package it names ({exc})"
+        raise ConfigError(f"{redact(url)}: no fsspec driver for this protocol: {hint}") from None
+    except (ValueError, TypeError) as exc:  # unknown protocol or option
+        raise ConfigError(f"{redact(url)}: {exc}") from None
+
+
+def join(location: str | Path, *parts: str) -> str | Path:
+    """``location / parts``: a Path for a local path, a URL string for a URL."""
+    if is_url(location):
+        return posixpath.join(str(location).rstrip("/"), *parts)
+    return Path(location).joinpath(*parts)
+
+
+def name(location: str | Path) -> str:
+    """The last component of a path or URL."""
+    return posixpath.basename(str(location).rstrip("/")) if is_url(location) else Path(location).name
+
+
+def resolve(location: str | Path) -> str | Path:
+    """An absolute local path, or the URL unchanged."""
+    return str(location) if is_url(location) else Path(location).resolve()
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says a store failed (an OSError, or botocore's own exceptions, which
+    s3fs lets through for connection failures)."""
+    return isinstance(exc, OSError) or type(exc).__module__.startswith("botocore")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a read failed for a reason that may pass (network, timeout, server error)."""
+    if type(exc).__module__.startswith("botocore"):
+        # Connection failures and timeouts; not signature, credential or parameter errors.
+        return any(c.__name__ in ("ConnectionError", "HTTPClientError")
+                   for c in type(exc).__mro__)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
+                        NotADirectoryError, FileExistsError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+        return True
+    try:
+        import aiohttp
+    except ImportError:
+        aiohttp = None
+    if aiohttp is not None and isinstance(exc, aiohttp.ClientError):
+        return not isinstance(exc, aiohttp.ClientResponseError) or exc.status >= 500
+    return isinstance(exc, OSError) and not isinstance(exc, (ValueError,))
+
+
+def with_retries(action: Callable[[], T], attempts: int = ATTEMPTS,
+                 backoff_s: float = BACKOFF_S) -> T:
+    """``action()``, retried with exponential backoff while it fails transiently."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(backoff_s * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+class StoreUnavailable(DataError):
+    """A store could not be reached or refused the request (network, credentials, bucket).
+
+    Unlike a bad file this is no property of a track: a job stops the partition (to be redone
+    by a re-run) instead of recording the track as bad."""
+
+
+def unreachable(location: str | Path, exc: BaseException) -> StoreUnavailable:
+    """The one-line error of a store that refused or could not be reached."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return StoreUnavailable(f"cannot reach {redact(location)} ({type(exc).__name__}: {reason}): check "
+                     "the URL, the bucket, credentials (AWS_* variables or --storage-option) "
+                     "and the endpoint (AWS_ENDPOINT_URL)")
+
+
+def isfile(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether a local file or an object exists (an unreachable store is a DataError)."""
+    if not is_url(location):
+        return Path(location).is_file()
+    try:
+        # info, not fs.isfile: that one answers False when the store cannot be reached.
+        return info(location, storage_options).get("type") == "file"
+    except FileNotFoundError:
+        return False
+
+
+def exists(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether a local path or URL exists (an unreachable store is a DataError)."""
+    local = local_path(location)
+    if local is not None:
+        return local.exists()
+    try:
+        info(location, storage_options)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def guarded(location: str | Path, action: Callable[[], T]) -> T:
+    """``action()`` on a store, retried while it fails transiently; FileNotFoundError passes
+    through, other store failures become :class:`StoreUnavailable`, options the store does not
+    take a ConfigError."""
+    try:
+        return with_retries(action)
+    except FileNotFoundError:
+        raise
+    except TypeError as exc:     # fsspec passes unknown options on until the first request
+        raise ConfigError(f"{redact(location)}: a storage option is not accepted ({exc})"
+                          ) from None
+    except Exception as exc:
+        if not is_store_error(exc):
+            raise
+        raise unreachable(location, exc) from None
+
+
+def info(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict:
+    """fsspec's ``info`` of a URL (``type``, ``size`` ...); FileNotFoundError if absent."""
+    fs, path = filesystem(str(location), storage_options)
+    return guarded(location, lambda: fs.info(path))
+
+
+def read_bytes(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    """The whole content of a local file or an object (retried on transient errors).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file or object.
+    StoreUnavailable
+        Any other failure of a store, after :data:`ATTEMPTS` tries when it looked transient.
+    """
+    if not is_url(location):
+        return Path(location).read_bytes()
+    fs, path = filesystem(str(location), storage_options)
+    return guarded(location, lambda: fs.cat_file(path))
+
+
+def size(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> int:
+    """Size in bytes of a local file or an object (FileNotFoundError if there is none)."""
+    if not is_url(location):
+        return Path(location).stat().st_size
+    found = info(location, storage_options)
+    if found.get("type") == "directory":
+        raise IsADirectoryError(str(location))
+    return int(found["size"])
+

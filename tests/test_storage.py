@@ -1,0 +1,162 @@
+"""Object storage: the data folder read from a real S3 server (moto's) and a plain HTTP server.
+
+The servers run on 127.0.0.1 as separate processes or threads; nothing is mocked.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmadask import storage
+from fmadask.audio import load_audio
+from fmadask.cli import main
+from fmadask.errors import ConfigError
+from fmadask.fma.tracks import track_table
+
+
+# ------------------------------------------------------------------------------ unit parts
+
+
+def test_storage_options_parse_nested_typed_and_refuse_non_pairs() -> None:
+    got = storage.parse_storage_options(["anon=true", "client_kwargs.region_name=eu-west-1",
+                                         "max_concurrency=4", "endpoint_url=http://h:9000/x=y"])
+    assert got == {"anon": True, "client_kwargs": {"region_name": "eu-west-1"},
+                   "max_concurrency": 4, "endpoint_url": "http://h:9000/x=y"}
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        storage.parse_storage_options(["anon"])
+
+
+def test_redact_removes_credentials_from_urls_only() -> None:
+    assert storage.redact("s3://AKIA:sEcReT@bucket/fma") == "s3://bucket/fma"
+    assert storage.redact("https://user:pw@host/fma") == "https://host/fma"
+    assert storage.redact("/data/a@b/fma") == "/data/a@b/fma"
+
+
+def test_join_keeps_local_paths_as_paths() -> None:
+    assert storage.join(Path("/d"), "fma_small", "000") == Path("/d/fma_small/000")
+    assert storage.join("s3://b/fma/", "fma_small", "000") == "s3://b/fma/fma_small/000"
+
+
+def test_storage_option_flag_error_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["info", "s3://b/fma", "--storage-option", "anon"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--storage-option" in err and "KEY=VALUE" in err
+
+
+# ------------------------------------------------------------------------------------- S3
+
+
+def _features(summary_dir: Path) -> pd.DataFrame:
+    from fmadask.pipeline.rundir import read_features
+
+    return read_features(summary_dir)
+
+
+def test_info_from_s3_equals_local(s3_server, s3_sample, sample_dir, monkeypatch,
+                                   capsys) -> None:
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["info", str(sample_dir)]) == 0
+    local = capsys.readouterr().out
+    assert main(["info", s3_sample]) == 0
+    remote = capsys.readouterr().out
+    assert "missing" in remote.lower() or "genre" in remote.lower()
+    assert remote == local
+
+
+def test_track_table_and_decode_from_s3_equal_local(s3_server, s3_sample, sample_dir) -> None:
+    local = track_table(sample_dir)
+    remote = track_table(s3_sample, storage_options=s3_server.options)
+    pd.testing.assert_frame_equal(local.drop(columns="path"), remote.drop(columns="path"))
+    assert remote["path"].iloc[0].startswith("s3://fma-sample/fma/fma_small/")
+    for tid in local.index[:3]:
+        y_local, sr_local = load_audio(local.loc[tid, "path"])
+        y_remote, sr_remote = load_audio(remote.loc[tid, "path"],
+                                         storage_options=s3_server.options)
+        assert sr_remote == sr_local
+        np.testing.assert_array_equal(y_remote, y_local)   # the same decoder, bit for bit
+
+
+def test_featurize_reads_s3_on_workers_and_equals_local(s3_server, s3_sample, sample_dir,
+                                                        local_client, tmp_path) -> None:
+    """Workers (separate processes, no AWS_* in their environment) read the mp3s from S3 with
+    the storage options passed as task arguments; the features equal a local run's."""
+    from fmadask.pipeline import run_featurize
+
+    kwargs = dict(client=local_client, what=["features"], partition_size=16, progress=False)
+    run_featurize(sample_dir, out=tmp_path / "local", **kwargs)
+    run_featurize(s3_sample, out=tmp_path / "s3", storage_options=s3_server.options, **kwargs)
+    pd.testing.assert_frame_equal(_features(tmp_path / "s3"), _features(tmp_path / "local"))
+    job = (tmp_path / "s3" / "featurize.json").read_text()
+    assert s3_sample in job
+    assert s3_server.options["secret"] not in job and s3_server.options["key"] not in job
+
+
+def test_bad_credentials_and_missing_bucket_end_in_one_line(s3_server, s3_sample,
+                                                            capsys) -> None:
+    endpoint = f"endpoint_url={s3_server.endpoint}"
+    # moto accepts any key unless told otherwise; a missing bucket is refused by any server.
+    assert main(["info", "s3://no-such-bucket/fma", "--storage-option", endpoint,
+                 "--storage-option", "key=k", "--storage-option", "secret=s"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "s3://no-such-bucket/fma" in err and "Traceback" not in err
+    assert main(["info", s3_sample, "--storage-option", "endpoint_url=http://127.0.0.1:1",
+                 "--storage-option", "key=k", "--storage-option", "secret=TOPSECRET",
+                 "--storage-option", "config_kwargs.retries.max_attempts=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach" in err and "TOPSECRET" not in err
+
+
+# ----------------------------------------------------------------------------------- HTTP
+
+
+class _FlakyHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder read-only; the first GET of every mp3 fails with 503 (a transient
+    server error), so a reader that does not retry fails."""
+
+    failed: set[str] = set()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.endswith(".mp3") and self.path not in self.failed:
+            self.failed.add(self.path)
+            self.send_error(503, "busy")
+            return
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_sample(sample_dir: Path) -> Iterator[str]:
+    """The sample served read-only by a plain (flaky) HTTP server on 127.0.0.1."""
+    handler = functools.partial(_FlakyHandler, directory=str(sample_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_style_data_folder_reads_with_retries(http_sample, sample_dir) -> None:
+    local = track_table(sample_dir)
+    remote = track_table(http_sample)
+    pd.testing.assert_frame_equal(local.drop(columns="path"), remote.drop(columns="path"))
+    tid = local.index[0]
+    y_remote, _ = load_audio(remote.loc[tid, "path"])    # its first GET answers 503
+    y_local, _ = load_audio(local.loc[tid, "path"])
+    np.testing.assert_array_equal(y_remote, y_local)
+    assert remote.loc[tid, "path"].split("127.0.0.1")[1].split("/", 1)[1] in \
+        {p.lstrip("/") for p in _FlakyHandler.failed}
