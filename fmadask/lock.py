@@ -9,9 +9,11 @@ writer finds it and is refused with one line naming the holder. The lock file ho
 
 Where the lock lives is behind :class:`LockStore`, a store that can *create a name only if it
 does not exist yet*, read it and delete it. :class:`LocalLockStore` does that on a file system
-with ``open(O_CREAT | O_EXCL)``, which is atomic on local disks and on NFSv3+; an object-storage
-store does the same with a conditional PUT (``If-None-Match: *`` on S3 and GCS) and plugs in via
-:func:`lock_store`.
+with ``open(O_CREAT | O_EXCL)``, which is atomic on local disks and on NFSv3+;
+:class:`ObjectLockStore` does the same on object storage with a conditional PUT
+(``If-None-Match: *``, which S3 has honoured since August 2024, and GCS, MinIO and moto too):
+the store itself decides which of two concurrent creators wins. :func:`lock_store` picks one
+by the folder's form (a path or a URL).
 
 A lock whose holder is dead is *stale*. On the same host fmadask can tell (the pid no longer
 exists) and takes the lock over; on another host it cannot, and the refusal names the file to
@@ -31,9 +33,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from fmadask import storage
 from fmadask.errors import FmadaskError
 
 #: Name of the lock inside a run folder.
@@ -49,8 +53,8 @@ class LockedError(FmadaskError):
 class LockStore(Protocol):
     """Where a lock lives: create-if-absent, read and delete one name.
 
-    Implementations: :class:`LocalLockStore` (files, ``O_EXCL``). An object store implements
-    ``create`` as a conditional PUT (``If-None-Match: *``).
+    Implementations: :class:`LocalLockStore` (files, ``O_EXCL``) and :class:`ObjectLockStore`
+    (a conditional PUT, ``If-None-Match: *``).
     """
 
     def create(self, name: str, data: bytes) -> bool:
@@ -109,9 +113,73 @@ class LocalLockStore:
         return str(self.folder / name)
 
 
-def lock_store(folder: str | os.PathLike[str]) -> LockStore:
-    """The :class:`LockStore` of a run folder (a local path; object stores plug in here)."""
-    return LocalLockStore(folder)
+class ObjectLockStore:
+    """Lock objects under a run folder URL, created by a conditional PUT.
+
+    Parameters
+    ----------
+    folder : str
+        The run folder's URL (``s3://bucket/runs/r1``).
+    storage_options : mapping, optional
+        fsspec options (credentials, endpoint).
+    """
+
+    def __init__(self, folder: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.folder = folder.rstrip("/")
+        self.fs, self.path = storage.filesystem(self.folder, storage_options)
+
+    def _key(self, name: str) -> str:
+        return f"{self.path.rstrip('/')}/{name}"
+
+    def create(self, name: str, data: bytes) -> bool:
+        def put() -> None:
+            self.fs.pipe_file(self._key(name), data, mode="create")
+        try:
+            storage.guarded(self.where(name), put)
+        except FileExistsError:        # the precondition failed: someone else created it
+            return False
+        except NotImplementedError:
+            raise LockedError(f"{self.folder}: this store cannot create an object only if it "
+                              "is absent, so two writers could not be kept apart: use s3:// "
+                              "(or a local folder) for the run folder") from None
+        return True
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return storage.guarded(self.where(name), lambda: self.fs.cat_file(self._key(name)))
+        except FileNotFoundError:
+            return None
+
+    def delete(self, name: str) -> None:
+        try:
+            storage.guarded(self.where(name), lambda: self.fs.rm_file(self._key(name)))
+        except FileNotFoundError:
+            pass
+        self.fs.invalidate_cache(self._key(name))
+
+    def age(self, name: str) -> float | None:
+        try:
+            info = storage.guarded(self.where(name), lambda: self.fs.info(self._key(name)))
+        except FileNotFoundError:
+            return None
+        modified = info.get("LastModified") or info.get("mtime")
+        if isinstance(modified, datetime.datetime):
+            return time.time() - modified.timestamp()
+        return None
+
+    def where(self, name: str) -> str:
+        return f"{storage.redact(self.folder)}/{name}"
+
+
+def lock_store(folder: str | os.PathLike[str],
+               storage_options: Mapping[str, Any] | None = None) -> LockStore:
+    """The :class:`LockStore` of a run folder: lock files in a local folder, lock objects
+    (conditional PUT) under a URL."""
+    if not storage.is_url(folder):
+        return LocalLockStore(folder)
+    local = storage.local_path(folder)        # a file:// URL
+    return LocalLockStore(local) if local is not None else ObjectLockStore(str(folder),
+                                                                           storage_options)
 
 
 def pid_alive(pid: int) -> bool:
@@ -147,11 +215,14 @@ class RunLock:
         What holds the lock, e.g. ``'fmadask featurize'``; shown to a refused writer.
     store : LockStore, optional
         Where the lock lives (default :func:`lock_store` of ``folder``).
+    storage_options : mapping, optional
+        fsspec options when ``folder`` is a URL.
     """
 
     def __init__(self, folder: str | os.PathLike[str], owner: str = "fmadask",
-                 store: LockStore | None = None) -> None:
-        self.store = store or lock_store(folder)
+                 store: LockStore | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        self.store = store or lock_store(folder, storage_options)
         self.owner = owner
         self.key = self.store.where(LOCK_NAME)
 

@@ -198,12 +198,12 @@ def exists(location: str | Path, storage_options: Mapping[str, Any] | None = Non
 
 
 def guarded(location: str | Path, action: Callable[[], T]) -> T:
-    """``action()`` on a store, retried while it fails transiently; FileNotFoundError passes
-    through, other store failures become :class:`StoreUnavailable`, options the store does not
+    """``action()`` on a store, retried while it fails transiently; FileNotFoundError and
+    FileExistsError (a failed precondition) pass through, other store failures become :class:`StoreUnavailable`, options the store does not
     take a ConfigError."""
     try:
         return with_retries(action)
-    except FileNotFoundError:
+    except (FileNotFoundError, FileExistsError):   # answers, not failures
         raise
     except TypeError as exc:     # fsspec passes unknown options on until the first request
         raise ConfigError(f"{redact(location)}: a storage option is not accepted ({exc})"

@@ -160,3 +160,51 @@ def test_https_style_data_folder_reads_with_retries(http_sample, sample_dir) -> 
     np.testing.assert_array_equal(y_remote, y_local)
     assert remote.loc[tid, "path"].split("127.0.0.1")[1].split("/", 1)[1] in \
         {p.lstrip("/") for p in _FlakyHandler.failed}
+
+
+# ------------------------------------------------------------------------ run-folder lock
+
+
+def test_s3_lock_conditional_create_has_one_winner(s3_server) -> None:
+    """Eight stores race to create the same lock object; the server lets exactly one win."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fmadask.lock import ObjectLockStore
+
+    s3_server.filesystem().mkdir("locks-race")
+    url = "s3://locks-race/runs/r1"
+    stores = [ObjectLockStore(url, s3_server.options) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: stores[i].create(".fmadask.lock", b"%d" % i), range(8)))
+    assert sum(won) == 1
+    assert stores[0].read(".fmadask.lock") == b"%d" % won.index(True)
+    assert stores[0].age(".fmadask.lock") is not None
+
+
+def test_s3_lock_refuses_a_live_holder_and_takes_over_a_dead_one(s3_server) -> None:
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from fmadask.lock import LOCK_NAME, LockedError, ObjectLockStore, RunLock
+
+    s3_server.filesystem().mkdir("locks-holder")
+    url = "s3://locks-holder/runs/r1"
+    store = ObjectLockStore(url, s3_server.options)
+    other = {"owner": "fmadask featurize", "host": "node-elsewhere", "pid": 7, "token": "t"}
+    assert store.create(LOCK_NAME, json.dumps(other).encode())
+    with pytest.raises(LockedError, match="node-elsewhere") as refused:
+        RunLock(url, "fmadask train", storage_options=s3_server.options).acquire()
+    assert f"remove {url}/{LOCK_NAME}" in str(refused.value)
+    store.delete(LOCK_NAME)
+    # A holder on this host whose process is gone is stale: taken over.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = {**other, "host": socket.gethostname(), "pid": dead.pid}
+    assert store.create(LOCK_NAME, json.dumps(stale).encode())
+    with RunLock(url, "fmadask train", storage_options=s3_server.options):
+        holder = json.loads(store.read(LOCK_NAME))
+        assert holder["pid"] == os.getpid() and holder["owner"] == "fmadask train"
+    assert store.read(LOCK_NAME) is None          # released: the object is gone
