@@ -192,7 +192,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     search_models=search_models, scheduler=args.scheduler,
                     workers=args.workers, split_seed=args.split_seed, subset=args.subset,
                     cv=args.cv, distributed_xgb=args.distributed_xgb,
-                    unsupervised=args.unsupervised)
+                    unsupervised=args.unsupervised, storage_options=args.storage_options)
     print(results_markdown(results), end="")
     return 0
 
@@ -231,6 +231,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add_option(p, "classical.unsupervised", "--no-unsupervised", action="store_false",
                dest="unsupervised",
                help="skip the PCA, t-SNE and K-means pictures")
+    _add_storage_options(p)
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_train)
 
@@ -242,7 +243,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not expand_paths(args.audio):
         raise DataError(f"no audio files in {', '.join(args.audio)}: pass mp3 (or other audio) "
                         "files or folders holding them")
-    table = predict(args.model, args.audio)
+    table = predict(args.model, args.audio, storage_options=args.storage_options)
     for line in format_predictions(table, top=args.top):
         print(line, flush=True)
     # Exit status 1 when some files could not be scored (their lines say why).
@@ -261,6 +262,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("audio", metavar="AUDIO_OR_DIR", nargs="+",
                    help="audio files, or folders of them (searched recursively)")
     add_option(p, "predict.top", metavar="N")
+    _add_storage_options(p)
     p.set_defaults(handler=_cmd_predict)
 
 
@@ -314,9 +316,10 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_cnn(args: argparse.Namespace) -> int:
     from fmadask.cluster import get_client
-    from fmadask.dl.launch import format_result, run_cnn
+    from fmadask.dl.launch import check_run_dir, format_result, run_cnn
     from fmadask.dl.config import config_options
 
+    check_run_dir(args.run_dir)     # before a cluster is started
     workers = None if args.scheduler else (args.workers or args.ranks or 2)
     with get_client(args.scheduler, workers=workers) as client:
         result = run_cnn(args.run_dir, ranks=args.ranks, client=client, gpu=args.gpu,

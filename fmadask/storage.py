@@ -16,6 +16,7 @@ record of a partition is written after its files, exactly as on disk.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import posixpath
 import re
 import time
@@ -245,3 +246,106 @@ def size(location: str | Path, storage_options: Mapping[str, Any] | None = None)
         raise IsADirectoryError(str(location))
     return int(found["size"])
 
+
+
+def digest(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict:
+    """``{'size': bytes, 'sha256': hex}`` of a local file or an object (read in 1 MiB blocks)."""
+    from fmadask.integrity import file_digest
+
+    if not is_url(location):
+        return file_digest(location)
+    fs, path = filesystem(str(location), storage_options)
+
+    def read() -> dict:
+        h = hashlib.sha256()
+        n = 0
+        with fs.open(path, "rb", block_size=1 << 22) as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+        return {"size": n, "sha256": h.hexdigest()}
+
+    return guarded(location, read)
+
+
+def write_bytes(location: str | Path, data: bytes,
+                storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write ``data`` whole: an atomic rename on disk (:mod:`fmadask.atomic`), one PUT for a URL
+    (an object is visible only once all of it is stored)."""
+    if not is_url(location):
+        from fmadask.atomic import atomic_path
+
+        with atomic_path(location) as tmp:
+            tmp.write_bytes(data)
+        return
+    fs, path = filesystem(str(location), storage_options)
+    guarded(location, lambda: fs.pipe_file(path, data))
+
+
+def put_file(local: str | Path, location: str, storage_options: Mapping[str, Any] | None = None
+             ) -> None:
+    """Upload a local file to a URL whole (one PUT, or a multipart upload that becomes visible
+    only when it completes)."""
+    fs, path = filesystem(location, storage_options)
+    guarded(location, lambda: fs.put_file(str(local), path))
+
+
+def remove(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Delete a file or object; no error when it is already gone."""
+    if not is_url(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    fs, path = filesystem(str(location), storage_options)
+    try:
+        guarded(location, lambda: fs.rm_file(path))
+    except FileNotFoundError:
+        pass
+    fs.invalidate_cache(path)
+
+
+def listdir(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Names directly under a folder or URL prefix (sorted; [] when there is none)."""
+    if not is_url(location):
+        folder = Path(location)
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    fs, path = filesystem(str(location), storage_options)
+    fs.invalidate_cache(path)
+    try:
+        entries = guarded(location, lambda: fs.ls(path, detail=False))
+    except FileNotFoundError:
+        return []
+    return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+
+def upload_folder(local: str | Path, location: str,
+                  storage_options: Mapping[str, Any] | None = None,
+                  last: Sequence[str] = ()) -> int:
+    """Upload every file under a local folder to a URL, each whole; files named in ``last``
+    go after all others, in that order (a manifest after the files it lists). Returns how many
+    files went up."""
+    root = Path(local)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    rank = {name: i + 1 for i, name in enumerate(last)}
+    files.sort(key=lambda p: rank.get(p.name, 0))     # stable: the sorted order otherwise
+    for path in files:
+        put_file(path, join(location, *path.relative_to(root).parts), storage_options)
+    return len(files)
+
+
+def download_folder(location: str, local: str | Path,
+                    storage_options: Mapping[str, Any] | None = None) -> Path:
+    """Copy every object under a URL prefix into a local folder (which must be empty)."""
+    fs, path = filesystem(location, storage_options)
+    prefix = path.rstrip("/") + "/"
+    fs.invalidate_cache(path)
+    found = guarded(location, lambda: fs.find(path))
+    if not found:
+        raise FileNotFoundError(redact(location))
+    for key in found:
+        rel = key[len(prefix):]
+        if not rel or rel.startswith("/") or ".." in rel.split("/"):
+            continue       # nothing outside the folder
+        target = Path(local).joinpath(*rel.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        guarded(location, lambda key=key, target=target: fs.get_file(key, str(target)))
+    return Path(local)

@@ -208,3 +208,80 @@ def test_s3_lock_refuses_a_live_holder_and_takes_over_a_dead_one(s3_server) -> N
         holder = json.loads(store.read(LOCK_NAME))
         assert holder["pid"] == os.getpid() and holder["owner"] == "fmadask train"
     assert store.read(LOCK_NAME) is None          # released: the object is gone
+
+
+# ------------------------------------------------------------------------ run folder on S3
+
+
+@pytest.fixture(scope="module")
+def s3_run(s3_server, s3_sample, sample_dir, local_client, tmp_path_factory):
+    """featurize s3:// -> s3:// and the same sample locally: ``(url, local run, summaries)``."""
+    from fmadask.pipeline import run_featurize
+
+    s3_server.filesystem().mkdir("runs-bucket")
+    out = "s3://runs-bucket/runs/r1"
+    local_dir = tmp_path_factory.mktemp("local-run")
+    kwargs = dict(client=local_client, partition_size=16, progress=False)
+    local = run_featurize(sample_dir, out=local_dir, **kwargs)
+    remote = run_featurize(s3_sample, out=out, storage_options=s3_server.options, **kwargs)
+    return out, local_dir, local, remote
+
+
+def test_featurize_writes_a_run_folder_on_s3_that_resumes(s3_server, s3_sample, s3_run,
+                                                          local_client) -> None:
+    """featurize s3:// -> s3://: partitions, completion records and featurize.json land in the
+    bucket; the features read back from it equal a local run's; a re-run skips every complete
+    partition and redoes one whose object was damaged."""
+    from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.rundir import read_features, read_spectrogram_index
+
+    out, local_dir, local, first = s3_run
+    fs = s3_server.filesystem()
+    kwargs = dict(client=local_client, partition_size=16, progress=False)
+    assert first["partitions_run"] == first["partitions"] > 1
+    assert {k: first[k] for k in ("ok", "failed", "features", "spectrograms")} == \
+        {k: local[k] for k in ("ok", "failed", "features", "spectrograms")}
+    pd.testing.assert_frame_equal(read_features(out, storage_options=s3_server.options),
+                                  read_features(local_dir))
+    pd.testing.assert_frame_equal(read_spectrogram_index(out, storage_options=s3_server.options),
+                                  read_spectrogram_index(local_dir))
+    assert not fs.exists("runs-bucket/runs/r1/.fmadask.lock")     # released
+    assert fs.exists("runs-bucket/runs/r1/_partitions/part-00001.json")
+    # Damage one object: the re-run checks checksums, redoes that partition only.
+    fs.pipe_file("runs-bucket/runs/r1/errors/part-00001.parquet", b"garbage")
+    again = run_featurize(s3_sample, out=out, storage_options=s3_server.options, **kwargs)
+    assert again["partitions_run"] == 1 and again["partitions_skipped"] == first["partitions"] - 1
+    pd.testing.assert_frame_equal(read_features(out, storage_options=s3_server.options),
+                                  read_features(local_dir))
+
+
+def test_train_reads_s3_writes_back_and_predict_loads_from_s3(s3_server, s3_run, sample_dir,
+                                                               local_client) -> None:
+    """train s3://run -> s3://run/classical equals a local train; predict from the s3 model
+    folder gives the local model's probabilities."""
+    from fmadask.ml.predict import predict
+    from fmadask.ml.train import train
+
+    out, local_dir, _, _ = s3_run
+    kwargs = dict(models=["logistic_regression", "decision_tree"], client=local_client,
+                  unsupervised=False, progress=False)
+    local = train(local_dir, **kwargs)
+    remote = train(out, storage_options=s3_server.options, **kwargs)
+    numbers = [c for c in local.select_dtypes("number").columns if "seconds" not in c]
+    assert {"validation_accuracy", "test_accuracy", "test_f1_macro"} <= set(numbers)
+    pd.testing.assert_frame_equal(remote[numbers], local[numbers])
+    fs = s3_server.filesystem()
+    assert fs.isfile("runs-bucket/runs/r1/classical/train.json")
+    assert fs.isfile("runs-bucket/runs/r1/classical/models/decision_tree/model.json")
+    assert not fs.exists("runs-bucket/runs/r1/.fmadask.lock")
+    clips = sorted((sample_dir / "fma_small").rglob("*.mp3"))[:2]
+    want = predict(local_dir / "classical", clips)
+    got = predict(f"{out}/classical", clips, storage_options=s3_server.options)
+    pd.testing.assert_frame_equal(got.drop(columns=[c for c in got if "model" in c]),
+                                  want.drop(columns=[c for c in want if "model" in c]))
+
+
+def test_cnn_refuses_an_object_storage_run_folder_in_one_line(capsys) -> None:
+    assert main(["cnn", "s3://user:pw@bucket/runs/r1", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not from object storage" in err and "pw" not in err

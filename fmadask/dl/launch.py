@@ -33,6 +33,7 @@ import pandas as pd
 from distributed import Client, Future, wait
 from distributed.comm import get_address_host
 
+from fmadask import storage
 from fmadask.cluster import gpu_workers, workers_info
 from fmadask.dl.dataset import open_spectrograms
 from fmadask.dl.trainer import (DistSpec, RankFailure, TrainConfig, check_resume, free_port,
@@ -99,6 +100,18 @@ def rank_specs(workers: list[str], port: int) -> list[DistSpec]:
     return specs
 
 
+def check_run_dir(run_dir: str | Path) -> None:
+    """Refuse, in one line, a run folder the cnn stage cannot read: one in object storage.
+
+    Not built yet: the shards would need a per-worker cache verified by the checksums of the
+    completion records (issue 10, item 4).
+    """
+    if storage.is_url(run_dir) and storage.local_path(run_dir) is None:
+        raise ConfigError(f"{storage.redact(run_dir)}: the cnn stage reads spectrogram shards "
+                          "from a local or mounted run folder only, not from object storage yet: "
+                          "copy the run folder to a disk the workers share")
+
+
 def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: int | None = None,
             client: Client | None = None, gpu: bool = False, resume: bool = False,
             progress: bool = True, **options) -> dict:
@@ -143,6 +156,7 @@ def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: i
         raise ConfigError("choose the device with gpu=True/False, not device=")
     config = TrainConfig(arch=arch, epochs=epochs, device="cuda" if gpu else "cpu", **options)
     config.validate()
+    check_run_dir(run_dir)
     run_dir = Path(run_dir).resolve()
     open_spectrograms(run_dir)  # missing or unfinished data fails here, in one line
     with RunLock(run_dir, "fmadask cnn"):   # one writer per run folder

@@ -13,6 +13,7 @@ made (sample rate, FMA-compatible mode), which a saved model records so that
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fmadask import storage
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.splits import SPLITS
 
@@ -75,7 +77,8 @@ class Dataset:
 
 
 def load_dataset(source: str | Path, split: str = "official", split_seed: int = 42,
-                 subset: str = "small") -> Dataset:
+                 subset: str = "small", storage_options: Mapping[str, Any] | None = None
+                 ) -> Dataset:
     """Load the features table of a featurize run or of FMA's ``features.csv``.
 
     Parameters
@@ -93,6 +96,8 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
     subset : {'small', 'medium', 'large', 'full'}
         Tracks of ``features.csv`` to use (it covers all of FMA); ignored for a run, which
         holds the subset it was made for.
+    storage_options : mapping, optional
+        fsspec options when ``source`` is a run directory URL (``s3://bucket/runs/r1``).
 
     Returns
     -------
@@ -108,6 +113,15 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
     """
     if split not in SPLIT_METHODS:
         raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLIT_METHODS)}")
+    if storage.is_url(source) and storage.local_path(source) is None:
+        from fmadask.pipeline.rundir import JOB_FILE
+
+        if not storage.isfile(storage.join(source, JOB_FILE), storage_options):
+            raise DataError(f"{storage.redact(source)} holds no {JOB_FILE}: pass a featurize run "
+                            "directory")
+        dataset = _drop_nonfinite(_from_run(str(source), split, split_seed, storage_options))
+        _check(dataset, source)
+        return dataset
     path = Path(source)
     if not path.exists():
         raise DataError(f"{path} does not exist: pass a featurize run directory or FMA's "
@@ -154,12 +168,13 @@ def _features_csv(path: Path) -> Path:
                     f"{FMA_FEATURES_CSV}: run 'fmadask featurize' or 'fmadask fetch metadata' first")
 
 
-def _from_run(run_dir: Path, split: str, split_seed: int) -> Dataset:
+def _from_run(run_dir: str | Path, split: str, split_seed: int,
+              storage_options: Mapping[str, Any] | None = None) -> Dataset:
     from fmadask.pipeline import read_features, read_job
 
-    job = read_job(run_dir)
+    job = read_job(run_dir, storage_options)
     params = job["params"]
-    table = read_features(run_dir)
+    table = read_features(run_dir, storage_options=storage_options)
     if table.empty:
         raise DataError(f"{run_dir} holds no featurized track: check its errors/ folder "
                         "('fmadask featurize' prints a summary)")
@@ -171,8 +186,8 @@ def _from_run(run_dir: Path, split: str, split_seed: int) -> Dataset:
 
         splits = stratified_split(table["genre_top"], seed=split_seed)
     else:
-        splits = _official_split_of(job, table.index)
-    info = {"kind": "run", "path": str(run_dir.resolve()), "sr": params.get("sr"),
+        splits = _official_split_of(job, table.index, storage_options)
+    info = {"kind": "run", "path": str(storage.resolve(run_dir)), "sr": params.get("sr"),
             "fma_compat": params.get("fma_compat", True), "decoders": job.get("decoders"),
             "max_seconds": params.get("max_seconds"), "subset": params.get("subset"),
             "split": split, "split_seed": split_seed if split == "stratified" else None}
@@ -180,13 +195,14 @@ def _from_run(run_dir: Path, split: str, split_seed: int) -> Dataset:
                    splits.astype(str), info)
 
 
-def _official_split_of(job: dict, track_ids: pd.Index) -> pd.Series:
+def _official_split_of(job: dict, track_ids: pd.Index,
+                       storage_options: Mapping[str, Any] | None = None) -> pd.Series:
     """FMA's official split of a run's tracks, from the ``tracks.csv`` the run was made from."""
     from fmadask.fma.metadata import load_tracks
     from fmadask.fma.splits import official_split
 
     data_dir = job.get("data_dir")
-    splits = official_split(load_tracks(data_dir)).reindex(track_ids)
+    splits = official_split(load_tracks(data_dir, storage_options)).reindex(track_ids)
     if splits.isna().any():
         raise DataError(f"{data_dir}: tracks.csv lacks the split of {int(splits.isna().sum())} "
                         "featurized tracks: use --split stratified")
@@ -224,7 +240,7 @@ def _from_fma_csv(csv: Path, split: str, split_seed: int, subset: str) -> Datase
                    info)
 
 
-def _check(dataset: Dataset, source: Path) -> None:
+def _check(dataset: Dataset, source: str | Path) -> None:
     bad = sorted(set(dataset.split.unique()) - set(SPLITS))
     if bad:
         raise DataError(f"{source}: unknown split values {bad}: expected {', '.join(SPLITS)}")

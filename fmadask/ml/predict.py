@@ -16,12 +16,15 @@ dropped) and the segments' probabilities are averaged; ``genre_vote`` is their m
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.ml.persist import load_classical, read_card
 
@@ -73,7 +76,8 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def predict(model: str | Path, paths: Sequence[str | Path]) -> pd.DataFrame:
+def predict(model: str | Path, paths: Sequence[str | Path],
+            storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Genre probabilities of audio files from a saved model of any kind.
 
     Parameters
@@ -83,6 +87,9 @@ def predict(model: str | Path, paths: Sequence[str | Path]) -> pd.DataFrame:
         ``best.json`` (e.g. ``RUN_DIR/classical``).
     paths : sequence of str or Path
         Audio files or folders of them (see :func:`expand_paths`).
+    storage_options : mapping, optional
+        fsspec options when ``model`` is a URL (the folder is fetched into a temporary folder
+        and verified by its checksums like a local one).
 
     Returns
     -------
@@ -98,6 +105,15 @@ def predict(model: str | Path, paths: Sequence[str | Path]) -> pd.DataFrame:
     DataError
         The model folder is missing, incomplete or of an unknown kind.
     """
+    if storage.is_url(model) and storage.local_path(model) is None:
+        # A model folder in object storage is fetched whole and checked like a local one.
+        with tempfile.TemporaryDirectory(prefix="fmadask-model-") as local:
+            try:
+                storage.download_folder(str(model), local, storage_options)
+            except FileNotFoundError:
+                raise DataError(f"{storage.redact(model)}: no model folder there: pass "
+                                "RUN_DIR/classical or a folder with model.json") from None
+            return predict(local, paths)
     model_dir = resolve_model_dir(model)
     card = read_card(model_dir)
     target = PREDICTORS.get(card["kind"])

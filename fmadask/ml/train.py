@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from fmadask.cluster import workers_info
+from fmadask import storage
 from fmadask.lock import RunLock
 from fmadask.options import OptionError, check
 from fmadask.ml.data import Dataset, load_dataset
@@ -45,6 +47,8 @@ from fmadask.report.tables import markdown_table
 
 #: Folder of the classical stage inside a run directory.
 CLASSICAL_DIR = "classical"
+#: Files uploaded after all others (they list or vouch for the rest).
+MANIFESTS = ("model.json", "best.json", "train.json")
 EVAL_SPLITS = ("validation", "test")
 #: Columns of results.csv.
 RESULT_COLUMNS = (["model", "name", "label", "search"]
@@ -56,8 +60,11 @@ _SLOW_FIRST = ("gradient_boosting", "svc", "nusvc", "random_forest", "xgboost", 
                "extra_trees", "logistic_regression", "linear_svc", "decision_tree")
 
 
-def default_out_dir(source: str | Path) -> Path:
-    """``RUN_DIR/classical`` for a run directory, else ``./classical``."""
+def default_out_dir(source: str | Path) -> str | Path:
+    """``RUN_DIR/classical`` for a run directory (a path, or a URL for a URL), else
+    ``./classical``."""
+    if storage.is_url(source) and storage.local_path(source) is None:
+        return storage.join(source, CLASSICAL_DIR)
     path = Path(source)
     if (path / "featurize.json").is_file():
         return path / CLASSICAL_DIR
@@ -75,7 +82,8 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
           distributed_xgb: bool = False, unsupervised: bool = True,
           model_params: Mapping[str, Mapping[str, Any]] | None = None,
           search_spaces: Mapping[str, Mapping[str, Dimension]] | None = None,
-          progress: bool = True, file: IO[str] | None = None) -> pd.DataFrame:
+          progress: bool = True, file: IO[str] | None = None,
+          storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Train, score and save the study's classical models; write their table and figures.
 
     Parameters
@@ -130,6 +138,10 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         Print a line per finished model.
     file : file object, optional
         Where progress goes (default standard error).
+    storage_options : mapping, optional
+        fsspec options when ``source`` or ``out_dir`` is a URL. Outputs for a URL are written
+        into a local temporary folder and uploaded when the stage is done, each file whole and
+        the model cards and ``train.json`` last.
 
     Returns
     -------
@@ -155,23 +167,35 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     if isinstance(source, Dataset):
         dataset = source
     else:
-        dataset = load_dataset(source, split=split, split_seed=split_seed, subset=subset)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(dataset.info.get("path", "."))
+        dataset = load_dataset(source, split=split, split_seed=split_seed, subset=subset,
+                               storage_options=storage_options)
+    out = out_dir if out_dir is not None else default_out_dir(dataset.info.get("path", "."))
+    remote = str(out) if storage.is_url(out) and storage.local_path(out) is None else None
+    out = Path(out) if remote is None else out
     log = _Log(progress, file)
     # One writer per run folder: the featurize run this reads (a re-featurize would change the
     # features under it), or the output folder when the features are FMA's own.
-    run_dir = Path(source) if not isinstance(source, Dataset) else None
-    owned = run_dir if run_dir is not None and (run_dir / "featurize.json").is_file() else out
+    run_dir = storage.resolve(source) if not isinstance(source, Dataset) else None
+    owned = (run_dir if run_dir is not None
+             and storage.isfile(storage.join(run_dir, "featurize.json"), storage_options)
+             else out)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(RunLock(owned, "fmadask train"))
+        stack.enter_context(RunLock(owned, "fmadask train", storage_options=storage_options))
+        if remote is not None:
+            # The client writes the outputs: into a private local folder, uploaded whole below.
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fmadask-train-")))
         writable_folder(out)                      # a file or read-only folder: refused now
         if client is None:
             from fmadask.cluster import get_client
 
             client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
-        return _Stage(client, dataset, out, scaler, seed, cv, distributed_xgb,
-                      dict(model_params or {}), dict(search_spaces or {}), log).run(
-                          names, tuned, search, n_iter, unsupervised)
+        results = _Stage(client, dataset, out, scaler, seed, cv, distributed_xgb,
+                         dict(model_params or {}), dict(search_spaces or {}), log).run(
+                             names, tuned, search, n_iter, unsupervised)
+        if remote is not None:
+            storage.upload_folder(out, remote, storage_options, last=MANIFESTS)
+            log(f"classical: uploaded to {storage.redact(remote)}")
+        return results
 
 
 def _check_options(search: str, scaler: str, n_iter: int, cv: int) -> None:

@@ -44,6 +44,7 @@ import logging
 import math
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,15 +57,17 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from fmadask.cluster import gpu_workers, lost_scheduler_error, scheduler_lost, workers_info
 from fmadask.errors import ConfigError, DataError, FmadaskError
-from fmadask.atomic import NpyShard, remove_temp_files, write_json, write_parquet
+from fmadask.atomic import NpyShard, remove_temp_files, write_parquet
 from fmadask.lock import RunLock
+from fmadask import storage
 from fmadask.storage import StoreUnavailable, redact, resolve
 from fmadask.options import OptionError, check, default
 from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA,
                                      JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
                                      PART_DIRS, RECORDS_DIR, SPECTROGRAMS_DIR, ERRORS_DIR,
                                      PartitionFiles, complete_partitions, features_schema,
-                                     foreign_entries, part_name, read_errors, read_job)
+                                     foreign_entries, parquet_source, part_name, read_errors,
+                                     read_job, write_json)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,8 +240,8 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
     job : JobParams
         What to compute.
     storage_options : mapping, optional
-        fsspec options of the data folder (a task argument, so workers need no shared config;
-        never written anywhere).
+        fsspec options of the data folder and the run directory when they are URLs (a task
+        argument, so workers need no shared config; never written anywhere).
 
     Returns
     -------
@@ -250,14 +253,23 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
     partitions = {t.partition for t in tracks}
     if len(partitions) != 1:
         raise RuntimeError(f"a bag partition holds tracks of partitions {sorted(partitions)}")
-    files = PartitionFiles(Path(run_dir), partitions.pop())
+    url = storage.is_url(run_dir)
+    files = PartitionFiles(run_dir if url else Path(run_dir), partitions.pop(), storage_options)
     stats = {"partition": files.partition, "tracks": len(tracks), "failed": 0, "seconds": 0.0,
              "skipped": True}
     if files.complete(job.what):
         return [stats]
     start = time.perf_counter()
     try:
-        stats["failed"] = _write_partition(tracks, files, job, storage_options)
+        if url:
+            # Written and recorded in a private local folder, then uploaded file by file with
+            # the completion record last (the same order as the renames on disk).
+            with tempfile.TemporaryDirectory(prefix="fmadask-part-") as stage:
+                staged = PartitionFiles(Path(stage), files.partition)
+                stats["failed"] = _write_partition(tracks, staged, job, storage_options)
+                files.publish(staged, job.what)
+        else:
+            stats["failed"] = _write_partition(tracks, files, job, storage_options)
     except OSError as exc:
         # The disk is full or the folder unwritable: the partition failed, say why (retrying
         # elsewhere would fail the same way, and the worker need not log a traceback).
@@ -345,30 +357,32 @@ def _describe_change(old: dict, new: dict) -> str:
                      else "the selected tracks or their labels" for k in changed)
 
 
-def _prepare_run_dir(run_dir: Path, record: dict, overwrite: bool) -> None:
+def _prepare_run_dir(run_dir: str | Path, record: dict, overwrite: bool,
+                     storage_options: Mapping[str, Any] | None = None) -> None:
     """Start afresh, or check that an existing run has the same parameters.
 
     ``overwrite`` deletes the previous run's files, and only those (:func:`remove_outputs`);
     a folder holding files fmadask did not write is refused unless ``overwrite`` is given, and
     those files are then kept.
     """
-    job_file = run_dir / JOB_FILE
+    job_file = storage.join(run_dir, JOB_FILE)
     if overwrite:
-        remove_outputs(run_dir)
+        remove_outputs(run_dir, storage_options)
         return
-    if job_file.is_file():
-        old = read_job(run_dir)["params"]
+    if storage.isfile(job_file, storage_options):
+        old = read_job(run_dir, storage_options)["params"]
         if old != record["params"]:
             raise OptionError("output.overwrite",
                               f"{run_dir} was featurized with other parameters: "
                               f"{_describe_change(old, record['params'])}; set {{option}} to "
                               "start afresh or choose another output folder")
         return
-    if any((run_dir / d).is_dir() and any((run_dir / d).glob("part-*")) for d in PART_DIRS):
+    if any(n.startswith("part-") for d in PART_DIRS
+           for n in storage.listdir(storage.join(run_dir, *d.split("/")), storage_options)):
         raise OptionError("output.overwrite",
                           f"{run_dir} holds featurize outputs but no {JOB_FILE}: set {{option}} "
                           "to start afresh or choose another output folder")
-    foreign = foreign_entries(run_dir)
+    foreign = foreign_entries(run_dir, storage_options)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise OptionError("output.overwrite",
@@ -377,15 +391,18 @@ def _prepare_run_dir(run_dir: Path, record: dict, overwrite: bool) -> None:
                           "use it anyway (fmadask never deletes files it did not write)")
 
 
-def remove_outputs(run_dir: Path) -> int:
+def remove_outputs(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> int:
     """Delete what earlier featurize runs wrote into ``run_dir``, and nothing else; return how
     many files went.
 
     What was written is known from the run's manifest: the file names its ``featurize.json``
     planned (partitions x outputs), the files its completion records list, the parameter files
     and fmadask's own temporary files. A user's file in ``features/`` or ``errors/`` is kept;
-    a folder is removed only once empty.
+    a folder is removed only once empty. On object storage there are no folders and no
+    temporary objects (partitions are staged on the worker's disk), so only files go.
     """
+    if storage.is_url(run_dir):
+        return _remove_objects(run_dir, storage_options)
     doomed: set[Path] = {run_dir / JOB_FILE, run_dir / MEL_PARAMS_FILE}
     try:
         old = read_job(run_dir)
@@ -413,6 +430,37 @@ def remove_outputs(run_dir: Path) -> int:
     for folder in (INDEX_DIR, SPECTROGRAMS_DIR, FEATURES_DIR, ERRORS_DIR, RECORDS_DIR):
         with contextlib.suppress(OSError):      # not empty: it holds files that are not ours
             (run_dir / folder).rmdir()
+    return removed
+
+
+def _remove_objects(run_dir: str, storage_options: Mapping[str, Any] | None) -> int:
+    """:func:`remove_outputs` for a URL run directory: the same manifest, objects deleted."""
+    names = {JOB_FILE, MEL_PARAMS_FILE}
+    try:
+        old = read_job(run_dir, storage_options)
+    except DataError:
+        old = None
+    parts = int(old["plan"]["partitions"]) if old is not None else 0
+    for p in range(parts):
+        files = PartitionFiles(run_dir, p)
+        names.update(files.name(f) for f in [*files.outputs(OUTPUTS), files.record])
+    records = storage.join(run_dir, RECORDS_DIR)
+    for rec in storage.listdir(records, storage_options):
+        if not rec.startswith("part-"):
+            continue
+        names.add(f"{RECORDS_DIR}/{rec}")
+        try:
+            listed = json.loads(storage.read_bytes(storage.join(records, rec), storage_options))
+            names.update(n for n in listed["files"]
+                         if isinstance(n, str) and not n.startswith("/") and ".." not in n.split("/"))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            pass
+    removed = 0
+    for name in sorted(names):
+        location = storage.join(run_dir, *name.split("/"))
+        if storage.isfile(location, storage_options):
+            storage.remove(location, storage_options)
+            removed += 1
     return removed
 
 
@@ -520,13 +568,14 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
     stats.seconds = time.perf_counter() - start
 
 
-def _count_rows(files: Iterable[Path]) -> int:
+def _count_rows(files: Iterable[str | Path],
+                storage_options: Mapping[str, Any] | None = None) -> int:
     import pyarrow.parquet as pq
 
-    return sum(pq.read_metadata(f).num_rows for f in files)
+    return sum(pq.read_metadata(parquet_source(f, storage_options)).num_rows for f in files)
 
 
-def summarize(run_dir: str | Path) -> dict:
+def summarize(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict:
     """Count what a run directory holds: tracks, failures by type, features and spectrograms.
 
     Returns
@@ -537,10 +586,10 @@ def summarize(run_dir: str | Path) -> dict:
         ``failed_by_type`` ({error_type: tracks}), ``features`` and ``spectrograms`` (rows
         written), ``partitions`` and ``partitions_complete``.
     """
-    run_dir = Path(run_dir)
-    job = read_job(run_dir)
-    done = complete_partitions(run_dir, job)
-    errors = read_errors(run_dir, allow_partial=True)
+    run_dir = run_dir if storage.is_url(run_dir) else Path(run_dir)
+    job = read_job(run_dir, storage_options)
+    done = complete_partitions(run_dir, job, storage_options=storage_options)
+    errors = read_errors(run_dir, allow_partial=True, storage_options=storage_options)
     by_type = errors.drop_duplicates(["track_id", "error_type"])["error_type"].value_counts()
     files = [PartitionFiles(run_dir, p) for p in done]
     what = job["params"]["what"]
@@ -553,8 +602,10 @@ def summarize(run_dir: str | Path) -> dict:
         "failed": failed,
         "pending": tracks - finished,
         "failed_by_type": {str(k): int(v) for k, v in sorted(by_type.items())},
-        "features": _count_rows(f.features for f in files) if "features" in what else None,
-        "spectrograms": _count_rows(f.index for f in files) if "spectrograms" in what else None,
+        "features": (_count_rows((f.features for f in files), storage_options)
+                     if "features" in what else None),
+        "spectrograms": (_count_rows((f.index for f in files), storage_options)
+                         if "spectrograms" in what else None),
         "partitions": job["plan"]["partitions"],
         "partitions_complete": len(done),
     }
@@ -662,16 +713,18 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         "plan": {"tracks": len(table), "partitions": n_partitions,
                  "first_track_ids": [int(t) for t in ids[::partition_size]]},
         "versions": _versions(), "decoders": None, "summary": None}
-    run_dir = Path(out)
-    with RunLock(run_dir, "fmadask featurize"):
-        _prepare_run_dir(run_dir, record, overwrite)
+    so = storage_options
+    run_dir = out if storage.is_url(out) and storage.local_path(out) is None else Path(out)
+    url = isinstance(run_dir, str)
+    with RunLock(run_dir, "fmadask featurize", storage_options=so):
+        _prepare_run_dir(run_dir, record, overwrite, so)
         # Safe under the lock: no other writer uses this folder now.
-        for folder in (*PART_DIRS, RECORDS_DIR):
+        for folder in (*PART_DIRS, RECORDS_DIR) if not url else ():
             remove_temp_files(run_dir / folder)   # left by workers that died in an earlier run
-        done = set(complete_partitions(run_dir, record, checksums=True))
+        done = set(complete_partitions(run_dir, record, checksums=True, storage_options=so))
         for p in range(n_partitions):
             if p not in done:   # damaged or half-written: the task must not skip it
-                PartitionFiles(run_dir, p).record.unlink(missing_ok=True)
+                storage.remove(PartitionFiles(run_dir, p).record, so)
         todo = [Track(i // partition_size, int(tid), row.path, row.genre_top, row.split)
                 for i, (tid, row) in enumerate(zip(ids, table.itertuples()))
                 if i // partition_size not in done]
@@ -688,16 +741,15 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                 record["decoders"] = _worker_decoders(client)
                 if mel is not None:
                     write_json(_mel_record(mel, sr, record["decoders"], job.mel_device),
-                               run_dir / MEL_PARAMS_FILE)
-                write_json(record, run_dir / JOB_FILE)
-                _compute(client, todo, partition_size, run_dir, job, progress, stats,
-                         storage_options)
-        elif not (run_dir / JOB_FILE).is_file():
-            write_json(record, run_dir / JOB_FILE)
+                               storage.join(run_dir, *MEL_PARAMS_FILE.split("/")), so)
+                write_json(record, storage.join(run_dir, JOB_FILE), so)
+                _compute(client, todo, partition_size, run_dir, job, progress, stats, so)
+        elif not storage.isfile(storage.join(run_dir, JOB_FILE), so):
+            write_json(record, storage.join(run_dir, JOB_FILE), so)
         else:
-            record = read_job(run_dir)
+            record = read_job(run_dir, so)
 
-        summary = summarize(run_dir)
+        summary = summarize(run_dir, so)
         summary.update(partitions_run=stats.partitions_run,
                        partitions_skipped=len(done), tracks_run=stats.tracks_run,
                        seconds=round(stats.seconds, 3),
@@ -705,7 +757,7 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                                      else None),
                        warm_up_s=round(stats.warm_up_s, 3), workers=stats.workers)
         record["summary"] = summary
-        write_json(record, run_dir / JOB_FILE)
+        write_json(record, storage.join(run_dir, JOB_FILE), so)
         if progress:
             print_summary(summary, file=file)
         if stats.failures:

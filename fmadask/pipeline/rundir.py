@@ -16,21 +16,30 @@ rename. Readers check sizes (cheap: a truncated or missing file makes its partit
 a featurize re-run also checks the checksums and redoes any partition that does not match. The
 readers here read complete partitions only, so a later stage never trains on a half-finished or
 damaged run by accident.
+
+A run directory is a local path or an fsspec URL (``s3://bucket/runs/r1``): every name below is
+built with :func:`fmadask.storage.join`, which keeps local paths as :class:`~pathlib.Path`
+(their code paths unchanged) and URLs as strings read and written through fsspec.
 """
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.integrity import file_digest
+
+Options = Mapping[str, Any] | None
 
 JOB_FILE = "featurize.json"
 FEATURES_DIR = "features"
@@ -68,33 +77,37 @@ def part_name(partition: int, suffix: str) -> str:
 
 @dataclass(frozen=True)
 class PartitionFiles:
-    """The files of one partition in a run directory."""
+    """The files of one partition in a run directory (a local path or a URL)."""
 
-    run_dir: Path
+    run_dir: str | Path
     partition: int
+    storage_options: Mapping[str, Any] | None = None
+
+    def _file(self, folder: str, suffix: str) -> str | Path:
+        return storage.join(self.run_dir, *folder.split("/"), part_name(self.partition, suffix))
 
     @property
-    def features(self) -> Path:
-        return self.run_dir / FEATURES_DIR / part_name(self.partition, "parquet")
+    def features(self) -> str | Path:
+        return self._file(FEATURES_DIR, "parquet")
 
     @property
-    def spectrograms(self) -> Path:
-        return self.run_dir / SPECTROGRAMS_DIR / part_name(self.partition, "npy")
+    def spectrograms(self) -> str | Path:
+        return self._file(SPECTROGRAMS_DIR, "npy")
 
     @property
-    def index(self) -> Path:
-        return self.run_dir / INDEX_DIR / part_name(self.partition, "parquet")
+    def index(self) -> str | Path:
+        return self._file(INDEX_DIR, "parquet")
 
     @property
-    def errors(self) -> Path:
-        return self.run_dir / ERRORS_DIR / part_name(self.partition, "parquet")
+    def errors(self) -> str | Path:
+        return self._file(ERRORS_DIR, "parquet")
 
     @property
-    def record(self) -> Path:
+    def record(self) -> str | Path:
         """The completion record, written after every other file of the partition."""
-        return self.run_dir / RECORDS_DIR / part_name(self.partition, "json")
+        return self._file(RECORDS_DIR, "json")
 
-    def outputs(self, what: Sequence[str]) -> list[Path]:
+    def outputs(self, what: Sequence[str]) -> list[str | Path]:
         """The files a complete partition has, for the outputs ``what``; errors file last."""
         paths = []
         if "features" in what:
@@ -103,12 +116,32 @@ class PartitionFiles:
             paths += [self.spectrograms, self.index]
         return paths + [self.errors]
 
+    def name(self, path: str | Path) -> str:
+        """``path``'s name relative to the run directory, as a completion record lists it."""
+        if storage.is_url(self.run_dir):
+            return str(path)[len(str(self.run_dir).rstrip("/")) + 1:]
+        return str(Path(path).relative_to(self.run_dir))
+
     def write_record(self, what: Sequence[str]) -> None:
-        """Record size and SHA-256 of the partition's files: the partition is now complete."""
+        """Record size and SHA-256 of the partition's files: the partition is now complete.
+
+        A local run directory only: a partition for a URL is written in a local folder and
+        then published by :meth:`publish`."""
         from fmadask.atomic import write_json
 
-        files = {str(p.relative_to(self.run_dir)): file_digest(p) for p in self.outputs(what)}
+        files = {self.name(p): file_digest(p) for p in self.outputs(what)}
         write_json({"partition": self.partition, "files": files}, self.record)
+
+    def publish(self, staged: PartitionFiles, what: Sequence[str]) -> None:
+        """Upload a partition written (and recorded) in a local folder to this URL run dir.
+
+        Each file goes up whole (an object appears only once all of it is stored), and the
+        completion record last, so the partition counts as complete only when every file is
+        there with the size and checksum it records.
+        """
+        for local, remote in zip([*staged.outputs(what), staged.record],
+                                 [*self.outputs(what), self.record]):
+            storage.put_file(local, remote, self.storage_options)
 
     def complete(self, what: Sequence[str], checksums: bool = False) -> bool:
         """True when the completion record exists and every file matches it.
@@ -121,30 +154,40 @@ class PartitionFiles:
             Also compare SHA-256 digests (reads every byte); by default sizes only.
         """
         try:
-            recorded = json.loads(self.record.read_text())["files"]
-        except (OSError, ValueError, KeyError, TypeError):
+            recorded = json.loads(storage.read_bytes(self.record, self.storage_options))["files"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
             return False
-        expected = [str(p.relative_to(self.run_dir)) for p in self.outputs(what)]
+        except OSError:
+            if storage.is_url(self.run_dir):
+                raise       # a store that cannot be reached must not look like "redo it all"
+            return False
+        expected = [self.name(p) for p in self.outputs(what)]
         if not isinstance(recorded, dict) or sorted(recorded) != sorted(expected):
             return False
         for name, want in recorded.items():
-            path = self.run_dir / name
+            path = storage.join(self.run_dir, *name.split("/"))
             try:
-                if path.stat().st_size != want["size"]:
+                if storage.size(path, self.storage_options) != want["size"]:
                     return False
-                if checksums and file_digest(path)["sha256"] != want["sha256"]:
+                if checksums and storage.digest(path, self.storage_options)["sha256"] != \
+                        want["sha256"]:
                     return False
-            except (OSError, KeyError, TypeError):
+            except (FileNotFoundError, IsADirectoryError, KeyError, TypeError):
+                return False
+            except OSError:
+                if storage.is_url(self.run_dir):
+                    raise
                 return False
         return True
 
 
-def read_job(run_dir: str | Path) -> dict:
+def read_job(run_dir: str | Path, storage_options: Options = None) -> dict:
     """The parsed ``RUN_DIR/featurize.json``; :class:`DataError` when there is none."""
-    path = Path(run_dir) / JOB_FILE
-    if not path.is_file():
-        raise DataError(f"{path} not found: run 'fmadask featurize DATA_DIR --out {run_dir}' first")
-    job = _read_json(path)
+    path = storage.join(run_dir, JOB_FILE)
+    if not storage.isfile(path, storage_options):
+        raise DataError(f"{storage.redact(path)} not found: run 'fmadask featurize DATA_DIR --out "
+                        f"{storage.redact(run_dir)}' first")
+    job = _read_json(path, storage_options)
     try:
         job["params"]["what"], job["plan"]["partitions"]
     except (KeyError, TypeError):
@@ -153,10 +196,10 @@ def read_job(run_dir: str | Path) -> dict:
     return job
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: str | Path, storage_options: Options = None) -> dict:
     """A JSON object fmadask wrote, or a one-line DataError when it is damaged."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(storage.read_bytes(path, storage_options).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is damaged ({type(exc).__name__}): featurize again with "
                         "overwrite") from None
@@ -166,28 +209,32 @@ def _read_json(path: Path) -> dict:
 
 
 def complete_partitions(run_dir: str | Path, job: dict | None = None,
-                        checksums: bool = False) -> list[int]:
+                        checksums: bool = False, storage_options: Options = None) -> list[int]:
     """Numbers of the partitions of a run whose files match their completion records.
 
-    ``checksums`` also compares SHA-256 digests (in a few threads: hashing releases the GIL).
+    ``checksums`` also compares SHA-256 digests (in a few threads: hashing releases the GIL;
+    on object storage the threads also hide the round trips).
     """
-    run_dir = Path(run_dir)
-    job = job or read_job(run_dir)
+    url = storage.is_url(run_dir)
+    run_dir = run_dir if url else Path(run_dir)
+    job = job or read_job(run_dir, storage_options)
     what = job["params"]["what"]
-    parts = [PartitionFiles(run_dir, p) for p in range(job["plan"]["partitions"])]
-    with ThreadPoolExecutor(max_workers=4 if checksums else 1) as pool:
+    parts = [PartitionFiles(run_dir, p, storage_options)
+             for p in range(job["plan"]["partitions"])]
+    with ThreadPoolExecutor(max_workers=16 if url else 4 if checksums else 1) as pool:
         ok = list(pool.map(lambda f: f.complete(what, checksums), parts))
     return [f.partition for f, good in zip(parts, ok) if good]
 
 
-def _complete_files(run_dir: str | Path, kind: str, allow_partial: bool) -> list[Path]:
-    run_dir = Path(run_dir)
-    job = read_job(run_dir)
+def _complete_files(run_dir: str | Path, kind: str, allow_partial: bool,
+                    storage_options: Options = None) -> list[str | Path]:
+    run_dir = run_dir if storage.is_url(run_dir) else Path(run_dir)
+    job = read_job(run_dir, storage_options)
     output = "features" if kind == "features" else "spectrograms"
     if kind != "errors" and output not in job["params"]["what"]:
         raise DataError(f"{run_dir} has no {output}: re-run 'fmadask featurize' with "
                         f"--what {output} and --overwrite")
-    done = complete_partitions(run_dir, job)
+    done = complete_partitions(run_dir, job, storage_options=storage_options)
     total = job["plan"]["partitions"]
     if len(done) < total and not allow_partial:
         raise DataError(f"{run_dir}: {total - len(done)} of {total} partitions are not featurized "
@@ -195,12 +242,21 @@ def _complete_files(run_dir: str | Path, kind: str, allow_partial: bool) -> list
     return [getattr(PartitionFiles(run_dir, p), kind) for p in done]
 
 
-def _read_parts(files: list[Path], schema: pa.Schema) -> pd.DataFrame:
-    tables = [pq.read_table(f, schema=schema) for f in files]
+def parquet_source(path: str | Path, storage_options: Options = None) -> Any:
+    """What pyarrow reads: a local path, or an object's bytes (parts are small, read whole)."""
+    if storage.is_url(path):
+        return io.BytesIO(storage.read_bytes(path, storage_options))
+    return path
+
+
+def _read_parts(files: list[str | Path], schema: pa.Schema, storage_options: Options = None
+                ) -> pd.DataFrame:
+    tables = [pq.read_table(parquet_source(f, storage_options), schema=schema) for f in files]
     return (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
 
 
-def read_features(run_dir: str | Path, allow_partial: bool = False) -> pd.DataFrame:
+def read_features(run_dir: str | Path, allow_partial: bool = False,
+                  storage_options: Options = None) -> pd.DataFrame:
     """The features of a run: one row per featurized track.
 
     Parameters
@@ -209,6 +265,8 @@ def read_features(run_dir: str | Path, allow_partial: bool = False) -> pd.DataFr
         A run directory written by :func:`fmadask.pipeline.run_featurize`.
     allow_partial : bool
         Read the complete partitions of an unfinished run instead of raising.
+    storage_options : mapping, optional
+        fsspec options when ``run_dir`` is a URL.
 
     Returns
     -------
@@ -221,11 +279,13 @@ def read_features(run_dir: str | Path, allow_partial: bool = False) -> pd.DataFr
     DataError
         No run there, no features in it, or unfinished partitions (unless ``allow_partial``).
     """
-    df = _read_parts(_complete_files(run_dir, "features", allow_partial), features_schema())
+    df = _read_parts(_complete_files(run_dir, "features", allow_partial, storage_options),
+                     features_schema(), storage_options)
     return df.set_index("track_id").sort_index()
 
 
-def read_errors(run_dir: str | Path, allow_partial: bool = False) -> pd.DataFrame:
+def read_errors(run_dir: str | Path, allow_partial: bool = False,
+                storage_options: Options = None) -> pd.DataFrame:
     """The tracks a run could not process: one row per track and failed stage.
 
     Returns
@@ -235,11 +295,13 @@ def read_errors(run_dir: str | Path, allow_partial: bool = False) -> pd.DataFram
         ``error_type`` (e.g. 'empty', 'too_short', 'truncated' or an exception class name) and
         ``message``, sorted by track id (default RangeIndex).
     """
-    df = _read_parts(_complete_files(run_dir, "errors", allow_partial), ERRORS_SCHEMA)
+    df = _read_parts(_complete_files(run_dir, "errors", allow_partial, storage_options),
+                     ERRORS_SCHEMA, storage_options)
     return df.sort_values(["track_id", "stage"], kind="stable").reset_index(drop=True)
 
 
-def read_spectrogram_index(run_dir: str | Path, allow_partial: bool = False) -> pd.DataFrame:
+def read_spectrogram_index(run_dir: str | Path, allow_partial: bool = False,
+                           storage_options: Options = None) -> pd.DataFrame:
     """Where each track's log-mel spectrogram is stored.
 
     Returns
@@ -250,33 +312,43 @@ def read_spectrogram_index(run_dir: str | Path, allow_partial: bool = False) -> 
         unpadded frames), ``genre_top``, ``split``. Open a shard with
         ``numpy.load(RUN_DIR / 'spectrograms' / shard, mmap_mode='r')``.
     """
-    df = _read_parts(_complete_files(run_dir, "index", allow_partial), INDEX_SCHEMA)
+    df = _read_parts(_complete_files(run_dir, "index", allow_partial, storage_options),
+                     INDEX_SCHEMA, storage_options)
     return df.set_index("track_id").sort_index()
 
 
-def read_mel_params(run_dir: str | Path) -> dict:
+def read_mel_params(run_dir: str | Path, storage_options: Options = None) -> dict:
     """``RUN_DIR/spectrograms/params.json``: the mel parameters the shards were made with."""
-    path = Path(run_dir) / MEL_PARAMS_FILE
-    if not path.is_file():
-        raise DataError(f"{path} not found: featurize with --what spectrograms first")
-    return _read_json(path)
+    path = storage.join(run_dir, *MEL_PARAMS_FILE.split("/"))
+    if not storage.isfile(path, storage_options):
+        raise DataError(f"{storage.redact(path)} not found: featurize with --what spectrograms "
+                        "first")
+    return _read_json(path, storage_options)
+
+
+def write_json(obj: object, location: str | Path, storage_options: Options = None) -> None:
+    """Write ``obj`` as indented JSON: atomically on disk, as one object for a URL."""
+    if not storage.is_url(location):
+        from fmadask.atomic import write_json as write_local
+
+        write_local(obj, location)
+        return
+    storage.write_bytes(location, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(),
+                        storage_options)
 
 
 #: Names that make a folder an fmadask run folder (what ``featurize`` and ``run`` write first).
 RUN_MARKERS = (JOB_FILE, "job.toml", "_stages")
 
 
-def foreign_entries(run_dir: str | Path) -> list[str]:
+def foreign_entries(run_dir: str | Path, storage_options: Options = None) -> list[str]:
     """Names in ``run_dir`` when it is neither empty nor an fmadask run folder (sorted), else [].
 
     The run folder's lock file does not count: the caller holds it.
     """
     from fmadask.lock import LOCK_NAME
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    names = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(LOCK_NAME))
+    names = [n for n in storage.listdir(run_dir, storage_options) if not n.startswith(LOCK_NAME)]
     if any(m in names for m in RUN_MARKERS):
         return []
     return names
