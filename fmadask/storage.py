@@ -172,7 +172,7 @@ def unreachable(location: str | Path, exc: BaseException) -> StoreUnavailable:
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
     return StoreUnavailable(f"cannot reach {redact(location)} ({type(exc).__name__}: {reason}): check "
                      "the URL, the bucket, credentials (AWS_* variables or --storage-option) "
-                     "and the endpoint (AWS_ENDPOINT_URL)")
+                     "and the endpoint (AWS_ENDPOINT_URL), then re-run the same command")
 
 
 def isfile(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> bool:

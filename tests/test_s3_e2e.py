@@ -1,0 +1,198 @@
+"""End to end on workers that share no disk with the client: featurize -> train -> predict from
+and to ``s3://`` (a real S3 server, moto's), on a ``dask scheduler`` and two ``dask worker``
+processes started in their own mount namespace with a tmpfs over the test's temporary folder,
+so the sample and the client's outputs are invisible to them. Also: the S3 server cut off
+mid-job (through a TCP relay the test stops) ends in one line, and a re-run resumes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import free_port, wait_for_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env(s3_server, **extra: str) -> dict:
+    env = {**os.environ, **s3_server.env, "PYTHONPATH": str(ROOT), **extra}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def isolated_cluster(s3_server, sample_dir, tmp_path_factory) -> Iterator[str]:
+    """A scheduler and two workers in a mount namespace where the test's temporary folder is an
+    empty tmpfs; they reach S3 through the standard AWS_* environment only."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare for a private mount namespace")
+    hidden = tmp_path_factory.getbasetemp()
+    assert sample_dir.is_relative_to(hidden)
+    port = free_port()
+    script = (f"mount -t tmpfs tmpfs {hidden} || exit 3; "
+              f"test -e {sample_dir}/fma_metadata/tracks.csv && exit 4; "
+              f"{BIN}/dask scheduler --host 127.0.0.1 --port {port} --dashboard-address :0 "
+              f"--no-show & "
+              f"for i in 1 2; do {BIN}/dask worker tcp://127.0.0.1:{port} --nthreads 1 "
+              f"--nworkers 1 --memory-limit 4GiB --no-dashboard & done; wait")
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            env=_env(s3_server), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for_port(port, timeout=60)
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{port}", timeout=30) as client:
+            client.wait_for_workers(2, timeout=120)
+            # The workers really cannot see the client's files.
+            seen = client.run(os.path.exists, str(sample_dir / "fma_metadata" / "tracks.csv"))
+            assert list(seen.values()) == [False, False]
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)
+
+
+def _fmadask(env: dict, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "fmadask"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_featurize_train_predict_on_workers_without_shared_disk(
+        s3_server, s3_sample, sample_dir, isolated_cluster, local_client, tmp_path) -> None:
+    from fmadask.ml.predict import format_predictions, predict
+    from fmadask.ml.train import train
+    from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.rundir import read_features
+
+    s3_server.filesystem().mkdir("e2e")
+    out = "s3://e2e/runs/r1"
+    env = _env(s3_server)
+    done = _fmadask(env, "featurize", s3_sample, "--out", out, "--partition-size", "16",
+                    "--scheduler", isolated_cluster)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = _fmadask(env, "train", out, "--models", "logistic_regression,decision_tree",
+                    "--no-unsupervised", "--scheduler", isolated_cluster)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The same on the client's disk, on a local cluster.
+    run_featurize(sample_dir, out=tmp_path / "local", client=local_client, partition_size=16,
+                  progress=False)
+    train(tmp_path / "local", models=["logistic_regression", "decision_tree"],
+          client=local_client, unsupervised=False, progress=False)
+    pd.testing.assert_frame_equal(read_features(out, storage_options=s3_server.options),
+                                  read_features(tmp_path / "local"))
+    fs = s3_server.filesystem()
+    remote = pd.read_csv(fs.open("e2e/runs/r1/classical/results.csv"))
+    local = pd.read_csv(tmp_path / "local" / "classical" / "results.csv")
+    scores = ["validation_accuracy", "test_accuracy", "test_f1_macro"]
+    pd.testing.assert_frame_equal(remote[scores], local[scores])
+    clip = sorted((sample_dir / "fma_small").rglob("*.mp3"))[0]
+    done = _fmadask(env, "predict", f"{out}/classical", str(clip))
+    assert done.returncode == 0, done.stderr[-2000:]
+    want = format_predictions(predict(tmp_path / "local" / "classical", [clip]))
+    assert done.stdout.splitlines() == want
+
+
+class _Relay:
+    """A TCP relay 127.0.0.1:port -> the S3 server, which the test can cut and restore: the
+    server stops answering mid-job while its data stays (moto keeps objects in memory)."""
+
+    def __init__(self, target: int) -> None:
+        self.target, self.port = target, free_port()
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        self.listener.close()
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_s3_cut_off_mid_job_ends_in_one_line_and_a_rerun_resumes(
+        s3_server, s3_sample, isolated_cluster) -> None:
+    relay = _Relay(s3_server.port)
+    relay.start()
+    fs = s3_server.filesystem()
+    fs.mkdir("cutoff")
+    out = "s3://cutoff/runs/r1"
+    # Client and workers reach S3 through the relay (options passed to the workers as task
+    # arguments override their AWS_ENDPOINT_URL).
+    options = ["--storage-option", f"endpoint_url=http://127.0.0.1:{relay.port}",
+               "--storage-option", "config_kwargs.retries.max_attempts=1"]
+    proc = subprocess.Popen([str(BIN / "fmadask"), "featurize", s3_sample, "--out", out,
+                             "--partition-size", "2", "--what", "features", "--scheduler",
+                             isolated_cluster, *options],
+                            env=_env(s3_server), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        fs.invalidate_cache()
+        if len(fs.glob("cutoff/runs/r1/_partitions/part-*.json")) >= 2:
+            break
+        time.sleep(0.2)
+    relay.stop()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("fmadask: ") and "re-run" in last and "Traceback" not in err
+    fs.invalidate_cache()
+    finished = len(fs.glob("cutoff/runs/r1/_partitions/part-*.json"))
+    assert finished >= 2
+    # The lock was left behind by nobody: the client released it? It could not reach S3, so
+    # the object may remain; a re-run on the same host takes a dead holder's lock over.
+    relay.start()
+    done = _fmadask(_env(s3_server), "featurize", s3_sample, "--out", out, "--partition-size",
+                    "2", "--what", "features", "--scheduler", isolated_cluster, *options)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    summary = json.loads(fs.cat_file("cutoff/runs/r1/featurize.json"))["summary"]
+    assert summary["partitions_skipped"] >= finished
+    assert summary["partitions_complete"] == summary["partitions"]
+    relay.stop()
