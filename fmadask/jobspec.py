@@ -136,7 +136,6 @@ class OutputSection:
     """``[output]``: the run directory."""
 
     dir: str
-    storage_options: dict
     overwrite: bool
 
 
@@ -343,20 +342,21 @@ def check_spec_paths(spec: JobSpec) -> None:
     ``generate_sample`` is set and the folder has no metadata yet (the run will write it).
     """
     data = spec.data
+    so = data.storage_options
     metadata = join(data.dir, METADATA_DIR, "tracks.csv")
-    if not exists(metadata):
+    if not exists(metadata, so):
         if data.generate_sample:
             if local_path(data.dir) is None:
                 raise ConfigError(f"{spec.source}: [data] generate_sample writes a local folder; "
                                   f"{data.dir} is a URL")
-        elif not exists(data.dir):
+        elif not exists(data.dir, so):
             raise DataError(f"data folder {data.dir} does not exist: fetch FMA with 'fmadask fetch "
                             f"metadata --to {data.dir}' and 'fmadask fetch {data.subset} --to "
                             f"{data.dir}', or set data.generate_sample = true")
         else:
             raise DataError(f"{metadata} not found: fetch it with 'fmadask fetch metadata --to "
                             f"{data.dir}' or set data.dir to the folder holding {METADATA_DIR}/")
-    elif not exists(join(data.dir, f"fma_{data.subset}")):
+    elif not exists(join(data.dir, f"fma_{data.subset}"), so):
         raise DataError(f"{join(data.dir, f'fma_{data.subset}')} not found: fetch the audio with "
                         f"'fmadask fetch {data.subset} --to {data.dir}'")
     for key in ("tls_ca_file", "tls_cert", "tls_key", "cluster_spec"):

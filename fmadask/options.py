@@ -276,7 +276,6 @@ OPTIONS: dict[str, Option] = _options(
     Option("cnn.device", str, "auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES),
     Option("cnn.seed", int, 0, "seed of initial weights, shuffling and segment offsets"),
     Option("output.dir", str, MISSING, "run directory (local path or fsspec URL)", path=True),
-    Option("output.storage_options", dict, {}, "fsspec options of a URL run directory"),
     Option("output.overwrite", bool, False, "redo stages whose outputs were made with other "
            "parameters, deleting only files fmadask wrote (default: refuse)"),
     Option("sample.force", bool, False, "write into a folder that is not empty (files of the "

@@ -26,6 +26,7 @@ from typing import IO, Any
 from fmadask import __version__
 from fmadask.errors import ConfigError
 from fmadask.jobspec import JobSpec, format_spec, local_path
+from fmadask.storage import redact
 from fmadask.lock import RunLock
 from fmadask.options import OptionError
 from fmadask.pipeline.rundir import foreign_entries
@@ -64,7 +65,7 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
     data = spec.data
     if stage == "featurize":
         f = spec.featurize
-        return {"data_dir": str(data_path(spec)), "subset": data.subset, "split": data.split,
+        return {"data_dir": redact(data_path(spec)), "subset": data.subset, "split": data.split,
                 "seed": data.seed if data.split == "stratified" else None,
                 "sr": None if f.sr == "native" else int(f.sr), "what": sorted(f.what),
                 "partition_size": f.partition_size, "max_seconds": max_seconds(spec),
@@ -90,15 +91,11 @@ def max_seconds(spec: JobSpec) -> float | None:
     return None if value == "none" else float(value)
 
 
-def data_path(spec: JobSpec) -> Path:
-    """The data folder as a local path (a plain path or a ``file://`` URL)."""
+def data_path(spec: JobSpec) -> str | Path:
+    """The data folder: a local path (plain or ``file://``), or the URL the workers read
+    (``s3://``, ``gs://``, ``https://``; with ``[data] storage_options``)."""
     path = local_path(spec.data.dir)
-    if path is None:
-        raise ConfigError(f"{spec.source}: [data] dir = {spec.data.dir!r}: the featurize stage "
-                          "decodes mp3s from a local or mounted folder; mount the bucket (e.g. "
-                          "s3fs, mountpoint-s3) at the same path on every worker and give that "
-                          "path")
-    return path
+    return spec.data.dir if path is None else path
 
 
 def run_path(spec: JobSpec) -> Path:
@@ -228,8 +225,9 @@ def ensure_data(spec: JobSpec, file: IO[str]) -> None:
     from fmadask.fma.layout import METADATA_DIR
 
     folder = data_path(spec)
-    if not spec.data.generate_sample or (folder / METADATA_DIR / "tracks.csv").is_file():
-        return
+    if not spec.data.generate_sample or not isinstance(folder, Path) or \
+            (folder / METADATA_DIR / "tracks.csv").is_file():
+        return       # a URL data folder with generate_sample is refused by the spec check
     from fmadask.fma.sample import make_sample
 
     d = spec.data
@@ -326,7 +324,8 @@ def _featurize(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[s
                   sr=None if f.sr == "native" else int(f.sr), what=list(f.what),
                   partition_size=f.partition_size, overwrite=redo,
                   max_seconds=max_seconds(spec),
-                  split=d.split, seed=d.seed, file=file, mel_device=f.mel_device)
+                  split=d.split, seed=d.seed, file=file, mel_device=f.mel_device,
+                  storage_options=d.storage_options)
 
 
 def _classical(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:

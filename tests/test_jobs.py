@@ -170,9 +170,9 @@ def test_fsspec_urls(sample_dir: Path) -> None:
                                                              "output.dir=/tmp/fmadask-url-run"])
     with pytest.raises(DataError, match="fma_medium"):
         load_job(ROOT / "jobs" / "fma-medium.toml", ["data.dir=memory://fma-url-test"])
-    # ... but the featurize stage decodes local files: refused before anything runs
-    with pytest.raises(ConfigError, match="local or mounted folder"):
-        plan(spec)
+    # ... and the featurize stage's workers read the URL themselves (issue 10)
+    assert [p.stage for p in plan(spec) if p.action == "run"] == ["featurize", "classical", "cnn"]
+    assert stage_params(spec, "featurize")["data_dir"] == "memory://fma-url-test"
 
 
 # -------------------------------------------------------------------- stage completeness
