@@ -337,3 +337,29 @@ def test_dockerfile_installs_like_setup_sh(name: str) -> None:
         if instruction == "COPY":
             for source in args.split()[:-1]:
                 assert (ROOT / source).exists(), source
+
+
+def test_kubernetes_daskjob_s3_shares_no_volume() -> None:
+    """The bucket variant: no pod mounts a volume, job and workers get the AWS_* Secret, and
+    the job's commands are valid fmadask command lines on s3:// folders."""
+    import shlex
+
+    from fmadask.cli import build_parser
+
+    (doc,) = _yaml_docs(DEPLOY / "kubernetes" / "daskjob-s3.yaml")
+    (secret,) = _yaml_docs(DEPLOY / "kubernetes" / "s3-secret.yaml")
+    assert "volume" not in yaml.safe_dump(doc).lower()
+    job = doc["spec"]["job"]["spec"]["containers"][0]
+    worker = _containers(doc["spec"]["cluster"]["spec"]["worker"]["spec"])["worker"]
+    for container in (job, worker):
+        assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FMA_BUCKET"} <= set(secret["stringData"])
+    (script,) = job["args"]
+    commands = [shlex.split(c.replace("${FMA_BUCKET}", "b").replace("$DASK_SCHEDULER_ADDRESS",
+                                                                     "tcp://s:8786"))
+                for c in script.split("&&")]
+    assert [c[1] for c in commands] == ["featurize", "train"]
+    for command in commands:
+        args = build_parser().parse_args(command[1:])
+        assert args.scheduler == "tcp://s:8786"
+    assert build_parser().parse_args(commands[0][1:]).out.startswith("s3://b/")
