@@ -1,7 +1,7 @@
 """Job specifications: one TOML file that names the data, the cluster, the stages and their parameters.
 
 A job spec has the sections ``[job]``, ``[data]``, ``[cluster]``, ``[featurize]``,
-``[classical]``, ``[cnn]`` and ``[output]``; each key, its type and its default are the fields of
+``[classical]``, ``[cnn]``, ``[fusion]`` and ``[output]``; each key, its type and its default are the fields of
 the dataclasses below (``fmadask run --check JOB`` prints the resolved spec). ``load_job`` reads
 a file, applies ``--set section.key=value`` overrides and validates everything before a stage
 runs, so a typo costs one line, not a half-finished run:
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fmadask.dl.config import TrainConfig
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.layout import AUDIO_SUBSETS, METADATA_DIR
 
@@ -144,9 +145,26 @@ class CnnSection:
     lr: float = _field(1e-3, minimum=0.0)
     optimizer: str = _field("adamw", choices=OPTIMIZERS, doc="'adam' is the study's")
     segment_seconds: float = _field(3.0, minimum=0.1, doc="training segment length")
+    gain_db: float = _field(TrainConfig.gain_db, minimum=0.0,
+                            doc="augmentation: random gain up to +-dB (0 off; the study: 0)")
+    masks: int = _field(TrainConfig.masks, minimum=0,
+                        doc="augmentation: SpecAugment frequency and time masks (0 off)")
+    mixup: float = _field(TrainConfig.mixup, minimum=0.0, doc="augmentation: mixup alpha (0 off)")
+    label_smoothing: float = _field(TrainConfig.label_smoothing, minimum=0.0,
+                                    doc="label smoothing (0 off)")
     width: int | None = _field(None, minimum=1, doc="channel width (default: the net's)")
     device: str = _field("auto", choices=DEVICES, doc="'cuda' for GPU workers (NCCL)")
     seed: int = _field(0)
+
+
+@dataclass(frozen=True)
+class FusionSection:
+    """``[fusion]``: pool the best classical model and the best CNN (weight fitted on
+    validation); runs when both stages are on."""
+
+    enabled: bool = _field(True)
+    classical: str = _field("", doc="classical model folder name (default: the best)")
+    cnn: str = _field("", doc="CNN architecture (default: the best on validation)")
 
 
 @dataclass(frozen=True)
@@ -169,6 +187,7 @@ class JobSpec:
     featurize: FeaturizeSection
     classical: ClassicalSection
     cnn: CnnSection
+    fusion: FusionSection
     output: OutputSection
 
     @property
@@ -191,7 +210,7 @@ class JobSpec:
 SECTIONS: dict[str, type] = {
     "job": JobSection, "data": DataSection, "cluster": ClusterSection,
     "featurize": FeaturizeSection, "classical": ClassicalSection, "cnn": CnnSection,
-    "output": OutputSection,
+    "fusion": FusionSection, "output": OutputSection,
 }
 
 

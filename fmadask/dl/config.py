@@ -38,6 +38,14 @@ class TrainConfig:
         ``onecycle`` (warm-up then cosine decay), ``cosine`` (decay per step) or ``constant``.
     patience : int
         Stop after this many epochs without a lower validation loss.
+    gain_db : float
+        Training augmentation: random gain of up to this many dB per segment (0: off).
+    masks : int
+        Training augmentation: SpecAugment frequency and time masks per segment, each (0: off).
+    mixup : float
+        Training augmentation: mixup's Beta parameter (0: off).
+    label_smoothing : float
+        Share of each training target spread over all classes (0: off).
     width : int, optional
         Channel width of the net (architecture default when None).
     seed : int
@@ -71,6 +79,11 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr_schedule: str = "onecycle"
     patience: int = 5
+    # The recipe of new work (see fmadask.dl.augment); the study's job sets them to 0.
+    gain_db: float = 6.0
+    masks: int = 2
+    mixup: float = 0.2
+    label_smoothing: float = 0.1
     width: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -99,6 +112,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.segment_seconds <= 0 or self.lr <= 0:
             raise ConfigError("segment_seconds and lr must be positive")
+        for name in ("gain_db", "masks", "mixup"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise ConfigError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 def config_options(args: argparse.Namespace) -> dict:
@@ -130,6 +148,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=d.patience, metavar="N",
                         help="early stopping: epochs without a better validation loss "
                              f"(default {d.patience})")
+    parser.add_argument("--gain-db", dest="gain_db", type=float, default=d.gain_db, metavar="DB",
+                        help=f"augmentation: random gain up to +-DB dB (default {d.gain_db:g}; "
+                             "0 off)")
+    parser.add_argument("--masks", type=int, default=d.masks, metavar="N",
+                        help=f"augmentation: N frequency and N time masks (default {d.masks}; "
+                             "0 off)")
+    parser.add_argument("--mixup", type=float, default=d.mixup, metavar="ALPHA",
+                        help=f"augmentation: mixup Beta(ALPHA, ALPHA) (default {d.mixup:g}; "
+                             "0 off)")
+    parser.add_argument("--label-smoothing", dest="label_smoothing", type=float,
+                        default=d.label_smoothing, metavar="EPS",
+                        help=f"label smoothing (default {d.label_smoothing:g}; 0 off)")
     parser.add_argument("--width", type=int, metavar="C",
                         help="channel width (default: the architecture's)")
     parser.add_argument("--seed", type=int, default=d.seed)
