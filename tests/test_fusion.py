@@ -62,7 +62,7 @@ def test_masks_zero_bands_and_spans_and_gain_shifts_by_db():
 
 
 def test_recipe_options_are_validated():
-    assert TrainConfig().masks > 0 and TrainConfig().mixup > 0   # the recipe of new work
+    assert TrainConfig().gain_db > 0 and TrainConfig().label_smoothing > 0  # the new recipe
     assert not Augmentation().active
     for bad in (dict(mixup=-1.0), dict(label_smoothing=1.0), dict(gain_db=float("nan"))):
         with pytest.raises(ConfigError):
