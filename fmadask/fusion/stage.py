@@ -273,8 +273,10 @@ def report_markdown(results: pd.DataFrame, weight: float, dirs: dict[str, Path])
 def format_results(results: pd.DataFrame) -> str:
     """A few lines for the terminal: each source's validation and test accuracy."""
     lines = []
+    width = max(len(m) for m in results["model"])
     for row in results.itertuples(index=False):
-        lines.append(f"  {row.source:<9} {row.model:<32} validation {row.validation_accuracy:.3f}"
+        lines.append(f"  {row.source:<9} {row.model:<{width}}  validation "
+                     f"{row.validation_accuracy:.3f}"
                      f"  test {row.test_accuracy:.3f}  test F1 {row.test_f1_macro:.3f}")
     return "\n".join(lines)
 
