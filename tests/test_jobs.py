@@ -93,6 +93,11 @@ def test_job_specs_cover_the_study_and_the_subsets() -> None:
     assert paper.classical.models == ["all"] and paper.classical.search == "random"
     assert paper.classical.cv == 5 and paper.classical.scaler == "minmax"
     assert paper.cnn.archs == ["naive", "naive_bn"] and paper.cnn.optimizer == "adam"
+    # the study trained without augmentation; new work (the demo) gets the recipe
+    c = paper.cnn
+    assert (c.gain_db, c.masks, c.mixup, c.label_smoothing) == (0, 0, 0, 0)
+    demo = load_job(ROOT / "jobs" / "demo.toml", check_paths=False).cnn
+    assert demo.gain_db > 0 and demo.label_smoothing > 0 and demo.enabled
     for name, subset in (("fma-medium", "medium"), ("fma-large", "large")):
         spec = load_job(ROOT / "jobs" / f"{name}.toml", check_paths=False)
         assert spec.data.subset == subset and spec.classical.distributed_xgb
