@@ -176,6 +176,13 @@ def test_augmentation_is_off_at_evaluation(fused_run: Path):
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_a_fusion_card_without_its_parts_is_one_line(tmp_path: Path, capsys):
+    (tmp_path / "model.json").write_text(json.dumps({"kind": "fusion", "classes": ["Rock"]}))
+    assert main(["predict", str(tmp_path), str(tmp_path / "x.mp3")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "fmadask fuse" in err
+
+
 def test_fuse_command_without_stages_is_one_line(tmp_path: Path, capsys):
     assert main(["fuse", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

@@ -296,6 +296,10 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
 
     model_dir = Path(model_dir)
     card = json.loads((model_dir / "model.json").read_text())
+    if not all(isinstance(card.get(k), dict) and set(PARTS) <= set(card[k])
+               for k in ("parts", "weights")):
+        raise DataError(f"{model_dir / 'model.json'} does not name the fusion's parts and weights: "
+                        "re-run 'fmadask fuse'")
     classes = list(card["classes"])
     tables = {}
     for part in PARTS:
