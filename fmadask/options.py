@@ -263,6 +263,20 @@ OPTIONS: dict[str, Option] = _options(
            maximum=4096),
     Option("cnn.device", str, "auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES),
     Option("cnn.seed", int, 0, "seed of initial weights, shuffling and segment offsets"),
+    # The recipe of new work (fmadask.dl.augment), chosen on validation: random gain and label
+    # smoothing; masks and mixup cost validation accuracy within 20 epochs (README, "The CNN
+    # recipe and the fusion"), so they are off unless asked for. The paper job sets all to 0.
+    Option("cnn.gain_db", float, 6.0, "augmentation: random gain up to +-DB dB (0 off)",
+           minimum=0.0, maximum=60.0),
+    Option("cnn.masks", int, 0, "augmentation: N SpecAugment frequency and N time masks (0 off)",
+           minimum=0, maximum=64),
+    Option("cnn.mixup", float, 0.0, "augmentation: mixup Beta(ALPHA, ALPHA) (0 off)",
+           minimum=0.0, maximum=100.0),
+    Option("cnn.label_smoothing", float, 0.1, "label smoothing (0 off)", minimum=0.0,
+           maximum=0.99),
+    Option("fusion.enabled", bool, True),
+    Option("fusion.classical", str, "", "classical model folder name (default: the best)"),
+    Option("fusion.cnn", str, "", "CNN architecture (default: the best on validation)"),
     Option("output.dir", str, MISSING, "run directory (local path or fsspec URL)", path=True),
     Option("output.overwrite", bool, False, "redo stages whose outputs were made with other "
            "parameters, deleting only files fmadask wrote (default: refuse)"),
