@@ -148,7 +148,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     search_models=args.search_models, scheduler=args.scheduler,
                     workers=args.workers, split_seed=args.split_seed, subset=args.subset,
                     cv=args.cv, distributed_xgb=args.distributed_xgb,
-                    unsupervised=not args.no_unsupervised)
+                    class_weight=args.class_weight, unsupervised=not args.no_unsupervised)
     print(results_markdown(results), end="")
     return 0
 
@@ -178,13 +178,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "decision_tree, random_forest, svc, nusvc, linear_svc, gradient_boosting, "
                         "extra_trees, xgboost, adaboost")
     p.add_argument("--search", choices=["none", "random", "bayes"], default="none",
-                   help="hyper-parameter search: dask-ml random search or Optuna (default none)")
+                   help="hyper-parameter search: random or Bayesian (Optuna TPE), both with "
+                        "successive halving, resumable (default none)")
     p.add_argument("--search-models", default="xgboost", metavar="NAMES",
                    help="models to tune, comma-separated or 'all' (default xgboost)")
     p.add_argument("--n-iter", type=int, default=20, metavar="N",
                    help="candidates per searched model (default 20)")
     p.add_argument("--cv", type=int, default=5, metavar="K",
                    help="stratified cross-validation folds of the search (default 5)")
+    p.add_argument("--class-weight", choices=["none", "balanced"], default="none",
+                   help="'balanced' weights every genre the same in training (unbalanced subsets "
+                        "such as FMA medium; default none)")
     p.add_argument("--scaler", choices=["minmax", "standard"], default="minmax",
                    help="feature scaling (default minmax, the study's)")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")

@@ -39,6 +39,7 @@ FEATURIZE_OUTPUTS = ("features", "spectrograms")
 SPLITS = ("official", "stratified")
 SCALERS = ("minmax", "standard")
 SEARCHES = ("none", "random", "bayes")
+CLASS_WEIGHTS = ("none", "balanced")
 OPTIMIZERS = ("adamw", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -127,6 +128,8 @@ class ClassicalSection:
                                                        "XGBoost)")
     n_iter: int = _field(20, minimum=1, doc="parameter settings the search tries")
     cv: int = _field(5, minimum=2, doc="stratified folds of the search")
+    class_weight: str = _field("none", choices=CLASS_WEIGHTS, doc="'balanced': every genre weighs "
+                                                                  "the same (unbalanced subsets)")
     distributed_xgb: bool = _field(False, doc="train XGBoost through xgboost.dask")
     unsupervised: bool = _field(True, doc="also draw the PCA, t-SNE and K-means views")
     seed: int = _field(0)

@@ -17,7 +17,8 @@ from fmadask.ml.fit import FitOutcome, error_line
 
 
 def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np.ndarray,
-                     y_train: np.ndarray, evaluate: dict[str, np.ndarray]) -> FitOutcome:
+                     y_train: np.ndarray, evaluate: dict[str, np.ndarray],
+                     sample_weight: np.ndarray | None = None) -> FitOutcome:
     """Fit ``xgboost.dask.DaskXGBClassifier`` on the workers and predict the evaluation splits.
 
     Parameters
@@ -33,6 +34,8 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
         Class codes ``0 .. k-1``.
     evaluate : dict of str to numpy.ndarray
         Scaled features of other splits.
+    sample_weight : numpy.ndarray, shape (n,), optional
+        Row weights (``class_weight='balanced'``), blocked like the rows.
 
     Returns
     -------
@@ -54,7 +57,9 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
         y = to_dask_array(client, y_train, block_rows=block)
         model = xgb.dask.DaskXGBClassifier(**{"random_state": seed, **params})
         model.client = client
-        model.fit(X, y)
+        weights = (None if sample_weight is None
+                   else to_dask_array(client, sample_weight, block_rows=block))
+        model.fit(X, y, sample_weight=weights)
         local = xgb.XGBClassifier()
         local.load_model(model.get_booster().save_raw(raw_format="json"))
         # Keep the parameters on the local copy, so that the saved model describes itself.
