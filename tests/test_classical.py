@@ -476,3 +476,14 @@ def test_run_split_handling_keeps_or_recomputes_the_split(audio_run):
                                    stratified_split(stored["genre_top"], seed=3),
                                    check_names=False, check_dtype=False)
     assert list(official.genre) == list(stored["genre_top"])
+
+
+def test_nusvc_nu_bound_pairs_the_smallest_genre_with_the_largest():
+    """FMA medium's genres: the tightest pair is the smallest with the largest, not the two
+    smallest (2 * 3 / (3 + 60) < 2 * 3 / (3 + 10))."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], [3, 10, 60])
+    X = rng.normal(size=(len(y), 5)) + y[:, None]
+    assert nu_bound(y) == pytest.approx(6 / 63)
+    model = FeasibleNuSVC(nu=0.5).fit(X, y)
+    assert model.nu_ == pytest.approx(0.95 * 6 / 63)

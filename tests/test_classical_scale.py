@@ -36,6 +36,8 @@ MEDIUM_GENRES = {"Rock": 7103, "Electronic": 6314, "Experimental": 2251, "Hip-Ho
                  "Folk": 1519, "Instrumental": 1350, "Pop": 1186, "International": 1018,
                  "Classical": 619, "Old-Time / Historic": 510, "Jazz": 384, "Country": 178,
                  "Soul-RnB": 154, "Spoken": 118, "Blues": 74, "Easy Listening": 21}
+#: The 8 largest, for the search tests (fewer trees per round: faster, same behaviour).
+EIGHT = dict(list(MEDIUM_GENRES.items())[:8])
 
 
 def medium_shaped(rows: int = 800, shift: float = 0.4, seed: int = 0,
@@ -68,8 +70,9 @@ def _task_count(stream: list[dict], prefix: str) -> int:
 
 def test_scale_rule_swaps_the_fastest_growing_models_past_the_threshold_only():
     small, large = SCALE_THRESHOLD_ROWS, SCALE_THRESHOLD_ROWS + 1
-    for name in ("logistic_regression", "random_forest", "xgboost", "linear_svc"):
+    for name in ("logistic_regression", "random_forest", "linear_svc", "adaboost"):
         assert runs_as(name, large) == name
+    assert runs_as("xgboost", large) == "xgboost_early_stopping"
     assert runs_as("gradient_boosting", small) == "gradient_boosting"
     assert runs_as("gradient_boosting", large) == "hist_gradient_boosting"
     assert runs_as("svc", large) == runs_as("nusvc", large) == "nystroem_svm"
@@ -133,7 +136,7 @@ def test_halving_fractions_and_the_search_score():
 
 
 def test_successive_halving_fits_the_losers_on_a_third_of_the_rows(local_client, tmp_path):
-    dataset = medium_shaped(rows=1200)
+    dataset = medium_shaped(rows=700, genres=EIGHT)
     X, y = dataset.xy("training")
     with get_task_stream(local_client) as stream:
         outcome = run_search(local_client, "xgboost", X, y, SPACE, "random", n_iter=6, cv=3,
@@ -154,7 +157,7 @@ def test_successive_halving_fits_the_losers_on_a_third_of_the_rows(local_client,
 
 
 def test_a_stopped_search_resumes_from_its_persisted_trials(local_client, tmp_path):
-    dataset = medium_shaped(rows=1200)
+    dataset = medium_shaped(rows=700, genres=EIGHT)
     X, y = dataset.xy("training")
     full = run_search(local_client, "xgboost", X, y, SPACE, "bayes", n_iter=6, cv=3,
                       trials_dir=tmp_path, wave=3)
@@ -177,7 +180,7 @@ def test_a_stopped_search_resumes_from_its_persisted_trials(local_client, tmp_pa
 def test_search_survives_a_worker_killed_mid_search(tmp_path):
     from fmadask.cluster import get_client
 
-    dataset = medium_shaped(rows=1200)
+    dataset = medium_shaped(rows=700, genres=dict(list(EIGHT.items())[:4]))
     X, y = dataset.xy("training")
     space = {"n_estimators": Int(40, 80), "max_depth": Int(3, 5)}
     with get_client(workers=2, quiet=True) as client:

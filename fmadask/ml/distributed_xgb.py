@@ -25,7 +25,10 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
     ----------
     client : distributed.Client
     params : dict
-        XGBoost parameters (``n_jobs`` is the threads per worker).
+        XGBoost parameters (``n_jobs`` is the threads per worker). With
+        ``early_stopping_rounds`` (the scale rule's XGBoost), a stratified 10 % of the training
+        rows is held out to stop on, as :class:`~fmadask.ml.xgb_early.EarlyStoppingXGBClassifier`
+        does in one task.
     seed : int
         ``random_state``.
     X_train : numpy.ndarray, shape (n, d)
@@ -53,17 +56,35 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
     # One block per worker at least, so that every worker takes part.
     block = max(1, -(-len(X_train) // max(1, n_workers)))
     try:
-        X = to_dask_array(client, X_train, block_rows=block)
-        y = to_dask_array(client, y_train, block_rows=block)
+        rows = np.arange(len(y_train))
+        held_out = np.empty(0, dtype=int)
+        if params.get("early_stopping_rounds"):
+            from sklearn.model_selection import train_test_split
+
+            rows, held_out = train_test_split(rows, test_size=0.1, stratify=y_train,
+                                              random_state=seed)
+
+        def blocks(values: np.ndarray | None, part: np.ndarray) -> Any:
+            return None if values is None else to_dask_array(client, values[part],
+                                                             block_rows=block)
+
         model = xgb.dask.DaskXGBClassifier(**{"random_state": seed, **params})
         model.client = client
-        weights = (None if sample_weight is None
-                   else to_dask_array(client, sample_weight, block_rows=block))
-        model.fit(X, y, sample_weight=weights)
+        extra = {}
+        if len(held_out):
+            extra["eval_set"] = [(blocks(X_train, held_out), blocks(y_train, held_out))]
+            extra["verbose"] = False
+            if sample_weight is not None:
+                extra["sample_weight_eval_set"] = [blocks(sample_weight, held_out)]
+        model.fit(blocks(X_train, rows), blocks(y_train, rows),
+                  sample_weight=blocks(sample_weight, rows), **extra)
         local = xgb.XGBClassifier()
         local.load_model(model.get_booster().save_raw(raw_format="json"))
         # Keep the parameters on the local copy, so that the saved model describes itself.
         local.set_params(**{"random_state": seed, **params})
+        if len(held_out):
+            # Predict with the best round, as the booster trained one task would.
+            local.best_iteration = model.best_iteration
         predictions = {s: np.asarray(local.predict(Xe)) if len(Xe) else np.empty(0, int)
                        for s, Xe in evaluate.items()}
     except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash

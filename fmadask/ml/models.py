@@ -96,12 +96,13 @@ class FeasibleNuSVC(NuSVC):
 
 
 def nu_bound(y: np.ndarray) -> float:
-    """Largest feasible ``nu`` of a one-vs-one NuSVC on labels ``y``: ``2 min(n_i, n_j) / (n_i + n_j)``
-    over all pairs of classes, which is ``2 n_min / (n_min + n_next)`` for the two smallest."""
+    """Largest feasible ``nu`` of a one-vs-one NuSVC on labels ``y``: the minimum over all pairs
+    of classes of ``2 min(n_i, n_j) / (n_i + n_j)``, which is ``2 n_min / (n_min + n_max)`` (for
+    a fixed smaller class, the bound falls as the other class grows)."""
     counts = np.sort(np.unique(np.asarray(y), return_counts=True)[1])
     if len(counts) < 2:
         return 1.0
-    return float(2 * counts[0] / (counts[0] + counts[1]))
+    return float(2 * counts[0] / (counts[0] + counts[-1]))
 
 
 # ---------------------------------------------------------------------- RBF SVM approximation

@@ -35,7 +35,8 @@ from fmadask.cluster import workers_info
 from fmadask.errors import ConfigError
 from fmadask.ml.data import Dataset, load_dataset
 from fmadask.ml.fit import FitOutcome, fit_and_predict
-from fmadask.ml.models import (MODELS, SCALE_THRESHOLD_ROWS, SCALED, SCALERS, Dimension,
+from fmadask.ml.models import (MODELS, SCALE_THRESHOLD_ROWS, SCALED, SCALERS, SUBSTITUTES,
+                               Dimension,
                                class_scores, make_scaler, model_label, resolve_models, runs_as,
                                search_space)
 from fmadask.ml.persist import jsonable, save_classical
@@ -228,8 +229,6 @@ class _Stage:
         self.threshold = SCALE_THRESHOLD_ROWS if scale_threshold is None else scale_threshold
         #: The scale rule's verdict: study name -> the estimator that runs under it.
         self.runs = {n: runs_as(n, len(self.y["training"]), self.threshold) for n in MODELS}
-        if distributed_xgb:                        # xgboost.dask is its own answer to scale
-            self.runs["xgboost"] = "xgboost"
 
     # ------------------------------------------------------------------------------- run
 
@@ -332,7 +331,9 @@ class _Stage:
 
         from fmadask.ml.fit import balanced_weights
 
-        return fit_xgboost_dask(self.client, {**MODELS["xgboost"].defaults, **params}, self.seed,
+        key = self.runs["xgboost"]
+        defaults = (MODELS.get(key) or SUBSTITUTES[key]).defaults
+        return fit_xgboost_dask(self.client, {**defaults, **params}, self.seed,
                                 scaled["training"], self.y["training"],
                                 {s: scaled[s] for s in EVAL_SPLITS},
                                 balanced_weights(self.y["training"], self.class_weight))
