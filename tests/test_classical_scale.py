@@ -25,11 +25,15 @@ from fmadask.fma.splits import stratified_split
 from fmadask.ml import load_classical, train
 from fmadask.ml.data import Dataset
 from fmadask.ml.fit import fit_and_predict
-from fmadask.ml.models import (SCALE_THRESHOLD_ROWS, Int, NystroemSVM, make_pipeline, runs_as)
+from fmadask.ml.models import (SCALE_THRESHOLD_ROWS, Float, Int, NystroemSVM, make_pipeline,
+                               runs_as)
 from fmadask.ml.search import halving_fractions, run_search, score_for
 
-#: A small XGBoost space: searches in tests take seconds.
+#: A small XGBoost space, for the stage's search.
 SPACE = {"n_estimators": Int(5, 25), "max_depth": Int(2, 4)}
+#: The engine is the same for every model; logistic regression fits in a fraction of a second
+#: (XGBoost's 518-feature histograms take seconds even on a few hundred rows).
+LR_SPACE = {"C": Float(1e-4, 1e2, log=True)}
 #: FMA medium's 16 genres, with tracks in proportion to its counts (Rock 7,103 ... Easy
 #: Listening 21), scaled down.
 MEDIUM_GENRES = {"Rock": 7103, "Electronic": 6314, "Experimental": 2251, "Hip-Hop": 2201,
@@ -139,8 +143,8 @@ def test_successive_halving_fits_the_losers_on_a_third_of_the_rows(local_client,
     dataset = medium_shaped(rows=700, genres=EIGHT)
     X, y = dataset.xy("training")
     with get_task_stream(local_client) as stream:
-        outcome = run_search(local_client, "xgboost", X, y, SPACE, "random", n_iter=6, cv=3,
-                             trials_dir=tmp_path)
+        outcome = run_search(local_client, "logistic_regression", X, y, LR_SPACE, "random",
+                             n_iter=6, cv=3, trials_dir=tmp_path)
     assert outcome.fractions == [1 / 3, 1.0] and outcome.score == "balanced_accuracy"
     trials = outcome.trials
     assert sorted(trials["state"]) == ["COMPLETE"] * 2 + ["PRUNED"] * 4
@@ -159,16 +163,16 @@ def test_successive_halving_fits_the_losers_on_a_third_of_the_rows(local_client,
 def test_a_stopped_search_resumes_from_its_persisted_trials(local_client, tmp_path):
     dataset = medium_shaped(rows=700, genres=EIGHT)
     X, y = dataset.xy("training")
-    full = run_search(local_client, "xgboost", X, y, SPACE, "bayes", n_iter=6, cv=3,
-                      trials_dir=tmp_path, wave=3)
+    full = run_search(local_client, "logistic_regression", X, y, LR_SPACE, "bayes", n_iter=6,
+                      cv=3, trials_dir=tmp_path, wave=3)
     # Stop the search after its first wave: drop the later trials' files, as if killed.
     records = {p: json.loads(p.read_text()) for p in tmp_path.glob("trial-*.json")}
     lost = {p: r for p, r in records.items() if r["number"] >= 3}
     for path in lost:
         path.unlink()
     with get_task_stream(local_client) as stream:
-        resumed = run_search(local_client, "xgboost", X, y, SPACE, "bayes", n_iter=6, cv=3,
-                             trials_dir=tmp_path, wave=3)
+        resumed = run_search(local_client, "logistic_regression", X, y, LR_SPACE, "bayes",
+                             n_iter=6, cv=3, trials_dir=tmp_path, wave=3)
     assert resumed.resumed == 3
     # Only the lost trials were fitted again: each of their rungs, 3 folds each.
     assert _task_count(stream.data, "fold_score") == 3 * sum(len(r["rungs"])
@@ -182,13 +186,13 @@ def test_search_survives_a_worker_killed_mid_search(tmp_path):
 
     dataset = medium_shaped(rows=700, genres=dict(list(EIGHT.items())[:4]))
     X, y = dataset.xy("training")
-    space = {"n_estimators": Int(40, 80), "max_depth": Int(3, 5)}
+    space = {"n_estimators": Int(40, 80), "max_depth": Int(4, 8)}
     with get_client(workers=2, quiet=True) as client:
         outcome: dict = {}
 
         def search() -> None:
-            outcome["result"] = run_search(client, "xgboost", X, y, space, "random", n_iter=4,
-                                           cv=3, trials_dir=tmp_path)
+            outcome["result"] = run_search(client, "random_forest", X, y, space, "random",
+                                           n_iter=4, cv=3, trials_dir=tmp_path)
 
         thread = threading.Thread(target=search)
         thread.start()
