@@ -29,8 +29,6 @@ from fmadask.ml.models import (SCALE_THRESHOLD_ROWS, Float, Int, NystroemSVM, ma
                                runs_as)
 from fmadask.ml.search import halving_fractions, run_search, score_for
 
-#: A small XGBoost space, for the stage's search.
-SPACE = {"n_estimators": Int(5, 25), "max_depth": Int(2, 4)}
 #: The engine is the same for every model; logistic regression fits in a fraction of a second
 #: (XGBoost's 518-feature histograms take seconds even on a few hundred rows).
 LR_SPACE = {"C": Float(1e-4, 1e2, log=True)}
@@ -230,11 +228,11 @@ def test_balanced_class_weight_raises_the_small_genres_recall():
 def test_unbalanced_genres_are_searched_by_balanced_accuracy_and_reported(local_client,
                                                                           tmp_path):
     dataset = medium_shaped(rows=500)
-    results = train(dataset, tmp_path, models=["xgboost"], search="random", n_iter=3,
-                    client=local_client, model_params={"xgboost": {"n_estimators": 10}},
-                    search_spaces={"xgboost": SPACE}, class_weight="balanced",
+    results = train(dataset, tmp_path, models=["logistic_regression"], search="random",
+                    search_models="logistic_regression", n_iter=3, client=local_client,
+                    search_spaces={"logistic_regression": LR_SPACE}, class_weight="balanced",
                     unsupervised=False, progress=False)
-    tuned = results.set_index("model").loc["xgboost-random"]
+    tuned = results.set_index("model").loc["logistic_regression-random"]
     assert tuned["search_score"] == "balanced_accuracy" and tuned["class_weight"] == "balanced"
     written = pd.read_csv(tmp_path / "results.csv")
     for column in ("validation_balanced_accuracy", "test_balanced_accuracy"):
@@ -244,3 +242,20 @@ def test_unbalanced_genres_are_searched_by_balanced_accuracy_and_reported(local_
     assert json.loads((tmp_path / "best.json").read_text())["chosen_by"] == "balanced_accuracy"
     with pytest.raises(ConfigError, match="unknown class weight"):
         train(dataset, tmp_path, class_weight="heavy", progress=False)
+
+
+def test_distributed_xgboost_past_the_threshold_stops_early_across_the_workers(local_client,
+                                                                               tmp_path):
+    dataset = medium_shaped(rows=500, genres=EIGHT)
+    results = train(dataset, tmp_path, models=["xgboost"], client=local_client,
+                    distributed_xgb=True, scale_threshold=0, unsupervised=False, progress=False)
+    row = results.iloc[0]
+    assert row["error"] == "", row["error"]
+    assert row["runs_as"] == "xgboost_early_stopping"
+    assert row["worker"] == "xgboost.dask (2 workers)"
+    pipeline, _ = load_classical(tmp_path / "models" / "xgboost")
+    booster = pipeline.named_steps["model"]
+    # Early stopping kept fewer rounds than the 400 allowed, and the saved model uses them.
+    assert booster.best_iteration < 399
+    X, y = dataset.xy("test")
+    assert np.mean(pipeline.predict(X) == y) == pytest.approx(row["test_accuracy"])

@@ -81,10 +81,9 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
         local = xgb.XGBClassifier()
         local.load_model(model.get_booster().save_raw(raw_format="json"))
         # Keep the parameters on the local copy, so that the saved model describes itself.
+        # The booster's JSON carries its best round (early stopping): the local copy predicts
+        # with it, as a model trained in one task would.
         local.set_params(**{"random_state": seed, **params})
-        if len(held_out):
-            # Predict with the best round, as the booster trained one task would.
-            local.best_iteration = model.best_iteration
         predictions = {s: np.asarray(local.predict(Xe)) if len(Xe) else np.empty(0, int)
                        for s, Xe in evaluate.items()}
     except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
