@@ -160,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     search_models=search_models, scheduler=args.scheduler,
                     workers=args.workers, split_seed=args.split_seed, subset=args.subset,
                     cv=args.cv, distributed_xgb=args.distributed_xgb,
-                    unsupervised=args.unsupervised)
+                    class_weight=args.class_weight, unsupervised=args.unsupervised)
     print(results_markdown(results), end="")
     return 0
 
@@ -192,6 +192,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                help="models to tune, comma-separated or 'all'")
     add_option(p, "classical.n_iter", metavar="N")
     add_option(p, "classical.cv", metavar="K")
+    add_option(p, "classical.class_weight", metavar="NAME")
     add_option(p, "classical.scaler", metavar="NAME")
     add_option(p, "classical.seed", metavar="K")
     add_option(p, "classical.distributed_xgb",

@@ -107,6 +107,7 @@ class ClassicalSection:
     search_models: list[str]
     n_iter: int
     cv: int
+    class_weight: str
     distributed_xgb: bool
     unsupervised: bool
     seed: int

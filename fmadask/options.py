@@ -162,6 +162,8 @@ FEATURIZE_OUTPUTS = ("features", "spectrograms")
 MEL_DEVICES = ("cpu", "cuda")
 SPLITS = ("official", "stratified")
 SCALERS = ("minmax", "standard")
+#: 'balanced': every genre weighs the same in the loss (unbalanced subsets such as FMA medium).
+CLASS_WEIGHTS = ("none", "balanced")
 SEARCHES = ("none", "random", "bayes")
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
@@ -233,13 +235,16 @@ OPTIONS: dict[str, Option] = _options(
     Option("classical.models", list, ["all"], "model names, or ['all'] for the study's ten"),
     Option("classical.scaler", str, "minmax", "feature scaling (min-max is the study's)",
            choices=SCALERS),
-    Option("classical.search", str, "none", "hyper-parameter search: dask-ml random search or "
-           "Optuna (the study's: random)", choices=SEARCHES),
+    Option("classical.search", str, "none", "hyper-parameter search: random or Bayesian (Optuna "
+           "TPE), both with successive halving and resumable (the study's: random)",
+           choices=SEARCHES),
     Option("classical.search_models", list, ["xgboost"],
            "models the search tunes (the study: XGBoost)"),
     Option("classical.n_iter", int, 20, "parameter settings the search tries per model",
            minimum=1, maximum=100_000),
     Option("classical.cv", int, 5, "stratified folds of the search", minimum=2, maximum=100),
+    Option("classical.class_weight", str, "none", "'balanced' weights every genre the same in "
+           "training (unbalanced subsets such as FMA medium)", choices=CLASS_WEIGHTS),
     Option("classical.distributed_xgb", bool, False, "train XGBoost through xgboost.dask"),
     Option("classical.unsupervised", bool, True, "also draw the PCA, t-SNE and K-means views"),
     Option("classical.seed", int, 0, "random seed of the models, the search and the views"),

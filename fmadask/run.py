@@ -76,6 +76,7 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
         return {**upstream, "models": list(c.models), "scaler": c.scaler, "search": c.search,
                 "search_models": list(c.search_models),
                 "n_iter": c.n_iter, "cv": c.cv, "distributed_xgb": c.distributed_xgb,
+                "class_weight": c.class_weight,
                 "unsupervised": c.unsupervised, "seed": c.seed}
     if stage == "cnn":
         n = spec.cnn
@@ -347,7 +348,7 @@ def _classical(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[s
           search=c.search, search_models=list(c.search_models), n_iter=c.n_iter,
           client=client, scaler=c.scaler, seed=c.seed,
           split_seed=d.seed, subset=d.subset, cv=c.cv, distributed_xgb=c.distributed_xgb,
-          unsupervised=c.unsupervised, file=file)
+          unsupervised=c.unsupervised, class_weight=c.class_weight, file=file)
 
 
 def _models(spec: JobSpec) -> str | list[str]:
