@@ -192,7 +192,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     search_models=search_models, scheduler=args.scheduler,
                     workers=args.workers, split_seed=args.split_seed, subset=args.subset,
                     cv=args.cv, distributed_xgb=args.distributed_xgb,
-                    unsupervised=args.unsupervised, storage_options=args.storage_options)
+                    class_weight=args.class_weight, unsupervised=args.unsupervised,
+                    storage_options=args.storage_options)
     print(results_markdown(results), end="")
     return 0
 
@@ -224,6 +225,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                help="models to tune, comma-separated or 'all'")
     add_option(p, "classical.n_iter", metavar="N")
     add_option(p, "classical.cv", metavar="K")
+    add_option(p, "classical.class_weight", metavar="NAME")
     add_option(p, "classical.scaler", metavar="NAME")
     add_option(p, "classical.seed", metavar="K")
     add_option(p, "classical.distributed_xgb",
@@ -254,8 +256,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top genres of audio files from a trained model",
                        description="Decode and featurize audio files as the featurize job does "
                                    "and print each file's most probable genres. MODEL is a model "
-                                   "folder (RUN_DIR/classical/models/xgboost, a CNN's folder) or "
-                                   "RUN_DIR/classical for the best classical model. A file that "
+                                   "folder (RUN_DIR/classical/models/xgboost, a CNN's folder, "
+                                   "RUN_DIR/fusion) or RUN_DIR/classical for the best classical "
+                                   "model. A file that "
                                    "cannot be decoded gets a line saying why; the others are "
                                    "still scored (exit status 1 if any failed).")
     p.add_argument("model", metavar="MODEL", help="model folder (with model.json)")
@@ -349,11 +352,42 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_cnn)
 
 
+# ------------------------------------------------------------------------------------ fuse
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    from fmadask.fusion.stage import FUSION_DIR, format_results, fuse
+
+    results = fuse(args.run_dir, classical=args.classical, cnn=args.cnn, out_dir=args.out)
+    out = args.out or f"{args.run_dir.rstrip('/')}/{FUSION_DIR}"
+    print(f"fusion of the classical model and the CNN (weight fitted on validation), {out}:")
+    print(format_results(results))
+    return 0
+
+
+def _add_fuse(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fuse", help="pool the best classical model and the best CNN of a run",
+                       description="Pool the class probabilities of a run's best classical model "
+                                   "and best CNN (a weighted geometric mean whose weight is "
+                                   "fitted on the validation split only), score each and the "
+                                   "fusion on validation and test, and write RUN_DIR/fusion: "
+                                   "results.csv, report.md with a confusion matrix, and a model "
+                                   "for 'fmadask predict'.")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="run folder where the classical and CNN stages have finished")
+    p.add_argument("--classical", metavar="MODEL",
+                   help="classical model folder under RUN_DIR/classical/models (default: best)")
+    p.add_argument("--cnn", metavar="ARCH",
+                   help="CNN folder under RUN_DIR/cnn (default: best validation accuracy)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/fusion)")
+    p.set_defaults(handler=_cmd_fuse)
+
+
 # ------------------------------------------------------------------------------------ main
 
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_sample, _add_fetch, _add_info, _add_featurize, _add_run, _add_train, _add_predict,
-    _add_cnn,
+    _add_cnn, _add_fuse,
 )
 
 

@@ -1,8 +1,8 @@
 """Job specifications: one TOML file that names the data, the cluster, the stages and their parameters.
 
 A job spec has the sections ``[job]``, ``[data]``, ``[cluster]``, ``[featurize]``,
-``[classical]``, ``[cnn]`` and ``[output]``; each key, its type and its default are the fields of
-the dataclasses below (``fmadask run --check JOB`` prints the resolved spec). ``load_job`` reads
+``[classical]``, ``[cnn]``, ``[fusion]`` and ``[output]``; each key, its type and its default are
+the fields of the dataclasses below (``fmadask run --check JOB`` prints the resolved spec). ``load_job`` reads
 a file, applies ``--set section.key=value`` overrides and validates everything before a stage
 runs, so a typo costs one line, not a half-finished run:
 
@@ -109,6 +109,7 @@ class ClassicalSection:
     search_models: list[str]
     n_iter: int
     cv: int
+    class_weight: str
     distributed_xgb: bool
     unsupervised: bool
     seed: int
@@ -126,9 +127,23 @@ class CnnSection:
     lr: float
     optimizer: str
     segment_seconds: float
+    gain_db: float
+    masks: int
+    mixup: float
+    label_smoothing: float
     width: int | None
     device: str
     seed: int
+
+
+@_section
+class FusionSection:
+    """``[fusion]``: pool the best classical model and the best CNN (weight fitted on
+    validation); runs when both stages are on."""
+
+    enabled: bool
+    classical: str
+    cnn: str
 
 
 @_section
@@ -150,6 +165,7 @@ class JobSpec:
     featurize: FeaturizeSection
     classical: ClassicalSection
     cnn: CnnSection
+    fusion: FusionSection
     output: OutputSection
 
     @property
@@ -172,7 +188,7 @@ class JobSpec:
 SECTIONS: dict[str, type] = {
     "job": JobSection, "data": DataSection, "cluster": ClusterSection,
     "featurize": FeaturizeSection, "classical": ClassicalSection, "cnn": CnnSection,
-    "output": OutputSection,
+    "fusion": FusionSection, "output": OutputSection,
 }
 
 

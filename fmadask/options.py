@@ -172,6 +172,8 @@ FEATURIZE_OUTPUTS = ("features", "spectrograms")
 MEL_DEVICES = ("cpu", "cuda")
 SPLITS = ("official", "stratified")
 SCALERS = ("minmax", "standard")
+#: 'balanced': every genre weighs the same in the loss (unbalanced subsets such as FMA medium).
+CLASS_WEIGHTS = ("none", "balanced")
 SEARCHES = ("none", "random", "bayes")
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
@@ -245,13 +247,16 @@ OPTIONS: dict[str, Option] = _options(
     Option("classical.models", list, ["all"], "model names, or ['all'] for the study's ten"),
     Option("classical.scaler", str, "minmax", "feature scaling (min-max is the study's)",
            choices=SCALERS),
-    Option("classical.search", str, "none", "hyper-parameter search: dask-ml random search or "
-           "Optuna (the study's: random)", choices=SEARCHES),
+    Option("classical.search", str, "none", "hyper-parameter search: random or Bayesian (Optuna "
+           "TPE), both with successive halving and resumable (the study's: random)",
+           choices=SEARCHES),
     Option("classical.search_models", list, ["xgboost"],
            "models the search tunes (the study: XGBoost)"),
     Option("classical.n_iter", int, 20, "parameter settings the search tries per model",
            minimum=1, maximum=100_000),
     Option("classical.cv", int, 5, "stratified folds of the search", minimum=2, maximum=100),
+    Option("classical.class_weight", str, "none", "'balanced' weights every genre the same in "
+           "training (unbalanced subsets such as FMA medium)", choices=CLASS_WEIGHTS),
     Option("classical.distributed_xgb", bool, False, "train XGBoost through xgboost.dask"),
     Option("classical.unsupervised", bool, True, "also draw the PCA, t-SNE and K-means views"),
     Option("classical.seed", int, 0, "random seed of the models, the search and the views"),
@@ -275,6 +280,20 @@ OPTIONS: dict[str, Option] = _options(
            maximum=4096),
     Option("cnn.device", str, "auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES),
     Option("cnn.seed", int, 0, "seed of initial weights, shuffling and segment offsets"),
+    # The recipe of new work (fmadask.dl.augment), chosen on validation: random gain and label
+    # smoothing; masks and mixup cost validation accuracy within 20 epochs (README, "The CNN
+    # recipe and the fusion"), so they are off unless asked for. The paper job sets all to 0.
+    Option("cnn.gain_db", float, 6.0, "augmentation: random gain up to +-DB dB (0 off)",
+           minimum=0.0, maximum=60.0),
+    Option("cnn.masks", int, 0, "augmentation: N SpecAugment frequency and N time masks (0 off)",
+           minimum=0, maximum=64),
+    Option("cnn.mixup", float, 0.0, "augmentation: mixup Beta(ALPHA, ALPHA) (0 off)",
+           minimum=0.0, maximum=100.0),
+    Option("cnn.label_smoothing", float, 0.1, "label smoothing (0 off)", minimum=0.0,
+           maximum=0.99),
+    Option("fusion.enabled", bool, True),
+    Option("fusion.classical", str, "", "classical model folder name (default: the best)"),
+    Option("fusion.cnn", str, "", "CNN architecture (default: the best on validation)"),
     Option("output.dir", str, MISSING, "run directory (local path or fsspec URL)", path=True),
     Option("output.overwrite", bool, False, "redo stages whose outputs were made with other "
            "parameters, deleting only files fmadask wrote (default: refuse)"),

@@ -1,7 +1,8 @@
 """Run a job spec: its stages in order, on the cluster it names, skipping stages already done.
 
 The stages are ``featurize`` (mp3 -> features and spectrograms), ``classical`` (scikit-learn and
-XGBoost on the features) and ``cnn`` (PyTorch DDP on the spectrograms). After a stage succeeds
+XGBoost on the features), ``cnn`` (PyTorch DDP on the spectrograms) and ``fusion`` (the best of
+both pooled, its weight fitted on validation; on when both are). After a stage succeeds
 the runner writes ``RUN_DIR/_stages/<stage>.json`` holding the stage's *parameters*: everything
 that decides its outputs (data, subset, split, sample rate, models, epochs, ... and the parameters
 of the stages it reads from), never where it ran (local cluster or remote scheduler, worker
@@ -32,7 +33,7 @@ from fmadask.options import OptionError
 from fmadask.pipeline.rundir import foreign_entries
 
 #: The stages, in the order they run.
-STAGES = ("featurize", "classical", "cnn")
+STAGES = ("featurize", "classical", "cnn", "fusion")
 #: Folder of the stage markers inside a run directory.
 MARKER_DIR = "_stages"
 #: The resolved spec of the last run, written into the run directory.
@@ -76,12 +77,19 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
         return {**upstream, "models": list(c.models), "scaler": c.scaler, "search": c.search,
                 "search_models": list(c.search_models),
                 "n_iter": c.n_iter, "cv": c.cv, "distributed_xgb": c.distributed_xgb,
+                "class_weight": c.class_weight,
                 "unsupervised": c.unsupervised, "seed": c.seed}
     if stage == "cnn":
         n = spec.cnn
         return {**upstream, "archs": list(n.archs), "epochs": n.epochs, "ranks": n.ranks,
                 "batch_size": n.batch_size, "lr": n.lr, "optimizer": n.optimizer,
-                "segment_seconds": n.segment_seconds, "width": n.width, "seed": n.seed}
+                "segment_seconds": n.segment_seconds, "width": n.width, "seed": n.seed,
+                "gain_db": n.gain_db, "masks": n.masks, "mixup": n.mixup,
+                "label_smoothing": n.label_smoothing}
+    if stage == "fusion":
+        f = spec.fusion
+        return {"classical": stage_params(spec, "classical"), "cnn": stage_params(spec, "cnn"),
+                "model": f.classical, "arch": f.cnn}
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -140,6 +148,9 @@ def plan(spec: JobSpec) -> list[StagePlan]:
         params = stage_params(spec, stage)
         if not getattr(spec, stage).enabled:
             plans.append(StagePlan(stage, "off", params, "disabled in the job spec"))
+            continue
+        if stage == "fusion" and not (spec.classical.enabled and spec.cnn.enabled):
+            plans.append(StagePlan(stage, "off", params, "needs the classical and cnn stages"))
             continue
         marker = read_marker(run_dir, stage)
         if marker is None:
@@ -336,7 +347,7 @@ def _classical(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[s
           search=c.search, search_models=list(c.search_models), n_iter=c.n_iter,
           client=client, scaler=c.scaler, seed=c.seed,
           split_seed=d.seed, subset=d.subset, cv=c.cv, distributed_xgb=c.distributed_xgb,
-          unsupervised=c.unsupervised, file=file)
+          unsupervised=c.unsupervised, class_weight=c.class_weight, file=file)
 
 
 def _models(spec: JobSpec) -> str | list[str]:
@@ -356,7 +367,9 @@ def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -
         print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {out}", file=file, flush=True)
         run_cnn(run_dir, arch=arch, epochs=n.epochs, ranks=n.ranks, client=client, gpu=gpu,
                 resume=resume, segment_seconds=n.segment_seconds, batch_size=n.batch_size,
-                lr=n.lr, optimizer=n.optimizer, width=n.width, seed=n.seed, out_dir=str(out))
+                lr=n.lr, optimizer=n.optimizer, width=n.width, seed=n.seed,
+                gain_db=n.gain_db, masks=n.masks, mixup=n.mixup,
+                label_smoothing=n.label_smoothing, out_dir=str(out))
 
 
 def cnn_dir(run_dir: Path, arch: str) -> Path:
@@ -364,13 +377,25 @@ def cnn_dir(run_dir: Path, arch: str) -> Path:
     return run_dir / "cnn" / arch
 
 
-_STAGE_RUNNERS = {"featurize": _featurize, "classical": _classical, "cnn": _cnn}
+def _fusion(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+    from fmadask.fusion.stage import FUSION_DIR, format_results, fuse
+
+    f = spec.fusion
+    results = fuse(run_dir, classical=f.classical or None, cnn=f.cnn or None)
+    print(f"fusion (weight fitted on validation), {run_dir / FUSION_DIR / 'report.md'}:",
+          file=file)
+    print(format_results(results), file=file, flush=True)
+
+
+_STAGE_RUNNERS = {"featurize": _featurize, "classical": _classical, "cnn": _cnn,
+                  "fusion": _fusion}
 
 #: Result files worth pointing a user to, relative to the run directory.
 _RESULTS = {
     "features": "features", "errors": "errors", "featurize summary": "featurize.json",
     "classical table": "classical/table.md", "classical results": "classical/results.csv",
     "confusion matrices": "classical/confusion",
+    "fusion results": "fusion/report.md",
 }
 
 

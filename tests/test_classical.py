@@ -26,7 +26,7 @@ from fmadask.ml.data import Dataset
 from fmadask.ml.models import (Choice, FeasibleNuSVC, Float, Int, class_scores, make_pipeline,
                                nu_bound, resolve_models)
 from fmadask.ml.persist import save_classical
-from fmadask.ml.search import bayes_search, random_search
+from fmadask.ml.search import run_search
 from fmadask.report.metrics import normalized_confusion, scores
 
 #: Few trees everywhere: these tests check behaviour, not the models' best accuracy.
@@ -97,6 +97,12 @@ def test_results_table_figures_and_models_are_written(table_run):
         assert card["feature_columns"] == FEATURE_COLUMNS
         assert card["features"]["sr"] is None and card["features"]["fma_compat"] is True
     assert (out / "models" / "xgboost" / "xgboost.json").is_file()
+    # Scores for unbalanced genres beside the study's columns; FMA-small-sized tables keep the
+    # study's exact models, and the table says so.
+    assert "| Validation balanced accuracy | Test balanced accuracy |" in table
+    assert "Scale rule: the study's exact models" in table
+    assert (results["runs_as"] == results["name"]).all()
+    assert results["test_balanced_accuracy"].between(0, 1).all()
     best = json.loads((out / "best.json").read_text())
     ok = results[results["error"] == ""]
     assert best["validation_accuracy"] == pytest.approx(ok["validation_accuracy"].max())
@@ -166,18 +172,19 @@ def test_random_search_fits_run_on_both_workers_and_the_best_is_refit(local_clie
         results = train(dataset, tmp_path, models=["xgboost"], search="random", n_iter=4,
                         client=local_client, model_params=SMALL, search_spaces=SMALL_XGB_SPACE,
                         unsupervised=False, progress=False)
-    # dask-ml names the estimator fit tasks 'xgbclassifier-fit-<token>': 4 candidates x 5 folds.
+    # One task per candidate and fold: 4 candidates x 5 folds (too few rows to halve).
     fits = [r for r in stream.data if str(r["key"][0] if isinstance(r["key"], tuple)
-                                          else r["key"]).startswith("xgbclassifier-fit")]
+                                          else r["key"]).startswith("fold_score")]
     assert len(fits) >= 20
     assert len({r["worker"] for r in fits}) == 2
     tuned = results.set_index("model").loc["xgboost-random"]
-    assert tuned["search"] == "random" and 0 < tuned["cv_accuracy"] <= 1
+    assert tuned["search"] == "random" and 0 < tuned["cv_score"] <= 1
+    assert tuned["search_score"] == "accuracy"          # balanced genres: the study's score
     params = json.loads(tuned["params"])
     trials = pd.read_csv(tmp_path / "search" / "xgboost-random.csv")
-    best = trials.loc[trials["mean_accuracy"].idxmax()]
+    best = trials.loc[trials["mean_score"].idxmax()]
     assert params["max_depth"] == best["max_depth"] and params["n_estimators"] == best["n_estimators"]
-    assert tuned["cv_accuracy"] == pytest.approx(best["mean_accuracy"])
+    assert tuned["cv_score"] == pytest.approx(best["mean_score"])
     record = json.loads((tmp_path / "train.json").read_text())
     assert len(record["searches"]["xgboost"]["fit_workers"]) == 2
     assert (tmp_path / "models" / "xgboost-random" / "xgboost.json").is_file()
@@ -187,11 +194,11 @@ def test_bayesian_search_runs_trials_on_both_workers(local_client, tmp_path):
     dataset = synthetic_dataset(per_genre=20)
     X, y = dataset.xy("training")
     with get_task_stream(local_client) as stream:
-        outcome = bayes_search(local_client, "xgboost", X, y, SMALL_XGB_SPACE["xgboost"],
-                               n_iter=4, cv=3, seed=0)
+        outcome = run_search(local_client, "xgboost", X, y, SMALL_XGB_SPACE["xgboost"],
+                             "bayes", n_iter=4, cv=3, seed=0)
     assert len(_fit_workers(stream.data, "fold_score")) == 2
     assert len(outcome.trials) == 4 and (outcome.trials["state"] == "COMPLETE").all()
-    assert outcome.best_score == pytest.approx(outcome.trials["mean_accuracy"].max())
+    assert outcome.best_score == pytest.approx(outcome.trials["mean_score"].max())
     assert set(outcome.best_params) == {"n_estimators", "max_depth"}
     assert outcome.fit_workers == sorted(workers_info(local_client))
 
@@ -202,9 +209,10 @@ def test_search_over_another_model_and_a_failing_candidate(local_client):
     X, y = dataset.xy("training")
     # An unknown solver is refused by LogisticRegression's parameter validation.
     space = {"C": Float(0.01, 10.0, log=True), "solver": Choice(("nonsense", "lbfgs"))}
-    for search in (random_search, bayes_search):
-        outcome = search(local_client, "logistic_regression", X, y, space, n_iter=6, cv=3, seed=1)
-        assert outcome.trials["mean_accuracy"].isna().any(), search.__name__
+    for method in ("random", "bayes"):
+        outcome = run_search(local_client, "logistic_regression", X, y, space, method, n_iter=6,
+                             cv=3, seed=1)
+        assert outcome.trials["mean_score"].isna().any(), method
         assert outcome.best_params["solver"] == "lbfgs"
         assert outcome.best_score > 0.5
 
@@ -468,3 +476,14 @@ def test_run_split_handling_keeps_or_recomputes_the_split(audio_run):
                                    stratified_split(stored["genre_top"], seed=3),
                                    check_names=False, check_dtype=False)
     assert list(official.genre) == list(stored["genre_top"])
+
+
+def test_nusvc_nu_bound_pairs_the_smallest_genre_with_the_largest():
+    """FMA medium's genres: the tightest pair is the smallest with the largest, not the two
+    smallest (2 * 3 / (3 + 60) < 2 * 3 / (3 + 10))."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], [3, 10, 60])
+    X = rng.normal(size=(len(y), 5)) + y[:, None]
+    assert nu_bound(y) == pytest.approx(6 / 63)
+    model = FeasibleNuSVC(nu=0.5).fit(X, y)
+    assert model.nu_ == pytest.approx(0.95 * 6 / 63)

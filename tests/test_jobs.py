@@ -93,6 +93,11 @@ def test_job_specs_cover_the_study_and_the_subsets() -> None:
     assert paper.classical.models == ["all"] and paper.classical.search == "random"
     assert paper.classical.cv == 5 and paper.classical.scaler == "minmax"
     assert paper.cnn.archs == ["naive", "naive_bn"] and paper.cnn.optimizer == "adam"
+    # the study trained without augmentation; new work (the demo) gets the recipe
+    c = paper.cnn
+    assert (c.gain_db, c.masks, c.mixup, c.label_smoothing) == (0, 0, 0, 0)
+    demo = load_job(ROOT / "jobs" / "demo.toml", check_paths=False).cnn
+    assert demo.gain_db > 0 and demo.label_smoothing > 0 and demo.enabled
     for name, subset in (("fma-medium", "medium"), ("fma-large", "large")):
         spec = load_job(ROOT / "jobs" / f"{name}.toml", check_paths=False)
         assert spec.data.subset == subset and spec.classical.distributed_xgb
@@ -188,13 +193,13 @@ def test_plan_skips_done_stages_and_refuses_changed_ones(tmp_path: Path,
                                                          sample_dir: Path) -> None:
     base = [f"data.dir={sample_dir}", f"output.dir={tmp_path / 'run'}"]
     spec = load_job(ROOT / "jobs" / "demo.toml", base)
-    assert [p.action for p in plan(spec)] == ["run", "run", "run"]
+    assert [p.action for p in plan(spec)] == ["run", "run", "run", "run"]
     for stage in ("featurize", "classical"):
         _mark_done(spec, stage)
-    assert [p.action for p in plan(spec)] == ["skip", "skip", "run"]
+    assert [p.action for p in plan(spec)] == ["skip", "skip", "run", "run"]
     # a cnn-only change leaves the earlier stages done
     changed = load_job(ROOT / "jobs" / "demo.toml", base + ["cnn.epochs=5"])
-    assert [p.action for p in plan(changed)] == ["skip", "skip", "run"]
+    assert [p.action for p in plan(changed)] == ["skip", "skip", "run", "run"]
     # another sample rate: refused, naming the change ...
     resampled = load_job(ROOT / "jobs" / "demo.toml", base + ["featurize.sr=22050"])
     with pytest.raises(ConfigError, match=r"featurize outputs made with other parameters "
@@ -203,9 +208,9 @@ def test_plan_skips_done_stages_and_refuses_changed_ones(tmp_path: Path,
     # ... or redone with overwrite, and everything downstream with it
     redo = load_job(ROOT / "jobs" / "demo.toml", base + ["featurize.sr=22050",
                                                         "output.overwrite=true"])
-    assert [p.action for p in plan(redo)] == ["redo", "redo", "run"]
+    assert [p.action for p in plan(redo)] == ["redo", "redo", "run", "run"]
     off = load_job(ROOT / "jobs" / "demo.toml", base + ["cnn.enabled=false"])
-    assert [p.action for p in plan(off)] == ["skip", "skip", "off"]
+    assert [p.action for p in plan(off)] == ["skip", "skip", "off", "off"]
 
 
 def test_cluster_settings_do_not_change_stage_params(sample_dir: Path) -> None:
@@ -213,7 +218,7 @@ def test_cluster_settings_do_not_change_stage_params(sample_dir: Path) -> None:
     local = load_job(ROOT / "jobs" / "demo.toml", base)
     remote = load_job(ROOT / "jobs" / "demo.toml", base + [
         "cluster.kind=address", "cluster.address=tls://10.0.0.1:8786", "cluster.workers=64"])
-    for stage in ("featurize", "classical", "cnn"):
+    for stage in ("featurize", "classical", "cnn", "fusion"):
         assert stage_params(local, stage) == stage_params(remote, stage)
 
 
@@ -285,18 +290,23 @@ def assert_same_results(a: Path, b: Path) -> None:
     scores = ["train_loss", "train_acc", "val_loss", "val_acc", "val_track_acc_vote"]
     metrics = [pd.read_csv(d / "cnn" / "naive" / "metrics.csv")[scores] for d in (a, b)]
     pd.testing.assert_frame_equal(*metrics)
+    # the fusion of the two: same weight, same scores
+    pd.testing.assert_frame_equal(*[pd.read_csv(d / "fusion" / "results.csv") for d in (a, b)])
 
 
 @pytest.mark.slow
 def test_demo_local_run_and_rerun(local_run: Path, demo_data: Path) -> None:
-    for stage in ("featurize", "classical", "cnn"):
+    for stage in ("featurize", "classical", "cnn", "fusion"):
         assert marker_path(local_run, stage).is_file()
     assert (local_run / "classical" / "table.md").is_file()
     assert (local_run / "cnn" / "naive" / "report.md").is_file()
+    fused = pd.read_csv(local_run / "fusion" / "results.csv")
+    assert list(fused["source"]) == ["classical", "cnn", "fusion"]
     again = _run_cli("run", "jobs/demo.toml",
                      *_sets(SHRINK + [f"data.dir={demo_data}", f"output.dir={local_run}"]))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("complete, skipped") == 3
+    assert again.stdout.count("complete, skipped") == 4
+    assert f"fusion results: {local_run / 'fusion' / 'report.md'}" in again.stdout
     assert "Dask dashboard" not in again.stderr  # nothing to do: no cluster started
     assert f"classical table: {local_run / 'classical' / 'table.md'}" in again.stdout
 

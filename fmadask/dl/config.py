@@ -13,7 +13,8 @@ from fmadask.options import add_option, check, default
 ARCHS = ("naive", "naive_bn", "shortchunk_res")
 #: TrainConfig fields that are options (``cnn.<field>`` in :data:`fmadask.options.OPTIONS`).
 _OPTION_FIELDS = ("epochs", "segment_seconds", "batch_size", "lr", "weight_decay", "optimizer",
-                  "lr_schedule", "patience", "width", "seed", "device")
+                  "lr_schedule", "patience", "gain_db", "masks", "mixup", "label_smoothing",
+                  "width", "seed", "device")
 
 
 @dataclass
@@ -40,6 +41,14 @@ class TrainConfig:
         ``onecycle`` (warm-up then cosine decay), ``cosine`` (decay per step) or ``constant``.
     patience : int
         Stop after this many epochs without a lower validation loss.
+    gain_db : float
+        Training augmentation: random gain of up to this many dB per segment (0: off).
+    masks : int
+        Training augmentation: SpecAugment frequency and time masks per segment, each (0: off).
+    mixup : float
+        Training augmentation: mixup's Beta parameter (0: off).
+    label_smoothing : float
+        Share of each training target spread over all classes (0: off).
     width : int, optional
         Channel width of the net (architecture default when None).
     seed : int
@@ -73,6 +82,10 @@ class TrainConfig:
     optimizer: str = default("cnn.optimizer")
     lr_schedule: str = default("cnn.lr_schedule")
     patience: int = default("cnn.patience")
+    gain_db: float = default("cnn.gain_db")
+    masks: int = default("cnn.masks")
+    mixup: float = default("cnn.mixup")
+    label_smoothing: float = default("cnn.label_smoothing")
     width: int | None = default("cnn.width")
     seed: int = default("cnn.seed")
     device: str = default("cnn.device")
@@ -110,6 +123,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "cnn.optimizer", metavar="NAME")
     add_option(parser, "cnn.lr_schedule", metavar="NAME")
     add_option(parser, "cnn.patience", metavar="N")
+    add_option(parser, "cnn.gain_db", metavar="DB")
+    add_option(parser, "cnn.masks", metavar="N")
+    add_option(parser, "cnn.mixup", metavar="ALPHA")
+    add_option(parser, "cnn.label_smoothing", metavar="EPS")
     add_option(parser, "cnn.width", metavar="C")
     add_option(parser, "cnn.seed", metavar="K")
     parser.add_argument("--out", dest="out_dir", metavar="DIR",

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from fmadask.dl.augment import Augmentation, augment_batch, batch_generator
 from fmadask.dl.config import TrainConfig, add_config_arguments, config_options
 from fmadask.dl.dataset import (SegmentDataset, Spectrograms, normalisation, open_spectrograms,
                                 prefetch, segment_frames)
@@ -56,7 +57,8 @@ log = logging.getLogger(__name__)
 #: Config fields a resumed run must share with its checkpoint (the schedule and data order
 #: depend on them).
 _RESUME_KEYS = ("arch", "width", "epochs", "segment_seconds", "batch_size", "lr", "weight_decay",
-                "optimizer", "lr_schedule", "seed")
+                "optimizer", "lr_schedule", "seed", "gain_db", "masks", "mixup",
+                "label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,7 @@ class _Run:
     model: nn.Module
     ddp: DistributedDataParallel
     amp: bool
+    augmentation: Augmentation = field(default_factory=Augmentation)
     loader_workers: int = 0
     probe: dict = field(default_factory=dict)
 
@@ -328,9 +331,13 @@ def _train_epoch(run: _Run, loader: DataLoader, optimizer, scheduler, scaler, ep
         y = y.to(run.device, non_blocking=True)
         if run.config.probe and global_step == 0:
             _probe_local(run, x, y, optimizer)
+        target = y
+        if run.augmentation.active:  # the study's recipe trains on the plain batch
+            x, target = augment_batch(x, y, len(run.classes), run.augmentation,
+                                      batch_generator(run.config.seed, epoch, step, run.spec.rank))
         with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
             logits = run.ddp(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()  # DDP all-reduces (averages) the gradients here
         if run.config.probe and global_step == 0:
@@ -348,6 +355,11 @@ def _train_epoch(run: _Run, loader: DataLoader, optimizer, scheduler, scaler, ep
             seen.extend(tid.tolist())
     if run.config.probe and epoch == 0:
         run.probe["tracks_epoch0"] = seen
+    # DDP hands rank 0's buffers to the others before each forward, so after the last step every
+    # rank's batch-norm statistics have moved with its own batch: give all ranks rank 0's, so
+    # they evaluate (and keep as best) the very net rank 0 saves
+    for buffer in run.model.buffers():
+        dist.broadcast(buffer, src=0)
     dist.all_reduce(totals)
     loss_sum, correct, count = totals.tolist()
     return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
@@ -499,6 +511,12 @@ def _teardown(abort: bool) -> None:
         log.warning("process group teardown: %s", exc)
 
 
+def _augmentation(config: TrainConfig, std: float) -> Augmentation:
+    """The training augmentation of ``config``, for inputs standardised by ``std`` dB."""
+    return Augmentation(gain_db=config.gain_db, masks=config.masks, mixup=config.mixup,
+                        label_smoothing=config.label_smoothing, db_per_unit=std)
+
+
 def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.device,
            resume: bool) -> dict:
     data = open_spectrograms(run_dir)
@@ -517,6 +535,7 @@ def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.dev
     out_dir = Path(config.out_dir) if config.out_dir else run_dir / "cnn"
     run = _Run(config, spec, device, data, out_dir, classes, seg, mean, std, model, ddp,
                amp=device.type == "cuda" and config.amp,
+               augmentation=_augmentation(config, std),
                loader_workers=loader_workers(config.num_workers))
 
     train_loader, train_ds, sampler = run.loader("training", train=True)
@@ -662,6 +681,9 @@ def _report(run: _Run, state: dict, scores: dict) -> str:
              f"{run.data.params['n_mels']} mel bands), batch {c.batch_size} x "
              f"{run.spec.world_size} ranks, {c.optimizer} lr {c.lr:g} ({c.lr_schedule}), "
              f"device {run.device} ({dist.get_backend()}){' with AMP' if run.amp else ''}",
+             f"- training augmentation: gain +-{c.gain_db:g} dB, {c.masks} frequency + "
+             f"{c.masks} time masks, mixup {c.mixup:g}, label smoothing {c.label_smoothing:g} "
+             "(none at evaluation)",
              f"- best epoch {state['best_epoch']} (lowest validation loss)"
              f"{', stopped early' if state['stopped'] else ''}", "",
              "| split | segment acc | track acc (vote) | track acc (mean prob) "

@@ -1,8 +1,9 @@
 """Classical machine learning on the 518 FMA features, at scale with Dask.
 
 - :func:`train`: the study's ten models (scikit-learn, XGBoost) with dask-ml scaling, the
-  study's Table 1, confusion matrices, distributed random search (dask-ml) or Bayesian
-  optimisation (Optuna) and unsupervised views, written under ``RUN_DIR/classical``;
+  study's Table 1, confusion matrices, distributed random or Bayesian search (one engine on
+  Optuna's samplers, successive halving, resumable) and unsupervised views, written under
+  ``RUN_DIR/classical``; past 10,000 training rows a scale rule swaps the fastest-growing models;
 - :func:`predict`: genre probabilities for new audio files from a saved model of any kind;
 - :func:`load_dataset`: the features table of a featurize run or of FMA's ``features.csv``.
 

@@ -17,14 +17,18 @@ from fmadask.ml.fit import FitOutcome, error_line
 
 
 def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np.ndarray,
-                     y_train: np.ndarray, evaluate: dict[str, np.ndarray]) -> FitOutcome:
+                     y_train: np.ndarray, evaluate: dict[str, np.ndarray],
+                     sample_weight: np.ndarray | None = None) -> FitOutcome:
     """Fit ``xgboost.dask.DaskXGBClassifier`` on the workers and predict the evaluation splits.
 
     Parameters
     ----------
     client : distributed.Client
     params : dict
-        XGBoost parameters (``n_jobs`` is the threads per worker).
+        XGBoost parameters (``n_jobs`` is the threads per worker). With
+        ``early_stopping_rounds`` (the scale rule's XGBoost), a stratified 10 % of the training
+        rows is held out to stop on, as :class:`~fmadask.ml.xgb_early.EarlyStoppingXGBClassifier`
+        does in one task.
     seed : int
         ``random_state``.
     X_train : numpy.ndarray, shape (n, d)
@@ -33,6 +37,8 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
         Class codes ``0 .. k-1``.
     evaluate : dict of str to numpy.ndarray
         Scaled features of other splits.
+    sample_weight : numpy.ndarray, shape (n,), optional
+        Row weights (``class_weight='balanced'``), blocked like the rows.
 
     Returns
     -------
@@ -50,14 +56,33 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
     # One block per worker at least, so that every worker takes part.
     block = max(1, -(-len(X_train) // max(1, n_workers)))
     try:
-        X = to_dask_array(client, X_train, block_rows=block)
-        y = to_dask_array(client, y_train, block_rows=block)
+        rows = np.arange(len(y_train))
+        held_out = np.empty(0, dtype=int)
+        if params.get("early_stopping_rounds"):
+            from sklearn.model_selection import train_test_split
+
+            rows, held_out = train_test_split(rows, test_size=0.1, stratify=y_train,
+                                              random_state=seed)
+
+        def blocks(values: np.ndarray | None, part: np.ndarray) -> Any:
+            return None if values is None else to_dask_array(client, values[part],
+                                                             block_rows=block)
+
         model = xgb.dask.DaskXGBClassifier(**{"random_state": seed, **params})
         model.client = client
-        model.fit(X, y)
+        extra = {}
+        if len(held_out):
+            extra["eval_set"] = [(blocks(X_train, held_out), blocks(y_train, held_out))]
+            extra["verbose"] = False
+            if sample_weight is not None:
+                extra["sample_weight_eval_set"] = [blocks(sample_weight, held_out)]
+        model.fit(blocks(X_train, rows), blocks(y_train, rows),
+                  sample_weight=blocks(sample_weight, rows), **extra)
         local = xgb.XGBClassifier()
         local.load_model(model.get_booster().save_raw(raw_format="json"))
         # Keep the parameters on the local copy, so that the saved model describes itself.
+        # The booster's JSON carries its best round (early stopping): the local copy predicts
+        # with it, as a model trained in one task would.
         local.set_params(**{"random_state": seed, **params})
         predictions = {s: np.asarray(local.predict(Xe)) if len(Xe) else np.empty(0, int)
                        for s, Xe in evaluate.items()}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fmadask.ml.models import make_estimator, make_pipeline
+from fmadask.ml.models import class_scores, make_estimator, make_pipeline
 
 
 def worker_address() -> str:
@@ -32,6 +32,21 @@ def error_line(exc: BaseException) -> str:
     return last.splitlines()[0][:300]
 
 
+def balanced_weights(y: np.ndarray, class_weight: str | None) -> np.ndarray | None:
+    """Per-row weights for ``class_weight``: None, or 'balanced' (``n / (k * n_class)``, so that
+    every class weighs the same in the loss, as scikit-learn's ``class_weight='balanced'``).
+
+    Passed as ``sample_weight`` to every estimator's ``fit``: all of them (XGBoost, AdaBoost,
+    Gradient Boosting included, which have no ``class_weight``) take it, so one mechanism serves
+    the ten models.
+    """
+    if class_weight is None:
+        return None
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return compute_sample_weight(class_weight, y)
+
+
 @dataclass
 class FitOutcome:
     """A model fitted on the training split, with its predictions on the evaluation splits."""
@@ -44,10 +59,13 @@ class FitOutcome:
     seconds: float = float("nan")
     worker: str = ""
     error: str | None = None
+    #: Per split, class scores of shape (m, k) (see :func:`fmadask.ml.models.class_scores`).
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def fit_and_predict(name: str, params: dict[str, Any], seed: int, X_train: np.ndarray,
-                    y_train: np.ndarray, evaluate: dict[str, np.ndarray]) -> FitOutcome:
+                    y_train: np.ndarray, evaluate: dict[str, np.ndarray], runs_as: str | None = None,
+                    class_weight: str | None = None) -> FitOutcome:
     """Fit model ``name`` on scaled training features and predict the evaluation splits.
 
     Parameters
@@ -55,7 +73,7 @@ def fit_and_predict(name: str, params: dict[str, Any], seed: int, X_train: np.nd
     name : str
         One of :data:`fmadask.ml.models.MODEL_NAMES`.
     params : dict
-        Overrides of the model's defaults.
+        Overrides of the defaults of the model that runs.
     seed : int
         The estimator's ``random_state``.
     X_train : numpy.ndarray, shape (n, d), float32
@@ -64,6 +82,11 @@ def fit_and_predict(name: str, params: dict[str, Any], seed: int, X_train: np.nd
         Class codes ``0 .. k-1``.
     evaluate : dict of str to numpy.ndarray, shapes (m, d)
         Scaled features of other splits to predict.
+    runs_as : str, optional
+        The estimator that runs under ``name`` (:func:`fmadask.ml.models.runs_as`); default
+        ``name``.
+    class_weight : {None, 'balanced'}
+        Weight the training rows so that every class counts the same (:func:`balanced_weights`).
 
     Returns
     -------
@@ -72,38 +95,93 @@ def fit_and_predict(name: str, params: dict[str, Any], seed: int, X_train: np.nd
     """
     start = time.perf_counter()
     try:
-        estimator = make_estimator(name, seed, **params).fit(X_train, y_train)
-        predictions = {split: np.asarray(estimator.predict(X)) if len(X) else np.empty(0, int)
-                       for split, X in evaluate.items()}
+        estimator = make_estimator(runs_as or name, seed, **params)
+        estimator.fit(X_train, y_train, sample_weight=balanced_weights(y_train, class_weight))
+        predictions, scores = {}, {}
+        for split, X in evaluate.items():
+            if len(X):
+                scores[split] = class_scores(estimator, X)[0].astype(np.float32)
+                predictions[split] = np.asarray(estimator.predict(X))
+            else:
+                predictions[split] = np.empty(0, int)
     except Exception as exc:  # noqa: BLE001 - any estimator failure is this model's result
         return FitOutcome(name, params, None, seconds=time.perf_counter() - start,
                           worker=worker_address(), error=error_line(exc))
     return FitOutcome(name, params, estimator, predictions, time.perf_counter() - start,
-                      worker_address())
+                      worker_address(), scores=scores)
+
+
+def stratified_head(train_idx: np.ndarray, y: np.ndarray, fraction: float, seed: int
+                    ) -> np.ndarray:
+    """The first ``fraction`` of each class's rows of ``train_idx``, in a seeded shuffled order.
+
+    Successive halving trains on growing parts of each fold: a smaller part is a subset of a
+    larger one, and every class keeps at least one row (XGBoost needs classes ``0 .. k-1``).
+    """
+    if fraction >= 1.0:
+        return train_idx
+    order = np.random.default_rng(seed).permutation(len(train_idx))
+    shuffled = train_idx[order]
+    keep = []
+    for code in np.unique(y[shuffled]):
+        rows = shuffled[y[shuffled] == code]
+        keep.append(rows[:max(1, int(np.ceil(fraction * len(rows))))])
+    return np.sort(np.concatenate(keep))
 
 
 def fold_score(name: str, params: dict[str, Any], seed: int, scaler: str, X: np.ndarray,
-               y: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray
-               ) -> tuple[float, str, str | None]:
-    """Accuracy of a scaler + model pipeline on one cross-validation fold.
+               y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], fold: int,
+               fraction: float = 1.0, score: str = "accuracy", class_weight: str | None = None
+               ) -> tuple[float, str, str | None, float]:
+    """Score of a scaler + model pipeline on one cross-validation fold.
 
     The scaler is fitted on the fold's training rows only, as in the final model.
 
+    Parameters
+    ----------
+    name : str
+        The estimator to fit (a study model or a substitute).
+    params : dict
+        Its parameters.
+    seed : int
+        The estimator's ``random_state`` and the seed of the row subsample.
+    scaler : {'minmax', 'standard'}
+    X, y : numpy.ndarray
+        The whole training split (scattered once to every worker).
+    folds : list of (train_idx, test_idx)
+        The cross-validation folds (scattered once too).
+    fold : int
+        Which fold.
+    fraction : float
+        Share of the fold's training rows to fit on (successive halving's budget); the fold's
+        validation rows are all scored.
+    score : {'accuracy', 'balanced_accuracy'}
+    class_weight : {None, 'balanced'}
+
     Returns
     -------
-    accuracy : float
+    value : float
         NaN when the fit failed.
     worker : str
         Address of the worker that ran it.
     error : str or None
         One line, when the fit failed.
+    seconds : float
+        Time of the fit and the scoring.
     """
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    start = time.perf_counter()
+    train_idx, test_idx = folds[fold]
+    rows = stratified_head(train_idx, y, fraction, seed + fold)
+    metric = balanced_accuracy_score if score == "balanced_accuracy" else accuracy_score
     try:
-        pipeline = make_pipeline(name, scaler, seed, **params).fit(X[train_idx], y[train_idx])
-        accuracy = float(np.mean(pipeline.predict(X[test_idx]) == y[test_idx]))
+        pipeline = make_pipeline(name, scaler, seed, **params)
+        pipeline.fit(X[rows], y[rows], model__sample_weight=balanced_weights(y[rows], class_weight))
+        value = float(metric(y[test_idx], pipeline.predict(X[test_idx])))
     except Exception as exc:  # noqa: BLE001 - a failing candidate is scored NaN, not fatal
-        return float("nan"), worker_address(), error_line(exc)
-    return accuracy, worker_address(), None
+        return float("nan"), worker_address(), error_line(exc), time.perf_counter() - start
+    return value, worker_address(), None, time.perf_counter() - start
 
 
 def tsne_embedding(X: np.ndarray, seed: int) -> np.ndarray:

@@ -35,11 +35,14 @@ PIPELINE_FILE = "pipeline.skops"
 XGBOOST_FILE = "xgboost.json"
 #: Version of the card's layout; bumped when a field changes meaning (2: skops, checksums).
 CARD_FORMAT = 2
-#: Types besides scikit-learn's own that a saved pipeline may hold: the scalers, fmadask's NuSVC,
-#: a decision tree's nodes and XGBoost's model (a byte buffer in XGBoost's format).
+#: Types besides scikit-learn's own that a saved pipeline may hold: the scalers, fmadask's NuSVC
+#: and the scale rule's substitutes, a decision tree's nodes and XGBoost's model (a byte buffer in
+#: XGBoost's format).
 TRUSTED_TYPES = (
     "dask_ml.preprocessing.data.MinMaxScaler", "dask_ml.preprocessing.data.StandardScaler",
-    "fmadask.ml.models.FeasibleNuSVC", "sklearn.tree._tree.Tree",
+    "fmadask.ml.models.FeasibleNuSVC", "fmadask.ml.models.NystroemSVM",
+    "fmadask.ml.xgb_early.EarlyStoppingXGBClassifier", "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier",
 )
 

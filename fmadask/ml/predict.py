@@ -38,6 +38,7 @@ SEGMENT_SECONDS = 30.0
 PREDICTORS: dict[str, str] = {
     "classical": "fmadask.ml.predict:predict_classical",
     "cnn": "fmadask.dl.predict:predict_cnn",
+    "fusion": "fmadask.fusion.stage:predict_fusion",
 }
 #: File name of a stage's pointer to its best model (``classical/best.json``).
 BEST_FILE = "best.json"

@@ -9,6 +9,8 @@ hyper-parameters (:mod:`fmadask.ml.search`) and refits the best, then writes::
     OUT_DIR/confusion/<model>.png    test-split confusion matrices, normalised per true genre
     OUT_DIR/models/<model>/          saved pipelines (see fmadask.ml.persist)
     OUT_DIR/search/<model>-<method>.csv   every candidate of a search
+    OUT_DIR/search/<model>-<method>-<key>/trial-NNNN.json   each finished trial (resume)
+    OUT_DIR/probabilities/<model>.parquet   per-track class scores on validation and test
     OUT_DIR/unsupervised/            pca.png, tsne.png, kmeans.png, summary.json
     OUT_DIR/best.json                the model with the best validation accuracy
     OUT_DIR/train.json               parameters, data source, versions, timings
@@ -36,10 +38,11 @@ from fmadask.lock import RunLock
 from fmadask.options import OptionError, check
 from fmadask.ml.data import Dataset, load_dataset
 from fmadask.ml.fit import FitOutcome, fit_and_predict
-from fmadask.ml.models import (MODELS, Dimension, class_scores, make_scaler,
-                               resolve_models, search_space)
+from fmadask.ml.models import (MODELS, SCALE_THRESHOLD_ROWS, SCALED, SUBSTITUTES, Dimension,
+                               class_scores, make_scaler, model_label, resolve_models, runs_as,
+                               search_space)
 from fmadask.ml.persist import jsonable, save_classical
-from fmadask.ml.search import SearchOutcome, bayes_search, random_search
+from fmadask.ml.search import (ETA, SearchOutcome, run_search, score_for, trials_folder)
 from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
@@ -53,7 +56,8 @@ EVAL_SPLITS = ("validation", "test")
 #: Columns of results.csv.
 RESULT_COLUMNS = (["model", "name", "label", "search"]
                   + [f"{s}_{m}" for s in EVAL_SPLITS for m in SCORE_NAMES]
-                  + ["cv_accuracy", "n_train", "fit_seconds", "worker", "params", "error"])
+                  + ["cv_score", "search_score", "runs_as", "class_weight", "n_train",
+                     "fit_seconds", "worker", "params", "error"])
 # Fit the slowest models first so that a few workers finish the table together (longest
 # processing time first); measured on FMA-small-sized tables.
 _SLOW_FIRST = ("gradient_boosting", "svc", "nusvc", "random_forest", "xgboost", "adaboost",
@@ -82,6 +86,7 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
           distributed_xgb: bool = False, unsupervised: bool = True,
           model_params: Mapping[str, Mapping[str, Any]] | None = None,
           search_spaces: Mapping[str, Mapping[str, Dimension]] | None = None,
+          class_weight: str | None = "none", scale_threshold: int | None = None,
           progress: bool = True, file: IO[str] | None = None,
           storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Train, score and save the study's classical models; write their table and figures.
@@ -100,9 +105,11 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         Model names (:data:`fmadask.ml.models.MODEL_NAMES`), a list or comma-separated.
     search : {'none', 'random', 'bayes'}
         Besides each model with its default settings, tune the ``search_models`` by stratified
-        ``cv``-fold random search (dask-ml) or Bayesian optimisation (Optuna) with ``n_iter``
+        ``cv``-fold random search or Bayesian optimisation (one engine,
+        :func:`fmadask.ml.search.run_search`: successive halving, resumable) with ``n_iter``
         candidates, refit the best on the training split and score it (a second row,
-        ``<model>-<search>``).
+        ``<model>-<search>``). The search scores balanced accuracy when the genres are
+        unbalanced, else accuracy (:func:`fmadask.ml.search.score_for`).
     n_iter : int
         Candidates per searched model.
     client : distributed.Client, optional
@@ -130,10 +137,18 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     unsupervised : bool
         Also draw PCA, t-SNE and K-means views.
     model_params : mapping, optional
-        Per model, overrides of its default parameters (e.g. ``{'xgboost': {'n_estimators': 50}}``);
-        also fixed during its search.
+        Per model that runs (a study model, or a substitute of the scale rule such as
+        ``'hist_gradient_boosting'``), overrides of its default parameters (e.g.
+        ``{'xgboost': {'n_estimators': 50}}``); also fixed during its search.
     search_spaces : mapping, optional
-        Per model, dimensions replacing or adding to its default search space.
+        Per model that runs, dimensions replacing or adding to its default search space.
+    class_weight : {'none', 'balanced'}
+        'balanced' weights the training rows so that every genre counts the same (FMA medium and
+        large are unbalanced), in the table's fits, the searches and the refits.
+    scale_threshold : int, optional
+        Training rows past which the scale rule swaps the fastest-growing models
+        (:func:`fmadask.ml.models.runs_as`; default
+        :data:`~fmadask.ml.models.SCALE_THRESHOLD_ROWS`). Shown in the table.
     progress : bool
         Print a line per finished model.
     file : file object, optional
@@ -147,8 +162,10 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     -------
     pandas.DataFrame
         results.csv's rows: ``model`` (folder name under ``models/``), ``name``, ``label``,
-        ``search``, ``validation_*``/``test_*`` accuracy, F1 macro and weighted, ``cv_accuracy``,
-        ``n_train``, ``fit_seconds``, ``worker``, ``params`` (JSON), ``error``.
+        ``search``, ``validation_*``/``test_*`` accuracy, balanced accuracy, F1 macro and
+        weighted, ``cv_score`` (the search's best, scored by ``search_score``), ``runs_as``
+        (the estimator that ran under ``name``), ``class_weight``, ``n_train``,
+        ``fit_seconds``, ``worker``, ``params`` (JSON), ``error``.
 
     Raises
     ------
@@ -158,7 +175,8 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         The source cannot be read (see :func:`~fmadask.ml.data.load_dataset`).
     """
     names = resolve_models(models)
-    _check_options(search, scaler, n_iter, cv)
+    class_weight = class_weight or "none"
+    _check_options(search, scaler, n_iter, cv, class_weight)
     tuned = [] if search == "none" else [m for m in resolve_models(search_models) if m in names]
     if search != "none" and not tuned:
         raise OptionError("classical.search_models",
@@ -190,18 +208,20 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
 
             client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
         results = _Stage(client, dataset, out, scaler, seed, cv, distributed_xgb,
-                         dict(model_params or {}), dict(search_spaces or {}), log).run(
-                             names, tuned, search, n_iter, unsupervised)
+                         dict(model_params or {}), dict(search_spaces or {}), log,
+                         None if class_weight == "none" else class_weight,
+                         scale_threshold).run(names, tuned, search, n_iter, unsupervised)
         if remote is not None:
             storage.upload_folder(out, remote, storage_options, last=MANIFESTS)
             log(f"classical: uploaded to {storage.redact(remote)}")
         return results
 
 
-def _check_options(search: str, scaler: str, n_iter: int, cv: int) -> None:
+def _check_options(search: str, scaler: str, n_iter: int, cv: int, class_weight: str) -> None:
     """The options validated by their one definition (:mod:`fmadask.options`)."""
     for key, value in (("classical.search", search), ("classical.scaler", scaler),
-                       ("classical.n_iter", n_iter), ("classical.cv", cv)):
+                       ("classical.n_iter", n_iter), ("classical.cv", cv),
+                       ("classical.class_weight", class_weight)):
         check(key, value)
 
 
@@ -218,14 +238,19 @@ class _Stage:
     """One run of the classical stage (holds the data, scaler and cluster it shares)."""
 
     def __init__(self, client: Any, dataset: Dataset, out: Path, scaler: str, seed: int, cv: int,
-                 distributed_xgb: bool, model_params: dict, search_spaces: dict, log: _Log) -> None:
+                 distributed_xgb: bool, model_params: dict, search_spaces: dict, log: _Log,
+                 class_weight: str | None, scale_threshold: int | None) -> None:
         self.client, self.dataset, self.out, self.seed, self.cv = client, dataset, out, seed, cv
         self.scaler_kind, self.distributed_xgb, self.log = scaler, distributed_xgb, log
         self.model_params, self.search_spaces = model_params, search_spaces
+        self.class_weight = class_weight
         self.classes = dataset.classes
         arrays = {s: dataset.xy(s) for s in ("training", *EVAL_SPLITS)}
         self.X = {s: xy[0] for s, xy in arrays.items()}
         self.y = {s: xy[1] for s, xy in arrays.items()}
+        self.threshold = SCALE_THRESHOLD_ROWS if scale_threshold is None else scale_threshold
+        #: The scale rule's verdict: study name -> the estimator that runs under it.
+        self.runs = {n: runs_as(n, len(self.y["training"]), self.threshold) for n in MODELS}
 
     # ------------------------------------------------------------------------------- run
 
@@ -237,6 +262,7 @@ class _Stage:
         self.log(f"classical: {len(self.classes)} genres, {counts['training']} training / "
                  f"{counts['validation']} validation / {counts['test']} test tracks, "
                  f"{len(names)} model(s), {n_workers} worker(s)")
+        self.log(f"classical: {scale_rule_text(counts['training'], self.threshold, self.runs)}")
         self.scaler = self._fit_scaler()
         scaled = {s: self.scaler.transform(self.X[s]).astype(np.float32) for s in self.X}
         jobs = [(n, self._params(n)) for n in names]
@@ -271,7 +297,8 @@ class _Stage:
         return results
 
     def _params(self, name: str) -> dict[str, Any]:
-        return dict(self.model_params.get(name, {}))
+        """Parameter overrides of the estimator that runs under ``name``."""
+        return dict(self.model_params.get(self.runs[name], {}))
 
     # ---------------------------------------------------------------------------- scaling
 
@@ -301,7 +328,8 @@ class _Stage:
             if name == "xgboost" and self.distributed_xgb:
                 continue
             futures[self.client.submit(fit_and_predict, name, params, self.seed, X_train,
-                                       y_train, evaluate_f, pure=False,
+                                       y_train, evaluate_f, self.runs[name], self.class_weight,
+                                       pure=False,
                                        key=f"fit-{name}-{uuid.uuid4().hex[:8]}")] = name
         return futures
 
@@ -323,9 +351,14 @@ class _Stage:
     def _fit_xgboost_dask(self, params: dict, scaled: dict[str, np.ndarray]) -> FitOutcome:
         from fmadask.ml.distributed_xgb import fit_xgboost_dask
 
-        return fit_xgboost_dask(self.client, {**MODELS["xgboost"].defaults, **params}, self.seed,
+        from fmadask.ml.fit import balanced_weights
+
+        key = self.runs["xgboost"]
+        defaults = (MODELS.get(key) or SUBSTITUTES[key]).defaults
+        return fit_xgboost_dask(self.client, {**defaults, **params}, self.seed,
                                 scaled["training"], self.y["training"],
-                                {s: scaled[s] for s in EVAL_SPLITS})
+                                {s: scaled[s] for s in EVAL_SPLITS},
+                                balanced_weights(self.y["training"], self.class_weight))
 
     def _announce(self, outcome: FitOutcome, tag: str = "") -> None:
         name = outcome.name + tag
@@ -338,16 +371,27 @@ class _Stage:
                  f"({outcome.seconds:.1f} s on {outcome.worker})")
 
     def _search(self, name: str, method: str, n_iter: int) -> SearchOutcome:
-        space = search_space(name, self.search_spaces.get(name))
-        self.log(f"  {name}: {method} search, {n_iter} candidates x {self.cv} folds")
-        run = random_search if method == "random" else bayes_search
-        outcome = run(self.client, name, self.X["training"], self.y["training"], space,
-                      n_iter=n_iter, cv=self.cv, seed=self.seed, scaler=self.scaler_kind,
-                      base_params=self._params(name))
+        key = self.runs[name]
+        space = search_space(key, self.search_spaces.get(key))
+        X, y = self.X["training"], self.y["training"]
+        score = score_for(y)
+        settings = {"model": key, "cv": self.cv, "seed": self.seed, "scaler": self.scaler_kind,
+                    "score": score, "class_weight": self.class_weight, "eta": ETA,
+                    "base_params": self._params(name), "space": {k: repr(d) for k, d in
+                                                                 space.items()}}
+        folder = trials_folder(self.out / "search", name, method, settings, X, y)
+        self.log(f"  {name}: {method} search, {n_iter} candidates x {self.cv} folds, "
+                 f"successive halving, scored by {score}; trials in {folder}")
+        outcome = run_search(self.client, key, X, y, space, method, n_iter=n_iter, cv=self.cv,
+                             seed=self.seed, scaler=self.scaler_kind,
+                             base_params=self._params(name), score=score,
+                             class_weight=self.class_weight, trials_dir=folder)
         with atomic_path(self.out / "search" / f"{name}-{method}.csv") as tmp:
             outcome.trials.to_csv(tmp, index=False)
-        self.log(f"  {name}: best cv accuracy {outcome.best_score:.3f} with {outcome.best_params} "
-                 f"({outcome.seconds:.1f} s on {len(outcome.fit_workers)} worker(s))")
+        states = outcome.trials["state"].value_counts().to_dict()
+        self.log(f"  {name}: best cv {score} {outcome.best_score:.3f} with "
+                 f"{outcome.best_params} ({outcome.seconds:.1f} s on {len(outcome.fit_workers)} "
+                 f"worker(s); {states}; {outcome.resumed} trial(s) read from an earlier run)")
         return outcome
 
     # ---------------------------------------------------------------------------- outputs
@@ -355,10 +399,15 @@ class _Stage:
     def _record(self, outcome: FitOutcome, search: str, searched: SearchOutcome | None) -> dict:
         """Score, save and draw one fitted model; return its results row."""
         folder = outcome.name if search == "none" else f"{outcome.name}-{search}"
-        label = MODELS[outcome.name].label + ("" if search == "none" else f" ({search} search)")
+        key = self.runs[outcome.name]
+        label = (MODELS[outcome.name].label
+                 + ("" if key == outcome.name else f" (ran as {model_label(key)})")
+                 + ("" if search == "none" else f" ({search} search)"))
         row: dict[str, Any] = {
             "model": folder, "name": outcome.name, "label": label, "search": search,
-            "cv_accuracy": searched.best_score if searched else np.nan,
+            "cv_score": searched.best_score if searched else np.nan,
+            "search_score": searched.score if searched else "",
+            "runs_as": key, "class_weight": self.class_weight or "none",
             "n_train": len(self.y["training"]), "fit_seconds": round(outcome.seconds, 3),
             "worker": outcome.worker, "params": json.dumps(outcome.params, sort_keys=True,
                                                            default=str),
@@ -372,7 +421,25 @@ class _Stage:
             row.update({f"{split}_{k}": v for k, v in values.items()})
         if outcome.error is None:
             self._save(folder, label, outcome, search, searched, metrics)
+            self._write_probabilities(folder, outcome)
         return row
+
+    def _write_probabilities(self, folder: str, outcome: FitOutcome) -> None:
+        """``probabilities/<model>.parquet``: per validation and test track, the model's class
+        scores (for late fusion with the CNN): index ``track_id``, column ``split``, one float32
+        column per genre (rows sum to 1; softmax of margins for the SVMs, see the card's
+        ``outputs``)."""
+        parts = []
+        for split in EVAL_SPLITS:
+            if split not in outcome.scores:
+                continue
+            ids = self.dataset.features.index[self.dataset.rows(split)]
+            part = pd.DataFrame(outcome.scores[split], index=ids, columns=self.classes)
+            part.insert(0, "split", split)
+            parts.append(part)
+        if parts:
+            with atomic_path(self.out / "probabilities" / f"{folder}.parquet") as tmp:
+                pd.concat(parts).to_parquet(tmp)
 
     def _save(self, folder: str, label: str, outcome: FitOutcome, search: str,
               searched: SearchOutcome | None, metrics: dict) -> None:
@@ -391,7 +458,9 @@ class _Stage:
                 "features": {k: self.dataset.info.get(k) for k in
                              ("sr", "fma_compat", "decoders", "max_seconds")},
                 "scaler": self.scaler_kind, "outputs": outputs, "metrics": metrics,
-                "cv_accuracy": searched.best_score if searched else None,
+                "cv_score": searched.best_score if searched else None,
+                "search_score": searched.score if searched else None,
+                "runs_as": self.runs[outcome.name], "class_weight": self.class_weight,
                 "trained_on": self.dataset.info, "seed": self.seed,
                 "versions": _versions()}
         save_classical(self.out / "models" / folder, pipeline, card)
@@ -400,19 +469,23 @@ class _Stage:
         with atomic_path(self.out / "results.csv") as tmp:
             results.to_csv(tmp, index=False)
         with atomic_path(self.out / "table.md") as tmp:
-            tmp.write_text(results_markdown(results, self.dataset.info))
+            tmp.write_text(results_markdown(results, self.dataset.info, self.threshold))
 
     def _write_best(self, results: pd.DataFrame) -> dict | None:
-        """Record the model with the best validation accuracy (test accuracy is not used to
-        choose, so that it stays an unbiased estimate)."""
+        """Record the model with the best validation score: accuracy, or balanced accuracy on
+        unbalanced genres (:func:`score_for`). Test scores are not used to choose, so that they
+        stay unbiased estimates."""
         ok = results[results["error"] == ""]
         if ok.empty:
             return None
-        key = ok["validation_accuracy"].fillna(-1.0)
+        chosen_by = score_for(self.y["training"])
+        key = ok[f"validation_{chosen_by}"].fillna(-1.0)
         row = ok.loc[key.idxmax()]
-        best = {"model": row["model"], "path": f"models/{row['model']}",
+        best = {"model": row["model"], "path": f"models/{row['model']}", "chosen_by": chosen_by,
                 "validation_accuracy": row["validation_accuracy"],
-                "test_accuracy": row["test_accuracy"]}
+                "validation_balanced_accuracy": row["validation_balanced_accuracy"],
+                "test_accuracy": row["test_accuracy"],
+                "test_balanced_accuracy": row["test_balanced_accuracy"]}
         write_json(jsonable(best), self.out / "best.json")
         return best
 
@@ -424,19 +497,26 @@ class _Stage:
                        "n_iter": n_iter, "cv": self.cv,
                        "scaler": self.scaler_kind, "seed": self.seed,
                        "distributed_xgb": self.distributed_xgb,
+                       "class_weight": self.class_weight or "none",
                        "model_params": self.model_params},
+            "scale_rule": {"threshold_rows": self.threshold, "training_rows": counts["training"],
+                           "runs_as": {n: self.runs[n] for n in names}},
             "data": self.dataset.info, "classes": self.classes, "tracks": counts,
             "workers": n_workers,
             "searches": {n: {"method": s.method, "best_params": s.best_params,
-                             "best_cv_accuracy": s.best_score, "folds": s.n_splits,
-                             "candidates": len(s.trials), "fit_workers": s.fit_workers,
+                             "score": s.score, "best_cv_score": s.best_score,
+                             "folds": s.n_splits, "candidates": len(s.trials),
+                             "states": s.trials["state"].value_counts().to_dict(),
+                             "halving_fractions": s.fractions, "resumed": s.resumed,
+                             "fit_workers": s.fit_workers,
                              "seconds": round(s.seconds, 3)} for n, s in searches.items()},
             "best": best, "unsupervised": views, "seconds": round(seconds, 3),
             "versions": _versions()}
         write_json(jsonable(record), self.out / "train.json")
 
 
-def results_markdown(results: pd.DataFrame, info: Mapping[str, Any] | None = None) -> str:
+def results_markdown(results: pd.DataFrame, info: Mapping[str, Any] | None = None,
+                     threshold: int | None = None) -> str:
     """The study's Table 1 layout: model, validation accuracy, test accuracy, test F1.
 
     Parameters
@@ -445,6 +525,8 @@ def results_markdown(results: pd.DataFrame, info: Mapping[str, Any] | None = Non
         Rows of results.csv.
     info : mapping, optional
         Dataset description (:attr:`fmadask.ml.data.Dataset.info`), summarised above the table.
+    threshold : int, optional
+        The scale rule's threshold, if not the default; stated under the table.
     """
     lines = ["# Classical models", ""]
     if info:
@@ -452,15 +534,50 @@ def results_markdown(results: pd.DataFrame, info: Mapping[str, Any] | None = Non
         lines += [f"Features: {info.get('kind')} `{info.get('path')}` (sample rate {sr}, "
                   f"FMA-compatible: {info.get('fma_compat')}); split: {info.get('split')}.", ""]
     table = results.assign(model_text=results["label"])
+    # The study's columns first (its Table 1 keeps its shape), then the scores for unbalanced
+    # genres. The search's score is named in its column's header.
+    searched = [s for s in results["search_score"].fillna("") if s]
+    cv_header = f"CV {(searched[0] if searched else 'accuracy').replace('_', ' ')} (search)"
     lines.append(markdown_table(
         table, ["model_text", "validation_accuracy", "test_accuracy", "test_f1_macro",
-                "test_f1_weighted", "cv_accuracy"],
+                "test_f1_weighted", "cv_score", "validation_balanced_accuracy",
+                "test_balanced_accuracy"],
         ["Model", "Validation accuracy", "Test accuracy", "Test F1 (macro)",
-         "Test F1 (weighted)", "CV accuracy (search)"]))
+         "Test F1 (weighted)", cv_header, "Validation balanced accuracy",
+         "Test balanced accuracy"]))
+    n_train = int(results["n_train"].iloc[0]) if len(results) else 0
+    runs = dict(zip(results["name"], results["runs_as"]))
+    lines.append(scale_rule_text(n_train, threshold, runs))
+    weights = set(results["class_weight"].fillna("none"))
+    if weights - {"none"}:
+        lines.append(f"Class weight: {', '.join(sorted(weights))} (every genre weighs the same "
+                     "in the training loss).")
     failed = results[results["error"] != ""]
     for row in failed.itertuples():
         lines.append(f"- {row.label} failed: {row.error}")
     return "\n".join(lines) + "\n"
+
+
+def scale_rule_text(n_train: int, threshold: int | None, runs: Mapping[str, str]) -> str:
+    """One sentence: the scale rule, and which model ran under which name in this run.
+
+    Parameters
+    ----------
+    n_train : int
+        Training rows.
+    threshold : int, optional
+        The rule's threshold (default :data:`~fmadask.ml.models.SCALE_THRESHOLD_ROWS`).
+    runs : mapping of str to str
+        Study model name -> the estimator that ran under it (:func:`runs_as`).
+    """
+    limit = SCALE_THRESHOLD_ROWS if threshold is None else threshold
+    swapped = {n: k for n, k in runs.items() if k != n}
+    rule = ", ".join(f"{model_label(n)} -> {model_label(k)}" for n, k in SCALED.items())
+    if not swapped:
+        return (f"Scale rule: the study's exact models ({n_train:,} training rows, not past "
+                f"{limit:,}; past it: {rule}).")
+    ran = "; ".join(f"{model_label(n)} ran as {model_label(k)}" for n, k in swapped.items())
+    return f"Scale rule: {n_train:,} training rows, past {limit:,}: {ran}."
 
 
 def _accuracy(y: np.ndarray, predicted: np.ndarray | None) -> float:

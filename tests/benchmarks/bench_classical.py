@@ -1,22 +1,30 @@
-"""Benchmark of the classical stage on a features table the size of FMA small (8,000 x 518).
+"""Benchmark of the classical stage at FMA medium and large scale.
 
-Measures, in one run, with a local Dask cluster of 1 and then of 2 worker processes (one thread
-each):
+Two measurements, each printed as a table:
 
-- the full table: the study's ten models with their default settings, fitted and scored
-  (``fmadask.ml.train`` without the unsupervised views);
-- a 20-candidate x 5-fold XGBoost random search (dask-ml ``RandomizedSearchCV`` on the cluster,
-  XGBoost's default search space);
+``growth``
+    Per model (the study's ten and the scale rule's substitutes), the time of one fit, in this
+    process, one thread, on FMA-medium-shaped synthetic tables (518 features, 16 genres in FMA
+    medium's proportions) of ``--sizes`` training rows. A model whose next fit is predicted to
+    take longer than ``--budget`` seconds is not run at that size. The growth exponent ``b`` of
+    ``t = a n^b`` is fitted by least squares on the log of the measured sizes, and the time at
+    ``--targets`` rows (FMA small's 6,400, medium's ~20,000, large's ~85,000 training rows) is
+    extrapolated from it where not measured (marked ``*``).
 
-and prints the wall times and the 1-worker / N-worker ratios. Numbers are synthetic (8 genres,
-Gaussian features with genre-dependent means): timing does not depend on what the numbers mean.
-Cluster start-up and the workers' first imports are outside the timings.
+``stage``
+    The whole stage (``fmadask.ml.train``: ten models + a ``--n-iter``-candidate
+    ``--cv``-fold XGBoost random search, no unsupervised views) on a ``--rows``-track table on
+    ``--stage-workers`` local workers; then the search alone on each of ``--search-workers``
+    worker counts, on ``--search-rows`` tracks, with the speed-up against the first.
+
+Numbers are synthetic (Gaussian features around a random mean per genre): timing does not depend
+on what they mean. Cluster start-up and the workers' first imports are outside the timings.
 
 Run::
 
-    .venv/bin/python tests/benchmarks/bench_classical.py                  # the full measurement
-    .venv/bin/python tests/benchmarks/bench_classical.py --quick          # a short check
-    .venv/bin/python tests/benchmarks/bench_classical.py --workers 1 2 4 --rows 8000
+    .venv/bin/python tests/benchmarks/bench_classical.py growth
+    .venv/bin/python tests/benchmarks/bench_classical.py stage --rows 25000
+    .venv/bin/python tests/benchmarks/bench_classical.py growth --sizes 500 1000 --budget 5  # quick
 """
 from __future__ import annotations
 
@@ -28,24 +36,98 @@ import time
 import numpy as np
 import pandas as pd
 
+#: FMA medium's 16 genres and their track counts.
+MEDIUM_GENRES = {"Rock": 7103, "Electronic": 6314, "Experimental": 2251, "Hip-Hop": 2201,
+                 "Folk": 1519, "Instrumental": 1350, "Pop": 1186, "International": 1018,
+                 "Classical": 619, "Old-Time / Historic": 510, "Jazz": 384, "Country": 178,
+                 "Soul-RnB": 154, "Spoken": 118, "Blues": 74, "Easy Listening": 21}
 
-def synthetic_dataset(rows: int, seed: int = 0):
-    """``rows`` tracks in 8 balanced genres with the 518 FEATURE_COLUMNS, split 80/10/10."""
+
+def medium_table(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` x 518 float32 features and genre codes in FMA medium's proportions (at least 10
+    tracks per genre)."""
+    total = sum(MEDIUM_GENRES.values())
+    sizes = [max(10, round(rows * n / total)) for n in MEDIUM_GENRES.values()]
+    rng = np.random.default_rng(seed)
+    codes = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    means = rng.normal(scale=0.3, size=(len(sizes), 518))
+    X = (rng.normal(size=(len(codes), 518)) + means[codes]).astype(np.float32)
+    return X, codes.astype(np.int64)
+
+
+def medium_dataset(rows: int, seed: int = 0):
+    """A :class:`~fmadask.ml.data.Dataset` of :func:`medium_table`, split 80/10/10 by genre."""
     from fmadask.features import FEATURE_COLUMNS
     from fmadask.fma.splits import stratified_split
     from fmadask.ml.data import Dataset
 
-    rng = np.random.default_rng(seed)
-    k = 8
-    codes = np.arange(rows) % k
-    means = rng.normal(scale=0.3, size=(k, len(FEATURE_COLUMNS)))
-    X = (rng.normal(size=(rows, len(FEATURE_COLUMNS))) + means[codes]).astype(np.float32)
-    ids = pd.Index(np.arange(rows) + 2, name="track_id")
-    genre = pd.Series([f"genre{c}" for c in codes], index=ids, name="genre_top")
+    X, codes = medium_table(rows, seed)
+    ids = pd.Index(np.arange(len(codes)) + 2, name="track_id")
+    genre = pd.Series(np.asarray(list(MEDIUM_GENRES))[codes], index=ids, name="genre_top")
     return Dataset(pd.DataFrame(X, index=ids, columns=FEATURE_COLUMNS), genre,
                    stratified_split(genre, seed=42),
                    {"kind": "synthetic", "path": "synthetic", "sr": None, "fma_compat": True,
                     "split": "stratified"})
+
+
+# ------------------------------------------------------------------------------- growth
+
+
+def fit_seconds(key: str, X: np.ndarray, y: np.ndarray) -> float:
+    """Wall time of one fit of estimator ``key`` (min-max scaled rows, defaults, seed 0)."""
+    from fmadask.ml.models import make_estimator
+
+    scaled = (X - X.min(axis=0)) / np.maximum(X.max(axis=0) - X.min(axis=0), 1e-12)
+    start = time.perf_counter()
+    make_estimator(key, 0).fit(scaled, y)
+    return time.perf_counter() - start
+
+
+def exponent(sizes: list[int], seconds: list[float]) -> float:
+    """Least-squares slope of log(seconds) on log(sizes); NaN with fewer than 2 points."""
+    if len(sizes) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(sizes), np.log(seconds), 1)[0])
+
+
+def growth(args: argparse.Namespace) -> None:
+    from fmadask.ml.models import MODEL_NAMES, SUBSTITUTES
+
+    keys = args.models or [*MODEL_NAMES, *SUBSTITUTES]
+    tables = {n: medium_table(n) for n in args.sizes}
+    print(f"growth: one fit per model and size, one thread, sizes {args.sizes}, "
+          f"budget {args.budget:.0f} s per fit", flush=True)
+    rows = []
+    for key in keys:
+        sizes, seconds = [], []
+        for n in args.sizes:
+            if seconds:
+                b = exponent(sizes, seconds)
+                guess = seconds[-1] * (n / sizes[-1]) ** (1.0 if np.isnan(b) else max(b, 1.0))
+                if guess > args.budget:
+                    break
+            seconds.append(fit_seconds(key, *tables[n]))
+            sizes.append(n)
+            print(f"  {key:<24} {n:>7} rows {seconds[-1]:8.1f} s", flush=True)
+        b = exponent(sizes, seconds)
+        row = {"model": key, "exponent": b}
+        for target in args.targets:
+            if target in sizes:
+                row[target] = f"{seconds[sizes.index(target)]:.1f}"
+            else:
+                # With one point, assume linear growth (a lower bound for the SVMs).
+                slope = 1.0 if np.isnan(b) else b
+                row[target] = f"{seconds[-1] * (target / sizes[-1]) ** slope:.0f}*"
+        rows.append(row)
+    print("\nmodel                     exponent  " + "  ".join(f"{t:>9}" for t in args.targets))
+    for row in rows:
+        print(f"{row['model']:<24} {row['exponent']:>9.2f}  "
+              + "  ".join(f"{row[t]:>9}" for t in args.targets))
+    print(f"(seconds per fit at each target row count; * extrapolated as t = a n^b from the "
+          f"measured sizes {args.sizes})")
+
+
+# ------------------------------------------------------------------------------- stage
 
 
 def _warm(client) -> None:
@@ -61,72 +143,82 @@ def _warm(client) -> None:
     client.run(imports)
 
 
-def measure(workers: int, dataset, args: argparse.Namespace) -> dict[str, float]:
+def stage(args: argparse.Namespace) -> None:
+    if "search" in args.parts:
+        search_speedup(args)
+    if "table" in args.parts:
+        whole_stage(args)
+
+
+def whole_stage(args: argparse.Namespace) -> None:
     from fmadask.cluster import get_client
     from fmadask.ml import train
-    from fmadask.ml.models import Int, search_space
-    from fmadask.ml.search import random_search
 
-    times: dict[str, float] = {}
-    with get_client(workers=workers, quiet=True) as client, \
+    dataset = medium_dataset(args.rows)
+    n_train = int(dataset.rows("training").sum())
+    print(f"stage: {args.rows} x 518 tracks in 16 genres ({n_train} training), ten models + "
+          f"{args.n_iter} x {args.cv}-fold XGBoost random search", flush=True)
+    with get_client(workers=args.stage_workers, quiet=True) as client, \
             tempfile.TemporaryDirectory() as out:
         _warm(client)
-        if "table" in args.what:
+        start = time.perf_counter()
+        results = train(dataset, out, client=client, search="random", n_iter=args.n_iter,
+                        cv=args.cv, unsupervised=False, progress=True,
+                        scale_threshold=args.scale_threshold)
+        total = time.perf_counter() - start
+        print(f"\nstage on {args.stage_workers} worker(s): {total:.0f} s ({total / 60:.1f} min)")
+        print(results[["model", "runs_as", "validation_accuracy", "test_balanced_accuracy",
+                       "fit_seconds", "worker"]].to_string(index=False), flush=True)
+
+
+def search_speedup(args: argparse.Namespace) -> None:
+    from fmadask.cluster import get_client
+    from fmadask.ml.models import runs_as, search_space
+    from fmadask.ml.search import run_search
+
+    search_set = medium_dataset(args.search_rows)
+    X, y = search_set.xy("training")
+    key = runs_as("xgboost", len(y), args.scale_threshold)
+    space = search_space(key)
+    times = {}
+    for workers in args.search_workers:
+        with get_client(workers=workers, quiet=True) as client:
+            _warm(client)
             start = time.perf_counter()
-            results = train(dataset, out, client=client, unsupervised=False, progress=False)
-            times["table"] = time.perf_counter() - start
-            print(f"  {workers} worker(s): table {times['table']:.1f} s; per model (s): "
-                  + ", ".join(f"{r.name} {r.fit_seconds:.1f}" for r in results.itertuples()),
-                  flush=True)
-        if "search" in args.what:
-            X, y = dataset.xy("training")
-            overrides = ({"n_estimators": Int(*args.xgb_estimators)} if args.xgb_estimators
-                         else None)
-            space = search_space("xgboost", overrides)
-            start = time.perf_counter()
-            outcome = random_search(client, "xgboost", X, y, space, n_iter=args.n_iter,
-                                    cv=args.cv, seed=0)
-            times["search"] = time.perf_counter() - start
-            print(f"  {workers} worker(s): search {times['search']:.1f} s "
-                  f"({args.n_iter} candidates x {outcome.n_splits} folds on "
-                  f"{len(outcome.fit_workers)} worker(s); best cv accuracy "
-                  f"{outcome.best_score:.3f})", flush=True)
-    return times
+            outcome = run_search(client, key, X, y, space, "random", n_iter=args.n_iter,
+                                 cv=args.cv)
+            times[workers] = time.perf_counter() - start
+            print(f"search ({key}, {len(y)} training rows, {args.n_iter} x {outcome.n_splits}"
+                  f"-fold, halving {[round(f, 3) for f in outcome.fractions]}) on {workers} "
+                  f"worker(s): {times[workers]:.0f} s, fits on {len(outcome.fit_workers)} "
+                  f"worker(s), {outcome.trials['state'].value_counts().to_dict()}", flush=True)
+    base = args.search_workers[0]
+    for workers, seconds in times.items():
+        print(f"search speed-up {workers} vs {base} worker(s): {times[base] / seconds:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=8000, help="tracks (default 8000)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
-                        help="cluster sizes to compare (default 1 2)")
-    parser.add_argument("--what", nargs="+", default=["table", "search"],
-                        choices=["table", "search"])
-    parser.add_argument("--n-iter", type=int, default=20, help="search candidates (default 20)")
-    parser.add_argument("--cv", type=int, default=5, help="search folds (default 5)")
-    parser.add_argument("--xgb-estimators", type=int, nargs=2, metavar=("LOW", "HIGH"),
-                        help="n_estimators range of the search (default XGBoost's space: 100 600)")
-    parser.add_argument("--quick", action="store_true",
-                        help="short check: 2,000 rows, 4 candidates, n_estimators 10-30")
+    sub = parser.add_subparsers(dest="what", required=True)
+    g = sub.add_parser("growth", help="per-model fit time against rows")
+    g.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000, 8000])
+    g.add_argument("--targets", type=int, nargs="+", default=[6400, 20000, 85000])
+    g.add_argument("--budget", type=float, default=30.0, help="seconds a fit may take")
+    g.add_argument("--models", nargs="+", help="estimator keys (default: all and substitutes)")
+    s = sub.add_parser("stage", help="the whole stage, then the search on 1 and 2 workers")
+    s.add_argument("--rows", type=int, default=25000)
+    s.add_argument("--stage-workers", type=int, default=2)
+    s.add_argument("--search-rows", type=int, default=25000)
+    s.add_argument("--search-workers", type=int, nargs="+", default=[1, 2])
+    s.add_argument("--n-iter", type=int, default=10)
+    s.add_argument("--cv", type=int, default=5)
+    s.add_argument("--parts", nargs="+", default=["search", "table"], choices=["search", "table"],
+                   help="what to measure, in this order (default both)")
+    s.add_argument("--scale-threshold", type=int,
+                   help="training rows past which the scale rule swaps models (default the "
+                        "library's; lower it to measure the large-table path on a small table)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.rows, args.n_iter = 2000, 4
-        args.xgb_estimators = args.xgb_estimators or [10, 30]
-    dataset = synthetic_dataset(args.rows)
-    counts = dataset.split.value_counts().to_dict()
-    print(f"classical benchmark: {args.rows} x 518 synthetic features "
-          f"({counts.get('training', 0)} training / {counts.get('validation', 0)} validation / "
-          f"{counts.get('test', 0)} test), workers {args.workers}, "
-          f"search {args.n_iter} x {args.cv}-fold", flush=True)
-    measured = {w: measure(w, dataset, args) for w in args.workers}
-    base = args.workers[0]
-    print("\nworkers  " + "  ".join(f"{what:>10}" for what in args.what)
-          + "  " + "  ".join(f"{'x ' + what:>10}" for what in args.what))
-    for w in args.workers:
-        times = measured[w]
-        speedups = [measured[base][what] / times[what] for what in args.what]
-        print(f"{w:>7}  " + "  ".join(f"{times[what]:>9.1f}s" for what in args.what)
-              + "  " + "  ".join(f"{s:>10.2f}" for s in speedups))
-    print(f"(x: wall time with {base} worker(s) divided by the row's wall time)")
+    (growth if args.what == "growth" else stage)(args)
     return 0
 
 

@@ -1,0 +1,328 @@
+"""``fmadask fuse RUN_DIR``: pool the best classical model and the best CNN of a run.
+
+Reads what the two stages wrote:
+
+- the classical model (``RUN_DIR/classical/best.json``'s, or one named) and the run's features,
+  split as the classical stage split them (``classical/train.json``): its per-track class
+  probabilities of the validation and test tracks;
+- the CNN (the one of ``RUN_DIR/cnn/<arch>/`` with the best validation track accuracy, or one
+  named): its per-track mean segment probabilities, ``predictions.parquet``.
+
+On the tracks both parts scored, the pooling weight is fitted on validation only
+(:func:`fmadask.fusion.pool.fit_weight`), then every part and the fusion are scored on validation
+and test. Writes ``RUN_DIR/fusion/``::
+
+    model.json            kind 'fusion', classes, weights, the parts' folders (below)
+    parts/classical/      copies of the two models' files, so the fused model stays what it
+    parts/cnn/            was when later runs replace the stages' outputs
+    results.csv           one row per source (classical model, cnn, fusion): validation_accuracy,
+                          test_accuracy, test_f1_macro, tracks
+    weights.csv           the validation accuracy and log-loss of every candidate weight
+    predictions.parquet   per track: split, genre_top, pred, p_<genre> of the fusion
+    confusion_test.png    the fusion's test confusion matrix
+    report.md             the table, the weight and the confusion matrix
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fmadask.atomic import atomic_path, write_json
+from fmadask.errors import DataError
+from fmadask.fusion.pool import fit_weight, pool
+
+#: Folder of the fusion inside a run directory.
+FUSION_DIR = "fusion"
+MODEL_KIND = "fusion"
+PARTS = ("classical", "cnn")
+EVAL_SPLITS = ("validation", "test")
+RESULT_COLUMNS = ("source", "model", "validation_accuracy", "test_accuracy", "test_f1_macro",
+                  "validation_tracks", "test_tracks")
+
+
+# ----------------------------------------------------------------------- reading the parts
+
+
+def classical_model_dir(run_dir: Path, name: str | None = None) -> Path:
+    """``RUN_DIR/classical/models/<name>``, or the stage's best model when ``name`` is None."""
+    stage = run_dir / "classical"
+    if name is None:
+        best = stage / "best.json"
+        if not best.is_file():
+            raise DataError(f"{best} not found: run the classical stage first "
+                            f"('fmadask train {run_dir}')")
+        name = Path(json.loads(best.read_text())["path"]).name
+    folder = stage / "models" / name
+    if not (folder / "model.json").is_file():
+        raise DataError(f"no classical model {name!r} in {stage / 'models'}: name one of "
+                        f"{', '.join(sorted(p.name for p in (stage / 'models').glob('*'))) or 'none'}")
+    return folder
+
+
+def cnn_model_dir(run_dir: Path, arch: str | None = None) -> Path:
+    """``RUN_DIR/cnn/<arch>`` (or ``RUN_DIR/cnn`` itself when the CNN was trained there), the one
+    of best validation track accuracy when ``arch`` is None."""
+    stage = run_dir / "cnn"
+    candidates = [p.parent for p in sorted(stage.glob("*/model.json"))]
+    if (stage / "model.json").is_file():
+        candidates.append(stage)
+    if arch is not None:
+        candidates = [p for p in candidates if p.name == arch]
+    if not candidates:
+        what = f"CNN {arch!r}" if arch else "CNN"
+        raise DataError(f"no trained {what} in {stage}: run the CNN stage first "
+                        f"('fmadask cnn {run_dir}')")
+
+    def validation_accuracy(folder: Path) -> float:
+        scores = json.loads((folder / "model.json").read_text()).get("training", {})
+        return scores.get("scores", {}).get("validation", {}).get("track_acc_mean", -1.0)
+
+    return max(candidates, key=validation_accuracy)
+
+
+def classical_probabilities(run_dir: Path, model_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Per-track class scores of a classical model on the run's validation and test tracks.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        Indexed by ``track_id``: ``split``, ``genre_top``, then one column per class.
+    classes : list of str
+    """
+    from fmadask.ml.data import load_dataset
+    from fmadask.ml.models import class_scores
+    from fmadask.ml.persist import load_classical
+
+    pipeline, card = load_classical(model_dir)
+    record_path = run_dir / "classical" / "train.json"
+    data = json.loads(record_path.read_text()).get("data", {}) if record_path.is_file() else {}
+    dataset = load_dataset(run_dir, split=data.get("split") or "official",
+                           split_seed=data.get("split_seed") or 42)
+    classes = list(card["classes"])
+    mask = dataset.split.isin(EVAL_SPLITS).to_numpy()
+    X = dataset.features.to_numpy(np.float32)[mask]
+    scores, _ = class_scores(pipeline, X)
+    frame = pd.DataFrame(scores, columns=classes, index=dataset.features.index[mask])
+    frame.insert(0, "split", dataset.split[mask].to_numpy())
+    frame.insert(1, "genre_top", dataset.genre[mask].to_numpy())
+    return frame, classes
+
+
+def cnn_probabilities(model_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Per-track mean segment probabilities the CNN stage stored (``predictions.parquet``)."""
+    meta = json.loads((model_dir / "model.json").read_text())
+    classes = list(meta["classes"])
+    path = model_dir / "predictions.parquet"
+    if not path.is_file():
+        raise DataError(f"{path} not found: the CNN stage did not finish; re-run it")
+    preds = pd.read_parquet(path).set_index("track_id")
+    frame = preds[["split", "genre_top"]].copy()
+    for c in classes:
+        frame[c] = preds[f"p_{c}"].astype(np.float64)
+    return frame, classes
+
+
+def align(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tracks both parts scored, in the same split and with the same genre, same order."""
+    common = first.index.intersection(second.index).sort_values()
+    a, b = first.loc[common], second.loc[common]
+    same = (a["split"].to_numpy() == b["split"].to_numpy()) & \
+           (a["genre_top"].to_numpy() == b["genre_top"].to_numpy())
+    if not same.any():
+        raise DataError("the classical and the CNN stages share no validation or test track "
+                        "(other splits or data?): run both on the same run folder and split")
+    return a[same], b[same]
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = None,
+         out_dir: str | Path | None = None) -> pd.DataFrame:
+    """Fit the fusion of a run's classical model and CNN on validation and write its folder.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run folder where the classical and the CNN stages have finished.
+    classical : str, optional
+        Classical model folder name under ``classical/models`` (default: ``best.json``'s).
+    cnn : str, optional
+        CNN architecture folder under ``cnn/`` (default: best validation track accuracy).
+    out_dir : str or Path, optional
+        Output folder (default ``RUN_DIR/fusion``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of ``results.csv`` (see the module docstring).
+
+    Raises
+    ------
+    DataError
+        A part is missing, or the parts disagree on the classes or share no track.
+    """
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / FUSION_DIR
+    dirs = {"classical": classical_model_dir(run_dir, classical),
+            "cnn": cnn_model_dir(run_dir, cnn)}
+    cls_frame, classes = classical_probabilities(run_dir, dirs["classical"])
+    cnn_frame, cnn_classes = cnn_probabilities(dirs["cnn"])
+    if cnn_classes != classes:
+        raise DataError(f"the classical model's classes {classes} differ from the CNN's "
+                        f"{cnn_classes}: train both on the same run folder")
+    cls_frame, cnn_frame = align(cls_frame, cnn_frame)
+    labels = pd.Categorical(cls_frame["genre_top"], categories=classes).codes.astype(np.int64)
+    split = cls_frame["split"].to_numpy()
+    probs = {"classical": cls_frame[classes].to_numpy(np.float64),
+             "cnn": cnn_frame[classes].to_numpy(np.float64)}
+    val = split == "validation"
+    # the weight sees the validation rows only; test rows are scored with it afterwards
+    weight, trials = fit_weight(probs["classical"][val], probs["cnn"][val], labels[val])
+    probs["fusion"] = pool([probs["classical"], probs["cnn"]], [weight, 1.0 - weight])
+
+    names = {"classical": dirs["classical"].name, "cnn": dirs["cnn"].name,
+             "fusion": f"{dirs['classical'].name} x {dirs['cnn'].name}"}
+    results = pd.DataFrame([_result_row(source, names[source], probs[source], labels, split)
+                            for source in ("classical", "cnn", "fusion")],
+                           columns=list(RESULT_COLUMNS))
+    _write(out, dirs, classes, weight, trials, results, cls_frame.index.to_numpy(), split,
+           labels, probs["fusion"])
+    return results
+
+
+def _result_row(source: str, model: str, probs: np.ndarray, labels: np.ndarray,
+                split: np.ndarray) -> dict:
+    from fmadask.report.metrics import scores
+
+    pred = probs.argmax(axis=1)
+    val, test = split == "validation", split == "test"
+    test_scores = scores(labels[test], pred[test])
+    return {"source": source, "model": model,
+            "validation_accuracy": scores(labels[val], pred[val])["accuracy"],
+            "test_accuracy": test_scores["accuracy"], "test_f1_macro": test_scores["f1_macro"],
+            "validation_tracks": int(val.sum()), "test_tracks": int(test.sum())}
+
+
+def _model_files(model_dir: Path) -> list[str]:
+    """The files that make up a saved model: its card and the files the card lists (with their
+    checksums, which the part's loader verifies)."""
+    card = json.loads((model_dir / "model.json").read_text())
+    return ["model.json", *sorted({entry["name"] for entry in (card.get("files") or {}).values()})]
+
+
+def _write(out: Path, dirs: dict[str, Path], classes: list[str], weight: float, trials: list,
+           results: pd.DataFrame, track_ids: np.ndarray, split: np.ndarray, labels: np.ndarray,
+           fused: np.ndarray) -> None:
+    from fmadask.report.metrics import normalized_confusion
+    from fmadask.report.plots import confusion_figure
+
+    for part, src in dirs.items():
+        for name in _model_files(src):
+            with atomic_path(out / "parts" / part / name) as tmp:
+                shutil.copyfile(src / name, tmp)
+    write_json({"kind": MODEL_KIND, "format": 1, "classes": classes, "rule": "geometric",
+                "weights": {"classical": weight, "cnn": 1.0 - weight},
+                "parts": {p: f"parts/{p}" for p in PARTS},
+                "sources": {p: str(d) for p, d in dirs.items()},
+                "results": json.loads(results.to_json(orient="records"))}, out / "model.json")
+    with atomic_path(out / "results.csv") as tmp:
+        results.to_csv(tmp, index=False)
+    with atomic_path(out / "weights.csv") as tmp:
+        pd.DataFrame(trials).to_csv(tmp, index=False)
+    preds = pd.DataFrame({"track_id": track_ids, "split": split,
+                          "genre_top": [classes[i] for i in labels],
+                          "pred": [classes[i] for i in fused.argmax(axis=1)]})
+    for i, c in enumerate(classes):
+        preds[f"p_{c}"] = fused[:, i]
+    with atomic_path(out / "predictions.parquet") as tmp:
+        preds.to_parquet(tmp, index=False)
+    test = split == "test"
+    matrix = normalized_confusion(labels[test], fused[test].argmax(axis=1),
+                                  labels=list(range(len(classes))))
+    confusion_figure(matrix, classes, out / "confusion_test.png",
+                     title=f"fusion, test accuracy {results['test_accuracy'].iloc[-1]:.3f}")
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(report_markdown(results, weight, dirs))
+
+
+def report_markdown(results: pd.DataFrame, weight: float, dirs: dict[str, Path]) -> str:
+    """``report.md``: the sources' scores, the fitted weight and the confusion matrix."""
+    from fmadask.report.tables import markdown_table
+
+    lines = ["# Fusion of the classical model and the CNN", "",
+             f"Weighted geometric mean of the class probabilities: classical "
+             f"`{dirs['classical'].name}` x {weight:.2f}, CNN `{dirs['cnn'].name}` x "
+             f"{1 - weight:.2f}; the weight was chosen on the validation split only "
+             "(weights.csv). Scores on the tracks both parts scored.", "",
+             markdown_table(results, ["source", "model", "validation_accuracy", "test_accuracy",
+                                      "test_f1_macro", "test_tracks"],
+                            ["Source", "Model", "Validation accuracy", "Test accuracy",
+                             "Test F1 (macro)", "Test tracks"]).rstrip(), "",
+             "![fusion, test](confusion_test.png)", ""]
+    return "\n".join(lines)
+
+
+def format_results(results: pd.DataFrame) -> str:
+    """A few lines for the terminal: each source's validation and test accuracy."""
+    lines = []
+    width = max(len(m) for m in results["model"])
+    for row in results.itertuples(index=False):
+        lines.append(f"  {row.source:<9} {row.model:<{width}}  validation "
+                     f"{row.validation_accuracy:.3f}"
+                     f"  test {row.test_accuracy:.3f}  test F1 {row.test_f1_macro:.3f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- predicting
+
+
+def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Genre probabilities of audio files from a fused model (see
+    :func:`fmadask.ml.predict.predict` for the frame).
+
+    Each part scores the files as it does alone (the classical model by 30 s pieces, the CNN by
+    its segments, each averaging over a long file), and the file's two probability vectors are
+    pooled with the fitted weight. A file either part cannot score gets that part's error.
+    """
+    from fmadask.ml.predict import predict
+
+    model_dir = Path(model_dir)
+    card = json.loads((model_dir / "model.json").read_text())
+    if not all(isinstance(card.get(k), dict) and set(PARTS) <= set(card[k])
+               for k in ("parts", "weights")):
+        raise DataError(f"{model_dir / 'model.json'} does not name the fusion's parts and weights: "
+                        "re-run 'fmadask fuse'")
+    classes = list(card["classes"])
+    tables = {}
+    for part in PARTS:
+        folder = (model_dir / card["parts"][part]).resolve()
+        if model_dir.resolve() not in folder.parents:  # a model's paths stay inside it
+            raise DataError(f"{model_dir / 'model.json'}: part {part!r} points outside the "
+                            "model folder; re-run 'fmadask fuse'")
+        tables[part] = predict(folder, paths)
+        if list(tables[part].attrs["classes"]) != classes:
+            raise DataError(f"{folder}: its classes differ from the fused model's; re-run "
+                            "'fmadask fuse'")
+    a, b = tables["classical"], tables["cnn"]
+    weights = [card["weights"]["classical"], card["weights"]["cnn"]]
+    error = a["error"].where(a["error"].notna(), b["error"])
+    ok = error.isna().to_numpy()
+    fused = np.full((len(a), len(classes)), np.nan)
+    if ok.any():
+        fused[ok] = pool([a.loc[ok, classes].to_numpy(float), b.loc[ok, classes].to_numpy(float)],
+                         weights)
+    table = pd.DataFrame({"path": a["path"],
+                          "genre": [classes[int(np.argmax(p))] if k else None
+                                    for p, k in zip(fused, ok)],
+                          "error": error.where(~ok, None), "genre_vote": None,
+                          "n_segments": a["n_segments"]})
+    for i, c in enumerate(classes):
+        table[c] = fused[:, i]
+    table.attrs.update(classes=classes, outputs="probability")
+    return table
