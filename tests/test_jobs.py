@@ -176,7 +176,8 @@ def test_fsspec_urls(sample_dir: Path) -> None:
     with pytest.raises(DataError, match="fma_medium"):
         load_job(ROOT / "jobs" / "fma-medium.toml", ["data.dir=memory://fma-url-test"])
     # ... and the featurize stage's workers read the URL themselves (issue 10)
-    assert [p.stage for p in plan(spec) if p.action == "run"] == ["featurize", "classical", "cnn"]
+    running = [p.stage for p in plan(spec) if p.action == "run"]
+    assert running[:3] == ["featurize", "classical", "cnn"]
     assert stage_params(spec, "featurize")["data_dir"] == "memory://fma-url-test"
 
 
