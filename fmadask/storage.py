@@ -119,10 +119,20 @@ def resolve(location: str | Path) -> str | Path:
     return str(location) if is_url(location) else Path(location).resolve()
 
 
+def _http_error(exc: BaseException) -> Any:
+    """``exc`` when it is one of aiohttp's client errors (fsspec's HTTP driver), else None."""
+    try:
+        import aiohttp
+    except ImportError:
+        return None
+    return exc if isinstance(exc, aiohttp.ClientError) else None
+
+
 def is_store_error(exc: BaseException) -> bool:
-    """Whether ``exc`` says a store failed (an OSError, or botocore's own exceptions, which
-    s3fs lets through for connection failures)."""
-    return isinstance(exc, OSError) or type(exc).__module__.startswith("botocore")
+    """Whether ``exc`` says a store failed: an OSError, botocore's own exceptions (s3fs lets
+    connection failures through) or aiohttp's (an HTTP server's error status)."""
+    return (isinstance(exc, OSError) or type(exc).__module__.startswith("botocore")
+            or _http_error(exc) is not None)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -136,13 +146,10 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
         return True
-    try:
-        import aiohttp
-    except ImportError:
-        aiohttp = None
-    if aiohttp is not None and isinstance(exc, aiohttp.ClientError):
-        return not isinstance(exc, aiohttp.ClientResponseError) or exc.status >= 500
-    return isinstance(exc, OSError) and not isinstance(exc, (ValueError,))
+    http = _http_error(exc)
+    if http is not None:      # a status below 500 (403, 416 ...) will not change on a retry
+        return getattr(http, "status", 500) >= 500
+    return isinstance(exc, OSError)
 
 
 def with_retries(action: Callable[[], T], attempts: int = ATTEMPTS,
