@@ -347,7 +347,8 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
     add_option(p, "cnn.ranks", metavar="R",
                help="DDP ranks, one per worker (default: every worker, or --workers)")
     p.add_argument("--gpu", action="store_true",
-                   help="train on the workers' GPUs (NCCL, mixed precision)")
+                   help="train on the workers' GPUs (mixed precision; NCCL, or gloo where "
+                        "ranks share a GPU)")
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_cnn)
 
