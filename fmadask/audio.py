@@ -64,10 +64,6 @@ RAW_BYTES_PER_SECOND = 192_000 * 8 * 4
 #: Room for tags and cover art on top of the audio.
 TAG_ALLOWANCE = 16 * 2**20
 
-#: The resampler used when a rate is asked for: soxr's HQ quality, which is librosa's default
-#: ``res_type='soxr_hq'``.
-RESAMPLER = "soxr HQ"
-
 
 def _ffmpeg_version() -> str:
     version = getattr(av, "ffmpeg_version_info", None)

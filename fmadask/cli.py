@@ -15,8 +15,6 @@ from fmadask import __version__
 from fmadask.errors import FmadaskError
 from fmadask.options import OptionError, add_option, cli_name, resolve_options
 
-Handler = Callable[[argparse.Namespace], int]
-
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, ``fmadask: ...``, exit status 2."""

@@ -28,6 +28,7 @@ from fmadask.ml.models import (Choice, FeasibleNuSVC, Float, Int, class_scores, 
 from fmadask.ml.persist import save_classical
 from fmadask.ml.search import run_search
 from fmadask.report.metrics import normalized_confusion, scores
+from synthetic_tables import gaussian_table
 
 #: Few trees everywhere: these tests check behaviour, not the models' best accuracy.
 SMALL = {"gradient_boosting": {"n_estimators": 15}, "random_forest": {"n_estimators": 25},
@@ -42,16 +43,7 @@ GENRES = ["Electronic", "Experimental", "Folk", "Hip-Hop", "Instrumental", "Inte
 def synthetic_dataset(per_genre: int = 30, shift: float = 0.5, seed: int = 0) -> Dataset:
     """8 genres of ``per_genre`` tracks; each genre's 518 features are Gaussian around its own
     random mean (``shift`` standard deviations apart on average), split 80/10/10 by genre."""
-    rng = np.random.default_rng(seed)
-    codes = np.repeat(np.arange(len(GENRES)), per_genre)
-    means = rng.normal(scale=shift, size=(len(GENRES), len(FEATURE_COLUMNS)))
-    X = (rng.normal(size=(len(codes), len(FEATURE_COLUMNS))) + means[codes]).astype(np.float32)
-    ids = pd.Index(np.arange(len(codes)) * 7 + 3, name="track_id")
-    genre = pd.Series(np.asarray(GENRES)[codes], index=ids, name="genre_top")
-    return Dataset(pd.DataFrame(X, index=ids, columns=FEATURE_COLUMNS), genre,
-                   stratified_split(genre, seed=42),
-                   {"kind": "synthetic", "path": "synthetic", "sr": None, "fma_compat": True,
-                    "split": "stratified"})
+    return gaussian_table({g: per_genre for g in GENRES}, shift, seed, id_step=7, id_start=3)
 
 
 @pytest.fixture(scope="module")

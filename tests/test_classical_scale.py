@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,14 +19,13 @@ import pytest
 from distributed import get_task_stream
 
 from fmadask.errors import ConfigError
-from fmadask.features import FEATURE_COLUMNS
-from fmadask.fma.splits import stratified_split
 from fmadask.ml import load_classical, train
 from fmadask.ml.data import Dataset
 from fmadask.ml.fit import fit_and_predict
 from fmadask.ml.models import (SCALE_THRESHOLD_ROWS, Float, Int, NystroemSVM, make_pipeline,
                                runs_as)
 from fmadask.ml.search import halving_fractions, run_search, score_for
+from synthetic_tables import gaussian_table
 
 #: The engine is the same for every model; logistic regression fits in a fraction of a second
 #: (XGBoost's 518-feature histograms take seconds even on a few hundred rows).
@@ -49,17 +47,7 @@ def medium_shaped(rows: int = 800, shift: float = 0.4, seed: int = 0,
     counts = genres or MEDIUM_GENRES
     total = sum(counts.values())
     sizes = {g: max(12, round(rows * n / total)) for g, n in counts.items()}
-    rng = np.random.default_rng(seed)
-    names = list(sizes)
-    codes = np.repeat(np.arange(len(names)), list(sizes.values()))
-    means = rng.normal(scale=shift, size=(len(names), len(FEATURE_COLUMNS)))
-    X = (rng.normal(size=(len(codes), len(FEATURE_COLUMNS))) + means[codes]).astype(np.float32)
-    ids = pd.Index(np.arange(len(codes)) * 3 + 5, name="track_id")
-    genre = pd.Series(np.asarray(names)[codes], index=ids, name="genre_top")
-    return Dataset(pd.DataFrame(X, index=ids, columns=FEATURE_COLUMNS), genre,
-                   stratified_split(genre, seed=42),
-                   {"kind": "synthetic", "path": "synthetic", "sr": None, "fma_compat": True,
-                    "split": "stratified"})
+    return gaussian_table(sizes, shift, seed, id_step=3, id_start=5)
 
 
 def _task_count(stream: list[dict], prefix: str) -> int:

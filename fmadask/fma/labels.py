@@ -23,11 +23,6 @@ def genre_tree(genres: pd.DataFrame) -> dict[int, list[int]]:
     return {parent: sorted(children) for parent, children in sorted(tree.items())}
 
 
-def top_level_genres(genres: pd.DataFrame) -> pd.Series:
-    """Titles of the top-level genres, indexed by genre id."""
-    return genres.loc[genres["parent"] == 0, "title"]
-
-
 def derive_genre_top(genres_all: list[int], genres: pd.DataFrame) -> str | None:
     """The top-level genre of a track from its genre ids, or None when it is ambiguous.
 

@@ -19,7 +19,6 @@ SUBSETS: tuple[str, ...] = ("small", "medium", "large")
 #: Audio archives: the three nested subsets plus ``full`` (untrimmed audio of every track).
 AUDIO_SUBSETS: tuple[str, ...] = SUBSETS + ("full",)
 METADATA_DIR = "fma_metadata"
-METADATA_FILES = ("tracks.csv", "genres.csv", "features.csv", "echonest.csv")
 
 
 def check_subset(subset: str) -> str:

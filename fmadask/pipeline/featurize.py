@@ -66,7 +66,7 @@ from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, IND
                                      JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
                                      PART_DIRS, RECORDS_DIR, SPECTROGRAMS_DIR, ERRORS_DIR,
                                      PartitionFiles, complete_partitions, features_schema,
-                                     foreign_entries, parquet_source, part_name, read_errors,
+                                     foreign_entries, parquet_source, read_errors,
                                      read_job, write_json)
 
 if TYPE_CHECKING:
