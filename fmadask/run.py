@@ -30,6 +30,8 @@ from fmadask.jobspec import JobSpec, format_spec, local_path
 from fmadask.storage import redact
 from fmadask.lock import RunLock
 from fmadask.options import OptionError
+from fmadask.atomic import write_text
+from fmadask.records import describe_change
 from fmadask.pipeline.rundir import foreign_entries
 
 #: The stages, in the order they run.
@@ -185,20 +187,6 @@ def check_names(spec: JobSpec) -> None:
                               f"from {', '.join(ARCHS)}")
 
 
-def describe_change(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
-    """``'sr: None -> 22050, models: [...] -> [...]'``: the keys whose values differ."""
-    parts = []
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = describe_change(a, b, f"{prefix}{key}.")
-            if inner:
-                parts.append(inner)
-        elif a != b:
-            parts.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return ", ".join(parts)
-
-
 # ------------------------------------------------------------------------------- running
 
 
@@ -287,7 +275,7 @@ def _run_locked(spec: JobSpec, run_dir: Path, file: IO[str]) -> dict[str, Any]:
                           f"folder (it holds {', '.join(foreign[:3])}): choose a new or empty "
                           "output.dir, or set {option} = true to use it anyway (fmadask never "
                           "deletes files it did not write)")
-    _write_text(run_dir / SPEC_FILE, format_spec(spec))
+    write_text(run_dir / SPEC_FILE, format_spec(spec))
     for p in plans:
         print(f"{p.stage:>10}: {_describe_action(p)}", file=file)
     todo = [p for p in plans if p.action in ("run", "redo")]
@@ -323,7 +311,7 @@ def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: Path, file: IO
     record = {"stage": p.stage, "params": p.params, "seconds": round(seconds, 3),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fmadask": __version__,
               "scheduler": getattr(client, "scheduler", None) and client.scheduler.address}
-    _write_text(marker, json.dumps(record, indent=2) + "\n")
+    write_text(marker, json.dumps(record, indent=2) + "\n")
     print(f"== {p.stage} done in {seconds:.1f} s", file=file, flush=True)
 
 
@@ -405,14 +393,6 @@ def result_files(run_dir: Path) -> dict[str, Path]:
     for report in sorted((run_dir / "cnn").glob("*/report.md")):
         found[f"cnn {report.parent.name}"] = report
     return found
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (fsynced temporary name, then rename)."""
-    from fmadask.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def check_report(spec: JobSpec) -> Iterator[str]:

@@ -36,6 +36,7 @@ from fmadask.cluster import workers_info
 from fmadask import storage
 from fmadask.lock import RunLock
 from fmadask.options import OptionError, check
+from fmadask.records import package_versions
 from fmadask.ml.data import Dataset, load_dataset
 from fmadask.ml.fit import FitOutcome, fit_and_predict
 from fmadask.ml.models import (MODELS, SCALE_THRESHOLD_ROWS, SCALED, SUBSTITUTES, Dimension,
@@ -62,6 +63,10 @@ RESULT_COLUMNS = (["model", "name", "label", "search"]
 # processing time first); measured on FMA-small-sized tables.
 _SLOW_FIRST = ("gradient_boosting", "svc", "nusvc", "random_forest", "xgboost", "adaboost",
                "extra_trees", "logistic_regression", "linear_svc", "decision_tree")
+
+#: Packages whose versions train.json and the model cards record.
+VERSIONED = ("fmadask", "scikit-learn", "xgboost", "dask", "distributed", "dask-ml", "numpy",
+             "pandas")
 
 
 def default_out_dir(source: str | Path) -> str | Path:
@@ -462,7 +467,7 @@ class _Stage:
                 "search_score": searched.score if searched else None,
                 "runs_as": self.runs[outcome.name], "class_weight": self.class_weight,
                 "trained_on": self.dataset.info, "seed": self.seed,
-                "versions": _versions()}
+                "versions": package_versions(VERSIONED)}
         save_classical(self.out / "models" / folder, pipeline, card)
 
     def _write_tables(self, results: pd.DataFrame) -> None:
@@ -511,7 +516,7 @@ class _Stage:
                              "fit_workers": s.fit_workers,
                              "seconds": round(s.seconds, 3)} for n, s in searches.items()},
             "best": best, "unsupervised": views, "seconds": round(seconds, 3),
-            "versions": _versions()}
+            "versions": package_versions(VERSIONED)}
         write_json(jsonable(record), self.out / "train.json")
 
 
@@ -584,18 +589,3 @@ def _accuracy(y: np.ndarray, predicted: np.ndarray | None) -> float:
     if predicted is None or len(y) == 0:
         return float("nan")
     return float(np.mean(predicted == y))
-
-
-def _versions() -> dict[str, str]:
-    import dask
-    import dask_ml
-    import distributed
-    import sklearn
-    import xgboost
-
-    from fmadask import __version__
-
-    return {"fmadask": __version__, "scikit-learn": sklearn.__version__,
-            "xgboost": xgboost.__version__, "dask": dask.__version__,
-            "distributed": distributed.__version__, "dask-ml": dask_ml.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__}

@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -62,6 +61,7 @@ from fmadask.lock import RunLock
 from fmadask import storage
 from fmadask.storage import StoreUnavailable, redact, resolve
 from fmadask.options import OptionError, check, default
+from fmadask.records import describe_change, package_versions
 from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA,
                                      JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
                                      PART_DIRS, RECORDS_DIR, SPECTROGRAMS_DIR, ERRORS_DIR,
@@ -351,12 +351,6 @@ def _tracks_digest(table: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _describe_change(old: dict, new: dict) -> str:
-    changed = [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
-    return ", ".join(f"{k}={old.get(k)!r} (now {new.get(k)!r})" if k != "tracks_sha256"
-                     else "the selected tracks or their labels" for k in changed)
-
-
 def _prepare_run_dir(run_dir: str | Path, record: dict, overwrite: bool,
                      storage_options: Mapping[str, Any] | None = None) -> None:
     """Start afresh, or check that an existing run has the same parameters.
@@ -374,7 +368,7 @@ def _prepare_run_dir(run_dir: str | Path, record: dict, overwrite: bool,
         if old != record["params"]:
             raise OptionError("output.overwrite",
                               f"{run_dir} was featurized with other parameters: "
-                              f"{_describe_change(old, record['params'])}; set {{option}} to "
+                              f"{describe_change(old, record['params'])}; set {{option}} to "
                               "start afresh or choose another output folder")
         return
     if any(n.startswith("part-") for d in PART_DIRS
@@ -464,17 +458,9 @@ def _remove_objects(run_dir: str, storage_options: Mapping[str, Any] | None) -> 
     return removed
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for package in ("fmadask", "librosa", "numpy", "scipy", "soundfile", "soxr", "dask",
-                    "distributed", "pyarrow"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
+#: Packages whose versions featurize.json records (they decide the numbers).
+VERSIONED = ("fmadask", "librosa", "numpy", "scipy", "soundfile", "soxr", "dask", "distributed",
+             "pyarrow")
 
 
 def worker_memory_needed(seconds: float) -> int:
@@ -712,7 +698,7 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         "data_dir": redact(resolve(data_dir)),
         "plan": {"tracks": len(table), "partitions": n_partitions,
                  "first_track_ids": [int(t) for t in ids[::partition_size]]},
-        "versions": _versions(), "decoders": None, "summary": None}
+        "versions": package_versions(VERSIONED), "decoders": None, "summary": None}
     so = storage_options
     run_dir = out if storage.is_url(out) and storage.local_path(out) is None else Path(out)
     url = isinstance(run_dir, str)
