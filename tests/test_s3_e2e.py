@@ -47,9 +47,12 @@ def isolated_cluster(s3_server, sample_dir, tmp_path_factory) -> Iterator[str]:
               f"--no-show & "
               f"for i in 1 2; do {BIN}/dask worker tcp://127.0.0.1:{port} --nthreads 1 "
               f"--nworkers 1 --memory-limit 4GiB --no-dashboard & done; wait")
+    # The cluster's logs go to a file: a pipe nobody reads fills up (64 KiB of worker logs, e.g.
+    # the tracebacks of partitions cut off from S3) and then blocks the worker that writes.
+    log = open(tmp_path_factory.mktemp("cluster") / "cluster.log", "wb")
     proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                            env=_env(s3_server), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            env=_env(s3_server), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         wait_for_port(port, timeout=60)
         from distributed import Client
@@ -63,6 +66,7 @@ def isolated_cluster(s3_server, sample_dir, tmp_path_factory) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
+        log.close()
 
 
 def _fmadask(env: dict, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
