@@ -13,8 +13,6 @@ import random
 import re
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ import pytest
 from fmadask.errors import ConfigError, DownloadError
 from fmadask.fma.download import ARCHIVES, MARKER, fetch, sha1sum
 from fmadask.fma.layout import AUDIO_SUBSETS
+from lock_holder import held_lock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -409,15 +408,7 @@ def test_a_second_fetch_into_the_same_folder_is_refused(server: _Server, tmp_pat
     checksums = _serve(server, _zip(_small_members()))
     part = tmp_path / "fma_small.zip.part"
     part.write_bytes(b"the first fetch's bytes")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from fmadask.lock import RunLock\n"
-         "with RunLock(sys.argv[1], 'fmadask fetch small'):\n    print('held', flush=True)\n"
-         "    time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_lock(tmp_path, "fmadask fetch small"):
         with pytest.raises(LockedError, match="fmadask fetch small"):
             fetch("small", tmp_path, mirror=server.url, progress=False, checksums=checksums)
         assert part.read_bytes() == b"the first fetch's bytes"
-    finally:
-        holder.kill()
-        holder.wait()

@@ -37,6 +37,7 @@ from fmadask.pipeline.featurize import (MIB_PER_AUDIO_SECOND, JobParams, Track,
                                         worker_memory_needed)
 from fmadask.atomic import NpyShard, atomic_path
 from fmadask.pipeline.rundir import PART_DIRS, PartitionFiles
+from lock_holder import held_lock
 
 #: Tracks per partition in these tests: 31 sample tracks -> 11 partitions, several with defects.
 PART = 3
@@ -494,21 +495,13 @@ def test_damaged_outputs_are_redone_on_resume(sample_dir, local_client, clean_ru
 
 def test_a_second_writer_is_refused_naming_the_holder(sample_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from fmadask.lock import RunLock\n"
-         "with RunLock(sys.argv[1], 'fmadask featurize'):\n    print('held', flush=True)\n"
-         "    time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_lock(out, "fmadask featurize") as holder:
         status = main(["featurize", str(sample_dir), "--out", str(out), "--partition-size",
                        str(PART)])
         err = capsys.readouterr().err
         assert status == 2 and err.count("\n") == 1
         assert f"pid {holder.pid}" in err and "fmadask featurize" in err
         assert sorted(p.name for p in out.iterdir()) == [".fmadask.lock"]   # nothing written
-    finally:
-        holder.kill()
-        holder.wait()
     # the holder died without releasing: its lock is stale and is taken over
     assert (out / ".fmadask.lock").exists()
     from fmadask.lock import RunLock
