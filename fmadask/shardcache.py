@@ -146,9 +146,10 @@ class ShardCache:
                               f"fit in the shard cache's bound of {self.max_bytes / (1 << 30):.2f}"
                               " GiB: raise cnn.cache_size")
         suffix = posixpath.splitext(storage.name(location))[1]
-        path = self._folder() / f"{sha256}{suffix if _SUFFIX.fullmatch(suffix) else ''}"
+        path = self.root / f"{sha256}{suffix if _SUFFIX.fullmatch(suffix) else ''}"
         if self._verified(path, size, sha256):
             return path
+        self._make_folders()
         with self._locked(sha256[:2]):
             if self._verified(path, size, sha256):      # another process fetched it meanwhile
                 return path
@@ -159,14 +160,12 @@ class ShardCache:
 
     # ----------------------------------------------------------------------------- parts
 
-    def _folder(self) -> Path:
-        root = self.root
+    def _make_folders(self) -> None:
         try:
             for sub in (".stamps", ".locks"):
-                (root / sub).mkdir(parents=True, exist_ok=True)
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self._unwritable(exc) from None
-        return root
 
     def _unwritable(self, exc: OSError) -> DataError:
         return DataError(f"cannot write the shard cache {self.root} ({exc.strerror or exc}): "
@@ -181,11 +180,15 @@ class ShardCache:
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
 
     def _write_stamp(self, path: Path, st: os.stat_result) -> None:
-        # No fsync: a stamp lost in a crash only makes the next use hash the copy again.
+        # Best effort, no fsync: a stamp missing (lost in a crash, a full disk) only makes the
+        # next use hash the copy again.
         stamp = self._stamp(path)
         tmp = stamp.with_name(f".{stamp.name}.{uuid.uuid4().hex[:12]}.tmp")
-        tmp.write_text(json.dumps(self._stat_key(st)))
-        os.replace(tmp, stamp)
+        try:
+            tmp.write_text(json.dumps(self._stat_key(st)))
+            os.replace(tmp, stamp)
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
     def _verified(self, path: Path, size: int, sha256: str) -> bool:
         """Whether ``path`` is a whole copy with checksum ``sha256`` (its last use is recorded
