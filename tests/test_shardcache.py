@@ -73,6 +73,17 @@ def test_default_root_follows_the_environment(monkeypatch, tmp_path: Path) -> No
     assert ShardCache(tmp_path / "given").root == tmp_path / "given"
 
 
+def test_the_cache_options_build_the_cache(tmp_path: Path) -> None:
+    from fmadask.dl.config import TrainConfig
+    from fmadask.options import check
+
+    cache = TrainConfig(cache_dir=str(tmp_path / "c"), cache_size=0.5).shard_cache()
+    assert cache.root == tmp_path / "c" and cache.max_bytes == 1 << 29
+    assert TrainConfig().shard_cache().max_bytes == 50 << 30
+    with pytest.raises(ConfigError, match="cache_size must be at least"):
+        check("cnn.cache_size", 0.0)
+
+
 def test_fetch_downloads_verifies_and_then_serves_without_the_store(
         s3_server, s3_run: str, local_run: Path, tmp_path: Path) -> None:
     shard = _shards(local_run)[0]

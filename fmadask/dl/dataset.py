@@ -232,7 +232,8 @@ def normalisation(spec: Spectrograms, tracks: pd.DataFrame, max_tracks: int = 25
     memory map; used to standardise the net's input. Call it with the training tracks only.
     """
     if tracks.empty:
-        raise DataError(f"no training tracks in {spec.root}: the index has no 'training' rows")
+        raise DataError(f"no training tracks in {storage.redact(spec.root)}: the index has no "
+                        "'training' rows")
     rng = np.random.default_rng(seed)
     chosen = tracks.iloc[np.sort(rng.permutation(len(tracks))[:max_tracks])]
     reader = ShardReader(spec.shards)
