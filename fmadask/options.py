@@ -280,6 +280,13 @@ OPTIONS: dict[str, Option] = _options(
            maximum=4096),
     Option("cnn.device", str, "auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES),
     Option("cnn.seed", int, 0, "seed of initial weights, shuffling and segment offsets"),
+    # Where each host keeps the shards of a run folder in object storage (fmadask.shardcache);
+    # neither changes results, only where and how much is cached.
+    Option("cnn.cache_dir", str, "", "local folder of each host's cache of spectrogram shards "
+           "read from object storage (default: $FMADASK_CACHE, else $XDG_CACHE_HOME/fmadask/"
+           "shards, else ~/.cache/fmadask/shards)", path=True),
+    Option("cnn.cache_size", float, 50.0, "GiB of shards each host's cache may hold; the least "
+           "recently used go first", minimum=0.001, maximum=1e6),
     # The recipe of new work (fmadask.dl.augment), chosen on validation: random gain and label
     # smoothing; masks and mixup cost validation accuracy within 20 epochs (README, "The CNN
     # recipe and the fusion"), so they are off unless asked for. The paper job sets all to 0.

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from fmadask.errors import ConfigError
 from fmadask.options import add_option, check, default
+from fmadask.shardcache import ShardCache, gib
 
 #: Net architectures by name (built by :func:`fmadask.dl.nets.build_net`).
 ARCHS = ("naive", "naive_bn", "shortchunk_res")
 #: TrainConfig fields that are options (``cnn.<field>`` in :data:`fmadask.options.OPTIONS`).
 _OPTION_FIELDS = ("epochs", "segment_seconds", "batch_size", "lr", "weight_decay", "optimizer",
                   "lr_schedule", "patience", "gain_db", "masks", "mixup", "label_smoothing",
-                  "width", "seed", "device")
+                  "width", "seed", "device", "cache_dir", "cache_size")
 
 
 @dataclass
@@ -55,6 +56,11 @@ class TrainConfig:
         Seed of initial weights, shuffling and segment offsets.
     device : str
         ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    cache_dir : str
+        Local folder of the host's shard cache for a run folder in object storage ('': the
+        default place, see :mod:`fmadask.shardcache`).
+    cache_size : float
+        Bound of that cache in GiB.
     amp : bool
         Mixed precision (float16 autocast + GradScaler) on CUDA; ignored on CPU.
     num_workers : int
@@ -89,6 +95,8 @@ class TrainConfig:
     width: int | None = default("cnn.width")
     seed: int = default("cnn.seed")
     device: str = default("cnn.device")
+    cache_dir: str = default("cnn.cache_dir")
+    cache_size: float = default("cnn.cache_size")
     amp: bool = True
     num_workers: int = 0
     dist_timeout_s: float = 180.0
@@ -104,6 +112,10 @@ class TrainConfig:
                               f"choose one of {', '.join(ARCHS)}")
         for name in _OPTION_FIELDS:
             check(f"cnn.{name}", getattr(self, name))
+
+    def shard_cache(self) -> ShardCache:
+        """The shard cache these settings describe (for a run folder in object storage)."""
+        return ShardCache(self.cache_dir or None, gib(self.cache_size))
 
 
 def config_options(args: argparse.Namespace) -> dict:

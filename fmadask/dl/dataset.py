@@ -6,6 +6,10 @@ frames]``, each clip padded to a fixed number of frames) with an index
 ``spectrograms/params.json``. Nothing here loads a whole shard: each process maps the shards it
 touches (``np.load(mmap_mode='r')``) on first use and copies one segment per item.
 
+A run folder in object storage (``s3://...``) is read the same way: each shard is first fetched
+into the host's :class:`~fmadask.shardcache.ShardCache` (downloaded once, verified against the
+size and SHA-256 of its partition's completion record), and the local copy is mapped.
+
 Training items are clips, each yielding one random fixed-length segment inside its valid frames
 (a new segment every epoch, drawn from ``(seed, epoch, item)`` so any rank or loader process
 draws the same one). Evaluation items are segments: consecutive segments covering each clip, the
@@ -14,23 +18,61 @@ voting.
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from fmadask import storage
 from fmadask.errors import DataError
+from fmadask.pipeline.rundir import (SPECTROGRAMS_DIR, PartitionFiles, read_job, read_mel_params,
+                                     read_spectrogram_index)
+from fmadask.shardcache import ShardCache
 
 T = TypeVar("T")
-from fmadask.pipeline.rundir import SPECTROGRAMS_DIR, read_mel_params, read_spectrogram_index
+
+
+@dataclass(frozen=True)
+class ShardFiles:
+    """Where a process finds the local file of each spectrogram shard.
+
+    Attributes
+    ----------
+    root : str or Path
+        ``RUN_DIR/spectrograms``: a local folder (shards are read in place) or a URL.
+    records : mapping
+        URL only: ``{shard name: {"size": bytes, "sha256": hex}}`` from the completion records.
+    storage_options : mapping, optional
+        fsspec options of the URL (secrets: left out of the repr).
+    cache : ShardCache, optional
+        URL only: the host's cache the shards are fetched into.
+    """
+
+    root: str | Path
+    records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False)
+    cache: ShardCache | None = None
+
+    def path(self, shard: str) -> Path:
+        """The local file of ``shard`` (a name in ``root``), fetched into the cache if remote."""
+        if self.cache is None:
+            return Path(self.root) / shard
+        location = storage.join(self.root, shard)
+        entry = self.records.get(shard)
+        if entry is None:
+            raise DataError(f"{storage.redact(location)} is listed in the spectrogram index but "
+                            "in no completion record: re-run `fmadask featurize` for this run")
+        return self.cache.fetch(location, entry["size"], entry["sha256"], self.storage_options)
 
 
 @dataclass(frozen=True)
@@ -39,19 +81,22 @@ class Spectrograms:
 
     Attributes
     ----------
-    root : Path
-        ``RUN_DIR/spectrograms``.
+    root : Path or str
+        ``RUN_DIR/spectrograms`` (a URL string for a run folder in object storage).
     params : dict
         ``params.json``: the ``MelParams`` fields (``sr`` in Hz, ``hop_length`` in samples,
         ``n_mels`` ...), the fixed ``frames`` per clip, the ``pad`` policy and the decoder.
     index : pandas.DataFrame
         One row per clip: ``track_id`` (int64), ``shard`` (file name), ``row`` (int), ``frames``
         (valid, unpadded frames), ``genre_top`` (str), ``split`` (str), sorted by track id.
+    shards : ShardFiles
+        Where each process finds the shards' local files (what :class:`SegmentDataset` reads).
     """
 
-    root: Path
+    root: Path | str
     params: dict
     index: pd.DataFrame
+    shards: ShardFiles
 
     @property
     def classes(self) -> list[str]:
@@ -63,21 +108,77 @@ class Spectrograms:
         return self.index[self.index["split"] == split].reset_index(drop=True)
 
 
-def open_spectrograms(run_dir: str | Path) -> Spectrograms:
-    """Read the index and parameters of ``RUN_DIR/spectrograms`` (the arrays stay on disk).
+def open_spectrograms(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None,
+                      cache: ShardCache | None = None) -> Spectrograms:
+    """Read the index and parameters of ``RUN_DIR/spectrograms`` (the arrays stay where they are).
 
     Only complete partitions of a finished featurize run are read (the pipeline's readers).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A local run folder, whose shards are read in place, or a URL (``s3://...``), whose
+        shards each process fetches into ``cache`` on first use.
+    storage_options : mapping, optional
+        fsspec options of a URL run folder.
+    cache : ShardCache, optional
+        The host's shard cache for a URL run folder (default: ``ShardCache()``, see
+        :mod:`fmadask.shardcache`); unused for a local one.
 
     Raises
     ------
     DataError
         When there is no run, no spectrograms in it, or unfinished partitions.
     """
-    params = read_mel_params(run_dir)
-    index = read_spectrogram_index(run_dir).reset_index()
+    if storage.is_url(run_dir) and storage.local_path(run_dir) is not None:
+        run_dir = storage.local_path(run_dir)        # file://: a local folder, read in place
+    params = read_mel_params(run_dir, storage_options)
+    index = read_spectrogram_index(run_dir, storage_options=storage_options).reset_index()
     if index.empty:
-        raise DataError(f"the spectrogram index of {run_dir} is empty: no track was featurized")
-    return Spectrograms(root=Path(run_dir) / SPECTROGRAMS_DIR, params=params, index=index)
+        raise DataError(f"the spectrogram index of {storage.redact(run_dir)} is empty: no track "
+                        "was featurized")
+    if not storage.is_url(run_dir):
+        root = Path(run_dir) / SPECTROGRAMS_DIR
+        return Spectrograms(root=root, params=params, index=index, shards=ShardFiles(root))
+    root = storage.join(run_dir, SPECTROGRAMS_DIR)
+    records = shard_records(run_dir, sorted(index["shard"].unique()), storage_options)
+    return Spectrograms(root=root, params=params, index=index,
+                        shards=ShardFiles(root, records, storage_options, cache or ShardCache()))
+
+
+def shard_records(run_dir: str | Path, shards: list[str],
+                  storage_options: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """Size and SHA-256 of each of ``shards`` as its partition's completion record lists them.
+
+    Returns
+    -------
+    dict
+        ``{shard name: {"size": bytes, "sha256": hex}}``.
+
+    Raises
+    ------
+    DataError
+        A shard that is no partition's, or a record that does not list it.
+    """
+    plan = read_job(run_dir, storage_options)["plan"]["partitions"]
+    parts = [PartitionFiles(run_dir, p, storage_options) for p in range(plan)]
+    by_name = {storage.name(f.spectrograms): f for f in parts}
+
+    def one(shard: str) -> tuple[str, dict]:
+        files = by_name.get(shard)
+        if files is None:
+            raise DataError(f"the spectrogram index of {storage.redact(run_dir)} names {shard!r}, "
+                            "which no partition writes: featurize again with overwrite")
+        try:
+            record = json.loads(storage.read_bytes(files.record, storage_options))
+            entry = record["files"][files.name(files.spectrograms)]
+            return shard, {"size": int(entry["size"]), "sha256": str(entry["sha256"])}
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            raise DataError(f"{storage.redact(files.record)} does not record {shard}: re-run the "
+                            "same `fmadask featurize` command") from None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:     # round trips, not CPU
+        return dict(pool.map(one, shards))
 
 
 def segment_frames(seconds: float, params: dict) -> int:
@@ -131,10 +232,11 @@ def normalisation(spec: Spectrograms, tracks: pd.DataFrame, max_tracks: int = 25
     memory map; used to standardise the net's input. Call it with the training tracks only.
     """
     if tracks.empty:
-        raise DataError(f"no training tracks in {spec.root}: the index has no 'training' rows")
+        raise DataError(f"no training tracks in {storage.redact(spec.root)}: the index has no "
+                        "'training' rows")
     rng = np.random.default_rng(seed)
     chosen = tracks.iloc[np.sort(rng.permutation(len(tracks))[:max_tracks])]
-    reader = ShardReader(spec.root)
+    reader = ShardReader(spec.shards)
     total = total_sq = count = 0.0
     for row in chosen.itertuples(index=False):
         x = reader.read(row.shard, row.row, 0, max(1, row.frames)).astype(np.float64)
@@ -149,34 +251,51 @@ def normalisation(spec: Spectrograms, tracks: pd.DataFrame, max_tracks: int = 25
 class ShardReader:
     """Reads segments out of ``.npy`` shards, mapping each shard on first use in this process.
 
+    Parameters
+    ----------
+    root : str, Path or ShardFiles
+        A local ``RUN_DIR/spectrograms`` folder, or :attr:`Spectrograms.shards` (which also
+        serves a run folder in object storage).
+
     The maps are not pickled: a copy sent to another process (a Dask worker, a DataLoader worker)
     opens its own maps lazily, and after a fork the child re-opens them.
     """
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path | ShardFiles):
+        if not isinstance(root, ShardFiles):
+            if storage.is_url(root):
+                raise ValueError(f"{storage.redact(root)}: read the shards of a URL run folder "
+                                 "through open_spectrograms(...).shards")
+            root = ShardFiles(Path(root))
+        self.files = root
         self._maps: dict[str, np.ndarray] = {}
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
-        return {"root": self.root}
+        return {"files": self.files}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["root"])
+        self.__init__(state["files"])
 
     def _array(self, shard: str) -> np.ndarray:
         if self._pid != os.getpid():  # forked: maps of the parent are not ours to share
             self._maps, self._pid = {}, os.getpid()
         arr = self._maps.get(shard)
         if arr is None:
-            path = self.root / shard
-            try:
-                arr = np.load(path, mmap_mode="r")
-            except FileNotFoundError:
-                raise DataError(f"spectrogram shard {path} is missing: "
-                                "re-run `fmadask featurize` for this run directory") from None
-            self._maps[shard] = arr
+            arr = self._maps[shard] = self._open(shard)
         return arr
+
+    def _open(self, shard: str) -> np.ndarray:
+        for attempt in range(2):
+            path = self.files.path(shard)
+            try:
+                return np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                # A cached copy another process evicted after it was fetched: fetch it again.
+                if self.files.cache is None or attempt:
+                    raise DataError(f"spectrogram shard {path} is missing: "
+                                    "re-run `fmadask featurize` for this run directory") from None
+        raise AssertionError("unreachable")
 
     def read(self, shard: str, row: int, offset: int, length: int) -> np.ndarray:
         """Frames ``[offset, offset + length)`` of clip ``row`` of ``shard``.
@@ -197,8 +316,9 @@ class SegmentDataset(Dataset):
 
     Parameters
     ----------
-    root : str or Path
-        ``RUN_DIR/spectrograms``.
+    root : str, Path or ShardFiles
+        A local ``RUN_DIR/spectrograms`` folder, or :attr:`Spectrograms.shards` (any run folder,
+        local or in object storage).
     tracks : pandas.DataFrame
         Index rows (``track_id, shard, row, frames, genre_top``) of the clips to serve.
     classes : list of str
@@ -217,8 +337,8 @@ class SegmentDataset(Dataset):
     ``track_id`` int64.
     """
 
-    def __init__(self, root: str | Path, tracks: pd.DataFrame, classes: list[str], seg: int,
-                 train: bool, mean: float = 0.0, std: float = 1.0, seed: int = 0):
+    def __init__(self, root: str | Path | ShardFiles, tracks: pd.DataFrame, classes: list[str],
+                 seg: int, train: bool, mean: float = 0.0, std: float = 1.0, seed: int = 0):
         lookup = {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(tracks["genre_top"]) - set(lookup))
         if unknown:

@@ -14,8 +14,8 @@ and prints tracks/s (good clips over the job's timed part, warm-up excluded) and
 b/a and c/a. moto is a Python server on the same two cores, so the ratios are a floor for a real
 object store; compare figures of one run only.
 
-Not measured: CNN segments/s with a cold and a warm shard cache. The cnn stage does not read
-from object storage yet (issue 10, item 4).
+CNN segments/s from an ``s3://`` run folder with a cold and a warm shard cache:
+``bench_shardcache.py``.
 """
 from __future__ import annotations
 
