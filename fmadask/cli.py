@@ -53,6 +53,15 @@ class _StorageOption(argparse.Action):
         setattr(namespace, self.dest, merged)
 
 
+def _require_drivers(*locations: str | None) -> None:
+    """Refuse now, in one line, a URL whose protocol's fsspec driver is not installed."""
+    from fmadask.storage import require_driver
+
+    for location in locations:
+        if location is not None:
+            require_driver(location)
+
+
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "data.storage_options", "--storage-option", action=_StorageOption,
                dest="storage_options", metavar="KEY=VALUE",
@@ -93,20 +102,31 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from fmadask.fma.download import fetch
+    from fmadask.storage import redact
 
+    _require_drivers(args.to)
     kwargs = {"mirror": args.mirror} if args.mirror else {}
-    path = fetch(args.archive, args.to, **kwargs)
-    print(f"{args.archive}: ready in {path}")
+    path = fetch(args.archive, args.to, storage_options=args.storage_options,
+                 staging=args.staging, **kwargs)
+    print(f"{args.archive}: ready in {redact(path)}")
     return 0
 
 
 def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fetch", help="download and extract an FMA archive (resumable, verified)",
                        description="Download one of FMA's zip archives with resume, verify its "
-                                   "published SHA-1 and extract it safely into DATA_DIR.")
+                                   "published SHA-1 and extract it safely into DATA_DIR. A URL "
+                                   "DATA_DIR (s3://bucket/fma) gets the extracted files "
+                                   "uploaded, each object whole and a completion marker last; "
+                                   "a rerun resumes an interrupted download or upload.")
     p.add_argument("archive", choices=["metadata", "small", "medium", "large", "full"])
-    p.add_argument("--to", required=True, metavar="DATA_DIR", help="folder to download into")
+    p.add_argument("--to", required=True, metavar="DATA_DIR",
+                   help="folder to download into, or a URL (s3://bucket/fma) to upload to")
     p.add_argument("--mirror", metavar="URL", help="base URL serving the zips (default: FMA's)")
+    p.add_argument("--staging", metavar="DIR",
+                   help="with a URL --to: local folder where the archive is downloaded and "
+                        "extracted before the upload (default: one in $TMPDIR)")
+    _add_storage_options(p)
     p.set_defaults(handler=_cmd_fetch)
 
 
@@ -116,6 +136,7 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from fmadask.fma.info import dataset_info, format_info
 
+    _require_drivers(args.data_dir)
     info = dataset_info(args.data_dir, args.subset, storage_options=args.storage_options)
     print(format_info(info, args.subset))
     return 0
@@ -183,6 +204,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fmadask.ml.train import results_markdown, train
 
     # train() checks the options and reads the data before it starts or joins a cluster.
+    _require_drivers(args.source, args.out)
     models = "all" if args.models == ["all"] else args.models
     search_models = "all" if args.search_models == ["all"] else args.search_models
     results = train(args.source, out_dir=args.out, split=args.split, models=models,
@@ -240,6 +262,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from fmadask.errors import DataError
     from fmadask.ml.predict import expand_paths, format_predictions, predict
 
+    _require_drivers(args.model)
     if not expand_paths(args.audio):
         raise DataError(f"no audio files in {', '.join(args.audio)}: pass mp3 (or other audio) "
                         "files or folders holding them")
@@ -272,6 +295,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _cmd_featurize(args: argparse.Namespace) -> int:
     from fmadask.pipeline import run_featurize
 
+    _require_drivers(args.data_dir, args.out)
     run_featurize(args.data_dir, subset=args.subset, out=args.out,
                   sr=None if args.sr == "native" else args.sr, what=args.what,
                   partition_size=args.partition_size,
@@ -355,8 +379,15 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
+    from fmadask.errors import ConfigError
     from fmadask.fusion.stage import FUSION_DIR, format_results, fuse
+    from fmadask.storage import is_url, local_path, redact
 
+    for location in (args.run_dir, args.out):
+        if location is not None and is_url(location) and local_path(location) is None:
+            raise ConfigError(f"{redact(location)}: fuse reads and writes a local or mounted run "
+                              "folder only, not object storage yet (as the cnn stage it pools): "
+                              "copy the run folder to a disk")
     results = fuse(args.run_dir, classical=args.classical, cnn=args.cnn, out_dir=args.out)
     out = args.out or f"{args.run_dir.rstrip('/')}/{FUSION_DIR}"
     print(f"fusion of the classical model and the CNN (weight fitted on validation), {out}:")

@@ -13,6 +13,14 @@ On a re-run a stage whose marker holds the same parameters is skipped. A stage w
 true``, which redoes it (and, through the parameters, every stage after it). A stage without a
 marker runs, resuming whatever its own code can resume (featurize skips complete partitions).
 No cluster is started when every stage is done.
+
+The run folder may be a URL (``[output] dir = "s3://bucket/runs/r1"``, reached with ``[data]
+storage_options`` and the environment's ``AWS_*``): the featurize and classical stages write
+into it themselves (each object whole, completion records last), and so does the runner:
+``job.toml`` and the stage markers are single PUTs, a marker after its stage's outputs. The
+run-folder lock is then a conditional PUT (:class:`fmadask.lock.ObjectLockStore`). The cnn
+stage, and with it fusion, read their inputs from a local or mounted folder only: a job with
+a URL run folder and ``[cnn] enabled`` is refused in one line before anything runs.
 """
 from __future__ import annotations
 
@@ -26,11 +34,11 @@ from typing import IO, Any
 
 from fmadask import __version__
 from fmadask.errors import ConfigError
+from fmadask import storage
 from fmadask.jobspec import JobSpec, format_spec, local_path
 from fmadask.storage import redact
 from fmadask.lock import RunLock
 from fmadask.options import OptionError
-from fmadask.atomic import write_text
 from fmadask.records import describe_change
 from fmadask.pipeline.rundir import foreign_entries
 
@@ -108,30 +116,56 @@ def data_path(spec: JobSpec) -> str | Path:
     return spec.data.dir if path is None else path
 
 
-def run_path(spec: JobSpec) -> Path:
-    """The run directory as a local path (a plain path or a ``file://`` URL)."""
+def run_path(spec: JobSpec) -> str | Path:
+    """The run directory: a local path (plain or ``file://``), or the URL of a folder in object
+    storage (``s3://bucket/runs/r1``, without a trailing ``/``).
+
+    Raises
+    ------
+    ConfigError
+        A URL whose protocol has no fsspec driver installed, or a URL run folder for a job
+        whose cnn stage is enabled (it reads its shards from a local or mounted folder only).
+    """
     path = local_path(spec.output.dir)
-    if path is None:
-        raise ConfigError(f"{spec.source}: [output] dir = {spec.output.dir!r}: stages write their "
-                          "outputs with local file operations; give a local or mounted folder "
-                          "(shared by the workers)")
-    return path
+    if path is not None:
+        return path
+    url = spec.output.dir.rstrip("/")
+    storage.require_driver(url)
+    if spec.cnn.enabled:
+        raise ConfigError(f"{spec.source}: [output] dir = {redact(url)!r} is in object storage, "
+                          "where the cnn and fusion stages cannot read their inputs yet: set "
+                          "cnn.enabled = false (fusion follows it), or give a local or mounted "
+                          "folder (shared by the workers)")
+    return url
 
 
-def marker_path(run_dir: Path, stage: str) -> Path:
+def run_options(spec: JobSpec) -> dict[str, Any]:
+    """fsspec options of the job's URLs, the data folder's and the run folder's alike (``[data]
+    storage_options``, as ``--storage-option`` serves both for featurize and train)."""
+    return dict(spec.data.storage_options or {})
+
+
+def marker_path(run_dir: str | Path, stage: str) -> str | Path:
     """``RUN_DIR/_stages/<stage>.json``."""
-    return run_dir / MARKER_DIR / f"{stage}.json"
+    return storage.join(run_dir, MARKER_DIR, f"{stage}.json")
 
 
-def read_marker(run_dir: Path, stage: str) -> dict[str, Any] | None:
-    """The marker of a finished stage, or None."""
+def read_marker(run_dir: str | Path, stage: str,
+                storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The marker of a finished stage, or None (an unreachable store is a one-line error)."""
     path = marker_path(run_dir, stage)
     try:
-        return json.loads(path.read_text())
+        marker = json.loads(storage.read_bytes(path, storage_options))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError):      # (an unreachable store is no OSError: it is raised)
         return None  # unreadable: treat the stage as not done, it will run again
+    return marker if isinstance(marker, dict) else None
+
+
+def _write_text(location: str | Path, text: str, storage_options: dict[str, Any]) -> None:
+    """Write a record of the run whole: an atomic rename on disk, one PUT for a URL."""
+    storage.write_bytes(location, text.encode("utf-8"), storage_options)
 
 
 def plan(spec: JobSpec) -> list[StagePlan]:
@@ -145,6 +179,7 @@ def plan(spec: JobSpec) -> list[StagePlan]:
     run_dir = run_path(spec)
     data_path(spec)
     check_names(spec)
+    options = run_options(spec)
     plans = []
     for stage in STAGES:
         params = stage_params(spec, stage)
@@ -154,7 +189,7 @@ def plan(spec: JobSpec) -> list[StagePlan]:
         if stage == "fusion" and not (spec.classical.enabled and spec.cnn.enabled):
             plans.append(StagePlan(stage, "off", params, "needs the classical and cnn stages"))
             continue
-        marker = read_marker(run_dir, stage)
+        marker = read_marker(run_dir, stage, options)
         if marker is None:
             plans.append(StagePlan(stage, "run", params))
         elif marker.get("params") == json.loads(json.dumps(params)):
@@ -162,7 +197,7 @@ def plan(spec: JobSpec) -> list[StagePlan]:
         else:
             change = describe_change(marker.get("params") or {}, params)
             if not spec.output.overwrite:
-                raise ConfigError(f"{run_dir} holds {stage} outputs made with other parameters "
+                raise ConfigError(f"{redact(run_dir)} holds {stage} outputs made with other parameters "
                                   f"({change}): set output.overwrite=true to redo them, or "
                                   "choose another output.dir")
             plans.append(StagePlan(stage, "redo", params, change))
@@ -254,28 +289,29 @@ def run_job(spec: JobSpec, file: IO[str] | None = None) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{'run_dir': Path, 'stages': {stage: action}, 'results': {name: Path}}``.
+        ``{'run_dir': Path or URL, 'stages': {stage: action}, 'results': {name: Path or URL}}``.
     """
     file = file or sys.stdout
     ensure_data(spec, file)
     plan(spec)                   # every refusal before the lock is taken or anything written
     run_dir = run_path(spec)
-    with RunLock(run_dir, f"fmadask run {spec.source}"):
+    with RunLock(run_dir, f"fmadask run {spec.source}", storage_options=run_options(spec)):
         try:
             return _run_locked(spec, run_dir, file)
         except OptionError as exc:
             raise exc.named(exc.key) from None      # named as in the job spec: section.key
 
 
-def _run_locked(spec: JobSpec, run_dir: Path, file: IO[str]) -> dict[str, Any]:
+def _run_locked(spec: JobSpec, run_dir: str | Path, file: IO[str]) -> dict[str, Any]:
     plans = plan(spec)           # again: another writer may have finished a stage meanwhile
-    foreign = foreign_entries(run_dir)
+    options = run_options(spec)
+    foreign = foreign_entries(run_dir, options)
     if foreign and not spec.output.overwrite:
-        raise OptionError("output.overwrite", f"{run_dir} is not empty and not an fmadask run "
+        raise OptionError("output.overwrite", f"{redact(run_dir)} is not empty and not an fmadask run "
                           f"folder (it holds {', '.join(foreign[:3])}): choose a new or empty "
                           "output.dir, or set {option} = true to use it anyway (fmadask never "
                           "deletes files it did not write)")
-    write_text(run_dir / SPEC_FILE, format_spec(spec))
+    _write_text(storage.join(run_dir, SPEC_FILE), format_spec(spec), options)
     for p in plans:
         print(f"{p.stage:>10}: {_describe_action(p)}", file=file)
     todo = [p for p in plans if p.action in ("run", "redo")]
@@ -286,10 +322,10 @@ def _run_locked(spec: JobSpec, run_dir: Path, file: IO[str]) -> dict[str, Any]:
         with get_client(scheduler, **kwargs) as client:
             for p in todo:
                 _run_stage(spec, p, client, run_dir, file)
-    results = result_files(run_dir)
-    print(f"results of {spec.name} in {run_dir}:", file=file)
+    results = result_files(run_dir, options)
+    print(f"results of {spec.name} in {redact(run_dir)}:", file=file)
     for name, path in results.items():
-        print(f"  {name}: {path}", file=file)
+        print(f"  {name}: {redact(path)}", file=file)
     return {"run_dir": run_dir, "stages": {p.stage: p.action for p in plans}, "results": results}
 
 
@@ -298,12 +334,14 @@ def _describe_action(p: StagePlan) -> str:
     return words[p.action] + (f" ({p.reason})" if p.reason else "")
 
 
-def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: Path, file: IO[str]) -> None:
+def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
+               file: IO[str]) -> None:
+    options = run_options(spec)
     marker = marker_path(run_dir, p.stage)
-    marker.unlink(missing_ok=True)  # an interrupted redo must not look complete
+    storage.remove(marker, options)  # an interrupted redo must not look complete
     if p.action == "redo":
         for later in STAGES[STAGES.index(p.stage) + 1:]:
-            marker_path(run_dir, later).unlink(missing_ok=True)
+            storage.remove(marker_path(run_dir, later), options)
     print(f"== {p.stage}", file=file, flush=True)
     start = time.perf_counter()
     _STAGE_RUNNERS[p.stage](spec, client, run_dir, p.action == "redo", file)
@@ -311,11 +349,12 @@ def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: Path, file: IO
     record = {"stage": p.stage, "params": p.params, "seconds": round(seconds, 3),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fmadask": __version__,
               "scheduler": getattr(client, "scheduler", None) and client.scheduler.address}
-    write_text(marker, json.dumps(record, indent=2) + "\n")
+    _write_text(marker, json.dumps(record, indent=2) + "\n", options)
     print(f"== {p.stage} done in {seconds:.1f} s", file=file, flush=True)
 
 
-def _featurize(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+def _featurize(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
+               file: IO[str]) -> None:
     from fmadask.pipeline.featurize import run_featurize
 
     f, d = spec.featurize, spec.data
@@ -324,18 +363,21 @@ def _featurize(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[s
                   partition_size=f.partition_size, overwrite=redo,
                   max_seconds=max_seconds(spec),
                   split=d.split, seed=d.seed, file=file, mel_device=f.mel_device,
-                  storage_options=d.storage_options)
+                  storage_options=run_options(spec))
 
 
-def _classical(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+def _classical(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
+               file: IO[str]) -> None:
     from fmadask.ml.train import CLASSICAL_DIR, train
 
     c, d = spec.classical, spec.data
-    train(run_dir, out_dir=run_dir / CLASSICAL_DIR, split=d.split, models=_models(spec),
+    train(run_dir, out_dir=storage.join(run_dir, CLASSICAL_DIR), split=d.split,
+          models=_models(spec),
           search=c.search, search_models=list(c.search_models), n_iter=c.n_iter,
           client=client, scaler=c.scaler, seed=c.seed,
           split_seed=d.seed, subset=d.subset, cv=c.cv, distributed_xgb=c.distributed_xgb,
-          unsupervised=c.unsupervised, class_weight=c.class_weight, file=file)
+          unsupervised=c.unsupervised, class_weight=c.class_weight, file=file,
+          storage_options=run_options(spec))
 
 
 def _models(spec: JobSpec) -> str | list[str]:
@@ -387,11 +429,18 @@ _RESULTS = {
 }
 
 
-def result_files(run_dir: Path) -> dict[str, Path]:
-    """The result files and folders present in ``run_dir``, by name."""
-    found = {name: run_dir / rel for name, rel in _RESULTS.items() if (run_dir / rel).exists()}
-    for report in sorted((run_dir / "cnn").glob("*/report.md")):
-        found[f"cnn {report.parent.name}"] = report
+def result_files(run_dir: str | Path, storage_options: dict[str, Any] | None = None
+                 ) -> dict[str, str | Path]:
+    """The result files and folders present in ``run_dir`` (a path or a URL), by name."""
+    found = {}
+    for name, rel in _RESULTS.items():
+        location = storage.join(run_dir, *rel.split("/"))
+        if storage.exists(location, storage_options):
+            found[name] = location
+    for arch in storage.listdir(storage.join(run_dir, "cnn"), storage_options):
+        report = storage.join(run_dir, "cnn", arch, "report.md")
+        if storage.isfile(report, storage_options):
+            found[f"cnn {arch}"] = report
     return found
 
 

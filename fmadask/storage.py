@@ -88,6 +88,59 @@ def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
+def _protocols(url: str) -> list[str]:
+    """The protocols of a URL, outermost first: ``['s3']``, ``['simplecache', 's3']``."""
+    return [p.lower() for p in str(url).split("://", 1)[0].split("::")]
+
+
+def _protocol(url: str) -> str:
+    """The store's protocol of a URL: the innermost of a chain (``s3`` of ``simplecache::s3``;
+    the cache layers are fsspec's own)."""
+    return _protocols(url)[-1]
+
+
+def _missing_driver(url: str, exc: ImportError) -> ConfigError:
+    """The one-line error of a protocol whose fsspec driver is not installed, naming the
+    package to install (fsspec's registry names the class that serves each protocol)."""
+    from fsspec.registry import known_implementations
+
+    protocol = _protocol(url)
+    if protocol in ("s3", "s3a"):
+        package = "'fmadask[s3]'"
+    else:
+        module = known_implementations.get(protocol, {}).get("class", "fsspec").split(".")[0]
+        # A driver inside fsspec itself needs some other package, which fsspec's message names.
+        package = None if module == "fsspec" else module
+    hint = (f"pip install {package}" if package else
+            f"install the package it names ({' '.join(str(exc).split())[:200]})")
+    return ConfigError(f"{redact(url)}: no fsspec driver for {protocol}:// is installed: {hint} "
+                       "(on the client and on every worker)")
+
+
+def require_driver(location: str | Path) -> None:
+    """Fail now, in one line, when ``location`` is a URL whose protocol has no fsspec driver
+    installed (``gs://`` without gcsfs, say): before a cluster starts or any work is done.
+    Nothing is contacted: the driver is imported, not instantiated.
+
+    Raises
+    ------
+    ConfigError
+        The driver is missing (the message names the package to install), or the protocol is
+        unknown.
+    """
+    if not is_url(location) or local_path(location) is not None:
+        return
+    import fsspec
+
+    try:
+        for protocol in _protocols(str(location)):
+            fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise _missing_driver(str(location), exc) from None
+    except ValueError as exc:           # a protocol fsspec does not know
+        raise ConfigError(f"{redact(location)}: {exc}") from None
+
+
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """``(fsspec filesystem, path inside it)`` of a URL, or a one-line ConfigError."""
     import fsspec
@@ -95,11 +148,12 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     try:
         return fsspec.core.url_to_fs(url, **dict(storage_options or {}))
     except ImportError as exc:
-        extra = "s3" if url.startswith(("s3://", "s3a://")) else None
-        hint = f"pip install 'fmadask[{extra}]'" if extra else f"install the package it names ({exc})"
-        raise ConfigError(f"{redact(url)}: no fsspec driver for this protocol: {hint}") from None
+        raise _missing_driver(url, exc) from None
     except (ValueError, TypeError) as exc:  # unknown protocol or option
         raise ConfigError(f"{redact(url)}: {exc}") from None
+    except OSError as exc:   # a driver that needs a native library (hdfs: libjvm) failed to load
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"{redact(url)}: cannot open its file system ({first})") from None
 
 
 def join(location: str | Path, *parts: str) -> str | Path:

@@ -1,6 +1,8 @@
 """Shared fixtures: a generated FMA-shaped sample and a real local Dask cluster."""
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +116,57 @@ def s3_sample(s3_server: S3Server, sample_dir: Path) -> str:
     fs.mkdir("fma-sample")
     fs.put(f"{sample_dir}/", "fma-sample/fma/", recursive=True)
     return "s3://fma-sample/fma"
+
+
+class TcpRelay:
+    """A TCP relay 127.0.0.1:port -> the S3 server, which the test can cut and restore: the
+    server stops answering mid-job while its data stays (moto keeps objects in memory).
+
+    ``cut_on``: bytes that cut the relay when a client sends them (e.g. the request line of a
+    PUT of some key), before they reach the server."""
+
+    def __init__(self, target: int, cut_on: bytes | None = None) -> None:
+        self.target, self.port, self.cut_on = target, free_port(), cut_on
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        self.listener.close()
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, upstream]
+            for a, b, watch in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, watch), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if watch and self.cut_on is not None and self.cut_on in data:
+                    self.stop()
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

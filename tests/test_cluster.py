@@ -363,3 +363,41 @@ def test_kubernetes_daskjob_s3_shares_no_volume() -> None:
         args = build_parser().parse_args(command[1:])
         assert args.scheduler == "tcp://s:8786"
     assert build_parser().parse_args(commands[0][1:]).out.startswith("s3://b/")
+
+
+def test_compose_s3_variant_shares_no_volume() -> None:
+    """The bucket variant of the compose file: no service mounts a volume; the workers and the
+    job reach the S3 service through AWS_* only; the job's fmadask lines parse, and its run
+    keeps data and run folder in the bucket with the stages a bucket serves."""
+    import shlex
+
+    from fmadask.cli import build_parser
+    from fmadask.run import run_path
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.s3.yml").read_text())
+    services = compose["services"]
+    assert {"s3", "scheduler", "cpu-worker", "job"} <= set(services)
+    assert all("volumes" not in service for service in services.values())
+    endpoint = f"http://s3:{services['s3']['ports'][0].rsplit(':', 1)[1]}"
+    for name in ("cpu-worker", "job"):
+        env = services[name]["environment"]
+        assert env["AWS_ENDPOINT_URL"] == endpoint and "AWS_SECRET_ACCESS_KEY" in env
+        assert "s3" in services[name]["depends_on"]
+    assert services["cpu-worker"]["environment"][WORKER_ENV_KEY] == WORKER_ENV_VALUE
+    assert services["cpu-worker"]["command"][:3] == ["dask", "worker", "tcp://scheduler:8786"]
+    lexer = shlex.shlex(services["job"]["command"][-1], posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands, words = [], []
+    for token in [*lexer, ";"]:
+        if token in (";", "&&", "||", "{", "}"):
+            commands, words = commands + [words], []
+        else:
+            words.append(token)
+    runs = [c[1:] for c in commands if c and c[0] == "fmadask"]
+    assert [r[0] for r in runs] == ["info", "sample", "run"]
+    args = build_parser().parse_args(runs[-1])
+    assert args.scheduler == "tcp://scheduler:8786"
+    job = Path(args.job.replace("/opt/fmadask/", f"{ROOT}/"))
+    spec = load_job(job, args.set, check_paths=False)
+    assert spec.data.dir.startswith("s3://fmadask/")
+    assert run_path(spec) == "s3://fmadask/runs/demo"     # accepted: no stage it cannot serve

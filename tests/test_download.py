@@ -412,3 +412,115 @@ def test_a_second_fetch_into_the_same_folder_is_refused(server: _Server, tmp_pat
         with pytest.raises(LockedError, match="fmadask fetch small"):
             fetch("small", tmp_path, mirror=server.url, progress=False, checksums=checksums)
         assert part.read_bytes() == b"the first fetch's bytes"
+
+
+# ----------------------------------------------------------------------- into a bucket
+
+
+def _objects(s3_server, prefix: str) -> dict[str, bytes]:
+    """``{key under prefix: content}`` of a bucket prefix, read fresh from the S3 server."""
+    fs = s3_server.filesystem()
+    return {key[len(prefix) + 1:]: fs.cat_file(key) for key in fs.find(prefix)}
+
+
+def _fetch_to_s3(server: _Server, s3_server, url: str, staging: Path, checksums: dict,
+                 **kwargs) -> str:
+    return fetch("small", url, mirror=server.url, progress=False, chunk_size=CHUNK,
+                 checksums=checksums, storage_options=s3_server.options, staging=staging,
+                 **kwargs)
+
+
+def test_fetch_into_a_bucket_uploads_the_verified_files_and_rerun_skips(
+        server: _Server, s3_server, tmp_path: Path) -> None:
+    """Downloaded and verified in a local staging folder, then uploaded: the bucket holds the
+    archive's files and the marker, the staging folder keeps nothing; a rerun asks nothing."""
+    import json
+
+    members = _small_members()
+    checksums = _serve(server, _zip(members))
+    s3_server.filesystem().mkdir("fetch-ok")
+    staging = tmp_path / "staging"
+
+    out = _fetch_to_s3(server, s3_server, "s3://fetch-ok/fma/", staging, checksums)
+
+    assert out == "s3://fetch-ok/fma/fma_small"
+    objects = _objects(s3_server, "fetch-ok/fma")
+    assert set(objects) == set(members) | {f"fma_small/{MARKER}"}
+    assert all(objects[name] == data for name, data in members.items())
+    assert json.loads(objects[f"fma_small/{MARKER}"])["sha1"] == checksums["small"]
+    assert list(staging.iterdir()) == []                # no zip, no extracted copy, no lock
+    assert server.log == [("/fma/fma_small.zip", None)]
+    assert _fetch_to_s3(server, s3_server, "s3://fetch-ok/fma", staging, checksums) == out
+    assert len(server.log) == 1
+
+
+def test_an_interrupted_upload_never_looks_complete_and_a_rerun_resumes(
+        server: _Server, s3_server, tmp_path: Path) -> None:
+    """The S3 connection is cut when the upload reaches README.txt (a process that fetches in
+    a subprocess fails); no marker is in the bucket, the staged files stay; the rerun
+    downloads nothing and finishes the upload (taking the dead process's lock over)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import TcpRelay
+
+    members = _small_members()
+    checksums = _serve(server, _zip(members))
+    s3_server.filesystem().mkdir("fetch-cut")
+    staging = tmp_path / "staging"
+    relay = TcpRelay(s3_server.port, cut_on=b"PUT /fetch-cut/fma/fma_small/README.txt")
+    relay.start()
+    options = {**s3_server.options, "endpoint_url": f"http://127.0.0.1:{relay.port}",
+               "config_kwargs": {"retries": {"max_attempts": 1}}}
+    code = ("from fmadask.fma.download import fetch\n"
+            f"fetch('small', 's3://fetch-cut/fma', mirror={server.url!r}, progress=False, "
+            f"checksums={checksums!r}, storage_options={options!r}, staging={str(staging)!r})")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=50, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode != 0 and "cannot reach" in done.stderr, done.stderr[-2000:]
+    partial = _objects(s3_server, "fetch-cut/fma")
+    assert f"fma_small/{MARKER}" not in partial and "fma_small/README.txt" not in partial
+    assert (staging / "fma_small" / MARKER).is_file()     # verified and extracted: kept
+    assert len(server.log) == 1
+
+    out = _fetch_to_s3(server, s3_server, "s3://fetch-cut/fma", staging, checksums)
+    assert len(server.log) == 1                            # nothing downloaded again
+    objects = _objects(s3_server, "fetch-cut/fma")
+    assert set(objects) == set(members) | {f"fma_small/{MARKER}"}
+    assert all(objects[name] == data for name, data in members.items())
+    assert out == "s3://fetch-cut/fma/fma_small" and list(staging.iterdir()) == []
+
+
+def test_fetch_into_a_bucket_never_writes_over_objects_it_did_not_upload(
+        server: _Server, s3_server, tmp_path: Path) -> None:
+    checksums = _serve(server, _zip(_small_members()))
+    fs = s3_server.filesystem()
+    fs.mkdir("fetch-foreign")
+    fs.pipe_file("fetch-foreign/fma/fma_small/000/000002.mp3", b"user data")
+    with pytest.raises(DownloadError, match="not uploaded by fmadask fetch") as exc:
+        _fetch_to_s3(server, s3_server, "s3://fetch-foreign/fma", tmp_path / "staging",
+                     checksums)
+    assert "s3://fetch-foreign/fma/fma_small" in _one_line(exc)
+    assert _objects(s3_server, "fetch-foreign/fma") == {"fma_small/000/000002.mp3": b"user data"}
+    assert server.log == []
+
+
+def test_fetch_into_a_protocol_without_its_driver_fails_before_downloading(
+        server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    from fmadask.cli import main
+
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed")
+    checksums = _serve(server, _zip(_small_members()))
+    with pytest.raises(ConfigError, match="pip install gcsfs") as exc:
+        fetch("small", "gs://bucket/fma", mirror=server.url, progress=False, checksums=checksums,
+              staging=tmp_path / "staging")
+    _one_line(exc)
+    assert main(["fetch", "small", "--to", "gs://bucket/fma", "--mirror", server.url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install gcsfs" in err
+    assert server.log == [] and not (tmp_path / "staging").exists()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import free_port, wait_for_port
+from conftest import TcpRelay, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,58 +107,9 @@ def test_featurize_train_predict_on_workers_without_shared_disk(
     assert done.stdout.splitlines() == want
 
 
-class _Relay:
-    """A TCP relay 127.0.0.1:port -> the S3 server, which the test can cut and restore: the
-    server stops answering mid-job while its data stays (moto keeps objects in memory)."""
-
-    def __init__(self, target: int) -> None:
-        self.target, self.port = target, free_port()
-        self.listener: socket.socket | None = None
-        self.conns: list[socket.socket] = []
-
-    def start(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        self.listener.close()
-        for conn in self.conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-        self.conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
 def test_s3_cut_off_mid_job_ends_in_one_line_and_a_rerun_resumes(
         s3_server, s3_sample, isolated_cluster) -> None:
-    relay = _Relay(s3_server.port)
+    relay = TcpRelay(s3_server.port)
     relay.start()
     fs = s3_server.filesystem()
     fs.mkdir("cutoff")

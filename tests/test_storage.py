@@ -309,3 +309,120 @@ dir = "{tmp_path / 'run'}"
     assert main(["run", str(spec), "--check"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot reach" in err
+
+
+# ------------------------------------------------------------- fmadask run, run folder on S3
+
+
+def _bucket_job(tmp_path: Path, s3_server, s3_sample: str, out: str, *extra: str) -> Path:
+    """A job spec reading the sample from S3 and writing its run folder to ``out``: features
+    and two fast classical models, no CNN."""
+    options = s3_server.options
+    spec = tmp_path / "bucket-job.toml"
+    spec.write_text("\n".join([
+        "[data]", f'dir = "{s3_sample}"',
+        f'storage_options = {{ key = "{options["key"]}", secret = "{options["secret"]}", '
+        f'endpoint_url = "{options["endpoint_url"]}" }}',
+        "[featurize]", 'what = ["features"]', "partition_size = 16",
+        "[classical]", 'models = ["logistic_regression", "decision_tree"]', 'search = "none"',
+        "unsupervised = false",
+        "[cnn]", "enabled = false",
+        "[output]", f'dir = "{out}"', *extra, ""]))
+    return spec
+
+
+def test_run_job_plans_from_stage_markers_in_a_bucket(s3_server, s3_sample, tmp_path,
+                                                      capsys) -> None:
+    """The stage markers of a bucket run folder decide the plan, as on disk: done stages are
+    skipped, changed parameters refused in one line."""
+    import json
+
+    from fmadask.jobspec import load_job
+    from fmadask.run import marker_path, plan, stage_params
+
+    s3_server.filesystem().mkdir("runs-plan")
+    out = "s3://runs-plan/runs/r1"
+    spec_file = _bucket_job(tmp_path, s3_server, s3_sample, out)
+    spec = load_job(spec_file)
+    assert [p.action for p in plan(spec)] == ["run", "run", "off", "off"]
+    for stage in ("featurize", "classical"):
+        storage.write_bytes(marker_path(out, stage), json.dumps(
+            {"stage": stage, "params": stage_params(spec, stage)}).encode(), s3_server.options)
+    assert [p.action for p in plan(spec)] == ["skip", "skip", "off", "off"]
+    assert main(["run", str(spec_file), "--check"]) == 0
+    assert "# featurize: complete, skipped" in capsys.readouterr().out
+    assert main(["run", str(spec_file), "--check", "--set", "data.split=stratified"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and out in err and "other parameters" in err
+
+
+def test_run_job_refuses_a_bucket_run_folder_with_the_cnn_stage_on(s3_server, s3_sample,
+                                                                   tmp_path, capsys) -> None:
+    spec_file = _bucket_job(tmp_path, s3_server, s3_sample, "s3://user:pw@runs-cnn/r1")
+    assert main(["run", str(spec_file), "--check", "--set", "cnn.enabled=true", "--set",
+                 'featurize.what=["features", "spectrograms"]']) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cnn.enabled = false" in err and "pw" not in err
+
+
+def test_run_job_refuses_a_bucket_run_folder_another_writer_holds(s3_server, s3_sample,
+                                                                  tmp_path, capsys) -> None:
+    import json
+
+    from fmadask.lock import LOCK_NAME, ObjectLockStore
+
+    s3_server.filesystem().mkdir("runs-held")
+    out = "s3://runs-held/runs/r1"
+    other = {"owner": "fmadask featurize", "host": "node-elsewhere", "pid": 7, "token": "t"}
+    assert ObjectLockStore(out, s3_server.options).create(LOCK_NAME, json.dumps(other).encode())
+    assert main(["run", str(_bucket_job(tmp_path, s3_server, s3_sample, out))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "node-elsewhere" in err
+    assert s3_server.filesystem().find("runs-held") == [f"runs-held/runs/r1/{LOCK_NAME}"]
+
+
+@pytest.mark.slow
+def test_run_job_writes_its_run_folder_to_a_bucket_and_resumes(s3_server, s3_sample, s3_run,
+                                                               local_client, tmp_path) -> None:
+    """``fmadask run`` with ``[output] dir = "s3://..."`` on a cluster whose workers reach S3
+    through the job's storage options: featurize and classical write into the bucket, with
+    job.toml and the stage markers; the features equal a local run's; a re-run skips both
+    stages (markers untouched) and one whose marker is gone runs again, alone."""
+    import io
+
+    from fmadask.jobspec import load_job
+    from fmadask.lock import LOCK_NAME
+    from fmadask.pipeline.rundir import read_features
+    from fmadask.run import run_job
+
+    _, local_dir, _, _ = s3_run
+    fs = s3_server.filesystem()
+    fs.mkdir("runs-job")
+    out = "s3://runs-job/runs/r1"
+    overrides = ["cluster.kind=address", f"cluster.address={local_client.scheduler.address}"]
+    spec = load_job(_bucket_job(tmp_path, s3_server, s3_sample, out), overrides)
+    log = io.StringIO()
+    first = run_job(spec, file=log)
+    assert first["stages"] == {"featurize": "run", "classical": "run", "cnn": "off",
+                               "fusion": "off"}
+    assert first["results"]["classical table"] == f"{out}/classical/table.md"
+    keys = set(fs.find("runs-job/runs/r1"))
+    assert {"runs-job/runs/r1/job.toml", "runs-job/runs/r1/featurize.json",
+            "runs-job/runs/r1/_stages/featurize.json", "runs-job/runs/r1/_stages/classical.json",
+            "runs-job/runs/r1/classical/results.csv"} <= keys
+    assert f"runs-job/runs/r1/{LOCK_NAME}" not in keys
+    assert s3_server.options["secret"] not in fs.cat_file("runs-job/runs/r1/job.toml").decode()
+    pd.testing.assert_frame_equal(read_features(out, storage_options=s3_server.options),
+                                  read_features(local_dir))
+    markers = {k: fs.cat_file(k) for k in fs.find("runs-job/runs/r1/_stages")}
+
+    again = run_job(spec, file=io.StringIO())
+    assert again["stages"]["featurize"] == again["stages"]["classical"] == "skip"
+    assert {k: fs.cat_file(k) for k in fs.find("runs-job/runs/r1/_stages")} == markers
+    fs.rm_file("runs-job/runs/r1/_stages/classical.json")
+    log = io.StringIO()
+    third = run_job(spec, file=log)
+    assert third["stages"]["featurize"] == "skip" and third["stages"]["classical"] == "run"
+    assert "== featurize" not in log.getvalue() and "== classical done" in log.getvalue()
+    fs.invalidate_cache()
+    assert fs.isfile("runs-job/runs/r1/_stages/classical.json")

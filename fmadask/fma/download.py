@@ -23,6 +23,18 @@
 Network and HTTP failures raise a one-line :class:`~fmadask.errors.DownloadError` naming the URL
 and suggesting a rerun (which resumes) or another ``--mirror``. Two fetches into the same
 DATA_DIR at the same time: the second is refused in one line (:mod:`fmadask.lock`).
+
+DATA_DIR may be a URL (``s3://bucket/fma``; :mod:`fmadask.storage`). Steps 1-4 then run in a
+local *staging* folder (by default one in the system's temporary folder, named after the URL,
+so a rerun finds it), and the extracted files are uploaded:
+
+5. ``DATA_DIR/fma_small/.fmadask-fetch.uploading`` is written first (it claims the prefix for
+   this archive), then every file, each as one whole object (files already there with the
+   same size, from an interrupted upload, are not sent again), then the marker
+   ``.fmadask-fetch.json`` last: an upload is complete exactly when the marker is there, so a
+   half-upload never looks complete and a rerun resumes it. The staging folder is deleted
+   once the marker is up. Objects under ``DATA_DIR/fma_small/`` that no fetch claimed are never
+   written over. The lock is then a conditional PUT in DATA_DIR (:mod:`fmadask.lock`).
 """
 from __future__ import annotations
 
@@ -38,12 +50,14 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from tqdm import tqdm
 
-from fmadask import __version__
+from fmadask import __version__, storage
 from fmadask.errors import ConfigError, DownloadError
 from fmadask.fma.layout import METADATA_DIR
 from fmadask.lock import RunLock
@@ -52,6 +66,10 @@ from fmadask.lock import RunLock
 DEFAULT_MIRROR = "https://os.unil.cloud.switch.ch/fma/"
 #: Name of the marker file written inside an extracted folder once it is complete.
 MARKER = ".fmadask-fetch.json"
+#: Written first into a URL target: the prefix holds this archive's (maybe partial) upload.
+UPLOADING = ".fmadask-fetch.uploading"
+#: Objects uploaded at once to a URL target.
+UPLOAD_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -97,16 +115,17 @@ _UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
 def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_MIRROR,
           progress: bool = True, chunk_size: int = 1 << 20,
           checksums: Mapping[str, str] | None = None, timeout: float = 60.0,
-          max_bytes: int | None = None) -> Path:
+          max_bytes: int | None = None, storage_options: Mapping[str, Any] | None = None,
+          staging: str | os.PathLike[str] | None = None) -> Path | str:
     """Download, verify and extract one of FMA's archives into ``data_dir``.
 
     Parameters
     ----------
     archive : str
         ``'metadata'``, ``'small'``, ``'medium'``, ``'large'`` or ``'full'``.
-    data_dir : path-like
-        Folder to download and extract into (created if missing). The archive ends up as
-        ``data_dir/fma_<archive>/``.
+    data_dir : path-like or str
+        Folder to download and extract into (created if missing), or a URL (``s3://bucket/fma``)
+        to upload the extracted files to. The archive ends up as ``data_dir/fma_<archive>/``.
     mirror : str
         Base URL serving the zips by their FMA names (``<mirror>/fma_small.zip``).
     progress : bool
@@ -122,11 +141,18 @@ def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_
         Largest download accepted (default: the archive's published size plus 10 %). A server
         that announces or sends more is refused, and what it sent is deleted: an endless or
         wrong stream cannot fill the disk.
+    storage_options : mapping, optional
+        fsspec options of a URL ``data_dir`` (credentials, endpoint); besides them the
+        environment's ``AWS_*`` apply. Never printed or recorded.
+    staging : path-like, optional
+        For a URL ``data_dir``: the local folder where the archive is downloaded and extracted
+        before the upload (it needs room for the zip and its files). Default: a folder in the
+        system's temporary folder (``$TMPDIR``) named after ``data_dir``, removed when done.
 
     Returns
     -------
-    pathlib.Path
-        The extracted folder, ``data_dir/fma_<archive>``.
+    pathlib.Path or str
+        The extracted folder, ``data_dir/fma_<archive>`` (a URL for a URL ``data_dir``).
 
     Raises
     ------
@@ -140,6 +166,14 @@ def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_
         raise ConfigError(f"unknown FMA archive {archive!r}: choose one of {', '.join(ARCHIVES)}")
     spec = ARCHIVES[archive]
     want = (checksums or {}).get(archive, spec.sha1).lower()
+    if storage.is_url(data_dir):
+        local = storage.local_path(data_dir)
+        if local is None:
+            return _fetch_to_url(archive, str(data_dir).rstrip("/"), want, storage_options,
+                                 staging, mirror=mirror, progress=progress,
+                                 chunk_size=chunk_size, checksums=checksums, timeout=timeout,
+                                 max_bytes=max_bytes)
+        data_dir = local
     data_dir = Path(data_dir)
     target = data_dir / spec.folder
     if _is_complete(target, want):
@@ -169,6 +203,102 @@ def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_
                  {"archive": spec.filename, "sha1": want, "url": url}, progress)
         zip_path.unlink()
     return target
+
+
+# --------------------------------------------------------------------------- to a URL
+
+
+def _fetch_to_url(archive: str, data_url: str, sha1: str, options: Mapping[str, Any] | None,
+                  staging: str | os.PathLike[str] | None, **download: Any) -> str:
+    """:func:`fetch` into a URL: download, verify and extract in a local staging folder, then
+    upload the files (see the module's step 5)."""
+    folder = ARCHIVES[archive].folder
+    target = storage.join(data_url, folder)
+    storage.require_driver(data_url)         # before any download
+    if _remote_marker(target, options).get("sha1") == sha1:
+        return target
+    with RunLock(data_url, f"fmadask fetch {archive}", storage_options=options):
+        if _remote_marker(target, options).get("sha1") == sha1:     # finished meanwhile
+            return target
+        _check_claim(target, sha1, options)
+        stage = Path(staging) if staging is not None else _default_staging(data_url)
+        local = fetch(archive, stage, **download)
+        storage.write_bytes(storage.join(target, UPLOADING),
+                            (json.dumps({"sha1": sha1}) + "\n").encode(), options)
+        _upload(local, target, options, download["progress"])
+        storage.remove(storage.join(target, UPLOADING), options)
+        shutil.rmtree(local)
+        if staging is None:
+            try:
+                stage.rmdir()       # ours; kept while it holds another archive's partial fetch
+            except OSError:
+                pass
+    return target
+
+
+def _default_staging(data_url: str) -> Path:
+    """``$TMPDIR/fmadask-fetch-<digest of the URL>``: the same folder on a rerun."""
+    key = hashlib.sha256(storage.redact(data_url).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"fmadask-fetch-{key}"
+
+
+def _remote_marker(target: str, options: Mapping[str, Any] | None) -> dict:
+    """The marker of a complete upload under ``target``, or {}."""
+    try:
+        marker = json.loads(storage.read_bytes(storage.join(target, MARKER), options))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _check_claim(target: str, sha1: str, options: Mapping[str, Any] | None) -> None:
+    """Refuse a ``target`` prefix holding objects that no fetch of this archive wrote."""
+    if not storage.listdir(target, options):
+        return
+    try:
+        claim = json.loads(storage.read_bytes(storage.join(target, UPLOADING), options))
+    except (FileNotFoundError, ValueError):
+        claim = {}
+    if not isinstance(claim, dict) or claim.get("sha1") != sha1:
+        raise DownloadError(f"{storage.redact(target)} already holds objects that were not "
+                            "uploaded by fmadask fetch (or hold another version): remove them, "
+                            "or pass another --to")
+
+
+def _upload(local: Path, target: str, options: Mapping[str, Any] | None,
+            progress: bool) -> None:
+    """Upload every file of ``local`` under ``target``, each whole, the marker last; files
+    already there with the same size (an interrupted upload's) are skipped."""
+    files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != MARKER)
+    have = _object_sizes(target, options)
+    todo = [p for p in files
+            if have.get(p.relative_to(local).as_posix()) != p.stat().st_size]
+
+    def put(path: Path) -> None:
+        storage.put_file(path, storage.join(target, *path.relative_to(local).parts), options)
+
+    with ThreadPoolExecutor(UPLOAD_THREADS) as pool, \
+            tqdm(total=len(todo), desc=f"upload {local.name}", unit="file",
+                 disable=not progress) as bar:
+        for _ in pool.map(put, todo):
+            bar.update()
+    put(local / MARKER)
+
+
+def _object_sizes(target: str, options: Mapping[str, Any] | None) -> dict[str, int]:
+    """``{path relative to target: size}`` of the objects under a URL prefix."""
+    fs, path = storage.filesystem(target, options)
+    prefix = path.rstrip("/") + "/"
+    fs.invalidate_cache(path)
+    try:
+        found = storage.guarded(target, lambda: fs.find(path, detail=True))
+    except FileNotFoundError:
+        return {}
+    return {key[len(prefix):]: int(info.get("size") or 0) for key, info in found.items()
+            if key.startswith(prefix)}
+
+
+# ------------------------------------------------------------------------------- local
 
 
 def _is_complete(target: Path, sha1: str) -> bool:
