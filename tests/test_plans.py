@@ -198,3 +198,26 @@ def test_classical_config_validates_its_options():
         ClassicalConfig(models="xgboost", search="random", search_models="svc")
     with pytest.raises(ConfigError, match="cv must be at least 2"):
         ClassicalConfig(cv=1)
+
+
+def test_overwrite_on_object_storage_lists_only_what_fmadask_wrote(table, sample_dir,
+                                                                   s3_server):
+    from fmadask import storage
+
+    s3_server.filesystem().mkdir("plans-bucket")
+    url, options = "s3://plans-bucket/run", s3_server.options
+    config = FeaturizeConfig(what=["features"], partition_size=PART, overwrite=True)
+    record = featurize_record(config, table, sample_dir)
+    write_json(record, f"{url}/{JOB_FILE}", options)
+    files = PartitionFiles(url, 3)
+    for name in ("features/part-00003.parquet", "errors/part-00003.parquet",
+                 "features/notes.txt"):
+        storage.write_bytes(f"{url}/{name}", b"x", options)
+    write_json({"partition": 3, "files": {"features/part-00003.parquet": {},
+                                          "errors/part-00003.parquet": {}}},
+               files.record, options)
+    state = read_featurize_state(url, record, True, options)
+    plan = plan_featurize(config, table, state, out=url, data_dir=sample_dir)
+    assert plan.run_dir == url
+    assert plan.removes == ("_partitions/part-00003.json", "errors/part-00003.parquet",
+                            "features/part-00003.parquet", "featurize.json")
