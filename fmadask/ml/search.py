@@ -342,6 +342,22 @@ def _read_trial(folder: Path | None, number: int, params: dict) -> dict | None:
     return record
 
 
+def trial_states(folder: str | Path) -> dict[int, str]:
+    """The trials an earlier search left in ``folder`` (:func:`trials_folder`): number -> state
+    ('COMPLETE', 'PRUNED', 'FAIL', or 'RUNNING' for one stopped between rungs). Unreadable
+    files are left out: the search fits those again."""
+    states = {}
+    for path in sorted(Path(folder).glob("trial-*.json")):
+        try:
+            number = int(path.stem.removeprefix("trial-"))
+            state = json.loads(path.read_text())["state"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if state in ("RUNNING", "COMPLETE", "PRUNED", "FAIL"):
+            states[number] = state
+    return states
+
+
 def _write_trial(folder: Path | None, record: dict) -> None:
     if folder is not None:
         write_json(jsonable(record), _trial_path(folder, record["number"]))

@@ -16,6 +16,11 @@ hyper-parameters (:mod:`fmadask.ml.search`) and refits the best, then writes::
     OUT_DIR/train.json               parameters, data source, versions, timings
 
 ``OUT_DIR`` is ``RUN_DIR/classical`` for a run directory (the contract's layout).
+
+``train()`` is a plan and its execution: :func:`plan_classical` (pure: which estimator runs under
+each name after the scale rule, what is searched and which trials are already finished, the
+record to write; from a :class:`ClassicalConfig`, the data and :func:`read_classical_state`),
+then :func:`execute_classical` (the lock, the cluster's work, the files).
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +41,7 @@ import pandas as pd
 from fmadask.cluster import workers_info
 from fmadask import storage
 from fmadask.lock import RunLock
-from fmadask.options import OptionError, check
+from fmadask.options import OptionError, check, default
 from fmadask.records import package_versions
 from fmadask.ml.data import Dataset, load_dataset
 from fmadask.ml.fit import FitOutcome, fit_and_predict
@@ -43,7 +49,8 @@ from fmadask.ml.models import (MODELS, SCALE_THRESHOLD_ROWS, SCALED, SUBSTITUTES
                                class_scores, make_scaler, model_label, resolve_models, runs_as,
                                search_space)
 from fmadask.ml.persist import jsonable, save_classical
-from fmadask.ml.search import (ETA, SearchOutcome, run_search, score_for, trials_folder)
+from fmadask.ml.search import (ETA, SearchOutcome, run_search, score_for, trial_states,
+                               trials_folder)
 from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
@@ -179,55 +186,48 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     DataError
         The source cannot be read (see :func:`~fmadask.ml.data.load_dataset`).
     """
-    names = resolve_models(models)
-    class_weight = class_weight or "none"
-    _check_options(search, scaler, n_iter, cv, class_weight)
-    tuned = [] if search == "none" else [m for m in resolve_models(search_models) if m in names]
-    if search != "none" and not tuned:
-        raise OptionError("classical.search_models",
-                          f"search {search} tunes {search_models}, which is not among the models "
-                          "trained: add it to the models or choose other {option}")
+    config = ClassicalConfig(models=models, search=search, search_models=search_models,
+                             n_iter=n_iter, cv=cv, scaler=scaler, seed=seed,
+                             class_weight=class_weight or "none",
+                             distributed_xgb=distributed_xgb, unsupervised=unsupervised,
+                             model_params=dict(model_params or {}),
+                             search_spaces=dict(search_spaces or {}),
+                             scale_threshold=scale_threshold)
     if isinstance(source, Dataset):
         dataset = source
     else:
         dataset = load_dataset(source, split=split, split_seed=split_seed, subset=subset,
                                storage_options=storage_options)
-    out = out_dir if out_dir is not None else default_out_dir(dataset.info.get("path", "."))
-    remote = str(out) if storage.is_url(out) and storage.local_path(out) is None else None
-    out = Path(out) if remote is None else out
-    log = _Log(progress, file)
-    # One writer per run folder: the featurize run this reads (a re-featurize would change the
-    # features under it), or the output folder when the features are FMA's own.
+    out = output_folder(out_dir if out_dir is not None
+                        else default_out_dir(dataset.info.get("path", ".")))
+    owner = _owner(source, out, storage_options)
+    with RunLock(owner, "fmadask train", storage_options=storage_options):
+        # Read and planned under the lock that execute_classical takes again: no other writer
+        # changes the trials between the plan and its execution.
+        state = read_classical_state(out)
+        plan = plan_classical(config, dataset, state, out=out, owner=owner)
+        return execute_classical(plan, dataset, client, scheduler=scheduler, workers=workers,
+                                 log=_Log(progress, file), storage_options=storage_options)
+
+
+def output_folder(out: str | Path) -> str | Path:
+    """The output folder as the stage uses it: a URL string, or a local Path (``file://`` URLs
+    included)."""
+    return str(out) if storage.is_url(out) and storage.local_path(out) is None else Path(out)
+
+
+def _owner(source: str | Path | Dataset, out: str | Path,
+           storage_options: Mapping[str, Any] | None) -> str | Path:
+    """The folder whose lock the stage holds: the featurize run it reads (a re-featurize would
+    change the features under it), or the output folder when the features are FMA's own."""
     run_dir = storage.resolve(source) if not isinstance(source, Dataset) else None
-    owned = (run_dir if run_dir is not None
-             and storage.isfile(storage.join(run_dir, "featurize.json"), storage_options)
-             else out)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(RunLock(owned, "fmadask train", storage_options=storage_options))
-        if remote is not None:
-            # The client writes the outputs: into a private local folder, uploaded whole below.
-            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fmadask-train-")))
-        writable_folder(out)                      # a file or read-only folder: refused now
-        if client is None:
-            from fmadask.cluster import get_client
-
-            client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
-        results = _Stage(client, dataset, out, scaler, seed, cv, distributed_xgb,
-                         dict(model_params or {}), dict(search_spaces or {}), log,
-                         None if class_weight == "none" else class_weight,
-                         scale_threshold).run(names, tuned, search, n_iter, unsupervised)
-        if remote is not None:
-            storage.upload_folder(out, remote, storage_options, last=MANIFESTS)
-            log(f"classical: uploaded to {storage.redact(remote)}")
-        return results
+    if run_dir is not None and storage.isfile(storage.join(run_dir, "featurize.json"),
+                                               storage_options):
+        return run_dir
+    return out
 
 
-def _check_options(search: str, scaler: str, n_iter: int, cv: int, class_weight: str) -> None:
-    """The options validated by their one definition (:mod:`fmadask.options`)."""
-    for key, value in (("classical.search", search), ("classical.scaler", scaler),
-                       ("classical.n_iter", n_iter), ("classical.cv", cv),
-                       ("classical.class_weight", class_weight)):
-        check(key, value)
+# ----------------------------------------------------------------------------- the plan
 
 
 class _Log:
@@ -239,71 +239,289 @@ class _Log:
             print(message, file=self.file or sys.stderr, flush=True)
 
 
-class _Stage:
-    """One run of the classical stage (holds the data, scaler and cluster it shares)."""
+@dataclass(frozen=True)
+class ClassicalConfig:
+    """The settings of the classical stage, validated when made (rules and help of each:
+    :mod:`fmadask.options`; the parameters are those of :func:`train`).
 
-    def __init__(self, client: Any, dataset: Dataset, out: Path, scaler: str, seed: int, cv: int,
-                 distributed_xgb: bool, model_params: dict, search_spaces: dict, log: _Log,
-                 class_weight: str | None, scale_threshold: int | None) -> None:
-        self.client, self.dataset, self.out, self.seed, self.cv = client, dataset, out, seed, cv
-        self.scaler_kind, self.distributed_xgb, self.log = scaler, distributed_xgb, log
-        self.model_params, self.search_spaces = model_params, search_spaces
-        self.class_weight = class_weight
+    ``models`` is kept as a tuple of names (:func:`resolve_models`), ``search_models`` as those
+    of them that the search tunes (none without a search).
+    """
+
+    #: 'all' (the option's ``['all']``), a comma-separated string or a sequence of names.
+    models: str | Sequence[str] = "all"
+    search: str = default("classical.search")
+    search_models: str | Sequence[str] = tuple(default("classical.search_models"))
+    n_iter: int = default("classical.n_iter")
+    cv: int = default("classical.cv")
+    scaler: str = default("classical.scaler")
+    seed: int = default("classical.seed")
+    class_weight: str = default("classical.class_weight")
+    distributed_xgb: bool = default("classical.distributed_xgb")
+    unsupervised: bool = default("classical.unsupervised")
+    model_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    search_spaces: Mapping[str, Mapping[str, Dimension]] = field(default_factory=dict)
+    scale_threshold: int | None = None
+
+    def __post_init__(self) -> None:
+        names = resolve_models(self.models)
+        for key, value in (("classical.search", self.search), ("classical.scaler", self.scaler),
+                           ("classical.n_iter", self.n_iter), ("classical.cv", self.cv),
+                           ("classical.class_weight", self.class_weight)):
+            check(key, value)
+        tuned = ([] if self.search == "none" else
+                 [m for m in resolve_models(self.search_models) if m in names])
+        if self.search != "none" and not tuned:
+            raise OptionError("classical.search_models",
+                              f"search {self.search} tunes {self.search_models}, which is not "
+                              "among the models trained: add it to the models or choose other "
+                              "{option}")
+        object.__setattr__(self, "models", tuple(names))
+        object.__setattr__(self, "search_models", tuple(tuned))
+
+    @property
+    def weighting(self) -> str | None:
+        """``class_weight`` as the fits take it: None or 'balanced'."""
+        return None if self.class_weight == "none" else self.class_weight
+
+
+@dataclass(frozen=True)
+class ClassicalState:
+    """What the output folder holds, as far as planning the stage needs
+    (:func:`read_classical_state`)."""
+
+    #: Trials earlier searches left: trials folder name -> {trial number: state}.
+    trials: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+
+
+def read_classical_state(out: str | Path) -> ClassicalState:
+    """Read what :func:`plan_classical` needs to know of the output folder ``out``: the trials
+    of earlier searches (``search/<model>-<method>-<key>/trial-NNNN.json``).
+
+    A URL output is written from a fresh local folder and uploaded: nothing there is resumed.
+    """
+    search = Path(out) / "search" if not isinstance(out, str) else None
+    if search is None or not search.is_dir():
+        return ClassicalState()
+    return ClassicalState({folder.name: trial_states(folder)
+                           for folder in sorted(search.iterdir()) if folder.is_dir()})
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """One model's hyper-parameter search (:func:`fmadask.ml.search.run_search`)."""
+
+    #: The study's name of the model, and the estimator searched under it (scale rule).
+    name: str
+    runs_as: str
+    method: str
+    n_iter: int
+    space: Mapping[str, Dimension]
+    #: Fixed overrides of the estimator's defaults (``model_params``).
+    base_params: Mapping[str, Any]
+    #: 'accuracy', or 'balanced_accuracy' on unbalanced genres (:func:`score_for`).
+    score: str
+    #: Folder of its trials under ``OUT_DIR/search`` (:func:`fmadask.ml.search.trials_folder`).
+    folder: str
+    #: Trials an earlier run finished there (complete, pruned or failed); the search reads each
+    #: instead of fitting it when its candidate and halving schedule are the same.
+    finished: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClassicalPlan:
+    """What the classical stage will do: a value (:func:`plan_classical`), run by
+    :func:`execute_classical`."""
+
+    #: The output folder (a URL is written into a local folder and uploaded at the end).
+    out: str | Path
+    #: The folder whose lock the stage holds.
+    owner: str | Path
+    config: ClassicalConfig
+    #: Tracks per split ('training', 'validation', 'test').
+    counts: Mapping[str, int]
+    #: The scale rule: its threshold, and the estimator that runs under each study name.
+    threshold: int
+    runs: Mapping[str, str]
+    #: The table's fits: (model, overrides of its estimator's defaults), in model order.
+    fits: tuple[tuple[str, Mapping[str, Any]], ...]
+    searches: tuple[SearchPlan, ...]
+    #: ``train.json`` before the run: parameters, scale rule, data, classes, tracks.
+    record: dict
+
+    @property
+    def substituted(self) -> dict[str, str]:
+        """The trained models that the scale rule swaps: study name -> estimator."""
+        return {n: self.runs[n] for n in self.config.models if self.runs[n] != n}
+
+
+def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalState,
+                   out: str | Path, owner: str | Path | None = None) -> ClassicalPlan:
+    """Plan the classical stage: which estimator runs under each name, what is searched and
+    which of its trials are finished, the record to write.
+
+    Pure: the same inputs give an equal plan, and nothing is read or written.
+
+    Parameters
+    ----------
+    config : ClassicalConfig
+    dataset : Dataset
+        The features, labels and splits.
+    state : ClassicalState
+        What the output folder holds (:func:`read_classical_state`).
+    out : str or Path
+        The output folder.
+    owner : str or Path, optional
+        The folder whose lock the stage holds (default ``out``).
+    """
+    out = output_folder(out)
+    counts = {s: int(dataset.rows(s).sum()) for s in ("training", *EVAL_SPLITS)}
+    threshold = SCALE_THRESHOLD_ROWS if config.scale_threshold is None else config.scale_threshold
+    runs = {n: runs_as(n, counts["training"], threshold) for n in MODELS}
+
+    def params(name: str) -> dict[str, Any]:
+        """Overrides of the estimator that runs under ``name``."""
+        return dict(config.model_params.get(runs[name], {}))
+
+    searches = []
+    if config.search_models:
+        X, y = dataset.xy("training")
+        score = score_for(y)
+    for name in config.search_models:
+        key = runs[name]
+        space = search_space(key, config.search_spaces.get(key))
+        settings = {"model": key, "cv": config.cv, "seed": config.seed, "scaler": config.scaler,
+                    "score": score, "class_weight": config.weighting, "eta": ETA,
+                    "base_params": params(name), "space": {k: repr(d) for k, d in space.items()}}
+        folder = trials_folder("search", name, config.search, settings, X, y).name
+        finished = tuple(sorted(n for n, s in state.trials.get(folder, {}).items()
+                                if s != "RUNNING" and n < config.n_iter))
+        searches.append(SearchPlan(name, key, config.search, config.n_iter, space, params(name),
+                                   score, folder, finished))
+    record = {
+        "params": {"models": list(config.models), "search": config.search,
+                   "search_models": list(config.search_models), "n_iter": config.n_iter,
+                   "cv": config.cv, "scaler": config.scaler, "seed": config.seed,
+                   "distributed_xgb": config.distributed_xgb,
+                   "class_weight": config.class_weight,
+                   "model_params": dict(config.model_params)},
+        "scale_rule": {"threshold_rows": threshold, "training_rows": counts["training"],
+                       "runs_as": {n: runs[n] for n in config.models}},
+        "data": dict(dataset.info), "classes": dataset.classes, "tracks": counts}
+    return ClassicalPlan(out=out, owner=out if owner is None else owner, config=config,
+                         counts=counts, threshold=threshold, runs=runs,
+                         fits=tuple((n, params(n)) for n in config.models),
+                         searches=tuple(searches), record=record)
+
+
+# ------------------------------------------------------------------------ executing a plan
+
+
+def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None, *,
+                      scheduler: str | None = None, workers: int | None = None,
+                      log: Callable[[str], None] = lambda message: None,
+                      storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Run a :class:`ClassicalPlan` under its folder's lock: scale, fit, search, refit, score,
+    save, and write the table, figures and ``train.json``.
+
+    Plan under the same lock (as :func:`train` does: the lock is re-entrant) for a plan that
+    still holds when it runs.
+
+    Parameters
+    ----------
+    plan : ClassicalPlan
+    dataset : Dataset
+        The data the plan was made for.
+    client : distributed.Client, optional
+        Cluster to run on; without one, :func:`fmadask.cluster.get_client` connects to
+        ``scheduler`` or starts a local cluster of ``workers`` processes.
+    scheduler, workers : optional
+        See ``client``.
+    log : callable, optional
+        Called with a line per step and per finished model (progress).
+    storage_options : mapping, optional
+        fsspec options when the output folder is a URL: outputs are then written into a local
+        temporary folder and uploaded at the end, each file whole, the model cards and
+        ``train.json`` last.
+
+    Returns
+    -------
+    pandas.DataFrame
+        results.csv's rows (see :func:`train`).
+    """
+    remote = plan.out if isinstance(plan.out, str) else None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(RunLock(plan.owner, "fmadask train", storage_options=storage_options))
+        out = plan.out
+        if remote is not None:
+            # The client writes the outputs: into a private local folder, uploaded whole below.
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fmadask-train-")))
+        writable_folder(out)                      # a file or read-only folder: refused now
+        if client is None:
+            from fmadask.cluster import get_client
+
+            client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
+        results = _Stage(plan, dataset, client, out, log).run()
+        if remote is not None:
+            storage.upload_folder(out, remote, storage_options, last=MANIFESTS)
+            log(f"classical: uploaded to {storage.redact(remote)}")
+        return results
+
+
+class _Stage:
+    """One run of a classical plan (holds the data, scaler and cluster it shares)."""
+
+    def __init__(self, plan: ClassicalPlan, dataset: Dataset, client: Any, out: Path,
+                 log: Callable[[str], None]) -> None:
+        self.plan, self.config, self.runs = plan, plan.config, plan.runs
+        self.client, self.dataset, self.out, self.log = client, dataset, out, log
         self.classes = dataset.classes
         arrays = {s: dataset.xy(s) for s in ("training", *EVAL_SPLITS)}
         self.X = {s: xy[0] for s, xy in arrays.items()}
         self.y = {s: xy[1] for s, xy in arrays.items()}
-        self.threshold = SCALE_THRESHOLD_ROWS if scale_threshold is None else scale_threshold
-        #: The scale rule's verdict: study name -> the estimator that runs under it.
-        self.runs = {n: runs_as(n, len(self.y["training"]), self.threshold) for n in MODELS}
 
     # ------------------------------------------------------------------------------- run
 
-    def run(self, names: list[str], tuned: list[str], search: str, n_iter: int,
-            unsupervised: bool) -> pd.DataFrame:
+    def run(self) -> pd.DataFrame:
+        plan, config = self.plan, self.config
         start = time.perf_counter()
         n_workers = len(workers_info(self.client))
-        counts = {s: int(len(self.y[s])) for s in self.y}
+        counts = plan.counts
         self.log(f"classical: {len(self.classes)} genres, {counts['training']} training / "
                  f"{counts['validation']} validation / {counts['test']} test tracks, "
-                 f"{len(names)} model(s), {n_workers} worker(s)")
-        self.log(f"classical: {scale_rule_text(counts['training'], self.threshold, self.runs)}")
+                 f"{len(config.models)} model(s), {n_workers} worker(s)")
+        self.log(f"classical: {scale_rule_text(counts['training'], plan.threshold, self.runs)}")
         self.scaler = self._fit_scaler()
         scaled = {s: self.scaler.transform(self.X[s]).astype(np.float32) for s in self.X}
-        jobs = [(n, self._params(n)) for n in names]
+        jobs = [(n, dict(p)) for n, p in plan.fits]
         # The table's fits run on the cluster while the searches run: a search fills the
         # workers that the table's short fits leave idle behind its slowest one.
         pending = self._submit(jobs, scaled)
-        searches: dict[str, SearchOutcome] = {}
-        for name in tuned:
-            searches[name] = self._search(name, search, n_iter)
+        searches = {s.name: self._search(s) for s in plan.searches}
         rows = [self._record(outcome, "none", None)
                 for outcome in self._gather(jobs, pending, scaled)]
         if searches:
-            refits = [(n, {**self._params(n), **searches[n].best_params}) for n in tuned]
-            rows += [self._record(o, search, searches[o.name])
+            method = config.search
+            refits = [(s.name, {**s.base_params, **searches[s.name].best_params})
+                      for s in plan.searches]
+            rows += [self._record(o, method, searches[o.name])
                      for o in self._gather(refits, self._submit(refits, scaled), scaled,
-                                           tag=f"-{search}")]
+                                           tag=f"-{method}")]
         results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
         self._write_tables(results)
         best = self._write_best(results)
         views = None
-        if unsupervised:
+        if config.unsupervised:
             from fmadask.ml.unsupervised import unsupervised_views
 
             self.log("classical: unsupervised views (PCA, t-SNE, K-means)")
             views = unsupervised_views(self.client, self.scaler.transform(
                 self.dataset.features.to_numpy(np.float32)), self.dataset.genre.to_numpy(),
-                self.out / "unsupervised", seed=self.seed)
-        self._write_record(names, search, n_iter, counts, n_workers, searches, best, views,
-                           time.perf_counter() - start)
+                self.out / "unsupervised", seed=config.seed)
+        self._write_record(n_workers, searches, best, views, time.perf_counter() - start)
         self.log(f"classical: table in {self.out / 'table.md'}, figures in "
                  f"{self.out / 'confusion'} and {self.out / 'unsupervised'}")
         return results
-
-    def _params(self, name: str) -> dict[str, Any]:
-        """Parameter overrides of the estimator that runs under ``name``."""
-        return dict(self.model_params.get(self.runs[name], {}))
 
     # ---------------------------------------------------------------------------- scaling
 
@@ -311,10 +529,11 @@ class _Stage:
         """dask-ml scaler fitted on the training rows, which are spread over the workers."""
         from fmadask.ml.unsupervised import to_dask_array
 
-        scaler = make_scaler(self.scaler_kind)
+        scaler = make_scaler(self.config.scaler)
         with self.client.as_current():
             scaler.fit(to_dask_array(self.client, self.X["training"]))
         return scaler
+
 
     # ---------------------------------------------------------------------------- fitting
 
@@ -330,10 +549,10 @@ class _Stage:
             [scaled["training"], self.y["training"], evaluate], broadcast=False)
         futures = {}
         for name, params in sorted(jobs, key=lambda job: _SLOW_FIRST.index(job[0])):
-            if name == "xgboost" and self.distributed_xgb:
+            if name == "xgboost" and self.config.distributed_xgb:
                 continue
-            futures[self.client.submit(fit_and_predict, name, params, self.seed, X_train,
-                                       y_train, evaluate_f, self.runs[name], self.class_weight,
+            futures[self.client.submit(fit_and_predict, name, params, self.config.seed, X_train,
+                                       y_train, evaluate_f, self.runs[name], self.config.weighting,
                                        pure=False,
                                        key=f"fit-{name}-{uuid.uuid4().hex[:8]}")] = name
         return futures
@@ -345,7 +564,7 @@ class _Stage:
 
         done: dict[str, FitOutcome] = {}
         for name, params in jobs:
-            if name == "xgboost" and self.distributed_xgb:
+            if name == "xgboost" and self.config.distributed_xgb:
                 done[name] = self._fit_xgboost_dask(params, scaled)
                 self._announce(done[name], tag)
         for future in as_completed(futures):
@@ -360,10 +579,10 @@ class _Stage:
 
         key = self.runs["xgboost"]
         defaults = (MODELS.get(key) or SUBSTITUTES[key]).defaults
-        return fit_xgboost_dask(self.client, {**defaults, **params}, self.seed,
+        return fit_xgboost_dask(self.client, {**defaults, **params}, self.config.seed,
                                 scaled["training"], self.y["training"],
                                 {s: scaled[s] for s in EVAL_SPLITS},
-                                balanced_weights(self.y["training"], self.class_weight))
+                                balanced_weights(self.y["training"], self.config.weighting))
 
     def _announce(self, outcome: FitOutcome, tag: str = "") -> None:
         name = outcome.name + tag
@@ -375,26 +594,21 @@ class _Stage:
         self.log(f"  {name:<20} validation {val:.3f}  test {test:.3f}  "
                  f"({outcome.seconds:.1f} s on {outcome.worker})")
 
-    def _search(self, name: str, method: str, n_iter: int) -> SearchOutcome:
-        key = self.runs[name]
-        space = search_space(key, self.search_spaces.get(key))
-        X, y = self.X["training"], self.y["training"]
-        score = score_for(y)
-        settings = {"model": key, "cv": self.cv, "seed": self.seed, "scaler": self.scaler_kind,
-                    "score": score, "class_weight": self.class_weight, "eta": ETA,
-                    "base_params": self._params(name), "space": {k: repr(d) for k, d in
-                                                                 space.items()}}
-        folder = trials_folder(self.out / "search", name, method, settings, X, y)
-        self.log(f"  {name}: {method} search, {n_iter} candidates x {self.cv} folds, "
-                 f"successive halving, scored by {score}; trials in {folder}")
-        outcome = run_search(self.client, key, X, y, space, method, n_iter=n_iter, cv=self.cv,
-                             seed=self.seed, scaler=self.scaler_kind,
-                             base_params=self._params(name), score=score,
-                             class_weight=self.class_weight, trials_dir=folder)
-        with atomic_path(self.out / "search" / f"{name}-{method}.csv") as tmp:
+    def _search(self, search: SearchPlan) -> SearchOutcome:
+        config = self.config
+        folder = self.out / "search" / search.folder
+        self.log(f"  {search.name}: {search.method} search, {search.n_iter} candidates x "
+                 f"{config.cv} folds, successive halving, scored by {search.score}; trials in "
+                 f"{folder}")
+        outcome = run_search(self.client, search.runs_as, self.X["training"], self.y["training"],
+                             search.space, search.method, n_iter=search.n_iter, cv=config.cv,
+                             seed=config.seed, scaler=config.scaler,
+                             base_params=dict(search.base_params), score=search.score,
+                             class_weight=config.weighting, trials_dir=folder)
+        with atomic_path(self.out / "search" / f"{search.name}-{search.method}.csv") as tmp:
             outcome.trials.to_csv(tmp, index=False)
         states = outcome.trials["state"].value_counts().to_dict()
-        self.log(f"  {name}: best cv {score} {outcome.best_score:.3f} with "
+        self.log(f"  {search.name}: best cv {search.score} {outcome.best_score:.3f} with "
                  f"{outcome.best_params} ({outcome.seconds:.1f} s on {len(outcome.fit_workers)} "
                  f"worker(s); {states}; {outcome.resumed} trial(s) read from an earlier run)")
         return outcome
@@ -412,7 +626,7 @@ class _Stage:
             "model": folder, "name": outcome.name, "label": label, "search": search,
             "cv_score": searched.best_score if searched else np.nan,
             "search_score": searched.score if searched else "",
-            "runs_as": key, "class_weight": self.class_weight or "none",
+            "runs_as": key, "class_weight": self.config.class_weight,
             "n_train": len(self.y["training"]), "fit_seconds": round(outcome.seconds, 3),
             "worker": outcome.worker, "params": json.dumps(outcome.params, sort_keys=True,
                                                            default=str),
@@ -462,11 +676,11 @@ class _Stage:
                 "feature_columns": list(self.dataset.features.columns),
                 "features": {k: self.dataset.info.get(k) for k in
                              ("sr", "fma_compat", "decoders", "max_seconds")},
-                "scaler": self.scaler_kind, "outputs": outputs, "metrics": metrics,
+                "scaler": self.config.scaler, "outputs": outputs, "metrics": metrics,
                 "cv_score": searched.best_score if searched else None,
                 "search_score": searched.score if searched else None,
-                "runs_as": self.runs[outcome.name], "class_weight": self.class_weight,
-                "trained_on": self.dataset.info, "seed": self.seed,
+                "runs_as": self.runs[outcome.name], "class_weight": self.config.weighting,
+                "trained_on": self.dataset.info, "seed": self.config.seed,
                 "versions": package_versions(VERSIONED)}
         save_classical(self.out / "models" / folder, pipeline, card)
 
@@ -474,7 +688,7 @@ class _Stage:
         with atomic_path(self.out / "results.csv") as tmp:
             results.to_csv(tmp, index=False)
         with atomic_path(self.out / "table.md") as tmp:
-            tmp.write_text(results_markdown(results, self.dataset.info, self.threshold))
+            tmp.write_text(results_markdown(results, self.dataset.info, self.plan.threshold))
 
     def _write_best(self, results: pd.DataFrame) -> dict | None:
         """Record the model with the best validation score: accuracy, or balanced accuracy on
@@ -494,20 +708,10 @@ class _Stage:
         write_json(jsonable(best), self.out / "best.json")
         return best
 
-    def _write_record(self, names: list[str], search: str, n_iter: int, counts: dict,
-                      n_workers: int, searches: dict[str, SearchOutcome], best: dict | None,
-                      views: dict | None, seconds: float) -> None:
+    def _write_record(self, n_workers: int, searches: dict[str, SearchOutcome],
+                      best: dict | None, views: dict | None, seconds: float) -> None:
         record = {
-            "params": {"models": names, "search": search, "search_models": list(searches),
-                       "n_iter": n_iter, "cv": self.cv,
-                       "scaler": self.scaler_kind, "seed": self.seed,
-                       "distributed_xgb": self.distributed_xgb,
-                       "class_weight": self.class_weight or "none",
-                       "model_params": self.model_params},
-            "scale_rule": {"threshold_rows": self.threshold, "training_rows": counts["training"],
-                           "runs_as": {n: self.runs[n] for n in names}},
-            "data": self.dataset.info, "classes": self.classes, "tracks": counts,
-            "workers": n_workers,
+            **self.plan.record, "workers": n_workers,
             "searches": {n: {"method": s.method, "best_params": s.best_params,
                              "score": s.score, "best_cv_score": s.best_score,
                              "folds": s.n_splits, "candidates": len(s.trials),

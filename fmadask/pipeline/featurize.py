@@ -32,6 +32,12 @@ Scale and worker memory
     number of files (FMA large: 106,574 tracks -> 1,666 partitions, FMA small 125), the work
     lost when a worker dies, and the tail at the end of the job (at most one partition per
     worker); it does not change the memory bound. Keep at least ~4 partitions per worker.
+
+Plan and execution
+    :func:`run_featurize` is :func:`plan_featurize` (pure: the job's parameters and record, which
+    partitions remain and which are complete, what an overwrite removes; from a
+    :class:`FeaturizeConfig`, the track table and :func:`read_featurize_state`) followed by
+    :func:`execute_featurize` (the lock, the writes, the cluster's work, the summary record).
 """
 from __future__ import annotations
 
@@ -324,7 +330,8 @@ class WarmUp(WorkerPlugin):
         await asyncio.get_running_loop().run_in_executor(None, warm_up, self.job)
 
 
-# ---------------------------------------------------------------------------------- the job
+
+# ------------------------------------------------------------------- the job: config and plan
 
 
 def _check_params(sr: int | None, what: Sequence[str], partition_size: int,
@@ -344,6 +351,46 @@ def _check_params(sr: int | None, what: Sequence[str], partition_size: int,
     return tuple(w for w in OUTPUTS if w in what)  # canonical order
 
 
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    """The settings of a featurize job, validated when made (rules and help of each:
+    :mod:`fmadask.options`; the parameters are those of :func:`run_featurize`).
+
+    ``what`` is kept in canonical order (features before spectrograms), ``sr`` as an int.
+    """
+
+    subset: str = default("data.subset")
+    #: Sample rate in Hz to resample to; None keeps each file's native rate (option 'native').
+    sr: int | None = None
+    what: tuple[str, ...] = OUTPUTS
+    partition_size: int = DEFAULT_PARTITION_SIZE
+    max_seconds: float | None = DEFAULT_MAX_SECONDS
+    split: str = default("data.split")
+    seed: int = default("data.seed")
+    mel_device: str = default("featurize.mel_device")
+    overwrite: bool = default("output.overwrite")
+
+    def __post_init__(self) -> None:
+        what = _check_params(self.sr, self.what, self.partition_size, self.max_seconds,
+                             self.mel_device)
+        object.__setattr__(self, "what", what)
+        object.__setattr__(self, "sr", None if self.sr is None else int(self.sr))
+
+    @property
+    def job(self) -> JobParams:
+        """What each partition task computes."""
+        from fmadask.features import MelParams
+
+        mel = MelParams() if "spectrograms" in self.what else None
+        return JobParams(sr=self.sr, what=self.what, max_seconds=self.max_seconds, mel=mel,
+                         mel_device=self.mel_device if mel else "cpu")
+
+
+#: Packages whose versions featurize.json records (they decide the numbers).
+VERSIONED = ("fmadask", "librosa", "numpy", "scipy", "soundfile", "soxr", "dask", "distributed",
+             "pyarrow")
+
+
 def _tracks_digest(table: pd.DataFrame) -> str:
     """SHA-256 of the selected tracks with their labels: a changed selection changes it."""
     text = "\n".join(f"{tid},{row.genre_top},{row.split}"
@@ -351,116 +398,244 @@ def _tracks_digest(table: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _prepare_run_dir(run_dir: str | Path, record: dict, overwrite: bool,
-                     storage_options: Mapping[str, Any] | None = None) -> None:
-    """Start afresh, or check that an existing run has the same parameters.
+def run_folder(out: str | Path) -> str | Path:
+    """The run folder ``out`` as the job uses it: a URL string, or a local Path (``file://``
+    URLs included)."""
+    return out if storage.is_url(out) and storage.local_path(out) is None else Path(out)
 
-    ``overwrite`` deletes the previous run's files, and only those (:func:`remove_outputs`);
-    a folder holding files fmadask did not write is refused unless ``overwrite`` is given, and
-    those files are then kept.
+
+def featurize_record(config: FeaturizeConfig, table: pd.DataFrame,
+                     data_dir: str | Path) -> dict:
+    """The ``featurize.json`` of a job before it runs: parameters, data folder, partition plan
+    and package versions (``decoders`` and ``summary`` are filled in by the run).
+
+    Parameters
+    ----------
+    config : FeaturizeConfig
+    table : pandas.DataFrame
+        The selected tracks (:func:`fmadask.fma.tracks.track_table`): indexed by track id,
+        sorted, with ``path``, ``genre_top`` and ``split``.
+    data_dir : str or Path
+        The data folder, recorded absolute and without credentials.
+
+    Raises
+    ------
+    DataError
+        No track was selected.
+    OptionError
+        The partition size makes more partitions than file names allow.
     """
-    job_file = storage.join(run_dir, JOB_FILE)
+    if table.empty:
+        raise DataError(f"{redact(data_dir)}: no track of subset {config.subset!r} has a top-level "
+                        "genre: check the data folder and --subset")
+    size = config.partition_size
+    n_partitions = max(1, math.ceil(len(table) / size))
+    if n_partitions > MAX_PARTITIONS:
+        raise OptionError("featurize.partition_size",
+                          f"{{option}} {size} makes {n_partitions} partitions: use at "
+                          f"least {math.ceil(len(table) / MAX_PARTITIONS)}")
+    job = config.job
+    params = {
+        "subset": config.subset, "split": config.split,
+        "seed": config.seed if config.split == "stratified" else None,
+        "sr": config.sr, "what": list(config.what), "partition_size": int(size),
+        "max_seconds": config.max_seconds, "fma_compat": job.fma_compat,
+        "mel": asdict(job.mel) if job.mel else None,
+        "mel_device": job.mel_device if job.mel else None,
+        "tracks_sha256": _tracks_digest(table)}
+    ids = table.index.to_numpy()
+    return {
+        "params": json.loads(json.dumps(params)),
+        "data_dir": redact(resolve(data_dir)),
+        "plan": {"tracks": len(table), "partitions": n_partitions,
+                 "first_track_ids": [int(t) for t in ids[::size]]},
+        "versions": package_versions(VERSIONED), "decoders": None, "summary": None}
+
+
+@dataclass(frozen=True)
+class FeaturizeState:
+    """What a run folder holds, as far as planning a featurize job in it needs
+    (:func:`read_featurize_state`)."""
+
+    #: The folder's ``featurize.json``; None when there is none (or it is overwritten).
+    job: dict | None = None
+    #: Part files lie in the output folders (without a ``featurize.json``).
+    part_files: bool = False
+    #: Names in the folder when it is neither empty nor a run folder.
+    foreign: tuple[str, ...] = ()
+    #: Partitions complete for the planned job: files match their records, checksums included.
+    complete: tuple[int, ...] = ()
+    #: Files that earlier featurize runs wrote (names relative to the folder): what an
+    #: overwrite deletes.
+    written: tuple[str, ...] = ()
+
+
+def read_featurize_state(run_dir: str | Path, record: Mapping[str, Any], overwrite: bool,
+                         storage_options: Mapping[str, Any] | None = None) -> FeaturizeState:
+    """Read what :func:`plan_featurize` needs to know of ``run_dir``.
+
+    Only what can matter is read: with ``overwrite``, the files earlier runs wrote; else the
+    folder's ``featurize.json`` and, when its parameters are ``record``'s, which partitions are
+    complete (checksums read every byte: a run with other parameters is refused without them).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder (:func:`run_folder`); read under its lock for a plan that holds.
+    record : mapping
+        The planned job's :func:`featurize_record`.
+    overwrite : bool
+        Whether the job starts afresh.
+    storage_options : mapping, optional
+        fsspec options when ``run_dir`` is a URL.
+
+    Raises
+    ------
+    DataError
+        The folder's ``featurize.json`` is damaged (without ``overwrite``).
+    """
+    so = storage_options
     if overwrite:
-        remove_outputs(run_dir, storage_options)
-        return
-    if storage.isfile(job_file, storage_options):
-        old = read_job(run_dir, storage_options)["params"]
+        return FeaturizeState(written=tuple(_written_files(run_dir, so)))
+    if storage.isfile(storage.join(run_dir, JOB_FILE), so):
+        job = read_job(run_dir, so)
+        complete = (complete_partitions(run_dir, dict(record), checksums=True, storage_options=so)
+                    if job["params"] == record["params"] else [])
+        return FeaturizeState(job=job, complete=tuple(complete))
+    if any(n.startswith("part-") for d in PART_DIRS
+           for n in storage.listdir(storage.join(run_dir, *d.split("/")), so)):
+        return FeaturizeState(part_files=True)
+    return FeaturizeState(foreign=tuple(foreign_entries(run_dir, so)))
+
+
+def _written_files(run_dir: str | Path, storage_options: Mapping[str, Any] | None) -> list[str]:
+    """The files earlier featurize runs wrote into ``run_dir`` that are there, by name.
+
+    Known from the run's manifest: the file names its ``featurize.json`` planned (partitions x
+    outputs), the files its completion records list, and the parameter files. A user's file in
+    ``features/`` or ``errors/`` is not among them.
+    """
+    url = storage.is_url(run_dir)
+    names = {JOB_FILE, MEL_PARAMS_FILE}
+    try:
+        old = read_job(run_dir, storage_options)
+    except DataError:
+        old = None
+    for p in range(int(old["plan"]["partitions"]) if old is not None else 0):
+        files = PartitionFiles(run_dir, p)
+        names.update(files.name(f) for f in [*files.outputs(OUTPUTS), files.record])
+    records = storage.join(run_dir, RECORDS_DIR)
+    for rec in storage.listdir(records, storage_options):
+        if not (rec.startswith("part-") and rec.endswith(".json")):
+            continue
+        names.add(f"{RECORDS_DIR}/{rec}")
+        try:
+            listed = json.loads(storage.read_bytes(storage.join(records, rec), storage_options))
+            names.update(n for n in listed["files"]
+                         if isinstance(n, str) and not n.startswith("/")
+                         and ".." not in n.split("/"))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            pass
+        except OSError:
+            if url:
+                raise       # a store that cannot be reached must not look like "nothing there"
+    return [n for n in sorted(names)
+            if storage.isfile(storage.join(run_dir, *n.split("/")), storage_options)]
+
+
+@dataclass(frozen=True)
+class FeaturizePlan:
+    """What a featurize job will do in its run folder: a value (:func:`plan_featurize`), run by
+    :func:`execute_featurize`."""
+
+    #: The run folder (:func:`run_folder`).
+    run_dir: str | Path
+    config: FeaturizeConfig
+    #: What each partition task computes.
+    job: JobParams
+    #: The ``featurize.json`` to write: the job's own, or the folder's when nothing is left.
+    record: dict
+    #: Partitions already complete (skipped), and those to compute.
+    complete: tuple[int, ...]
+    remaining: tuple[int, ...]
+    #: The tracks of the remaining partitions, in partition order.
+    todo: tuple[Track, ...]
+    #: Files an overwrite deletes first (names relative to the run folder).
+    removes: tuple[str, ...] = ()
+
+    @property
+    def partitions(self) -> int:
+        """Partitions of the whole job."""
+        return int(self.record["plan"]["partitions"])
+
+
+def plan_featurize(config: FeaturizeConfig, table: pd.DataFrame, state: FeaturizeState,
+                   out: str | Path, data_dir: str | Path) -> FeaturizePlan:
+    """Plan a featurize job: which partitions remain, what is written and removed.
+
+    Pure: the same inputs give an equal plan, and nothing is read or written.
+
+    Parameters
+    ----------
+    config : FeaturizeConfig
+    table : pandas.DataFrame
+        The selected tracks (:func:`fmadask.fma.tracks.track_table`).
+    state : FeaturizeState
+        What the run folder holds (:func:`read_featurize_state`).
+    out : str or Path
+        The run folder.
+    data_dir : str or Path
+        The data folder (recorded).
+
+    Raises
+    ------
+    DataError, OptionError
+        See :func:`featurize_record`.
+    OptionError
+        Without ``overwrite``: the folder holds a run with other parameters, featurize outputs
+        without a ``featurize.json``, or files that fmadask did not write.
+    """
+    run_dir = run_folder(out)
+    record = featurize_record(config, table, data_dir)
+    if not config.overwrite:
+        _check_folder(run_dir, record, state)
+    # Partitions count as complete only for the same parameters (checked just above).
+    done = () if config.overwrite or state.job is None else tuple(sorted(state.complete))
+    size = config.partition_size
+    remaining = tuple(p for p in range(record["plan"]["partitions"]) if p not in done)
+    todo = tuple(Track(i // size, int(tid), row.path, row.genre_top, row.split)
+                 for i, (tid, row) in enumerate(zip(table.index.to_numpy(), table.itertuples()))
+                 if i // size not in done)
+    if not remaining and state.job is not None:
+        record = state.job                  # nothing to do: the run's record stays
+    return FeaturizePlan(run_dir=run_dir, config=config, job=config.job, record=record,
+                         complete=done, remaining=remaining, todo=todo,
+                         removes=state.written if config.overwrite else ())
+
+
+def _check_folder(run_dir: str | Path, record: Mapping[str, Any], state: FeaturizeState) -> None:
+    """Refuse a folder that holds another run, or files fmadask did not write (no overwrite)."""
+    if state.job is not None:
+        old = state.job["params"]
         if old != record["params"]:
             raise OptionError("output.overwrite",
                               f"{run_dir} was featurized with other parameters: "
                               f"{describe_change(old, record['params'])}; set {{option}} to "
                               "start afresh or choose another output folder")
         return
-    if any(n.startswith("part-") for d in PART_DIRS
-           for n in storage.listdir(storage.join(run_dir, *d.split("/")), storage_options)):
+    if state.part_files:
         raise OptionError("output.overwrite",
                           f"{run_dir} holds featurize outputs but no {JOB_FILE}: set {{option}} "
                           "to start afresh or choose another output folder")
-    foreign = foreign_entries(run_dir, storage_options)
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    if state.foreign:
+        shown = ", ".join(state.foreign[:3]) + (", ..." if len(state.foreign) > 3 else "")
         raise OptionError("output.overwrite",
                           f"{run_dir} is not empty and not an fmadask run folder (it holds "
                           f"{shown}): choose a new or empty output folder, or set {{option}} to "
                           "use it anyway (fmadask never deletes files it did not write)")
 
 
-def remove_outputs(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> int:
-    """Delete what earlier featurize runs wrote into ``run_dir``, and nothing else; return how
-    many files went.
-
-    What was written is known from the run's manifest: the file names its ``featurize.json``
-    planned (partitions x outputs), the files its completion records list, the parameter files
-    and fmadask's own temporary files. A user's file in ``features/`` or ``errors/`` is kept;
-    a folder is removed only once empty. On object storage there are no folders and no
-    temporary objects (partitions are staged on the worker's disk), so only files go.
-    """
-    if storage.is_url(run_dir):
-        return _remove_objects(run_dir, storage_options)
-    doomed: set[Path] = {run_dir / JOB_FILE, run_dir / MEL_PARAMS_FILE}
-    try:
-        old = read_job(run_dir)
-    except DataError:
-        old = None
-    if old is not None:
-        for p in range(int(old["plan"]["partitions"])):
-            files = PartitionFiles(run_dir, p)
-            doomed.update([*files.outputs(OUTPUTS), files.record])
-    records = run_dir / RECORDS_DIR
-    for rec in sorted(records.glob("part-*.json")) if records.is_dir() else []:
-        doomed.add(rec)
-        try:
-            doomed.update(run_dir / name for name in json.loads(rec.read_text())["files"]
-                          if not Path(name).is_absolute() and ".." not in Path(name).parts)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    removed = 0
-    for path in doomed:
-        if path.is_file():
-            path.unlink()
-            removed += 1
-    for folder in (*PART_DIRS, RECORDS_DIR):
-        removed += remove_temp_files(run_dir / folder)
-    for folder in (INDEX_DIR, SPECTROGRAMS_DIR, FEATURES_DIR, ERRORS_DIR, RECORDS_DIR):
-        with contextlib.suppress(OSError):      # not empty: it holds files that are not ours
-            (run_dir / folder).rmdir()
-    return removed
-
-
-def _remove_objects(run_dir: str, storage_options: Mapping[str, Any] | None) -> int:
-    """:func:`remove_outputs` for a URL run directory: the same manifest, objects deleted."""
-    names = {JOB_FILE, MEL_PARAMS_FILE}
-    try:
-        old = read_job(run_dir, storage_options)
-    except DataError:
-        old = None
-    parts = int(old["plan"]["partitions"]) if old is not None else 0
-    for p in range(parts):
-        files = PartitionFiles(run_dir, p)
-        names.update(files.name(f) for f in [*files.outputs(OUTPUTS), files.record])
-    records = storage.join(run_dir, RECORDS_DIR)
-    for rec in storage.listdir(records, storage_options):
-        if not rec.startswith("part-"):
-            continue
-        names.add(f"{RECORDS_DIR}/{rec}")
-        try:
-            listed = json.loads(storage.read_bytes(storage.join(records, rec), storage_options))
-            names.update(n for n in listed["files"]
-                         if isinstance(n, str) and not n.startswith("/") and ".." not in n.split("/"))
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            pass
-    removed = 0
-    for name in sorted(names):
-        location = storage.join(run_dir, *name.split("/"))
-        if storage.isfile(location, storage_options):
-            storage.remove(location, storage_options)
-            removed += 1
-    return removed
-
-
-#: Packages whose versions featurize.json records (they decide the numbers).
-VERSIONED = ("fmadask", "librosa", "numpy", "scipy", "soundfile", "soxr", "dask", "distributed",
-             "pyarrow")
+# ------------------------------------------------------------------------- executing a plan
 
 
 def worker_memory_needed(seconds: float) -> int:
@@ -597,6 +772,103 @@ def summarize(run_dir: str | Path, storage_options: Mapping[str, Any] | None = N
     }
 
 
+
+def _remove_written(run_dir: str | Path, names: Iterable[str],
+                    storage_options: Mapping[str, Any] | None) -> None:
+    """Delete the files ``names`` of an earlier run (:attr:`FeaturizePlan.removes`), then on
+    disk fmadask's temporary files and the output folders left empty (a folder that still holds
+    files that are not ours stays). Object storage has no folders and no temporary objects
+    (partitions are staged on the worker's disk)."""
+    for name in names:
+        storage.remove(storage.join(run_dir, *name.split("/")), storage_options)
+    if storage.is_url(run_dir):
+        return
+    for folder in (*PART_DIRS, RECORDS_DIR):
+        remove_temp_files(run_dir / folder)
+    for folder in (INDEX_DIR, SPECTROGRAMS_DIR, FEATURES_DIR, ERRORS_DIR, RECORDS_DIR):
+        with contextlib.suppress(OSError):      # not empty: it holds files that are not ours
+            (run_dir / folder).rmdir()
+
+
+class FeaturizeResult(NamedTuple):
+    """What :func:`execute_featurize` did."""
+
+    #: The summary written into ``featurize.json`` (see :func:`run_featurize`).
+    summary: dict
+    #: One line per partition that could not be written (its tracks are not counted).
+    failures: tuple[str, ...]
+
+
+def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
+                      scheduler: str | None = None, workers: int | None = None,
+                      progress: bool = True,
+                      storage_options: Mapping[str, Any] | None = None) -> FeaturizeResult:
+    """Run a :class:`FeaturizePlan`: under the run folder's lock, remove what an overwrite
+    removes, compute the remaining partitions and record the summary in ``featurize.json``.
+
+    Plan under the same lock (as :func:`run_featurize` does: the lock is re-entrant) for a plan
+    that still holds when it runs. Prints nothing but the progress bar and warnings.
+
+    Parameters
+    ----------
+    plan : FeaturizePlan
+    client : distributed.Client, optional
+        Cluster to run on; without one, :func:`fmadask.cluster.get_client` (``scheduler``,
+        ``workers``) is opened when there is work to do and closed at the end.
+    scheduler, workers : optional
+        See ``client``.
+    progress : bool
+        Show a progress bar.
+    storage_options : mapping, optional
+        fsspec options of the data folder and the run folder when they are URLs.
+
+    Returns
+    -------
+    FeaturizeResult
+    """
+    run_dir, job, so = plan.run_dir, plan.job, storage_options
+    record = dict(plan.record)
+    job_file = storage.join(run_dir, JOB_FILE)
+    with RunLock(run_dir, "fmadask featurize", storage_options=so):
+        if plan.config.overwrite:
+            _remove_written(run_dir, plan.removes, so)
+        # Safe under the lock: no other writer uses this folder now.
+        for folder in (*PART_DIRS, RECORDS_DIR) if not storage.is_url(run_dir) else ():
+            remove_temp_files(run_dir / folder)   # left by workers that died in an earlier run
+        for p in plan.remaining:   # damaged or half-written: the task must not skip it
+            storage.remove(PartitionFiles(run_dir, p).record, so)
+
+        stats = _RunStats()
+        if plan.todo:
+            with contextlib.ExitStack() as stack:
+                if client is None:
+                    from fmadask.cluster import get_client
+
+                    client = stack.enter_context(get_client(scheduler=scheduler,
+                                                            workers=workers))
+                _check_worker_memory(client, plan.config.subset, job.max_seconds, sys.stderr)
+                record["decoders"] = _worker_decoders(client)
+                if job.mel is not None:
+                    write_json(_mel_record(job.mel, job.sr, record["decoders"], job.mel_device),
+                               storage.join(run_dir, *MEL_PARAMS_FILE.split("/")), so)
+                write_json(record, job_file, so)
+                _compute(client, list(plan.todo), plan.config.partition_size, run_dir, job,
+                         progress, stats, so)
+        elif not storage.isfile(job_file, so):
+            write_json(record, job_file, so)     # summarize reads it
+
+        summary = summarize(run_dir, so)
+        summary.update(partitions_run=stats.partitions_run,
+                       partitions_skipped=len(plan.complete), tracks_run=stats.tracks_run,
+                       seconds=round(stats.seconds, 3),
+                       tracks_per_s=(round(stats.tracks_run / stats.seconds, 3) if stats.seconds
+                                     else None),
+                       warm_up_s=round(stats.warm_up_s, 3), workers=stats.workers)
+        record["summary"] = summary
+        write_json(record, job_file, so)
+        return FeaturizeResult(summary, tuple(stats.failures))
+
+
 def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path = "run",
                   client: Client | None = None, sr: int | None = None,
                   what: Sequence[str] = OUTPUTS, partition_size: int = DEFAULT_PARTITION_SIZE,
@@ -668,89 +940,30 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         Some partitions could not be written (their tracks are then not counted); re-running
         resumes.
     """
-    from fmadask.features import MelParams
     from fmadask.fma.tracks import track_table
 
-    what = _check_params(sr, what, partition_size, max_seconds, mel_device)
-    sr = None if sr is None else int(sr)
-    mel = MelParams() if "spectrograms" in what else None
-    job = JobParams(sr=sr, what=what, max_seconds=max_seconds, mel=mel,
-                    mel_device=mel_device if mel else "cpu")
+    config = FeaturizeConfig(subset=subset, sr=sr, what=tuple(what),
+                             partition_size=partition_size, max_seconds=max_seconds, split=split,
+                             seed=seed, mel_device=mel_device, overwrite=overwrite)
     table = track_table(data_dir, subset=subset, split=split, seed=seed,
                         storage_options=storage_options)
-    if table.empty:
-        raise DataError(f"{redact(data_dir)}: no track of subset {subset!r} has a top-level genre: check "
-                        "the data folder and --subset")
-    n_partitions = max(1, math.ceil(len(table) / partition_size))
-    if n_partitions > MAX_PARTITIONS:
-        raise OptionError("featurize.partition_size",
-                          f"{{option}} {partition_size} makes {n_partitions} partitions: use at "
-                          f"least {math.ceil(len(table) / MAX_PARTITIONS)}")
-    ids = table.index.to_numpy()
-    params = {
-        "subset": subset, "split": split, "seed": seed if split == "stratified" else None,
-        "sr": sr, "what": list(what), "partition_size": int(partition_size),
-        "max_seconds": max_seconds, "fma_compat": job.fma_compat,
-        "mel": asdict(mel) if mel else None, "mel_device": job.mel_device if mel else None,
-        "tracks_sha256": _tracks_digest(table)}
-    record = {
-        "params": json.loads(json.dumps(params)),
-        "data_dir": redact(resolve(data_dir)),
-        "plan": {"tracks": len(table), "partitions": n_partitions,
-                 "first_track_ids": [int(t) for t in ids[::partition_size]]},
-        "versions": package_versions(VERSIONED), "decoders": None, "summary": None}
-    so = storage_options
-    run_dir = out if storage.is_url(out) and storage.local_path(out) is None else Path(out)
-    url = isinstance(run_dir, str)
-    with RunLock(run_dir, "fmadask featurize", storage_options=so):
-        _prepare_run_dir(run_dir, record, overwrite, so)
-        # Safe under the lock: no other writer uses this folder now.
-        for folder in (*PART_DIRS, RECORDS_DIR) if not url else ():
-            remove_temp_files(run_dir / folder)   # left by workers that died in an earlier run
-        done = set(complete_partitions(run_dir, record, checksums=True, storage_options=so))
-        for p in range(n_partitions):
-            if p not in done:   # damaged or half-written: the task must not skip it
-                storage.remove(PartitionFiles(run_dir, p).record, so)
-        todo = [Track(i // partition_size, int(tid), row.path, row.genre_top, row.split)
-                for i, (tid, row) in enumerate(zip(ids, table.itertuples()))
-                if i // partition_size not in done]
-
-        stats = _RunStats()
-        if todo:
-            with contextlib.ExitStack() as stack:
-                if client is None:
-                    from fmadask.cluster import get_client
-
-                    client = stack.enter_context(get_client(scheduler=scheduler,
-                                                            workers=workers))
-                _check_worker_memory(client, subset, max_seconds, sys.stderr)
-                record["decoders"] = _worker_decoders(client)
-                if mel is not None:
-                    write_json(_mel_record(mel, sr, record["decoders"], job.mel_device),
-                               storage.join(run_dir, *MEL_PARAMS_FILE.split("/")), so)
-                write_json(record, storage.join(run_dir, JOB_FILE), so)
-                _compute(client, todo, partition_size, run_dir, job, progress, stats, so)
-        elif not storage.isfile(storage.join(run_dir, JOB_FILE), so):
-            write_json(record, storage.join(run_dir, JOB_FILE), so)
-        else:
-            record = read_job(run_dir, so)
-
-        summary = summarize(run_dir, so)
-        summary.update(partitions_run=stats.partitions_run,
-                       partitions_skipped=len(done), tracks_run=stats.tracks_run,
-                       seconds=round(stats.seconds, 3),
-                       tracks_per_s=(round(stats.tracks_run / stats.seconds, 3) if stats.seconds
-                                     else None),
-                       warm_up_s=round(stats.warm_up_s, 3), workers=stats.workers)
-        record["summary"] = summary
-        write_json(record, storage.join(run_dir, JOB_FILE), so)
-        if progress:
-            print_summary(summary, file=file)
-        if stats.failures:
-            raise FmadaskError(f"{len(stats.failures)} partition(s) failed "
-                               f"({stats.failures[0]}): fix the cause and re-run the same "
-                               "command to finish them")
-        return summary
+    # The data's and the partitioning's errors come before anything is written.
+    record = featurize_record(config, table, data_dir)
+    run_dir = run_folder(out)
+    with RunLock(run_dir, "fmadask featurize", storage_options=storage_options):
+        # Read and planned under the lock that execute_featurize takes again: no other writer
+        # changes the folder between the plan and its execution.
+        state = read_featurize_state(run_dir, record, config.overwrite, storage_options)
+        plan = plan_featurize(config, table, state, out=run_dir, data_dir=data_dir)
+        summary, failures = execute_featurize(plan, client, scheduler=scheduler,
+                                              workers=workers, progress=progress,
+                                              storage_options=storage_options)
+    if progress:
+        print_summary(summary, file=file)
+    if failures:
+        raise FmadaskError(f"{len(failures)} partition(s) failed ({failures[0]}): fix the cause "
+                           "and re-run the same command to finish them")
+    return summary
 
 
 def _mel_record(mel: MelParams, sr: int | None, decoders: list[str], device: str) -> dict:
