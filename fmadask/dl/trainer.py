@@ -9,6 +9,11 @@ and curves.png. At the end the best weights (lowest validation loss) score valid
 segment, by majority vote and by mean probability per track, and rank 0 writes the model, the
 predictions, confusion matrices and a report into ``RUN_DIR/cnn``.
 
+The shape is torchvision's ``references/classification``: a setup (data, net, loaders,
+optimiser, schedule), a plan of what remains (a resumed run's epochs and state), and
+``train_one_epoch`` / ``evaluate`` outside the main body. :class:`Callback` objects hook into the
+training loop (the tests' probes of DDP's synchronisation and their failure injection).
+
 Run under torchrun (it reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)::
 
     torchrun --nproc-per-node 2 -m fmadask.dl.trainer RUN_DIR --arch naive --epochs 20
@@ -338,7 +343,7 @@ class Callback:
     result, ``result["callbacks"][name]``.
     """
 
-    #: Key of this callback's :meth:`state` in a rank's result.
+    #: Key of this callback's :meth:`state` in a rank's result (unique among a run's callbacks).
     name: str = "callback"
 
     def on_batch_start(self, step: Step) -> None:
