@@ -2,8 +2,9 @@
 
 The distributed tests train on the featurize job's real spectrogram shards of the session's
 generated sample (real mp3s, real decoder), with 2 DDP ranks (gloo) on the 2 worker processes of
-the session's LocalCluster. Synchronisation is shown from inside the ranks: each rank reports
-digests of its own gradient (before the all-reduce), of the averaged gradient and of its weights.
+the session's LocalCluster. Synchronisation is shown from inside the ranks: each rank's probe (a
+training-loop callback of ``cnn_callbacks``) reports digests of its own gradient (before the
+all-reduce), of the averaged gradient and of its weights.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import pickle
 from pathlib import Path
 
+import cloudpickle
 import numpy as np
 import pandas as pd
 import psutil
@@ -26,14 +28,22 @@ from fmadask.dl.launch import TrainingError, rank_specs, run_cnn
 from fmadask.dl.nets import ARCHS, build_net
 from fmadask.dl.predict import load_model, save_model
 from fmadask.dl.synthetic import GENRES, write_synthetic_spectrograms
+from fmadask.dl.trainer import RankFailure
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.tracks import track_table
 from fmadask.ml.predict import predict
 from fmadask.pipeline import read_errors, run_featurize
 
+import cnn_callbacks
+from cnn_callbacks import FailAt, Probe
+
+# The callbacks travel to the Dask workers with the ranks' tasks, by value: a worker need not be
+# able to import this test folder.
+cloudpickle.register_pickle_by_value(cnn_callbacks)
+
 #: Small, fast settings: 1 s segments (43 frames) of 128 mel bands, a narrow net. DataLoader
 #: processes are asked for: Dask's workers are daemonic, so the ranks must load in-process.
-SMALL = dict(segment_seconds=1.0, batch_size=4, width=8, lr=3e-3, patience=100, probe=True,
+SMALL = dict(segment_seconds=1.0, batch_size=4, width=8, lr=3e-3, patience=100,
              dist_timeout_s=120, num_workers=2)
 
 
@@ -141,6 +151,18 @@ def test_saved_model_predicts_what_it_predicted(tmp_path):
     assert meta["decode_sr"] == "native" and "frames" not in meta["mel_params"]
 
 
+def test_a_rank_failure_keeps_its_fields_and_message_across_processes():
+    cause = DataError("no validation clips in /run/spectrograms")
+    failure = RankFailure(1, "node-7", "DataError", str(cause), 1.5e9, False, cause)
+    clone = pickle.loads(pickle.dumps(failure))
+    assert (clone.rank, clone.host, clone.exc_type, clone.message, clone.when, clone.peer) == \
+        (1, "node-7", "DataError", "no validation clips in /run/spectrograms", 1.5e9, False)
+    assert isinstance(clone.user_error, DataError) and str(clone.user_error) == str(cause)
+    assert str(clone) == str(failure) == ("rank 1 on node-7: DataError: no validation clips in "
+                                          "/run/spectrograms")
+    assert pickle.loads(pickle.dumps(RankFailure(0, "h", "E", "m", 0.0, True))).user_error is None
+
+
 def test_rank_placement_rendezvous_at_rank_0_and_counts_local_ranks_per_host():
     specs = rank_specs(["tcp://10.0.0.2:4000", "tcp://10.0.0.1:4001", "tcp://10.0.0.2:4002"], 5555)
     assert [s.rank for s in specs] == [0, 1, 2] and {s.world_size for s in specs} == {3}
@@ -165,7 +187,8 @@ def run_dir(sample_dir: Path, local_client, tmp_path_factory) -> Path:
 def trained(run_dir: Path, local_client) -> dict:
     """naive_bn trained for 12 epochs by 2 DDP ranks on the 2 worker processes."""
     return run_cnn(run_dir, "naive_bn", epochs=12, ranks=2, client=local_client,
-                   progress=False, out_dir=str(run_dir / "cnn-trained"), **SMALL)
+                   progress=False, out_dir=str(run_dir / "cnn-trained"), callbacks=[Probe()],
+                   **SMALL)
 
 
 @pytest.mark.slow
@@ -188,7 +211,7 @@ def test_two_ranks_on_two_workers_learn_the_sample(trained, local_client):
 
 @pytest.mark.slow
 def test_ranks_see_different_data_but_hold_identical_weights(trained, run_dir):
-    probe0, probe1 = (r["probe"] for r in trained["ranks"])
+    probe0, probe1 = (r["callbacks"]["probe"] for r in trained["ranks"])
     # different clips, hence different local gradients ...
     seen0, seen1 = set(probe0["tracks_epoch0"]), set(probe1["tracks_epoch0"])
     training = set(open_spectrograms(run_dir).tracks("training")["track_id"])
@@ -200,6 +223,7 @@ def test_ranks_see_different_data_but_hold_identical_weights(trained, run_dir):
     assert probe0["params_after_step"] == probe1["params_after_step"]
     assert probe0["params_after_step"] != probe0["params_before_step"]
     assert trained["ranks"][0]["params_digest"] == trained["ranks"][1]["params_digest"]
+    assert probe0["epochs_ended"] == probe1["epochs_ended"] == trained["epochs"]
 
 
 @pytest.mark.slow
@@ -246,7 +270,8 @@ def test_predict_scores_a_file_as_training_scored_its_spectrogram(trained, run_d
 
 
 def _reference_kwargs(run_dir: Path, name: str) -> dict:
-    return dict(epochs=3, ranks=2, progress=False, out_dir=str(run_dir / name), **SMALL)
+    return dict(epochs=3, ranks=2, progress=False, out_dir=str(run_dir / name),
+                callbacks=[Probe()], **SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -257,12 +282,12 @@ def uninterrupted(run_dir: Path, local_client) -> dict:
 @pytest.fixture(scope="module")
 def failed(run_dir: Path, local_client, uninterrupted) -> dict:
     """The same run, with rank 1 raising in the first step of epoch 1 (epoch 0 is saved)."""
-    steps_per_epoch = uninterrupted["ranks"][0]["probe"]["steps_per_epoch"]
+    steps_per_epoch = uninterrupted["ranks"][0]["callbacks"]["probe"]["steps_per_epoch"]
     pids_before = set(local_client.run(os.getpid).values())
     kwargs = _reference_kwargs(run_dir, "crash")
     with pytest.raises(TrainingError) as info:
-        run_cnn(run_dir, "naive_bn", client=local_client, inject_failure=(1, steps_per_epoch),
-                **kwargs)
+        run_cnn(run_dir, "naive_bn", client=local_client,
+                **{**kwargs, "callbacks": [FailAt(1, steps_per_epoch), *kwargs["callbacks"]]})
     return {"error": info.value, "pids_before": pids_before, "out_dir": Path(kwargs["out_dir"])}
 
 

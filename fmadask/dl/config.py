@@ -70,13 +70,6 @@ class TrainConfig:
         peer that stopped.
     out_dir : str, optional
         Output folder (default ``RUN_DIR/cnn``).
-    probe : bool
-        Record digests of the local gradients, the all-reduced gradients and the weights around
-        the first optimiser step (and the tracks each rank read in epoch 0): evidence that DDP
-        synchronised ranks that saw different data. Costs one extra forward/backward.
-    inject_failure : tuple of int, optional
-        ``(rank, step)``: raise inside that global training step on that rank. For testing the
-        failure path.
     """
 
     arch: str = default("cnn.arch")
@@ -101,8 +94,6 @@ class TrainConfig:
     num_workers: int = 0
     dist_timeout_s: float = 180.0
     out_dir: str | None = None
-    probe: bool = False
-    inject_failure: tuple[int, int] | None = None
 
     def validate(self) -> None:
         """Raise ConfigError (an :class:`~fmadask.options.OptionError`) naming the first invalid

@@ -22,13 +22,16 @@ spectrogram shards from it and rank 0 writes ``RUN_DIR/cnn``.
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
+import pickle
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
+import cloudpickle
 import pandas as pd
 from distributed import Client, Future, wait
 from distributed.comm import get_address_host
@@ -36,10 +39,12 @@ from distributed.comm import get_address_host
 from fmadask import storage
 from fmadask.cluster import gpu_workers, workers_info
 from fmadask.dl.dataset import open_spectrograms
-from fmadask.dl.trainer import (DistSpec, RankFailure, TrainConfig, check_resume, free_port,
-                                fresh_start, load_checkpoint, train)
+from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, check_resume,
+                                free_port, fresh_start, load_checkpoint, train)
 from fmadask.errors import ClusterError, ConfigError, FmadaskError
 from fmadask.lock import RunLock
+
+log = logging.getLogger(__name__)
 
 #: Seconds between checks of the ranks (and of new epochs in metrics.csv).
 POLL_S = 1.0
@@ -114,7 +119,7 @@ def check_run_dir(run_dir: str | Path) -> None:
 
 def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: int | None = None,
             client: Client | None = None, gpu: bool = False, resume: bool = False,
-            progress: bool = True, **options) -> dict:
+            progress: bool = True, callbacks: Sequence[Callback] = (), **options) -> dict:
     """Train a CNN on ``RUN_DIR/spectrograms`` with one DDP rank per Dask worker.
 
     Parameters
@@ -134,7 +139,11 @@ def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: i
     resume : bool
         Continue from ``checkpoints/last.pt`` of the output folder.
     progress : bool
-        Print each finished epoch (read from metrics.csv) to stderr.
+        Report the placement of the ranks and each finished epoch (read from metrics.csv) as
+        INFO lines of this module's logger (``fmadask cnn`` shows them on stderr).
+    callbacks : sequence of fmadask.dl.trainer.Callback
+        Hooks into every rank's training loop; each rank runs a copy and reports its state in
+        its result (``ranks[i]["callbacks"]``).
     **options
         Further :class:`fmadask.dl.trainer.TrainConfig` fields (``segment_seconds``,
         ``batch_size``, ``lr``, ``patience``, ``width``, ``seed``, ``out_dir`` ...).
@@ -164,12 +173,13 @@ def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: i
             from fmadask.cluster import get_client
 
             with get_client(workers=ranks, quiet=not progress) as local:
-                return _launch(local, run_dir, config, ranks, gpu, resume, progress)
-        return _launch(client, run_dir, config, ranks, gpu, resume, progress)
+                return _launch(local, run_dir, config, ranks, gpu, resume, progress,
+                               tuple(callbacks))
+        return _launch(client, run_dir, config, ranks, gpu, resume, progress, tuple(callbacks))
 
 
 def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | None, gpu: bool,
-            resume: bool, progress: bool) -> dict:
+            resume: bool, progress: bool, callbacks: tuple[Callback, ...]) -> dict:
     workers = pick_workers(client, ranks, gpu)
     out_dir = Path(config.out_dir) if config.out_dir else run_dir / "cnn"
     last = out_dir / "checkpoints" / "last.pt"
@@ -180,17 +190,18 @@ def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | Non
     port = client.run(free_port, workers=[workers[0]])[workers[0]]
     specs = rank_specs(workers, port)
     token = uuid.uuid4().hex[:8]
-    futures = [client.submit(train, str(run_dir), config, spec, resume,
+    shipped = cloudpickle.dumps(callbacks)
+    futures = [client.submit(_train_rank, str(run_dir), config, spec, resume, shipped,
                              key=f"cnn-rank{spec.rank}-{token}", workers=[w],
                              allow_other_workers=False, pure=False, retries=0)
                for spec, w in zip(specs, workers)]
     if progress:
-        print(f"CNN {config.arch}: {len(workers)} rank(s) on {', '.join(workers)}, rendezvous "
-              f"tcp://{specs[0].master_addr}:{port}", file=sys.stderr)
+        log.info("CNN %s: %d rank(s) on %s, rendezvous tcp://%s:%d", config.arch, len(workers),
+                 ", ".join(workers), specs[0].master_addr, port)
     metrics = out_dir / "metrics.csv"
     try:
         failure = _watch(client, futures, workers, metrics, config.epochs,
-                         progress, printed=_epochs_done(metrics) if resume else 0)
+                         progress, logged=_epochs_done(metrics) if resume else 0)
     except BaseException:  # interrupted (Ctrl-C) or the watch itself broke: stop the ranks
         _stop(client, futures, workers)
         raise
@@ -203,8 +214,21 @@ def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | Non
     return {**results[0], "ranks": results}
 
 
+def _train_rank(run_dir: str, config: TrainConfig, spec: DistSpec, resume: bool,
+                callbacks: bytes) -> dict:
+    """:func:`~fmadask.dl.trainer.train` on a worker, with the callbacks as cloudpickle wrote
+    them.
+
+    Dask pickles a task's arguments by reference unless the task's function itself needs
+    cloudpickle, so a callback class the workers cannot import (defined in a notebook, a script or
+    a module registered with ``cloudpickle.register_pickle_by_value``) would not reach them;
+    cloudpickle writes such classes by value.
+    """
+    return train(run_dir, config, spec, resume, pickle.loads(callbacks))
+
+
 def _watch(client: Client, futures: list[Future], workers: list[str], metrics: Path,
-           epochs: int, progress: bool, printed: int) -> FmadaskError | None:
+           epochs: int, progress: bool, logged: int) -> FmadaskError | None:
     """Wait for all ranks; return the error to raise when one fails or its worker leaves."""
     while True:
         pending = [f for f in futures if f.status == "pending"]
@@ -214,7 +238,7 @@ def _watch(client: Client, futures: list[Future], workers: list[str], metrics: P
             except TimeoutError:
                 pass
         if progress:
-            printed = _print_epochs(metrics, printed, epochs)
+            logged = _log_epochs(metrics, logged, epochs)
         if any(f.status == "error" for f in futures):
             return _failure(futures, workers)
         if all(f.status == "finished" for f in futures):
@@ -240,9 +264,8 @@ def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -
     if rank_failures:
         # a rank's own error beats a communication error; among equals, the earliest
         rank, exc = min(rank_failures, key=lambda re: (re[1].peer, re[1].when))
-        user = getattr(exc, "user_error", None)
-        if isinstance(user, FmadaskError):
-            return user
+        if exc.user_error is not None:
+            return exc.user_error
         return TrainingError(f"CNN training failed on rank {rank} of {len(futures)} "
                              f"({workers[rank]}): {exc.exc_type}: {exc.message}; the other ranks "
                              "were stopped. Fix the cause and re-run with --resume to continue "
@@ -271,8 +294,8 @@ def _stop(client: Client, futures: list[Future], workers: list[str],
     targets = [w for w in workers if w in info and info[w].get("nanny")]
     orphans = [w for w in workers if w in info and not info[w].get("nanny")]
     if orphans:
-        print(f"fmadask: workers {orphans} have no nanny and cannot be restarted; their ranks "
-              "stop at the process group timeout", file=sys.stderr)
+        log.warning("fmadask: workers %s have no nanny and cannot be restarted; their ranks "
+                    "stop at the process group timeout", orphans)
     if not targets:
         return
     client.run(_exit_process, workers=targets, on_error="ignore")  # the reply never comes
@@ -282,8 +305,8 @@ def _stop(client: Client, futures: list[Future], workers: list[str],
         if len(current) >= len(info) and not current & set(targets):
             return
         time.sleep(0.5)
-    print(f"fmadask: the restarted workers of {targets} have not come back within "
-          f"{timeout_s:.0f} s; check the cluster", file=sys.stderr)
+    log.warning("fmadask: the restarted workers of %s have not come back within %.0f s; check "
+                "the cluster", targets, timeout_s)
 
 
 def _epochs_done(metrics: Path) -> int:
@@ -293,19 +316,19 @@ def _epochs_done(metrics: Path) -> int:
         return 0
 
 
-def _print_epochs(metrics: Path, printed: int, epochs: int) -> int:
-    """Print epochs of metrics.csv after the first ``printed``; return how many are printed now."""
+def _log_epochs(metrics: Path, logged: int, epochs: int) -> int:
+    """Log epochs of metrics.csv after the first ``logged``; return how many are logged now."""
     try:
         df = pd.read_csv(metrics)
     except (OSError, ValueError):  # not written yet
-        return printed
-    if len(df) < printed:  # a fresh run replaced an older metrics.csv
-        printed = 0
-    for row in df.iloc[printed:].itertuples(index=False):
-        print(f"epoch {row.epoch}/{epochs}: train loss {row.train_loss:.4f} acc "
-              f"{row.train_acc:.3f} | val loss {row.val_loss:.4f} acc {row.val_acc:.3f}, tracks "
-              f"vote {row.val_track_acc_vote:.3f} mean {row.val_track_acc_mean:.3f} | "
-              f"{row.segments_per_s:.0f} segments/s", file=sys.stderr)
+        return logged
+    if len(df) < logged:  # a fresh run replaced an older metrics.csv
+        logged = 0
+    for row in df.iloc[logged:].itertuples(index=False):
+        log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f, tracks vote "
+                 "%.3f mean %.3f | %.0f segments/s", row.epoch, epochs, row.train_loss,
+                 row.train_acc, row.val_loss, row.val_acc, row.val_track_acc_vote,
+                 row.val_track_acc_mean, row.segments_per_s)
     return len(df)
 
 

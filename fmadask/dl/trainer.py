@@ -9,6 +9,11 @@ and curves.png. At the end the best weights (lowest validation loss) score valid
 segment, by majority vote and by mean probability per track, and rank 0 writes the model, the
 predictions, confusion matrices and a report into ``RUN_DIR/cnn``.
 
+The shape is torchvision's ``references/classification``: a setup (data, net, loaders,
+optimiser, schedule), a plan of what remains (a resumed run's epochs and state), and
+``train_one_epoch`` / ``evaluate`` outside the main body. :class:`Callback` objects hook into the
+training loop (the tests' probes of DDP's synchronisation and their failure injection).
+
 Run under torchrun (it reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)::
 
     torchrun --nproc-per-node 2 -m fmadask.dl.trainer RUN_DIR --arch naive --epochs 20
@@ -29,7 +34,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +56,7 @@ from fmadask.dl.nets import build_net
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
 from fmadask.options import resolve_options
+from fmadask.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -90,37 +96,46 @@ class DistSpec:
                               ) from None
 
 
+@dataclass(eq=False)
 class RankFailure(Exception):
     """A rank stopped with an exception; carries what the launcher needs to name the cause.
 
-    Constructed from ``(rank, host, exc_type, message, when, peer)``; ``peer`` is True when the
-    exception came from the communication layer (most likely a consequence of another rank's
-    failure), ``when`` is the time it was caught (seconds since the epoch).
+    It crosses processes (a Dask worker to the client), so it pickles as its fields.
+
+    Attributes
+    ----------
+    rank : int
+        The rank that stopped.
+    host : str
+        Its host name.
+    exc_type : str
+        Name of the exception's type.
+    message : str
+        First line of the exception's text.
+    when : float
+        When it was caught, seconds since the epoch.
+    peer : bool
+        True when the exception came from the communication layer: most likely a consequence of
+        another rank's failure.
+    user_error : FmadaskError, optional
+        The exception itself when a user can fix its cause (missing data, a bad option): shown as
+        itself, not as a crash.
     """
 
-    @property
-    def rank(self) -> int:
-        return self.args[0]
+    rank: int
+    host: str
+    exc_type: str
+    message: str
+    when: float
+    peer: bool
+    user_error: FmadaskError | None = None
 
-    @property
-    def host(self) -> str:
-        return self.args[1]
+    def __post_init__(self) -> None:
+        super().__init__(self.rank, self.host, self.exc_type, self.message, self.when, self.peer)
 
-    @property
-    def exc_type(self) -> str:
-        return self.args[2]
-
-    @property
-    def message(self) -> str:
-        return self.args[3]
-
-    @property
-    def when(self) -> float:
-        return self.args[4]
-
-    @property
-    def peer(self) -> bool:
-        return self.args[5]
+    def __reduce__(self):
+        return (type(self), (self.rank, self.host, self.exc_type, self.message, self.when,
+                             self.peer, self.user_error))
 
     def __str__(self) -> str:
         return f"rank {self.rank} on {self.host}: {self.exc_type}: {self.message}"
@@ -166,8 +181,9 @@ def backend_for(device: torch.device, local_world_size: int) -> str:
     return "nccl" if local_world_size <= torch.cuda.device_count() else "gloo"
 
 
-def _digest(tensors: Iterable[torch.Tensor | None]) -> str:
-    """SHA-1 of the tensors' bytes: equal digests mean bit-identical tensors."""
+def digest(tensors: Iterable[torch.Tensor | None]) -> str:
+    """SHA-1 of the tensors' bytes (as float32, on the CPU): equal digests mean bit-identical
+    tensors. ``None`` entries (a parameter without a gradient) are skipped."""
     h = hashlib.sha1()
     for t in tensors:
         if t is not None:
@@ -274,6 +290,81 @@ def _make_scheduler(config: TrainConfig, optimizer, total_steps: int):
 
 
 @dataclass
+class Step:
+    """A training step as :class:`Callback` methods see it.
+
+    Attributes
+    ----------
+    rank : int
+        This rank.
+    epoch : int
+        Epoch index, counted from 0.
+    index : int
+        Step within the epoch, from 0.
+    global_step : int
+        ``epoch * steps_per_epoch + index``.
+    steps_per_epoch : int
+        Training steps per epoch on every rank.
+    model : torch.nn.Module
+        The bare net (its parameters and their ``.grad``).
+    ddp : DistributedDataParallel
+        The net as wrapped for training (its forward/backward all-reduce the gradients).
+    optimizer : torch.optim.Optimizer
+        The optimiser.
+    x : torch.Tensor
+        Batch of standardised segments, shape (batch, 1, n_mels, frames), on the rank's device,
+        before training augmentation.
+    y : torch.Tensor
+        Class indices, shape (batch,), on the rank's device.
+    track_ids : torch.Tensor
+        Track id of each segment, shape (batch,), on the CPU.
+    """
+
+    rank: int
+    epoch: int
+    index: int
+    global_step: int
+    steps_per_epoch: int
+    model: nn.Module
+    ddp: DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    x: torch.Tensor
+    y: torch.Tensor
+    track_ids: torch.Tensor
+
+
+class Callback:
+    """Hooks into a rank's training loop; each method does nothing here, a subclass overrides
+    those it needs (to inspect or test a run: the probes of ``tests/cnn_callbacks.py``).
+
+    Every rank runs its own copy: callbacks travel to the Dask workers pickled with the rank's
+    task, so a class from a module the workers cannot import must travel by value
+    (``cloudpickle.register_pickle_by_value``). What a copy reports comes back in that rank's
+    result, ``result["callbacks"][name]``.
+    """
+
+    #: Key of this callback's :meth:`state` in a rank's result (unique among a run's callbacks).
+    name: str = "callback"
+
+    def on_batch_start(self, step: Step) -> None:
+        """Before the forward pass of a training step."""
+
+    def on_after_backward(self, step: Step) -> None:
+        """After the backward pass (the gradients are all-reduced), before the optimiser step."""
+
+    def on_step_end(self, step: Step) -> None:
+        """After the optimiser and learning-rate scheduler steps."""
+
+    def on_epoch_end(self, metrics: dict) -> None:
+        """After an epoch was trained and validated; ``metrics`` is its row of metrics.csv
+        (``epoch`` counted from 1)."""
+
+    def state(self) -> dict:
+        """What this copy reports in the rank's result (picklable values)."""
+        return {}
+
+
+@dataclass
 class _Run:
     """Everything a rank holds while training."""
 
@@ -291,7 +382,7 @@ class _Run:
     amp: bool
     augmentation: Augmentation = field(default_factory=Augmentation)
     loader_workers: int = 0
-    probe: dict = field(default_factory=dict)
+    callbacks: tuple[Callback, ...] = ()
 
     @property
     def is_main(self) -> bool:
@@ -314,47 +405,66 @@ class _Run:
         return loader, ds, None
 
 
-def _train_epoch(run: _Run, loader: DataLoader, optimizer, scheduler, scaler, epoch: int,
-                 steps_per_epoch: int) -> dict:
+@dataclass
+class _Loop:
+    """What the training loop steps: this rank's loaders, the optimiser, its learning-rate
+    schedule and the mixed-precision gradient scaler."""
+
+    train_loader: DataLoader
+    train_set: SegmentDataset
+    sampler: DistributedSampler
+    val_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+@dataclass
+class _Plan:
+    """What remains of the run: epochs ``start`` to ``config.epochs - 1`` (counted from 0) of
+    ``steps_per_epoch`` steps, and the early-stopping state and metrics history carried over
+    (from a checkpoint when resuming)."""
+
+    start: int
+    steps_per_epoch: int
+    state: dict
+    history: list[dict]
+
+
+def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int) -> dict:
     """One pass over this rank's training clips; returns the all-ranks loss and accuracy."""
     run.ddp.train()
     totals = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, count
-    seen = []
+    loader = loop.train_loader
     # On a GPU, batches are read in a thread while the GPU computes (see prefetch).
     batches = prefetch(loader) if run.device.type == "cuda" and not run.loader_workers else loader
-    for step, (x, y, tid) in enumerate(batches):
-        global_step = epoch * steps_per_epoch + step
-        fail = run.config.inject_failure
-        if fail and tuple(fail) == (run.spec.rank, global_step):
-            raise RuntimeError(f"injected failure at step {global_step}")
+    for index, (x, y, tid) in enumerate(batches):
         x = x.to(run.device, non_blocking=True)
         y = y.to(run.device, non_blocking=True)
-        if run.config.probe and global_step == 0:
-            _probe_local(run, x, y, optimizer)
+        step = Step(run.spec.rank, epoch, index, epoch * steps_per_epoch + index, steps_per_epoch,
+                    run.model, run.ddp, loop.optimizer, x, y, tid)
+        for cb in run.callbacks:
+            cb.on_batch_start(step)
         target = y
         if run.augmentation.active:  # the study's recipe trains on the plain batch
             x, target = augment_batch(x, y, len(run.classes), run.augmentation,
-                                      batch_generator(run.config.seed, epoch, step, run.spec.rank))
+                                      batch_generator(run.config.seed, epoch, index, run.spec.rank))
         with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
             logits = run.ddp(x)
             loss = F.cross_entropy(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # DDP all-reduces (averages) the gradients here
-        if run.config.probe and global_step == 0:
-            run.probe["synced_grad"] = _digest(p.grad for p in run.model.parameters())
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        if run.config.probe and global_step == 0:
-            run.probe["params_after_step"] = _digest(run.model.parameters())
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()  # DDP all-reduces (averages) the gradients here
+        for cb in run.callbacks:
+            cb.on_after_backward(step)
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        loop.scheduler.step()
+        for cb in run.callbacks:
+            cb.on_step_end(step)
         with torch.no_grad():
             n = torch.tensor(float(len(y)), device=run.device, dtype=torch.float64)
             totals += torch.stack([loss.detach().double() * n,
                                    (logits.argmax(1) == y).sum().double(), n])
-        if run.config.probe and epoch == 0:
-            seen.extend(tid.tolist())
-    if run.config.probe and epoch == 0:
-        run.probe["tracks_epoch0"] = seen
     # DDP hands rank 0's buffers to the others before each forward, so after the last step every
     # rank's batch-norm statistics have moved with its own batch: give all ranks rank 0's, so
     # they evaluate (and keep as best) the very net rank 0 saves
@@ -366,17 +476,8 @@ def _train_epoch(run: _Run, loader: DataLoader, optimizer, scheduler, scaler, ep
             "train_segments": int(count)}
 
 
-def _probe_local(run: _Run, x: torch.Tensor, y: torch.Tensor, optimizer) -> None:
-    """Digest this rank's own gradient of the first batch (no all-reduce), and its weights."""
-    run.probe["params_before_step"] = _digest(run.model.parameters())
-    with run.ddp.no_sync():
-        F.cross_entropy(run.ddp(x), y).backward()
-    run.probe["local_grad"] = _digest(p.grad for p in run.model.parameters())
-    optimizer.zero_grad(set_to_none=True)
-
-
 @torch.no_grad()
-def _evaluate(run: _Run, loader: DataLoader) -> dict:
+def evaluate(run: _Run, loader: DataLoader) -> dict:
     """Segment probabilities of this rank's slice, gathered from all ranks.
 
     Uses the bare module, not the DDP wrapper: ranks hold different numbers of evaluation
@@ -433,7 +534,7 @@ def _write_outputs_epoch(run: _Run, history: list[dict]) -> None:
 
 
 def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None = None,
-          resume: bool = False) -> dict:
+          resume: bool = False, callbacks: Sequence[Callback] = ()) -> dict:
     """Train a CNN on ``RUN_DIR/spectrograms`` as one rank of a DDP job, and score it.
 
     Every rank of the job calls this with the same ``run_dir`` (a folder all ranks see) and
@@ -453,13 +554,16 @@ def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None =
     resume : bool
         Continue from ``checkpoints/last.pt`` when it exists: next epoch, same weights, optimiser,
         scheduler, scaler and RNG states.
+    callbacks : sequence of Callback
+        Hooks into this rank's training loop (see :class:`Callback`).
 
     Returns
     -------
     dict
-        ``rank``, ``world_size``, ``pid``, ``host``, ``device``, ``epochs`` (epochs this call ran),
-        ``params_digest`` (SHA-1 of the final weights), ``probe`` (see ``TrainConfig.probe``); on
-        rank 0 also ``out_dir``, ``best_epoch``, ``stopped_early`` and ``scores`` per split.
+        ``rank``, ``world_size``, ``pid``, ``host``, ``device``, ``backend``, ``epochs`` (epochs
+        this call ran, counted from 1), ``params_digest`` (SHA-1 of the final weights),
+        ``callbacks`` (each callback's :meth:`Callback.state` by its name); on rank 0 also
+        ``out_dir``, ``best_epoch``, ``stopped_early`` and ``scores`` per split.
 
     Raises
     ------
@@ -477,14 +581,13 @@ def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None =
             backend_for(device, spec.local_world_size),
             init_method=f"tcp://{spec.master_addr}:{spec.master_port}", rank=spec.rank,
             world_size=spec.world_size, timeout=datetime.timedelta(seconds=config.dist_timeout_s))
-        return _train(Path(run_dir), config, spec, device, resume)
+        return _train(Path(run_dir), config, spec, device, resume, tuple(callbacks))
     except BaseException as exc:
+        # a user-fixable cause (missing data, bad option) is shown as itself, not as a crash
         failure = RankFailure(spec.rank, socket.gethostname(), type(exc).__name__,
                               str(exc).strip().splitlines()[0] if str(exc).strip() else "",
-                              time.time(), _is_peer_failure(exc))
-        if isinstance(exc, FmadaskError):
-            # a user-fixable cause (missing data, bad option) is shown as itself, not as a crash
-            failure.user_error = exc
+                              time.time(), _is_peer_failure(exc),
+                              exc if isinstance(exc, FmadaskError) else None)
         # The traceback's frames hold the net, its optimiser state and the batch (GPU memory):
         # release them, the exception travels to the launcher without them. Then leave the
         # group. Peers blocked in a collective with this rank are not freed by that once DDP has
@@ -518,7 +621,31 @@ def _augmentation(config: TrainConfig, std: float) -> Augmentation:
 
 
 def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.device,
-           resume: bool) -> dict:
+           resume: bool, callbacks: tuple[Callback, ...]) -> dict:
+    run, loop = _setup(run_dir, config, spec, device, callbacks)
+    plan = _plan(run, loop, resume)
+    ran, best_weights = _fit(run, loop, plan)
+    result = {"rank": spec.rank, "world_size": spec.world_size, "pid": os.getpid(),
+              "host": socket.gethostname(), "device": str(device),
+              "backend": dist.get_backend(), "epochs": ran,
+              "params_digest": digest(run.model.parameters()),
+              "callbacks": {cb.name: cb.state() for cb in callbacks}}
+    # the final scores use the best weights: this call's, or those a previous call saved
+    if best_weights is None:
+        best_weights = load_checkpoint(run.out_dir / "checkpoints" / "best.pt")["model"]
+    run.model.load_state_dict(best_weights)
+    scores, predictions = _final_scores(run)
+    if run.is_main:
+        _write_final(run, plan.state, plan.history, scores, predictions)
+        result.update({"out_dir": str(run.out_dir), "best_epoch": plan.state["best_epoch"],
+                       "stopped_early": plan.state["stopped"], "scores": scores})
+    dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
+    return result
+
+
+def _setup(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.device,
+           callbacks: tuple[Callback, ...]) -> tuple[_Run, _Loop]:
+    """Open the data, build the net, its DDP wrapper, the loaders, optimiser and schedule."""
     data = open_spectrograms(run_dir)
     classes = data.classes
     for split in ("training", "validation"):
@@ -536,108 +663,118 @@ def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.dev
     run = _Run(config, spec, device, data, out_dir, classes, seg, mean, std, model, ddp,
                amp=device.type == "cuda" and config.amp,
                augmentation=_augmentation(config, std),
-               loader_workers=loader_workers(config.num_workers))
-
-    train_loader, train_ds, sampler = run.loader("training", train=True)
-    val_loader = run.loader("validation", train=False)[0]
-    steps_per_epoch = len(train_loader)
-    if config.probe:
-        run.probe["steps_per_epoch"] = steps_per_epoch
+               loader_workers=loader_workers(config.num_workers), callbacks=callbacks)
+    train_loader, train_set, sampler = run.loader("training", train=True)
     optimizer = _make_optimizer(config, model.parameters())
-    scheduler = _make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=run.amp)
+    loop = _Loop(train_loader, train_set, sampler, run.loader("validation", train=False)[0],
+                 optimizer, _make_scheduler(config, optimizer, config.epochs * len(train_loader)),
+                 torch.amp.GradScaler(device.type, enabled=run.amp))
+    return run, loop
 
-    ckpt_dir = out_dir / "checkpoints"
-    last = ckpt_dir / "last.pt"
-    # epochs are counted from 1 in everything a user reads (metrics.csv, results, report)
-    state = {"best_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": False}
-    history: list[dict] = []
-    start = 0
+
+def _plan(run: _Run, loop: _Loop, resume: bool) -> _Plan:
+    """What remains to run: everything, or (``resume`` with a checkpoint) the epochs after the
+    checkpoint's, with its weights, optimiser, scheduler, scaler and RNG states restored."""
+    last = run.out_dir / "checkpoints" / "last.pt"
+    steps_per_epoch = len(loop.train_loader)
     if resume and last.is_file():
         ckpt = load_checkpoint(last)
-        check_resume(ckpt, config, spec.world_size, last)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        if ckpt["world_size"] == spec.world_size:
-            _set_rng_state(ckpt["rng"][spec.rank])
-        state, history, start = ckpt["state"], ckpt["history"], ckpt["epochs_done"]
+        check_resume(ckpt, run.config, run.spec.world_size, last)
+        run.model.load_state_dict(ckpt["model"])
+        loop.optimizer.load_state_dict(ckpt["optimizer"])
+        loop.scheduler.load_state_dict(ckpt["scheduler"])
+        loop.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["world_size"] == run.spec.world_size:
+            _set_rng_state(ckpt["rng"][run.spec.rank])
         if run.is_main:
-            log.info("resuming from %s at epoch %d", last, start + 1)
-    elif run.is_main:
+            log.info("resuming from %s at epoch %d", last, ckpt["epochs_done"] + 1)
+        return _Plan(ckpt["epochs_done"], steps_per_epoch, ckpt["state"], ckpt["history"])
+    if run.is_main:
         if resume:
             log.warning("no checkpoint at %s: starting from epoch 1", last)
-        fresh_start(out_dir)
+        fresh_start(run.out_dir)
+    # epochs are counted from 1 in everything a user reads (metrics.csv, results, report)
+    state = {"best_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": False}
+    return _Plan(0, steps_per_epoch, state, [])
 
+
+def _fit(run: _Run, loop: _Loop, plan: _Plan) -> tuple[list[int], dict | None]:
+    """Train and validate the epochs of ``plan`` until early stopping; checkpoint each (rank 0).
+
+    Returns the epochs run (counted from 1) and the best weights among them (None when none of
+    them beat a resumed run's best).
+    """
+    state, history = plan.state, plan.history
     ran = []
     best_weights = None  # every rank keeps its own copy (identical across ranks)
-    for epoch in range(start, config.epochs):
+    for epoch in range(plan.start, run.config.epochs):
         if state["stopped"]:
             break
         t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
-        row = {"epoch": epoch + 1, **_train_epoch(run, train_loader, optimizer, scheduler, scaler,
-                                              epoch, steps_per_epoch)}
+        loop.sampler.set_epoch(epoch)
+        loop.train_set.set_epoch(epoch)
+        row = {"epoch": epoch + 1, **train_one_epoch(run, loop, epoch, plan.steps_per_epoch)}
         train_s = time.perf_counter() - t0
-        val, _ = _score(run, _evaluate(run, val_loader))
+        val, _ = _score(run, evaluate(run, loop.val_loader))
         row.update({"val_loss": val["loss"], "val_acc": val["segment_acc"],
                     "val_track_acc_vote": val["track_acc_vote"],
                     "val_track_acc_mean": val["track_acc_mean"],
-                    "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_s,
+                    "lr": loop.optimizer.param_groups[0]["lr"], "train_seconds": train_s,
                     "segments_per_s": row["train_segments"] / train_s})
         history.append(row)
         ran.append(epoch + 1)
         if val["loss"] < state["best_loss"]:
             state.update(best_loss=val["loss"], best_epoch=epoch + 1, bad_epochs=0)
             best_weights = {k: v.detach().to("cpu", copy=True)
-                            for k, v in model.state_dict().items()}
+                            for k, v in run.model.state_dict().items()}
             if run.is_main:
-                _atomic_write(ckpt_dir / "best.pt",
+                _atomic_write(run.out_dir / "checkpoints" / "best.pt",
                               lambda fh: torch.save({"epoch": epoch + 1,
-                                                     "model": model.state_dict()}, fh))
+                                                     "model": run.model.state_dict()}, fh))
         else:
             state["bad_epochs"] += 1
-        state["stopped"] = state["bad_epochs"] >= config.patience
-        rngs = _gather(_rng_state())
-        if run.is_main:
-            ckpt = {"format": 1, "epochs_done": epoch + 1, "config": dataclasses.asdict(config),
-                    "world_size": spec.world_size, "classes": classes, "seg": _plain(seg),
-                    "norm": _plain([mean, std]), "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": rngs, "state": _plain(dict(state)),
-                    "history": _plain(history)}
-            _atomic_write(last, lambda fh: torch.save(ckpt, fh))
-            _write_outputs_epoch(run, history)
-            log.info("epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (track %.3f)",
-                     epoch + 1, row["train_loss"], row["train_acc"], row["val_loss"],
-                     row["val_acc"], row["val_track_acc_mean"])
+        state["stopped"] = state["bad_epochs"] >= run.config.patience
+        _checkpoint(run, loop, epoch + 1, state, history)
+        for cb in run.callbacks:
+            cb.on_epoch_end(row)
         if state["stopped"]:
             break
+    return ran, best_weights
 
-    result = {"rank": spec.rank, "world_size": spec.world_size, "pid": os.getpid(),
-              "host": socket.gethostname(), "device": str(device),
-              "backend": dist.get_backend(), "epochs": ran,
-              "params_digest": _digest(model.parameters()), "probe": dict(run.probe)}
-    # the final scores use the best weights: this call's, or those a previous call saved
-    if best_weights is None:
-        best_weights = load_checkpoint(ckpt_dir / "best.pt")["model"]
-    model.load_state_dict(best_weights)
+
+def _checkpoint(run: _Run, loop: _Loop, epochs_done: int, state: dict,
+                history: list[dict]) -> None:
+    """``checkpoints/last.pt`` with every rank's RNG states, metrics.csv and curves.png (written
+    by rank 0), and the epoch's line in the log."""
+    rngs = _gather(_rng_state())
+    if not run.is_main:
+        return
+    ckpt = {"format": 1, "epochs_done": epochs_done, "config": dataclasses.asdict(run.config),
+            "world_size": run.spec.world_size, "classes": run.classes, "seg": _plain(run.seg),
+            "norm": _plain([run.mean, run.std]), "model": run.model.state_dict(),
+            "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+            "scaler": loop.scaler.state_dict(), "rng": rngs, "state": _plain(dict(state)),
+            "history": _plain(history)}
+    _atomic_write(run.out_dir / "checkpoints" / "last.pt", lambda fh: torch.save(ckpt, fh))
+    _write_outputs_epoch(run, history)
+    row = history[-1]
+    log.info("epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (track %.3f)",
+             epochs_done, row["train_loss"], row["train_acc"], row["val_loss"],
+             row["val_acc"], row["val_track_acc_mean"])
+
+
+def _final_scores(run: _Run) -> tuple[dict, pd.DataFrame]:
+    """Scores of the net as it is now on validation and test (those present), and the track
+    predictions with their ``split``."""
     scores, predictions = {}, []
     for split in ("validation", "test"):
-        if data.tracks(split).empty:
+        if run.data.tracks(split).empty:
             continue
-        sc, tracks = _score(run, _evaluate(run, run.loader(split, train=False)[0]))
+        sc, tracks = _score(run, evaluate(run, run.loader(split, train=False)[0]))
         scores[split] = sc
         tracks["split"] = split
         predictions.append(tracks)
-    if run.is_main:
-        _write_final(run, state, history, scores, pd.concat(predictions))
-        result.update({"out_dir": str(out_dir), "best_epoch": state["best_epoch"],
-                       "stopped_early": state["stopped"], "scores": scores})
-    dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
-    return result
+    return scores, pd.concat(predictions)
 
 
 def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
@@ -686,13 +823,12 @@ def _report(run: _Run, state: dict, scores: dict) -> str:
              "(none at evaluation)",
              f"- best epoch {state['best_epoch']} (lowest validation loss)"
              f"{', stopped early' if state['stopped'] else ''}", "",
-             "| split | segment acc | track acc (vote) | track acc (mean prob) "
-             "| track F1 (mean prob) | tracks |",
-             "|---|---|---|---|---|---|"]
-    for split, s in scores.items():
-        lines.append(f"| {split} | {s['segment_acc']:.3f} | {s['track_acc_vote']:.3f} | "
-                     f"{s['track_acc_mean']:.3f} | {s['track_f1_mean']:.3f} | {s['n_tracks']} |")
-    lines += ["", "![curves](curves.png)", ""]
+             markdown_table(pd.DataFrame([{"split": split, **s} for split, s in scores.items()]),
+                            ["split", "segment_acc", "track_acc_vote", "track_acc_mean",
+                             "track_f1_mean", "n_tracks"],
+                            ["split", "segment acc", "track acc (vote)", "track acc (mean prob)",
+                             "track F1 (mean prob)", "tracks"]),
+             "![curves](curves.png)", ""]
     lines += [f"![confusion {split}](confusion_{split}.png)" for split in scores]
     return "\n".join(lines) + "\n"
 
@@ -719,8 +855,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fmadask: {exc}", file=sys.stderr)
         return 2
     except RankFailure as exc:
-        user = getattr(exc, "user_error", None)
-        print(f"fmadask: {user if user is not None else exc}", file=sys.stderr)
+        print(f"fmadask: {exc.user_error if exc.user_error is not None else exc}",
+              file=sys.stderr)
         return 2
     if result["rank"] == 0:
         print(json.dumps({k: result[k] for k in ("out_dir", "best_epoch", "scores")}, indent=2))
