@@ -28,8 +28,9 @@ from fmadask.dl.predict import load_model, save_model
 from fmadask.dl.synthetic import GENRES, write_synthetic_spectrograms
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.tracks import track_table
-from fmadask.ml.predict import predict
-from fmadask.pipeline import read_errors, run_featurize
+from fmadask.pipeline import run_featurize
+from fmadask.predict import predict
+from fmadask.runfolder import read_errors
 
 #: Small, fast settings: 1 s segments (43 frames) of 128 mel bands, a narrow net. DataLoader
 #: processes are asked for: Dask's workers are daemonic, so the ranks must load in-process.
