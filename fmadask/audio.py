@@ -51,6 +51,10 @@ MIN_SECONDS = 1.0
 #: truncated file (a download or upload cut short), not a short track.
 TRUNCATED_FRACTION = 0.9
 
+#: Length of FMA's clips, in seconds: the pieces a long file is cut into for a model trained on
+#: them (:func:`segments`).
+SEGMENT_SECONDS = 30.0
+
 #: Frames per block when decoding with libsndfile (about 6 s at 44.1 kHz).
 BLOCK_FRAMES = 1 << 18
 
@@ -235,6 +239,34 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     if len(out) < n_out:
         out = np.pad(out, (0, n_out - len(out)))
     return np.asarray(out[:n_out], dtype=y.dtype)
+
+
+def segments(y: np.ndarray, sr: int, seconds: float = SEGMENT_SECONDS) -> list[np.ndarray]:
+    """Cut a signal into consecutive ``seconds``-long pieces.
+
+    A signal up to 1.5 segments long is one piece; otherwise a last piece shorter than half a
+    segment is dropped (its statistics would be noisier than the clips the model knows).
+
+    Parameters
+    ----------
+    y : numpy.ndarray, shape (n,)
+        Mono samples.
+    sr : int
+        Sample rate in Hz.
+    seconds : float
+        Length of a piece in seconds.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Views of ``y``: ``y`` itself when it is short, else pieces of ``round(seconds * sr)``
+        samples (the last one possibly shorter, but at least half of that).
+    """
+    size = int(round(seconds * sr))
+    if len(y) <= 1.5 * size:
+        return [y]
+    pieces = [y[start:start + size] for start in range(0, len(y), size)]
+    return [p for p in pieces if len(p) >= size // 2]
 
 
 def _refuse_if_too_long(path: str | Path, seconds: float | None, max_seconds: float | None) -> None:

@@ -260,7 +260,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fmadask.errors import DataError
-    from fmadask.ml.predict import expand_paths, format_predictions, predict
+    from fmadask.predict import expand_paths, format_predictions, predict
 
     _require_drivers(args.model)
     if not expand_paths(args.audio):
@@ -380,7 +380,8 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
     from fmadask.errors import ConfigError
-    from fmadask.fusion.stage import FUSION_DIR, format_results, fuse
+    from fmadask.fusion.stage import format_results, fuse
+    from fmadask.runfolder import FUSION_DIR
     from fmadask.storage import is_url, local_path, redact
 
     for location in (args.run_dir, args.out):

@@ -40,14 +40,11 @@ from fmadask.storage import redact
 from fmadask.lock import RunLock
 from fmadask.options import OptionError
 from fmadask.records import describe_change
-from fmadask.pipeline.rundir import foreign_entries
+from fmadask.runfolder import (CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MARKER_DIR, SPEC_FILE,
+                               foreign_entries)
 
 #: The stages, in the order they run.
 STAGES = ("featurize", "classical", "cnn", "fusion")
-#: Folder of the stage markers inside a run directory.
-MARKER_DIR = "_stages"
-#: The resolved spec of the last run, written into the run directory.
-SPEC_FILE = "job.toml"
 
 
 @dataclass(frozen=True)
@@ -214,7 +211,7 @@ def check_names(spec: JobSpec) -> None:
         except ConfigError as exc:
             raise ConfigError(f"{spec.source}: [classical] models: {exc}") from None
     if spec.cnn.enabled:
-        from fmadask.dl.nets import ARCHS
+        from fmadask.dl.config import ARCHS     # the names only: no torch to check a spec
 
         unknown = [a for a in spec.cnn.archs if a not in ARCHS]
         if unknown:
@@ -368,7 +365,7 @@ def _featurize(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
 
 def _classical(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
                file: IO[str]) -> None:
-    from fmadask.ml.train import CLASSICAL_DIR, train
+    from fmadask.ml.train import train
 
     c, d = spec.classical, spec.data
     train(run_dir, out_dir=storage.join(run_dir, CLASSICAL_DIR), split=d.split,
@@ -404,11 +401,11 @@ def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -
 
 def cnn_dir(run_dir: Path, arch: str) -> Path:
     """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>``."""
-    return run_dir / "cnn" / arch
+    return run_dir / CNN_DIR / arch
 
 
 def _fusion(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
-    from fmadask.fusion.stage import FUSION_DIR, format_results, fuse
+    from fmadask.fusion.stage import format_results, fuse
 
     f = spec.fusion
     results = fuse(run_dir, classical=f.classical or None, cnn=f.cnn or None)
@@ -423,9 +420,10 @@ _STAGE_RUNNERS = {"featurize": _featurize, "classical": _classical, "cnn": _cnn,
 #: Result files worth pointing a user to, relative to the run directory.
 _RESULTS = {
     "features": "features", "errors": "errors", "featurize summary": "featurize.json",
-    "classical table": "classical/table.md", "classical results": "classical/results.csv",
-    "confusion matrices": "classical/confusion",
-    "fusion results": "fusion/report.md",
+    "classical table": f"{CLASSICAL_DIR}/table.md",
+    "classical results": f"{CLASSICAL_DIR}/results.csv",
+    "confusion matrices": f"{CLASSICAL_DIR}/confusion",
+    "fusion results": f"{FUSION_DIR}/report.md",
 }
 
 
@@ -437,8 +435,8 @@ def result_files(run_dir: str | Path, storage_options: dict[str, Any] | None = N
         location = storage.join(run_dir, *rel.split("/"))
         if storage.exists(location, storage_options):
             found[name] = location
-    for arch in storage.listdir(storage.join(run_dir, "cnn"), storage_options):
-        report = storage.join(run_dir, "cnn", arch, "report.md")
+    for arch in storage.listdir(storage.join(run_dir, CNN_DIR), storage_options):
+        report = storage.join(run_dir, CNN_DIR, arch, "report.md")
         if storage.isfile(report, storage_options):
             found[f"cnn {arch}"] = report
     return found

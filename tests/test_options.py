@@ -128,7 +128,7 @@ def test_every_float_option_refuses_infinity_and_nan() -> None:
 def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
     from test_classical import synthetic_dataset
     from fmadask.errors import DataError
-    from fmadask.ml import train
+    from fmadask.ml.train import train
 
     out = tmp_path / "classical"
     out.write_text("not a folder")

@@ -74,10 +74,10 @@ def _fmadask(env: dict, *args: str, timeout: float = 900) -> subprocess.Complete
 
 def test_featurize_train_predict_on_workers_without_shared_disk(
         s3_server, s3_sample, sample_dir, isolated_cluster, local_client, tmp_path) -> None:
-    from fmadask.ml.predict import format_predictions, predict
+    from fmadask.predict import format_predictions, predict
     from fmadask.ml.train import train
     from fmadask.pipeline import run_featurize
-    from fmadask.pipeline.rundir import read_features
+    from fmadask.runfolder import read_features
 
     s3_server.filesystem().mkdir("e2e")
     out = "s3://e2e/runs/r1"

@@ -55,9 +55,8 @@ from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
+from fmadask.runfolder import CLASSICAL_DIR
 
-#: Folder of the classical stage inside a run directory.
-CLASSICAL_DIR = "classical"
 #: Files uploaded after all others (they list or vouch for the rest).
 MANIFESTS = ("model.json", "best.json", "train.json")
 EVAL_SPLITS = ("validation", "test")

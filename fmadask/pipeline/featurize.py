@@ -1,7 +1,7 @@
 """The featurize job: a Dask bag of tracks, one task per partition, writing Parquet and npy shards.
 
 Each partition task decodes each of its tracks once, computes the 518 FMA features and/or the
-log-mel spectrogram, and writes the partition's files (see :mod:`fmadask.pipeline.rundir`), the
+log-mel spectrogram, and writes the partition's files (see :mod:`fmadask.runfolder`), the
 errors file last. A bad track becomes an errors row and never stops the job.
 
 Resuming and retries
@@ -68,12 +68,11 @@ from fmadask import storage
 from fmadask.storage import StoreUnavailable, redact, resolve
 from fmadask.options import OptionError, check, default
 from fmadask.records import describe_change, package_versions
-from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA,
-                                     JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
-                                     PART_DIRS, RECORDS_DIR, SPECTROGRAMS_DIR, ERRORS_DIR,
-                                     PartitionFiles, complete_partitions, features_schema,
-                                     foreign_entries, parquet_source, read_errors,
-                                     read_job, write_json)
+from fmadask.runfolder import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA, JOB_FILE,
+                               MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, RECORDS_DIR,
+                               SPECTROGRAMS_DIR, ERRORS_DIR, PartitionFiles, complete_partitions,
+                               features_schema, foreign_entries, parquet_source, read_errors,
+                               read_job, write_json)
 
 if TYPE_CHECKING:
     import pandas as pd
