@@ -843,7 +843,6 @@ def main(argv: list[str] | None = None) -> int:
                                                  "of a DDP job (torchrun sets the rank variables).")
     parser.add_argument("run_dir", metavar="RUN_DIR")
     add_config_arguments(parser)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--num-workers", dest="num_workers", type=int, default=2,
                         help="DataLoader processes per rank (default 2)")
     args = parser.parse_args(argv)
