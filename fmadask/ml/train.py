@@ -276,9 +276,9 @@ class ClassicalConfig(ClassicalOptions):
                  [m for m in resolve_models(_names(self.search_models)) if m in names])
         if self.search != "none" and not tuned:
             raise OptionError("classical.search_models",
-                              f"search {self.search} tunes {self.search_models}, which is not "
-                              "among the models trained: add it to the models or choose other "
-                              "{option}")
+                              f"search {self.search} tunes {', '.join(self.search_models)}, which "
+                              "is not among the models trained: add it to the models or choose "
+                              "other {option}")
         object.__setattr__(self, "models", tuple(names))
         object.__setattr__(self, "search_models", tuple(tuned))
 
