@@ -336,11 +336,15 @@ def default(key: str) -> Any:
 
 
 def setting(key: str) -> str:
-    """Option ``key`` named inside another message so that it reads right wherever the user set
-    it: ``featurize.max_seconds (--max-seconds)``. (For an error about the option's own value,
-    raise :class:`OptionError`, which the command line and the job spec each name their way.)"""
+    """Option ``key`` named inside another message (a hint in an error stored in ``errors/``, a
+    warning) so that it reads right wherever the user set it: ``--max-seconds
+    (featurize.max_seconds)``; the flag alone for an option of the command line only, the key
+    alone for one of the job spec only. (For an error about the option's own value, raise
+    :class:`OptionError`, which the command line and the job spec each name their way.)"""
     opt = OPTIONS[key]
-    return f"{opt.key} ({opt.flag_name})" if opt.cli else opt.key
+    if opt.cli and opt.spec:
+        return f"{opt.flag_name} ({opt.key})"
+    return opt.flag_name if opt.cli else opt.key
 
 
 # ------------------------------------------------------------------------------- choices
@@ -555,6 +559,14 @@ class CnnOptions(Options):
     cache_size: float = option(50.0, "GiB of shards each host's cache may hold; the least "
                                "recently used go first", minimum=0.001, maximum=1e6,
                                result=False, metavar="GIB")
+
+
+@section("cnn", spec=False)
+class CnnRunOptions(Options):
+    """``fmadask cnn``'s own options (``fmadask run`` resumes an interrupted net by itself)."""
+
+    resume: bool = option(False, "continue from the last checkpoint in the output folder",
+                          spec=False)
 
 
 @section("cnn")

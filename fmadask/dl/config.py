@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from fmadask.options import ARCHS, CnnOptions, add_options
+from fmadask.options import ARCHS, CnnOptions, CnnRunOptions, add_options
 from fmadask.shardcache import ShardCache, gib
 
 __all__ = ["ARCHS", "TrainConfig", "add_config_arguments", "config_options"]
@@ -55,5 +55,4 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
     add_options(parser, CnnOptions, skip=skip)
     parser.add_argument("--out", dest="out_dir", metavar="DIR",
                         help="output folder (default RUN_DIR/cnn)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the last checkpoint in the output folder")
+    add_options(parser, CnnRunOptions)

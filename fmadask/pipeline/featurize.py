@@ -66,7 +66,8 @@ from fmadask.atomic import NpyShard, remove_temp_files, write_parquet
 from fmadask.lock import RunLock
 from fmadask import storage
 from fmadask.storage import StoreUnavailable, redact, resolve
-from fmadask.options import FeaturizeOptions, OptionError, default, option_values, same_as
+from fmadask.options import (FeaturizeOptions, OptionError, default, option_values, same_as,
+                             setting)
 from fmadask.records import describe_change, package_versions
 from fmadask.runfolder import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA, JOB_FILE,
                                MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, RECORDS_DIR,
@@ -422,7 +423,7 @@ def featurize_record(config: FeaturizeConfig, table: pd.DataFrame,
     """
     if table.empty:
         raise DataError(f"{redact(data_dir)}: no track of subset {config.subset!r} has a top-level "
-                        "genre: check the data folder and --subset")
+                        f"genre: check the data folder and {setting('data.subset')}")
     size = config.partition_size
     n_partitions = max(1, math.ceil(len(table) / size))
     if n_partitions > MAX_PARTITIONS:
@@ -644,8 +645,8 @@ def _check_worker_memory(client: Client, subset: str, max_seconds: float | None,
     """Warn when the workers' memory limits are below what the longest track may need."""
     longest = CLIP_SECONDS if subset != "full" else max_seconds
     if longest is None:
-        print("fmadask: warning: no --max-seconds on FMA full: a track of hours can exhaust a "
-              "worker's memory", file=file)
+        print(f"fmadask: warning: no {setting('featurize.max_seconds')} on FMA full: a track "
+              "of hours can exhaust a worker's memory", file=file)
         return
     need = MEMORY_HEADROOM * worker_memory_needed(longest)
     limits = [w.get("memory_limit") or 0 for w in
@@ -654,7 +655,8 @@ def _check_worker_memory(client: Client, subset: str, max_seconds: float | None,
     if low:
         print(f"fmadask: warning: {len(low)} worker(s) have a memory limit of "
               f"{min(low) / 2**30:.1f} GiB; tracks of up to {longest:g} s need about "
-              f"{need / 2**30:.1f} GiB: lower --max-seconds or give workers more memory",
+              f"{need / 2**30:.1f} GiB: lower {setting('featurize.max_seconds')} or give workers "
+              "more memory",
               file=file)
 
 
@@ -710,8 +712,9 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
                 if scheduler_lost(exc):   # every other future fails the same way: stop here
                     raise lost_scheduler_error(getattr(client.scheduler, "address", None)
                                                ) from None
-                hint = (" - workers died running it: out of memory? lower --max-seconds or give "
-                        "workers more memory" if type(exc).__name__ == "KilledWorker" else "")
+                hint = (" - workers died running it: out of memory? lower "
+                        f"{setting('featurize.max_seconds')} or give workers more memory"
+                        if type(exc).__name__ == "KilledWorker" else "")
                 stats.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
                 continue
             for result in results:
