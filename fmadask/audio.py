@@ -38,6 +38,7 @@ import soxr
 
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError
+from fmadask.options import setting
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ def load_audio(path: str | os.PathLike, sr: int | None = None,
         raise EmptyAudio(path, "the file is empty (0 bytes)")
     if max_seconds is not None and size > max_file_bytes(path, max_seconds):
         raise TooLongAudio(path, f"{size / 2**20:.0f} MiB, more than {max_seconds:g} s of audio "
-                                 "can take in this format; raise --max-seconds if it is audio")
+                                 f"can take in this format; raise "
+                                 f"{setting('featurize.max_seconds')} if it is audio")
     # A URL is decoded from memory: a failed fetch is retried as a whole and is never mistaken
     # for a damaged file (a decoder reading a network stream cannot tell the two apart).
     source: str | Path | BinaryIO = (io.BytesIO(storage.read_bytes(path, storage_options))
@@ -272,7 +274,7 @@ def segments(y: np.ndarray, sr: int, seconds: float = SEGMENT_SECONDS) -> list[n
 def _refuse_if_too_long(path: str | Path, seconds: float | None, max_seconds: float | None) -> None:
     if max_seconds is not None and seconds is not None and seconds > max_seconds:
         raise TooLongAudio(path, f"{seconds:.0f} s long, more than max_seconds={max_seconds:g}; "
-                                 "raise --max-seconds to include it")
+                                 f"raise {setting('featurize.max_seconds')} to include it")
 
 
 def _rewound(source: str | Path | BinaryIO) -> str | Path | BinaryIO:

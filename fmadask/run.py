@@ -38,7 +38,7 @@ from fmadask import storage
 from fmadask.jobspec import JobSpec, format_spec, local_path
 from fmadask.storage import redact
 from fmadask.lock import RunLock
-from fmadask.options import OptionError
+from fmadask.options import CnnOptions, OptionError, option_fields, option_values
 from fmadask.records import describe_change
 from fmadask.runfolder import (CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MARKER_DIR, SPEC_FILE,
                                foreign_entries)
@@ -75,29 +75,24 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
         f = spec.featurize
         return {"data_dir": redact(data_path(spec)), "subset": data.subset, "split": data.split,
                 "seed": data.seed if data.split == "stratified" else None,
-                "sr": None if f.sr == "native" else int(f.sr), "what": sorted(f.what),
-                "partition_size": f.partition_size, "max_seconds": max_seconds(spec),
-                "mel_device": f.mel_device}
+                **_results(f), "sr": None if f.sr == "native" else int(f.sr),
+                "what": sorted(f.what), "max_seconds": max_seconds(spec)}
     upstream = {"featurize": stage_params(spec, "featurize")}
-    if stage == "classical":
-        c = spec.classical
-        return {**upstream, "models": list(c.models), "scaler": c.scaler, "search": c.search,
-                "search_models": list(c.search_models),
-                "n_iter": c.n_iter, "cv": c.cv, "distributed_xgb": c.distributed_xgb,
-                "class_weight": c.class_weight,
-                "unsupervised": c.unsupervised, "seed": c.seed}
-    if stage == "cnn":
-        n = spec.cnn
-        return {**upstream, "archs": list(n.archs), "epochs": n.epochs, "ranks": n.ranks,
-                "batch_size": n.batch_size, "lr": n.lr, "optimizer": n.optimizer,
-                "segment_seconds": n.segment_seconds, "width": n.width, "seed": n.seed,
-                "gain_db": n.gain_db, "masks": n.masks, "mixup": n.mixup,
-                "label_smoothing": n.label_smoothing}
+    if stage in ("classical", "cnn"):
+        return {**upstream, **_results(getattr(spec, stage))}
     if stage == "fusion":
         f = spec.fusion
         return {"classical": stage_params(spec, "classical"), "cnn": stage_params(spec, "cnn"),
                 "model": f.classical, "arch": f.cnn}
     raise ValueError(f"unknown stage {stage!r}")
+
+
+def _results(section: Any) -> dict[str, Any]:
+    """The keys of a section that decide its stage's outputs (JSON-compatible copies), every
+    option of the section not marked ``result=False`` (:class:`fmadask.options.Option`)."""
+    keys = {f.name for f in option_fields(type(section), spec=True)}
+    return {name: list(value) if isinstance(value, list) else value
+            for name, value in option_values(section, result=True).items() if name in keys}
 
 
 def max_seconds(spec: JobSpec) -> float | None:
@@ -352,29 +347,23 @@ def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
 
 def _featurize(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
                file: IO[str]) -> None:
-    from fmadask.pipeline.featurize import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig, run_featurize
 
-    f, d = spec.featurize, spec.data
-    run_featurize(data_path(spec), subset=d.subset, out=run_dir, client=client,
-                  sr=None if f.sr == "native" else int(f.sr), what=list(f.what),
-                  partition_size=f.partition_size, overwrite=redo,
-                  max_seconds=max_seconds(spec),
-                  split=d.split, seed=d.seed, file=file, mel_device=f.mel_device,
+    d = spec.data
+    config = FeaturizeConfig.of(spec.featurize, subset=d.subset, split=d.split, seed=d.seed,
+                                overwrite=redo)
+    run_featurize(data_path(spec), out=run_dir, client=client, config=config, file=file,
                   storage_options=run_options(spec))
 
 
 def _classical(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
                file: IO[str]) -> None:
-    from fmadask.ml.train import train
+    from fmadask.ml.train import ClassicalConfig, train
 
-    c, d = spec.classical, spec.data
+    d = spec.data
     train(run_dir, out_dir=storage.join(run_dir, CLASSICAL_DIR), split=d.split,
-          models=_models(spec),
-          search=c.search, search_models=list(c.search_models), n_iter=c.n_iter,
-          client=client, scaler=c.scaler, seed=c.seed,
-          split_seed=d.seed, subset=d.subset, cv=c.cv, distributed_xgb=c.distributed_xgb,
-          unsupervised=c.unsupervised, class_weight=c.class_weight, file=file,
-          storage_options=run_options(spec))
+          split_seed=d.seed, subset=d.subset, config=ClassicalConfig.of(spec.classical),
+          client=client, file=file, storage_options=run_options(spec))
 
 
 def _models(spec: JobSpec) -> str | list[str]:
@@ -392,11 +381,11 @@ def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -
         out = cnn_dir(run_dir, arch)
         resume = (out / "checkpoints" / "last.pt").is_file() and not (redo or spec.output.overwrite)
         print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {out}", file=file, flush=True)
-        run_cnn(run_dir, arch=arch, epochs=n.epochs, ranks=n.ranks, client=client, gpu=gpu,
-                resume=resume, segment_seconds=n.segment_seconds, batch_size=n.batch_size,
-                lr=n.lr, optimizer=n.optimizer, width=n.width, seed=n.seed,
-                gain_db=n.gain_db, masks=n.masks, mixup=n.mixup,
-                label_smoothing=n.label_smoothing, out_dir=str(out))
+        # Every training option of the section; the device is chosen by gpu.
+        training = {**option_values(n, CnnOptions), "arch": arch}
+        del training["device"]
+        run_cnn(run_dir, ranks=n.ranks, client=client, gpu=gpu, resume=resume,
+                out_dir=str(out), **training)
 
 
 def cnn_dir(run_dir: Path, arch: str) -> Path:

@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.integrity import file_digest
+from fmadask.options import setting
 
 Options = Mapping[str, Any] | None
 
@@ -255,8 +256,8 @@ def _complete_files(run_dir: str | Path, kind: str, allow_partial: bool,
     job = read_job(run_dir, storage_options)
     output = "features" if kind == "features" else "spectrograms"
     if kind != "errors" and output not in job["params"]["what"]:
-        raise DataError(f"{run_dir} has no {output}: re-run 'fmadask featurize' with "
-                        f"--what {output} and --overwrite")
+        raise DataError(f"{run_dir} has no {output}: featurize again with {output} in "
+                        f"{setting('featurize.what')} and {setting('output.overwrite')} set")
     done = complete_partitions(run_dir, job, storage_options=storage_options)
     total = job["plan"]["partitions"]
     if len(done) < total and not allow_partial:
@@ -344,8 +345,8 @@ def read_mel_params(run_dir: str | Path, storage_options: Options = None) -> dic
     """``RUN_DIR/spectrograms/params.json``: the mel parameters the shards were made with."""
     path = storage.join(run_dir, *MEL_PARAMS_FILE.split("/"))
     if not storage.isfile(path, storage_options):
-        raise DataError(f"{storage.redact(path)} not found: featurize with --what spectrograms "
-                        "first")
+        raise DataError(f"{storage.redact(path)} not found: featurize with spectrograms in "
+                        f"{setting('featurize.what')} first")
     return _read_json(path, storage_options)
 
 

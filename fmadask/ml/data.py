@@ -24,6 +24,7 @@ import pandas as pd
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.splits import SPLITS
+from fmadask.options import setting
 from fmadask.runfolder import FEATURES_DIR, JOB_FILE, read_features, read_job
 
 #: Name of FMA's published features file.
@@ -200,7 +201,7 @@ def _official_split_of(job: dict, track_ids: pd.Index,
     splits = official_split(load_tracks(data_dir, storage_options)).reindex(track_ids)
     if splits.isna().any():
         raise DataError(f"{data_dir}: tracks.csv lacks the split of {int(splits.isna().sum())} "
-                        "featurized tracks: use --split stratified")
+                        f"featurized tracks: set {setting('data.split')} to stratified")
     return splits
 
 
@@ -245,7 +246,7 @@ def _check(dataset: Dataset, source: str | Path) -> None:
     training = dataset.genre[dataset.rows("training")]
     lacking = sorted(set(dataset.classes) - set(training.unique()))
     if lacking:
-        raise DataError(f"{source}: genre(s) {', '.join(lacking)} have no training track: use "
-                        "--split stratified or more tracks per genre")
+        raise DataError(f"{source}: genre(s) {', '.join(lacking)} have no training track: set "
+                        f"{setting('data.split')} to stratified or use more tracks per genre")
     if len(dataset.classes) < 2:
         raise DataError(f"{source}: only one genre ({dataset.classes[0]}): a classifier needs two")
