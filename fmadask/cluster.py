@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import shlex
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from distributed import Client, LocalCluster, Security
 
 from fmadask.errors import ClusterError, ConfigError
 from fmadask.options import setting
+
+logger = logging.getLogger(__name__)
 
 # Environment of every worker process a nanny spawns. One numeric thread per process: with the
 # default thread count, two processes on two cores ran 1.4x slower. Dask's default also sets
@@ -307,7 +309,7 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
             cluster = _kubernetes_cluster(workers or 0, memory_limit, options)
         client = Client(cluster)
     if not quiet:
-        print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        logger.info(f"Dask dashboard: {client.dashboard_link}")
     try:
         yield client
     finally:

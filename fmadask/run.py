@@ -363,7 +363,7 @@ def _classical(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
     d = spec.data
     train(run_dir, out_dir=storage.join(run_dir, CLASSICAL_DIR), split=d.split,
           split_seed=d.seed, subset=d.subset, config=ClassicalConfig.of(spec.classical),
-          client=client, file=file, storage_options=run_options(spec))
+          client=client, storage_options=run_options(spec))
 
 
 def _models(spec: JobSpec) -> str | list[str]:

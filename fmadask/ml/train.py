@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
+import logging
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,8 @@ from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
 from fmadask.runfolder import CLASSICAL_DIR
+
+logger = logging.getLogger(__name__)
 
 #: Files uploaded after all others (they list or vouch for the rest).
 MANIFESTS = ("model.json", "best.json", "train.json")
@@ -98,7 +100,7 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
           model_params: Mapping[str, Mapping[str, Any]] | None = None,
           search_spaces: Mapping[str, Mapping[str, Dimension]] | None = None,
           class_weight: str | None = "none", scale_threshold: int | None = None,
-          progress: bool = True, file: IO[str] | None = None,
+          progress: bool = True,
           storage_options: Mapping[str, Any] | None = None,
           config: ClassicalConfig | None = None) -> pd.DataFrame:
     """Train, score and save the study's classical models; write their table and figures.
@@ -163,8 +165,6 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         :data:`~fmadask.ml.models.SCALE_THRESHOLD_ROWS`). Shown in the table.
     progress : bool
         Print a line per finished model.
-    file : file object, optional
-        Where progress goes (default standard error).
     storage_options : mapping, optional
         fsspec options when ``source`` or ``out_dir`` is a URL. Outputs for a URL are written
         into a local temporary folder and uploaded when the stage is done, each file whole and
@@ -213,7 +213,7 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         state = read_classical_state(out)
         plan = plan_classical(config, dataset, state, out=out, owner=owner)
         return execute_classical(plan, dataset, client, scheduler=scheduler, workers=workers,
-                                 log=_Log(progress, file), storage_options=storage_options)
+                                 log=_Log(progress), storage_options=storage_options)
 
 
 def output_folder(out: str | Path) -> str | Path:
@@ -242,12 +242,15 @@ def _owner(source: str | Path | Dataset, out: str | Path,
 
 
 class _Log:
-    def __init__(self, enabled: bool, file: IO[str] | None) -> None:
-        self.enabled, self.file = enabled, file
+    """The stage's progress lines: INFO records of this module's logger (``fmadask`` shows them
+    on stderr), or nothing when progress is off."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
 
     def __call__(self, message: str) -> None:
         if self.enabled:
-            print(message, file=self.file or sys.stderr, flush=True)
+            logger.info(message)
 
 
 @dataclass(frozen=True, kw_only=True)

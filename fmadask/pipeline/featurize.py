@@ -640,24 +640,22 @@ def worker_memory_needed(seconds: float) -> int:
     return int((WORKER_BASE_MIB + MIB_PER_AUDIO_SECOND * seconds) * 2**20)
 
 
-def _check_worker_memory(client: Client, subset: str, max_seconds: float | None,
-                         file: IO[str]) -> None:
+def _check_worker_memory(client: Client, subset: str, max_seconds: float | None) -> None:
     """Warn when the workers' memory limits are below what the longest track may need."""
     longest = CLIP_SECONDS if subset != "full" else max_seconds
     if longest is None:
-        print(f"fmadask: warning: no {setting('featurize.max_seconds')} on FMA full: a track "
-              "of hours can exhaust a worker's memory", file=file)
+        logger.warning(f"warning: no {setting('featurize.max_seconds')} on FMA full: a track of "
+                       "hours can exhaust a worker's memory")
         return
     need = MEMORY_HEADROOM * worker_memory_needed(longest)
     limits = [w.get("memory_limit") or 0 for w in
               workers_info(client).values()]
     low = [limit for limit in limits if 0 < limit < need]
     if low:
-        print(f"fmadask: warning: {len(low)} worker(s) have a memory limit of "
-              f"{min(low) / 2**30:.1f} GiB; tracks of up to {longest:g} s need about "
-              f"{need / 2**30:.1f} GiB: lower {setting('featurize.max_seconds')} or give workers "
-              "more memory",
-              file=file)
+        logger.warning(f"warning: {len(low)} worker(s) have a memory limit of "
+                       f"{min(low) / 2**30:.1f} GiB; tracks of up to {longest:g} s need about "
+                       f"{need / 2**30:.1f} GiB: lower {setting('featurize.max_seconds')} or give "
+                       "workers more memory")
 
 
 def _worker_decoders(client: Client) -> list[str]:
@@ -844,7 +842,7 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
 
                     client = stack.enter_context(get_client(scheduler=scheduler,
                                                             workers=workers))
-                _check_worker_memory(client, plan.config.subset, job.max_seconds, sys.stderr)
+                _check_worker_memory(client, plan.config.subset, job.max_seconds)
                 record["decoders"] = _worker_decoders(client)
                 if job.mel is not None:
                     write_json(_mel_record(job.mel, job.sr, record["decoders"], job.mel_device),
