@@ -134,6 +134,8 @@ class CnnSection:
     width: int | None
     device: str
     seed: int
+    cache_dir: str
+    cache_size: float
 
 
 @_section

@@ -15,12 +15,12 @@ marker runs, resuming whatever its own code can resume (featurize skips complete
 No cluster is started when every stage is done.
 
 The run folder may be a URL (``[output] dir = "s3://bucket/runs/r1"``, reached with ``[data]
-storage_options`` and the environment's ``AWS_*``): the featurize and classical stages write
-into it themselves (each object whole, completion records last), and so does the runner:
-``job.toml`` and the stage markers are single PUTs, a marker after its stage's outputs. The
-run-folder lock is then a conditional PUT (:class:`fmadask.lock.ObjectLockStore`). The cnn
-stage, and with it fusion, read their inputs from a local or mounted folder only: a job with
-a URL run folder and ``[cnn] enabled`` is refused in one line before anything runs.
+storage_options`` and the environment's ``AWS_*``): every stage reads from and writes into it
+(each object whole, completion records and model cards last; the cnn stage's ranks read the
+shards through each host's cache, ``[cnn] cache_dir`` and ``cache_size``, which change no
+result and so are no stage parameter), and so does the runner: ``job.toml`` and the stage
+markers are single PUTs, a marker after its stage's outputs. The run-folder lock is then a
+conditional PUT (:class:`fmadask.lock.ObjectLockStore`).
 """
 from __future__ import annotations
 
@@ -123,19 +123,13 @@ def run_path(spec: JobSpec) -> str | Path:
     Raises
     ------
     ConfigError
-        A URL whose protocol has no fsspec driver installed, or a URL run folder for a job
-        whose cnn stage is enabled (it reads its shards from a local or mounted folder only).
+        A URL whose protocol has no fsspec driver installed.
     """
     path = local_path(spec.output.dir)
     if path is not None:
         return path
     url = spec.output.dir.rstrip("/")
     storage.require_driver(url)
-    if spec.cnn.enabled:
-        raise ConfigError(f"{spec.source}: [output] dir = {redact(url)!r} is in object storage, "
-                          "where the cnn and fusion stages cannot read their inputs yet: set "
-                          "cnn.enabled = false (fusion follows it), or give a local or mounted "
-                          "folder (shared by the workers)")
     return url
 
 
@@ -385,35 +379,40 @@ def _models(spec: JobSpec) -> str | list[str]:
     return "all" if models == ["all"] else list(models)
 
 
-def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+def _cnn(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[str]) -> None:
     from fmadask.cluster import gpu_workers
     from fmadask.dl.launch import run_cnn
+    from fmadask.dl.outputs import has_checkpoint
 
     n = spec.cnn
+    options = run_options(spec)
     gpu = n.device == "cuda" or (n.device == "auto" and bool(gpu_workers(client)))
     for arch in n.archs:
         out = cnn_dir(run_dir, arch)
-        resume = (out / "checkpoints" / "last.pt").is_file() and not (redo or spec.output.overwrite)
-        print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {out}", file=file, flush=True)
+        resume = has_checkpoint(out, options) and not (redo or spec.output.overwrite)
+        print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {redact(out)}", file=file,
+              flush=True)
         run_cnn(run_dir, arch=arch, epochs=n.epochs, ranks=n.ranks, client=client, gpu=gpu,
                 resume=resume, segment_seconds=n.segment_seconds, batch_size=n.batch_size,
                 lr=n.lr, optimizer=n.optimizer, width=n.width, seed=n.seed,
                 gain_db=n.gain_db, masks=n.masks, mixup=n.mixup,
-                label_smoothing=n.label_smoothing, out_dir=str(out))
+                label_smoothing=n.label_smoothing, out_dir=str(out), cache_dir=n.cache_dir,
+                cache_size=n.cache_size, storage_options=options)
 
 
-def cnn_dir(run_dir: Path, arch: str) -> Path:
-    """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>``."""
-    return run_dir / "cnn" / arch
+def cnn_dir(run_dir: str | Path, arch: str) -> str | Path:
+    """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>`` (a URL for a URL)."""
+    return storage.join(run_dir, "cnn", arch)
 
 
-def _fusion(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+def _fusion(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[str]) -> None:
     from fmadask.fusion.stage import FUSION_DIR, format_results, fuse
 
     f = spec.fusion
-    results = fuse(run_dir, classical=f.classical or None, cnn=f.cnn or None)
-    print(f"fusion (weight fitted on validation), {run_dir / FUSION_DIR / 'report.md'}:",
-          file=file)
+    results = fuse(run_dir, classical=f.classical or None, cnn=f.cnn or None,
+                   storage_options=run_options(spec))
+    print(f"fusion (weight fitted on validation), "
+          f"{redact(storage.join(run_dir, FUSION_DIR, 'report.md'))}:", file=file)
     print(format_results(results), file=file, flush=True)
 
 

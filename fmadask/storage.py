@@ -351,6 +351,15 @@ def put_file(local: str | Path, location: str, storage_options: Mapping[str, Any
     guarded(location, lambda: fs.put_file(str(local), path))
 
 
+def get_file(location: str, local: str | Path,
+             storage_options: Mapping[str, Any] | None = None) -> Path:
+    """Download one object to a local file (FileNotFoundError if there is none)."""
+    fs, path = filesystem(location, storage_options)
+    Path(local).parent.mkdir(parents=True, exist_ok=True)
+    guarded(location, lambda: fs.get_file(path, str(local)))
+    return Path(local)
+
+
 def remove(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> None:
     """Delete a file or object; no error when it is already gone."""
     if not is_url(location):

@@ -132,6 +132,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "cnn.label_smoothing", metavar="EPS")
     add_option(parser, "cnn.width", metavar="C")
     add_option(parser, "cnn.seed", metavar="K")
+    add_option(parser, "cnn.cache_dir", metavar="DIR")
+    add_option(parser, "cnn.cache_size", metavar="GIB")
     parser.add_argument("--out", dest="out_dir", metavar="DIR",
                         help="output folder (default RUN_DIR/cnn)")
     parser.add_argument("--resume", action="store_true",
