@@ -123,13 +123,16 @@ def run_path(spec: JobSpec) -> str | Path:
     Raises
     ------
     ConfigError
-        A URL whose protocol has no fsspec driver installed.
+        A URL whose protocol has no fsspec driver installed, or a read-only one (``https://``).
     """
     path = local_path(spec.output.dir)
     if path is not None:
         return path
     url = spec.output.dir.rstrip("/")
     storage.require_driver(url)
+    if storage.is_read_only(url):
+        raise ConfigError(f"{spec.source}: [output] dir = {redact(url)!r} is read-only: give a "
+                          "bucket (s3://, gs://) or a local or mounted folder")
     return url
 
 

@@ -42,6 +42,15 @@ def is_url(location: str | Path) -> bool:
     return bool(sep) and len(scheme) > 1
 
 
+#: Protocols that serve files but take none (a data folder, never a run folder).
+READ_ONLY = ("http", "https")
+
+
+def is_read_only(location: str | Path) -> bool:
+    """Whether ``location`` is a URL of a read-only protocol (``https://``)."""
+    return is_url(location) and _protocol(str(location)) in READ_ONLY
+
+
 def local_path(location: str | Path) -> Path | None:
     """The local path of ``location`` (plain or ``file://``), or None for other URLs."""
     if not is_url(location):

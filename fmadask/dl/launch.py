@@ -113,18 +113,13 @@ def rank_specs(workers: list[str], port: int) -> list[DistSpec]:
     return specs
 
 
-#: Protocols that serve files but take none: a run folder there cannot hold the lock or outputs.
-READ_ONLY = ("http", "https")
-
-
 def check_run_dir(run_dir: str | Path) -> None:
     """Refuse, in one line and before a cluster starts, a run folder the cnn stage cannot use:
     a URL whose fsspec driver is not installed, or a read-only one (``https://``): the stage
     takes the run folder's lock and writes ``RUN_DIR/cnn`` there."""
     storage.require_driver(run_dir)
-    protocol = str(run_dir).split("://", 1)[0].split("::")[-1].lower()
-    if storage.is_url(run_dir) and protocol in READ_ONLY:
-        raise ConfigError(f"{storage.redact(run_dir)}: {protocol}:// is read-only, and the cnn "
+    if storage.is_read_only(run_dir):
+        raise ConfigError(f"{storage.redact(run_dir)}: this URL is read-only, and the cnn "
                           "stage writes RUN_DIR/cnn and the run folder's lock: copy the run "
                           "folder to a bucket (s3://, gs://) or a disk the workers share")
 
