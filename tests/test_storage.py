@@ -438,3 +438,38 @@ def test_run_job_writes_its_run_folder_to_a_bucket_and_resumes(s3_server, s3_sam
     assert "== featurize" not in log.getvalue() and "== classical done" in log.getvalue()
     fs.invalidate_cache()
     assert fs.isfile("runs-job/runs/r1/_stages/classical.json")
+
+
+@pytest.mark.slow
+def test_run_job_trains_the_cnn_and_fuses_in_a_bucket_run_folder(s3_server, s3_sample,
+                                                                 local_client, tmp_path) -> None:
+    """All four stages of ``fmadask run`` on a bucket run folder (a tiny CNN): the CNN's ranks
+    read the shards through their cache, its folder and the fusion land in the bucket, model
+    cards included, and a re-run skips every stage."""
+    import io
+    import json
+
+    from fmadask.jobspec import load_job
+    from fmadask.run import run_job
+
+    fs = s3_server.filesystem()
+    fs.mkdir("runs-all")
+    out = "s3://runs-all/runs/r1"
+    overrides = ["cluster.kind=address", f"cluster.address={local_client.scheduler.address}",
+                 "cnn.enabled=true", 'featurize.what=["features", "spectrograms"]',
+                 'cnn.archs=["naive"]', "cnn.epochs=1", "cnn.ranks=2", "cnn.width=4",
+                 "cnn.batch_size=4", "cnn.segment_seconds=1.0",
+                 f"cnn.cache_dir={tmp_path / 'shards'}"]
+    spec = load_job(_bucket_job(tmp_path, s3_server, s3_sample, out), overrides)
+    first = run_job(spec, file=io.StringIO())
+    assert set(first["stages"].values()) == {"run"}
+    assert first["results"]["fusion results"] == f"{out}/fusion/report.md"
+    assert first["results"]["cnn naive"] == f"{out}/cnn/naive/report.md"
+    keys = set(fs.find("runs-all/runs/r1"))
+    for name in ("cnn/naive/model.json", "cnn/naive/checkpoints/last.json",
+                 "fusion/model.json", "fusion/parts/cnn/model.pt", "_stages/fusion.json"):
+        assert f"runs-all/runs/r1/{name}" in keys, name
+    assert json.loads(fs.cat_file("runs-all/runs/r1/fusion/model.json"))["kind"] == "fusion"
+    assert list((tmp_path / "shards").glob("*.npy"))             # the workers' cache
+    again = run_job(spec, file=io.StringIO())
+    assert set(again["stages"].values()) == {"skip"}
