@@ -38,6 +38,7 @@ import soxr
 
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError
+from fmadask.options import setting
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ MIN_SECONDS = 1.0
 #: A decode that yields less than this fraction of the frames the header announces is a
 #: truncated file (a download or upload cut short), not a short track.
 TRUNCATED_FRACTION = 0.9
+
+#: Length of FMA's clips, in seconds: the pieces a long file is cut into for a model trained on
+#: them (:func:`segments`).
+SEGMENT_SECONDS = 30.0
 
 #: Frames per block when decoding with libsndfile (about 6 s at 44.1 kHz).
 BLOCK_FRAMES = 1 << 18
@@ -183,7 +188,8 @@ def load_audio(path: str | os.PathLike, sr: int | None = None,
         raise EmptyAudio(path, "the file is empty (0 bytes)")
     if max_seconds is not None and size > max_file_bytes(path, max_seconds):
         raise TooLongAudio(path, f"{size / 2**20:.0f} MiB, more than {max_seconds:g} s of audio "
-                                 "can take in this format; raise --max-seconds if it is audio")
+                                 f"can take in this format; raise "
+                                 f"{setting('featurize.max_seconds')} if it is audio")
     # A URL is decoded from memory: a failed fetch is retried as a whole and is never mistaken
     # for a damaged file (a decoder reading a network stream cannot tell the two apart).
     source: str | Path | BinaryIO = (io.BytesIO(storage.read_bytes(path, storage_options))
@@ -237,10 +243,38 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(out[:n_out], dtype=y.dtype)
 
 
+def segments(y: np.ndarray, sr: int, seconds: float = SEGMENT_SECONDS) -> list[np.ndarray]:
+    """Cut a signal into consecutive ``seconds``-long pieces.
+
+    A signal up to 1.5 segments long is one piece; otherwise a last piece shorter than half a
+    segment is dropped (its statistics would be noisier than the clips the model knows).
+
+    Parameters
+    ----------
+    y : numpy.ndarray, shape (n,)
+        Mono samples.
+    sr : int
+        Sample rate in Hz.
+    seconds : float
+        Length of a piece in seconds.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Views of ``y``: ``y`` itself when it is short, else pieces of ``round(seconds * sr)``
+        samples (the last one possibly shorter, but at least half of that).
+    """
+    size = int(round(seconds * sr))
+    if len(y) <= 1.5 * size:
+        return [y]
+    pieces = [y[start:start + size] for start in range(0, len(y), size)]
+    return [p for p in pieces if len(p) >= size // 2]
+
+
 def _refuse_if_too_long(path: str | Path, seconds: float | None, max_seconds: float | None) -> None:
     if max_seconds is not None and seconds is not None and seconds > max_seconds:
         raise TooLongAudio(path, f"{seconds:.0f} s long, more than max_seconds={max_seconds:g}; "
-                                 "raise --max-seconds to include it")
+                                 f"raise {setting('featurize.max_seconds')} to include it")
 
 
 def _rewound(source: str | Path | BinaryIO) -> str | Path | BinaryIO:

@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 
 from fmadask import __version__
 from fmadask.errors import FmadaskError
-from fmadask.options import OptionError, add_option, cli_name, resolve_options
+from fmadask.options import (ClassicalOptions, ClusterOptions, DataOptions, FeaturizeOptions,
+                             OptionError, PredictOptions, SampleOptions, add_option, add_options,
+                             cli_name, options_from_args, resolve_options)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,8 +31,8 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--scheduler", metavar="ADDR",
                        help="address of an existing Dask scheduler (tcp://host:8786 or tls://...)")
-    add_option(group, "cluster.workers", metavar="N", default=None,
-               help="start a local Dask cluster of N worker processes (default 2)")
+    # No default here: a command left without --workers lets the cluster code choose.
+    add_option(group, "cluster.workers", default=None)
 
 
 class _StorageOption(argparse.Action):
@@ -63,12 +65,7 @@ def _require_drivers(*locations: str | None) -> None:
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "data.storage_options", "--storage-option", action=_StorageOption,
-               dest="storage_options", metavar="KEY=VALUE",
-               help="fsspec option of s3://, gs://, https:// ... locations, e.g. "
-                    "endpoint_url=http://minio:9000 or anon=true (repeatable; dotted keys nest: "
-                    "client_kwargs.region_name=eu-west-1). Credentials also come from the "
-                    "environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL ...); never printed")
+    add_option(parser, "data.storage_options", action=_StorageOption, dest="storage_options")
 
 
 # ---------------------------------------------------------------------------------- sample
@@ -90,10 +87,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                                    "(44.1 kHz stereo) whose audio differs by genre, with FMA's "
                                    "defects (empty, too short and truncated clips).")
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
-    add_option(p, "data.sample_tracks_per_genre", "--tracks-per-genre", metavar="N")
-    add_option(p, "data.sample_seconds", "--seconds", metavar="S")
-    add_option(p, "data.sample_seed", "--seed", metavar="K")
-    add_option(p, "sample.force")
+    add_options(p, DataOptions, "sample_tracks_per_genre", "sample_seconds", "sample_seed")
+    add_options(p, SampleOptions)
     p.set_defaults(handler=_cmd_sample)
 
 
@@ -148,7 +143,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
                                    "and top-level genre, and audio files missing on disk.")
     p.add_argument("data_dir", metavar="DATA_DIR",
                    help="folder or URL (s3://, https:// ...) holding fma_metadata/")
-    add_option(p, "data.subset", metavar="NAME")
+    add_options(p, DataOptions, "subset")
     _add_storage_options(p)
     p.set_defaults(handler=_cmd_info)
 
@@ -165,10 +160,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides += ([f"cluster.kind={args.scheduler}"]
                       if args.scheduler in ("local", "slurm", "kubernetes")
                       else ["cluster.kind=address", f"cluster.address={args.scheduler}"])
-    for option, key in (("tls_ca", "tls_ca_file"), ("tls_cert", "tls_cert"),
-                        ("tls_key", "tls_key")):
-        if getattr(args, option):
-            overrides.append(f"cluster.{key}={getattr(args, option)}")
+    for dest, (key, _) in args._options.items():    # --tls-ca ... as --set would give them
+        if getattr(args, dest):
+            overrides.append(f"{key}={getattr(args, dest)}")
     spec = load_job(args.job, overrides)
     if args.check:
         print("\n".join(check_report(spec)))
@@ -191,9 +185,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="override a spec key, e.g. --set featurize.sr=22050 (repeatable)")
     p.add_argument("--check", action="store_true",
                    help="validate the spec, print it resolved and what a run would do; run nothing")
-    p.add_argument("--tls-ca", metavar="PEM", help="CA certificate for a tls:// scheduler")
-    p.add_argument("--tls-cert", metavar="PEM", help="client certificate for a tls:// scheduler")
-    p.add_argument("--tls-key", metavar="PEM", help="client private key for a tls:// scheduler")
+    add_options(p, ClusterOptions, "tls_ca_file", "tls_cert", "tls_key")
     p.set_defaults(handler=_cmd_run)
 
 
@@ -201,19 +193,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from fmadask.ml.train import results_markdown, train
+    from fmadask.ml.train import ClassicalConfig, results_markdown, train
 
     # train() checks the options and reads the data before it starts or joins a cluster.
     _require_drivers(args.source, args.out)
-    models = "all" if args.models == ["all"] else args.models
-    search_models = "all" if args.search_models == ["all"] else args.search_models
-    results = train(args.source, out_dir=args.out, split=args.split, models=models,
-                    search=args.search, n_iter=args.n_iter, scaler=args.scaler, seed=args.seed,
-                    search_models=search_models, scheduler=args.scheduler,
-                    workers=args.workers, split_seed=args.split_seed, subset=args.subset,
-                    cv=args.cv, distributed_xgb=args.distributed_xgb,
-                    class_weight=args.class_weight, unsupervised=args.unsupervised,
-                    storage_options=args.storage_options)
+    results = train(args.source, out_dir=args.out, split=args.split,
+                    config=ClassicalConfig.of(options_from_args(ClassicalOptions, args)),
+                    scheduler=args.scheduler, workers=args.workers, split_seed=args.split_seed,
+                    subset=args.subset, storage_options=args.storage_options)
     print(results_markdown(results), end="")
     return 0
 
@@ -232,27 +219,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "tracks.csv next to it)")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default RUN_DIR/classical, or ./classical)")
-    add_option(p, "data.split", metavar="NAME")
-    add_option(p, "data.seed", "--split-seed", metavar="K")
-    add_option(p, "data.subset", metavar="NAME",
-               help="FMA subset when reading features.csv")
-    add_option(p, "classical.models", metavar="NAMES",
-               help="comma-separated model names or 'all': logistic_regression, decision_tree, "
-                    "random_forest, svc, nusvc, linear_svc, gradient_boosting, extra_trees, "
-                    "xgboost, adaboost")
-    add_option(p, "classical.search", metavar="NAME")
-    add_option(p, "classical.search_models", metavar="NAMES",
-               help="models to tune, comma-separated or 'all'")
-    add_option(p, "classical.n_iter", metavar="N")
-    add_option(p, "classical.cv", metavar="K")
-    add_option(p, "classical.class_weight", metavar="NAME")
-    add_option(p, "classical.scaler", metavar="NAME")
-    add_option(p, "classical.seed", metavar="K")
-    add_option(p, "classical.distributed_xgb",
-               help="train XGBoost with xgboost.dask across all workers (FMA large)")
-    add_option(p, "classical.unsupervised", "--no-unsupervised", action="store_false",
-               dest="unsupervised",
-               help="skip the PCA, t-SNE and K-means pictures")
+    add_options(p, DataOptions, "split", "seed")
+    add_option(p, "data.subset", help="FMA subset when reading features.csv")
+    add_options(p, ClassicalOptions)
     _add_storage_options(p)
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_train)
@@ -260,7 +229,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fmadask.errors import DataError
-    from fmadask.ml.predict import expand_paths, format_predictions, predict
+    from fmadask.predict import expand_paths, format_predictions, predict
 
     _require_drivers(args.model)
     if not expand_paths(args.audio):
@@ -285,7 +254,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="model folder (with model.json)")
     p.add_argument("audio", metavar="AUDIO_OR_DIR", nargs="+",
                    help="audio files, or folders of them (searched recursively)")
-    add_option(p, "predict.top", metavar="N")
+    add_options(p, PredictOptions)
     _add_storage_options(p)
     p.set_defaults(handler=_cmd_predict)
 
@@ -293,16 +262,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------- featurize
 
 def _cmd_featurize(args: argparse.Namespace) -> int:
-    from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig, run_featurize
 
     _require_drivers(args.data_dir, args.out)
-    run_featurize(args.data_dir, subset=args.subset, out=args.out,
-                  sr=None if args.sr == "native" else args.sr, what=args.what,
-                  partition_size=args.partition_size,
-                  max_seconds=None if args.max_seconds == "none" else args.max_seconds,
-                  overwrite=args.overwrite, split=args.split, seed=args.split_seed,
-                  scheduler=args.scheduler, workers=args.workers, mel_device=args.mel_device,
-                  storage_options=args.storage_options)
+    config = FeaturizeConfig.of(options_from_args(FeaturizeOptions, args), subset=args.subset,
+                                split=args.split, seed=args.split_seed, overwrite=args.overwrite)
+    run_featurize(args.data_dir, out=args.out, config=config, scheduler=args.scheduler,
+                  workers=args.workers, storage_options=args.storage_options)
     return 0
 
 
@@ -317,20 +283,11 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data_dir", metavar="DATA_DIR",
                    help="folder or URL (s3://, gs://, https:// ...) holding fma_metadata/ and "
                         "fma_<subset>/; each worker reads the mp3s itself")
-    add_option(p, "data.subset", metavar="NAME")
+    add_options(p, DataOptions, "subset")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write into")
-    add_option(p, "featurize.sr", metavar="native|HZ",
-               help="decode at the file's native rate ('native', as FMA) or resample to this "
-                    "rate in Hz, e.g. 22050")
-    add_option(p, "featurize.what", metavar="LIST")
-    add_option(p, "featurize.partition_size", metavar="K")
-    add_option(p, "featurize.max_seconds", metavar="S")
-    add_option(p, "data.split", metavar="NAME")
-    add_option(p, "data.seed", "--split-seed", metavar="K")
-    add_option(p, "featurize.mel_device")
-    add_option(p, "output.overwrite",
-               help="delete the files RUN_DIR's previous featurize run wrote (and only those) "
-                    "and start afresh")
+    add_options(p, FeaturizeOptions)
+    add_options(p, DataOptions, "split", "seed")
+    add_option(p, "output.overwrite")
     _add_storage_options(p)
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_featurize)
@@ -373,9 +330,8 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
                                    "whole, the model card last.")
     p.add_argument("run_dir", metavar="RUN_DIR",
                    help="run directory holding spectrograms/ (a path or a URL, s3://...)")
-    add_config_arguments(p)
-    add_option(p, "cnn.ranks", metavar="R",
-               help="DDP ranks, one per worker (default: every worker, or --workers)")
+    add_config_arguments(p, skip=("device",))     # --gpu chooses it
+    add_option(p, "cnn.ranks")
     p.add_argument("--gpu", action="store_true",
                    help="train on the workers' GPUs (mixed precision; NCCL, or gloo where "
                         "ranks share a GPU)")
@@ -388,7 +344,8 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from fmadask.fusion.stage import FUSION_DIR, format_results, fuse
+    from fmadask.fusion.stage import format_results, fuse
+    from fmadask.runfolder import FUSION_DIR
     from fmadask.storage import redact
 
     _require_drivers(args.run_dir, args.out)

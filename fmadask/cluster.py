@@ -21,6 +21,7 @@ import dask
 from distributed import Client, LocalCluster, Security
 
 from fmadask.errors import ClusterError, ConfigError
+from fmadask.options import setting
 
 # Environment of every worker process a nanny spawns. One numeric thread per process: with the
 # default thread count, two processes on two cores ran 1.4x slower. Dask's default also sets
@@ -72,6 +73,15 @@ def workers_info(client: Client) -> dict[str, dict[str, Any]]:
     return client.sync(client.scheduler.identity, n_workers=-1)["workers"]
 
 
+#: The options that name a client's TLS files.
+_TLS_KEYS = ("cluster.tls_ca_file", "cluster.tls_cert", "cluster.tls_key")
+
+
+def _tls_settings() -> str:
+    first, second, third = (setting(k) for k in _TLS_KEYS)
+    return f"{first}, {second} and {third}"
+
+
 def make_security(ca_file: str | Path | None = None, cert: str | Path | None = None,
                   key: str | Path | None = None) -> Security | None:
     """TLS settings for a ``tls://`` scheduler, or None to use Dask's configuration.
@@ -89,16 +99,15 @@ def make_security(ca_file: str | Path | None = None, cert: str | Path | None = N
     ConfigError
         When only some of the three are given, or a file does not exist.
     """
-    given = {"--tls-ca": ca_file, "--tls-cert": cert, "--tls-key": key}
+    given = dict(zip(_TLS_KEYS, (ca_file, cert, key)))
     if not any(given.values()):
         return None
-    missing = [name for name, value in given.items() if not value]
+    missing = [setting(name) for name, value in given.items() if not value]
     if missing:
-        raise ConfigError(f"TLS needs --tls-ca, --tls-cert and --tls-key together; "
-                          f"missing {', '.join(missing)}")
+        raise ConfigError(f"TLS needs {_tls_settings()} together; missing {', '.join(missing)}")
     for name, value in given.items():
         if not Path(value).is_file():
-            raise ConfigError(f"{name} {value}: file not found")
+            raise ConfigError(f"{setting(name)} {value}: file not found")
     return Security(tls_ca_file=str(ca_file), tls_client_cert=str(cert),
                     tls_client_key=str(key), require_encryption=True)
 
@@ -129,9 +138,8 @@ def _connect_error(address: str, exc: Exception) -> ClusterError:
                             f"({_first_line(exc)}): use certificates signed by that cluster's "
                             "CA")
     if isinstance(exc, TypeError) and "ssl" in str(exc).lower():
-        return ClusterError(f"{address} needs TLS certificates: pass --tls-ca, --tls-cert and "
-                            "--tls-key (or set distributed.comm.tls.* in the Dask "
-                            "configuration)")
+        return ClusterError(f"{address} needs TLS certificates: give {_tls_settings()} (or set "
+                            "distributed.comm.tls.* in the Dask configuration)")
     if isinstance(exc, (OSError, TimeoutError)):
         return ClusterError(f"cannot reach the Dask scheduler at {address} "
                             f"({exc.__class__.__name__}): check the address (tls:// for a TLS "

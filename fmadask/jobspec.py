@@ -1,10 +1,11 @@
 """Job specifications: one TOML file that names the data, the cluster, the stages and their parameters.
 
 A job spec has the sections ``[job]``, ``[data]``, ``[cluster]``, ``[featurize]``,
-``[classical]``, ``[cnn]``, ``[fusion]`` and ``[output]``; each key, its type and its default are
-the fields of the dataclasses below (``fmadask run --check JOB`` prints the resolved spec). ``load_job`` reads
-a file, applies ``--set section.key=value`` overrides and validates everything before a stage
-runs, so a typo costs one line, not a half-finished run:
+``[classical]``, ``[cnn]``, ``[fusion]`` and ``[output]``; each key, its type, rules and default
+are a field of the section's dataclass in :mod:`fmadask.options` (``fmadask run --check JOB``
+prints the resolved spec). ``load_job`` reads a file, applies ``--set section.key=value``
+overrides and validates everything before a stage runs, so a typo costs one line, not a
+half-finished run:
 
 - an unknown section or key, a value of the wrong type or out of range: :class:`ConfigError`;
 - a data folder that does not exist (and is not to be generated): :class:`DataError`.
@@ -25,7 +26,9 @@ from typing import Any
 
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.layout import METADATA_DIR
-from fmadask.options import OptionError, spec_field
+from fmadask.options import (SPEC_SECTIONS, ClassicalSection, CnnSection, ClusterOptions,
+                             DataOptions, FeaturizeSection, FusionSection, JobOptions,
+                             OptionError, OutputOptions, option_fields)
 from fmadask.storage import exists, filesystem, is_url, local_path
 
 if sys.version_info >= (3, 11):
@@ -33,142 +36,20 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-def _section(cls: type) -> type:
-    """A frozen dataclass whose fields are the options ``<section>.<field>`` (see
-    :data:`fmadask.options.OPTIONS`): defaults, rules and help live there, once."""
-    section = cls.__name__.removesuffix("Section").lower()
-    for name in cls.__annotations__:
-        setattr(cls, name, spec_field(f"{section}.{name}"))
-    return dataclass(frozen=True)(cls)
-
-
-@_section
-class JobSection:
-    """``[job]``: what the run is called."""
-
-    name: str
-    description: str
-
-
-@_section
-class DataSection:
-    """``[data]``: which FMA tracks, their labels and split."""
-
-    dir: str
-    subset: str
-    split: str
-    seed: int
-    storage_options: dict
-    generate_sample: bool
-    sample_tracks_per_genre: int
-    sample_seconds: float
-    sample_seed: int
-
-
-@_section
-class ClusterSection:
-    """``[cluster]``: where the work runs."""
-
-    kind: str
-    address: str
-    workers: int
-    threads_per_worker: int
-    memory: str
-    connect_timeout: float
-    tls_ca_file: str
-    tls_cert: str
-    tls_key: str
-    queue: str
-    account: str
-    walltime: str
-    image: str
-    namespace: str
-    cluster_spec: str
-
-
-@_section
-class FeaturizeSection:
-    """``[featurize]``: decode every mp3 to the 518 FMA features and log-mel spectrograms."""
-
-    enabled: bool
-    sr: int | str
-    what: list[str]
-    partition_size: int
-    max_seconds: float | str
-    mel_device: str
-
-
-@_section
-class ClassicalSection:
-    """``[classical]``: scaling, the ten scikit-learn/XGBoost models, the XGBoost search."""
-
-    enabled: bool
-    models: list[str]
-    scaler: str
-    search: str
-    search_models: list[str]
-    n_iter: int
-    cv: int
-    class_weight: str
-    distributed_xgb: bool
-    unsupervised: bool
-    seed: int
-
-
-@_section
-class CnnSection:
-    """``[cnn]``: the study's CNNs on log-mel spectrograms, PyTorch DDP on Dask workers."""
-
-    enabled: bool
-    archs: list[str]
-    epochs: int
-    ranks: int | None
-    batch_size: int
-    lr: float
-    optimizer: str
-    segment_seconds: float
-    gain_db: float
-    masks: int
-    mixup: float
-    label_smoothing: float
-    width: int | None
-    device: str
-    seed: int
-    cache_dir: str
-    cache_size: float
-
-
-@_section
-class FusionSection:
-    """``[fusion]``: pool the best classical model and the best CNN (weight fitted on
-    validation); runs when both stages are on."""
-
-    enabled: bool
-    classical: str
-    cnn: str
-
-
-@_section
-class OutputSection:
-    """``[output]``: the run directory."""
-
-    dir: str
-    overwrite: bool
-
 
 @dataclass(frozen=True)
 class JobSpec:
     """A validated job specification."""
 
     source: str
-    job: JobSection
-    data: DataSection
-    cluster: ClusterSection
+    job: JobOptions
+    data: DataOptions
+    cluster: ClusterOptions
     featurize: FeaturizeSection
     classical: ClassicalSection
     cnn: CnnSection
     fusion: FusionSection
-    output: OutputSection
+    output: OutputOptions
 
     @property
     def name(self) -> str:
@@ -177,7 +58,7 @@ class JobSpec:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The spec as ``{section: {key: value}}`` (what ``--check`` prints)."""
-        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+        return {s: spec_values(getattr(self, s)) for s in SECTIONS}
 
     def replace(self, section: str, **changes: Any) -> JobSpec:
         """A copy with some keys of one section changed (validated again)."""
@@ -186,12 +67,23 @@ class JobSpec:
         return build_spec(raw, self.source)
 
 
-#: Section name -> its dataclass, in the order a spec is written and printed.
-SECTIONS: dict[str, type] = {
-    "job": JobSection, "data": DataSection, "cluster": ClusterSection,
-    "featurize": FeaturizeSection, "classical": ClassicalSection, "cnn": CnnSection,
-    "fusion": FusionSection, "output": OutputSection,
-}
+#: Section name -> its dataclass (:mod:`fmadask.options`), in the order a spec is written and
+#: printed.
+SECTIONS: dict[str, type] = SPEC_SECTIONS
+
+
+def spec_fields(cls: type) -> list[dataclasses.Field]:
+    """The keys of a section: its option fields that belong in a job spec, ``enabled`` first."""
+    return sorted(option_fields(cls, spec=True), key=lambda f: f.name != "enabled")
+
+
+def spec_values(section: Any) -> dict[str, Any]:
+    """A section's keys and values, as a spec holds them (copies of lists and tables)."""
+    return {f.name: _copy(getattr(section, f.name)) for f in spec_fields(type(section))}
+
+
+def _copy(value: Any) -> Any:
+    return type(value)(value) if isinstance(value, (list, dict)) else value
 
 
 # ------------------------------------------------------------------------------- loading
@@ -292,7 +184,7 @@ def _known_section(section: str, source: str) -> None:
 
 
 def _known_key(section: str, key: str, source: str) -> None:
-    names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+    names = [f.name for f in spec_fields(SECTIONS[section])]
     if key not in names:
         raise ConfigError(f"{source}: unknown key '{key}' in [{section}]"
                           f"{_did_you_mean(key, names)}; known keys: {', '.join(names)}")
@@ -307,7 +199,7 @@ def _build_section(section: str, cls: type, values: dict[str, Any], source: str)
     kwargs = {}
     for key in values:
         _known_key(section, key, source)
-    for f in dataclasses.fields(cls):
+    for f in spec_fields(cls):
         opt = f.metadata["option"]
         if f.name not in values:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -317,7 +209,10 @@ def _build_section(section: str, cls: type, values: dict[str, Any], source: str)
             kwargs[f.name] = opt.check(values[f.name])
         except OptionError as exc:
             raise ConfigError(f"{source}: {exc.named(opt.key)}") from None
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except OptionError as exc:      # a rule of the section's that involves more than one key
+        raise ConfigError(f"{source}: {exc.named(exc.key)}") from None
 
 
 def _check_consistency(spec: JobSpec) -> None:

@@ -1,11 +1,22 @@
-"""Options: one definition of each setting, shared by the command line and the job spec.
+"""Options: one definition of each setting, shared by the command line, the job spec and the stages.
 
-Each :class:`Option` has its type, default, range (floats must also be finite), allowed choices
-and help text, under the job spec's ``section.key`` name. ``fmadask.cli`` builds its flags from
-them (:func:`add_option`), ``fmadask.jobspec`` its sections (:func:`spec_field`), and both run
-the same validator (:meth:`Option.check`). An invalid value raises :class:`OptionError`, which
-names the setting in the user's terms when printed: ``--partition-size`` on the command line,
-``featurize.partition_size`` in a job spec, the parameter name elsewhere.
+The settings are the fields of one frozen dataclass per section (:class:`DataOptions`,
+:class:`FeaturizeOptions`, :class:`CnnOptions` ...): each field, declared with :func:`option`,
+carries its default, type (the annotation), range (floats must also be finite), choices, help
+and how the command line names it. From those fields come
+
+- :data:`OPTIONS`, every :class:`Option` by ``section.key``, and :func:`check` / :func:`default`;
+- the job spec's sections (:data:`SPEC_SECTIONS`; ``--set`` and ``fmadask run --check`` with
+  them), see :mod:`fmadask.jobspec`;
+- the command line's flags (:func:`add_options` loops over a section's fields; ``--batch-size``
+  from ``batch_size`` unless the field names another flag);
+- the stages' configs, which inherit them (:class:`fmadask.dl.config.TrainConfig` is a
+  :class:`CnnOptions`), and validate every option field when made.
+
+So adding a setting is one field in one of these classes. An invalid value raises
+:class:`OptionError`, which names the setting in the user's terms when printed: ``--partition-size``
+on the command line, ``featurize.partition_size`` in a job spec, the parameter name elsewhere;
+:func:`setting` names one inside another message so that it reads right from both.
 """
 from __future__ import annotations
 
@@ -13,6 +24,8 @@ import argparse
 import dataclasses
 import difflib
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +66,9 @@ class OptionError(ConfigError):
 
 @dataclass(frozen=True)
 class Option:
-    """One setting: type, default, rules and help.
+    """One setting: type, default, rules, help and where it appears.
+
+    Made by :func:`section` from a field declared with :func:`option`.
 
     Attributes
     ----------
@@ -78,6 +93,17 @@ class Option:
         A local path or URL.
     expected_text : str
         What a valid value looks like, when the type's name does not say it well.
+    flag : str
+        The command-line flag, when not ``--<key's name with dashes>`` (``--no-<name>`` for a
+        boolean that is true by default).
+    metavar : str
+        The value's name in ``--help``.
+    cli_help : str
+        The help on the command line, when it says more than (or other than) ``help``.
+    cli, spec : bool
+        Offered on the command line; a key of the job spec.
+    result : bool
+        Decides a stage's outputs (recorded in its marker; :func:`fmadask.run.stage_params`).
     """
 
     key: str
@@ -91,6 +117,26 @@ class Option:
     nullable: bool = False
     path: bool = False
     expected_text: str = ""
+    flag: str = ""
+    metavar: str = ""
+    cli_help: str = ""
+    cli: bool = True
+    spec: bool = True
+    result: bool = True
+
+    @property
+    def name(self) -> str:
+        """The key's name within its section (``partition_size``)."""
+        return self.key.rsplit(".", 1)[-1]
+
+    @property
+    def flag_name(self) -> str:
+        """The command-line flag (``--partition-size``)."""
+        if self.flag:
+            return self.flag
+        dashed = self.name.replace("_", "-")
+        return f"--no-{dashed}" if self.type is bool and self.default is True else f"--{dashed}"
+
 
     def check(self, value: Any) -> Any:
         """``value`` validated (ints become floats for a float option), or :class:`OptionError`."""
@@ -164,6 +210,144 @@ class Option:
             raise OptionError(self.key, f"unknown {{option}} {item!r}: choose one of "
                                         f"{', '.join(map(str, self.choices))}{hint}")
 
+    def field(self) -> Any:
+        """A dataclass field holding this option: its default, and the option as metadata."""
+        meta = {"option": self}
+        if isinstance(self.default, (list, dict)):
+            return dataclasses.field(default_factory=lambda d=self.default: type(d)(d),
+                                     metadata=meta)
+        return dataclasses.field(default=self.default, metadata=meta)
+
+
+#: Every option, by ``section.key`` (filled by :func:`section`).
+OPTIONS: dict[str, Option] = {}
+#: The job spec's sections: name -> dataclass, in the order a spec is written and printed.
+SPEC_SECTIONS: dict[str, type] = {}
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """A field declared with :func:`option`; :func:`section` makes it an :class:`Option`."""
+
+    default: Any
+    rules: dict[str, Any]
+
+
+def option(default: Any = MISSING, help: str = "", **rules: Any) -> Any:
+    """Declare an option field of a :func:`section` class: its default, help and rules.
+
+    ``rules`` are the other :class:`Option` attributes (``minimum``, ``maximum``, ``choices``,
+    ``words``, ``path``, ``expected_text``, ``flag``, ``metavar``, ``cli_help``, ``cli``,
+    ``spec``, ``result``); the type comes from the field's annotation (``int | None``: an int
+    or unset; ``int | str`` with ``words``: an int or one of the words; ``list[str]``: a list).
+    """
+    return _Declared(default, dict(help=help, **rules))
+
+
+def same_as(key: str) -> Any:
+    """A field of a stage config holding option ``key`` of another section (same default and
+    rules), e.g. the featurize config's ``subset``, which is ``data.subset``."""
+    return OPTIONS[key].field()
+
+
+def _option_type(hint: Any) -> tuple[type, bool]:
+    """``(type, nullable)`` of an option from its field's annotation."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = list(typing.get_args(hint)) if union else [hint]
+    nullable = type(None) in kinds
+    kinds = [typing.get_origin(k) or k for k in kinds if k is not type(None)]
+    if len(kinds) > 1 and str in kinds:       # the words an int or float option also takes
+        kinds.remove(str)
+    if len(kinds) != 1 or kinds[0] not in (int, float, str, bool, list, dict):
+        raise TypeError(f"an option's annotation must be one of int, float, str, bool, list, "
+                        f"dict (| None, | str for words), not {hint!r}")
+    return kinds[0], nullable
+
+
+class Options:
+    """Base of the section classes: every option field is validated when an instance is made
+    (ints become floats for a float option)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every option field (:class:`OptionError` naming the first invalid one)."""
+        for f in option_fields(type(self)):
+            object.__setattr__(self, f.name, f.metadata["option"].check(getattr(self, f.name)))
+
+
+def section(name: str, *, spec: bool = True) -> Any:
+    """Class decorator: a frozen, keyword-only dataclass whose :func:`option` fields are the
+    options ``<name>.<field>``, registered in :data:`OPTIONS` (and the class in
+    :data:`SPEC_SECTIONS` with ``spec``: a section of the job spec)."""
+
+    def wrap(cls: type) -> type:
+        hints = typing.get_type_hints(cls)
+        for field_name in cls.__dict__.get("__annotations__", {}):
+            declared = cls.__dict__.get(field_name)
+            if not isinstance(declared, _Declared):
+                continue
+            kind, nullable = _option_type(hints[field_name])
+            opt = Option(f"{name}.{field_name}", kind, declared.default,
+                         nullable=nullable or declared.default is None, **declared.rules)
+            if opt.key in OPTIONS:
+                raise TypeError(f"option {opt.key} is declared twice")
+            OPTIONS[opt.key] = opt
+            setattr(cls, field_name, opt.field())
+        cls = dataclass(frozen=True, kw_only=True)(cls)
+        if spec:
+            SPEC_SECTIONS[name] = cls
+        return cls
+
+    return wrap
+
+
+def option_fields(cls: type, *, cli: bool | None = None,
+                  spec: bool | None = None) -> list[dataclasses.Field]:
+    """The option fields of a dataclass (those on the command line / in the job spec only)."""
+    found = []
+    for f in dataclasses.fields(cls):
+        opt = f.metadata.get("option")
+        if opt is None or (cli is not None and opt.cli != cli) or \
+                (spec is not None and opt.spec != spec):
+            continue
+        found.append(f)
+    return found
+
+
+def option_values(obj: Any, cls: type | None = None, *, result: bool | None = None
+                  ) -> dict[str, Any]:
+    """``{field: value}`` of the option fields of ``obj`` (those of ``cls`` only, e.g. the
+    training options of a :class:`CnnSection`; those that decide results only)."""
+    return {f.name: getattr(obj, f.name) for f in option_fields(cls or type(obj))
+            if result is None or f.metadata["option"].result == result}
+
+
+def check(key: str, value: Any) -> Any:
+    """``value`` validated as option ``key`` (see :meth:`Option.check`)."""
+    return OPTIONS[key].check(value)
+
+
+def default(key: str) -> Any:
+    """The default of option ``key`` (a fresh copy of a list)."""
+    value = OPTIONS[key].default
+    return type(value)(value) if isinstance(value, (list, dict)) else value
+
+
+def setting(key: str) -> str:
+    """Option ``key`` named inside another message (a hint in an error stored in ``errors/``, a
+    warning) so that it reads right wherever the user set it: ``--max-seconds
+    (featurize.max_seconds)``; the flag alone for an option of the command line only, the key
+    alone for one of the job spec only. (For an error about the option's own value, raise
+    :class:`OptionError`, which the command line and the job spec each name their way.)"""
+    opt = OPTIONS[key]
+    if opt.cli and opt.spec:
+        return f"{opt.flag_name} ({opt.key})"
+    return opt.flag_name if opt.cli else opt.key
+
+
+# ------------------------------------------------------------------------------- choices
 
 #: What the featurize stage can write; splits, scalers, searches, optimisers, cluster kinds.
 FEATURIZE_OUTPUTS = ("features", "spectrograms")
@@ -179,146 +363,266 @@ OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 CLUSTER_KINDS = ("local", "address", "slurm", "kubernetes")
+#: CNN architectures by name (built by :func:`fmadask.dl.nets.build_net`).
+ARCHS = ("naive", "naive_bn", "shortchunk_res")
 
 
-def _options(*options: Option) -> dict[str, Option]:
-    return {o.key: o for o in options}
+# ------------------------------------------------------------------------------ sections
 
 
-#: Every option, by ``section.key``. The job spec's sections hold the keys of their section
-#: (``predict.*`` and a few ``cnn.*`` keys exist on the command line only).
-OPTIONS: dict[str, Option] = _options(
-    Option("job.name", str, "", "name shown in logs (default: the spec file's stem)"),
-    Option("job.description", str, ""),
-    Option("data.dir", str, MISSING, "FMA data folder holding fma_metadata/ and fma_<subset>/",
-           path=True),
-    Option("data.subset", str, "small", "FMA subset (medium includes small)",
-           choices=AUDIO_SUBSETS),
-    Option("data.split", str, "official",
-           "FMA's ('set', 'split') or the study's stratified 80/10/10", choices=SPLITS),
-    Option("data.seed", int, 42, "seed of the stratified split"),
-    Option("data.storage_options", dict, {}, "fsspec options of a URL data folder "
-           "(credentials, endpoint_url ...); besides them the environment's AWS_* apply"),
-    Option("data.generate_sample", bool, False,
-           "write an FMA-shaped sample into dir if it has none"),
-    Option("data.sample_tracks_per_genre", int, 10, "good clips per genre of the sample",
-           minimum=3, maximum=10_000),
-    Option("data.sample_seconds", float, 30.0, "clip duration of the sample in seconds",
-           minimum=1.0, maximum=600.0),
-    Option("data.sample_seed", int, 0, "random seed of the sample"),
-    Option("cluster.kind", str, "local", "where the work runs", choices=CLUSTER_KINDS),
-    Option("cluster.address", str, "", "scheduler address for kind='address' (tcp://, tls://); "
-           "empty: Dask's 'scheduler-address' config / DASK_SCHEDULER_ADDRESS"),
-    Option("cluster.workers", int, 2, "worker processes (local), jobs (slurm) or pods",
-           minimum=1, maximum=100_000),
-    Option("cluster.threads_per_worker", int, 1, "task threads per worker",
-           minimum=1, maximum=1024),
-    Option("cluster.memory", str, "auto", "memory per worker in Dask's syntax, e.g. '8GiB'"),
-    Option("cluster.connect_timeout", float, 10.0, "seconds to wait for a scheduler",
-           minimum=0.1, maximum=3600.0),
-    Option("cluster.tls_ca_file", str, "", "CA certificate (PEM) for tls:// addresses",
-           path=True),
-    Option("cluster.tls_cert", str, "", "client certificate (PEM)", path=True),
-    Option("cluster.tls_key", str, "", "client private key (PEM)", path=True),
-    Option("cluster.queue", str, "", "slurm: partition (default: jobqueue.slurm config)"),
-    Option("cluster.account", str, "", "slurm: account (default: jobqueue.slurm config)"),
-    Option("cluster.walltime", str, "", "slurm: job walltime, e.g. '04:00:00'"),
-    Option("cluster.image", str, "", "kubernetes: container image of scheduler and workers"),
-    Option("cluster.namespace", str, "", "kubernetes: namespace (default: the current "
-           "context's)"),
-    Option("cluster.cluster_spec", str, "", "kubernetes: a DaskCluster manifest to start",
-           path=True),
-    Option("featurize.enabled", bool, True),
-    Option("featurize.sr", int, "native", "'native' (FMA-compatible) or a rate in Hz, e.g. 22050",
-           minimum=1000, maximum=192_000, words=("native",),
-           expected_text="'native' or a rate in Hz such as 22050"),
-    Option("featurize.what", list, ["features", "spectrograms"],
-           "features, spectrograms or both (each track is decoded once)",
-           choices=FEATURIZE_OUTPUTS),
-    Option("featurize.partition_size", int, 64, "tracks per Dask partition (one task each)",
-           minimum=1, maximum=1_000_000),
-    Option("featurize.max_seconds", float, 1200.0,
-           "refuse longer tracks, recorded in errors/ (default {default}; 'none': no limit)",
-           minimum=1.0, maximum=7 * 24 * 3600.0, words=("none",)),
-    Option("featurize.mel_device", str, "cpu",
-           "compute log-mels with librosa on the CPU or with torch on the workers' GPU (only GPU "
-           "workers then take partitions)", choices=MEL_DEVICES),
-    Option("classical.enabled", bool, True),
-    Option("classical.models", list, ["all"], "model names, or ['all'] for the study's ten"),
-    Option("classical.scaler", str, "minmax", "feature scaling (min-max is the study's)",
-           choices=SCALERS),
-    Option("classical.search", str, "none", "hyper-parameter search: random or Bayesian (Optuna "
-           "TPE), both with successive halving and resumable (the study's: random)",
-           choices=SEARCHES),
-    Option("classical.search_models", list, ["xgboost"],
-           "models the search tunes (the study: XGBoost)"),
-    Option("classical.n_iter", int, 20, "parameter settings the search tries per model",
-           minimum=1, maximum=100_000),
-    Option("classical.cv", int, 5, "stratified folds of the search", minimum=2, maximum=100),
-    Option("classical.class_weight", str, "none", "'balanced' weights every genre the same in "
-           "training (unbalanced subsets such as FMA medium)", choices=CLASS_WEIGHTS),
-    Option("classical.distributed_xgb", bool, False, "train XGBoost through xgboost.dask"),
-    Option("classical.unsupervised", bool, True, "also draw the PCA, t-SNE and K-means views"),
-    Option("classical.seed", int, 0, "random seed of the models, the search and the views"),
-    Option("cnn.enabled", bool, True),
-    Option("cnn.archs", list, ["naive", "naive_bn"], "nets to train, one after the other"),
-    Option("cnn.arch", str, "naive", "net architecture"),
-    Option("cnn.epochs", int, 20, "maximum epochs", minimum=1, maximum=100_000),
-    Option("cnn.ranks", int, None, "DDP processes, one per Dask worker (default: every worker)",
-           minimum=1, maximum=100_000),
-    Option("cnn.batch_size", int, 32, "segments per rank per step", minimum=1, maximum=65_536),
-    Option("cnn.lr", float, 1e-3, "peak learning rate", minimum=1e-9, maximum=10.0),
-    Option("cnn.weight_decay", float, 1e-4, "weight decay (decoupled for AdamW)",
-           minimum=0.0, maximum=1.0),
-    Option("cnn.optimizer", str, "adamw", "'adam' is the study's", choices=OPTIMIZERS),
-    Option("cnn.lr_schedule", str, "onecycle", "learning-rate schedule", choices=LR_SCHEDULES),
-    Option("cnn.patience", int, 5, "early stopping: epochs without a better validation loss",
-           minimum=1, maximum=100_000),
-    Option("cnn.segment_seconds", float, 3.0, "training segment length in seconds",
-           minimum=0.1, maximum=60.0),
-    Option("cnn.width", int, None, "channel width (default: the net's)", minimum=1,
-           maximum=4096),
-    Option("cnn.device", str, "auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES),
-    Option("cnn.seed", int, 0, "seed of initial weights, shuffling and segment offsets"),
-    # Where each host keeps the shards of a run folder in object storage (fmadask.shardcache);
-    # neither changes results, only where and how much is cached.
-    Option("cnn.cache_dir", str, "", "local folder of each host's cache of spectrogram shards "
-           "read from object storage (default: $FMADASK_CACHE, else $XDG_CACHE_HOME/fmadask/"
-           "shards, else ~/.cache/fmadask/shards)", path=True),
-    Option("cnn.cache_size", float, 50.0, "GiB of shards each host's cache may hold; the least "
-           "recently used go first", minimum=0.001, maximum=1e6),
+@section("job")
+class JobOptions(Options):
+    """``[job]``: what the run is called."""
+
+    name: str = option("", "name shown in logs (default: the spec file's stem)", cli=False)
+    description: str = option("", cli=False)
+
+
+@section("data")
+class DataOptions(Options):
+    """``[data]``: which FMA tracks, their labels and split."""
+
+    dir: str = option(MISSING, "FMA data folder holding fma_metadata/ and fma_<subset>/",
+                      path=True, cli=False)
+    subset: str = option("small", "FMA subset (medium includes small)", choices=AUDIO_SUBSETS,
+                         metavar="NAME")
+    split: str = option("official", "FMA's ('set', 'split') or the study's stratified 80/10/10",
+                        choices=SPLITS, metavar="NAME")
+    seed: int = option(42, "seed of the stratified split", flag="--split-seed", metavar="K")
+    storage_options: dict = option(
+        {}, "fsspec options of a URL data folder (credentials, endpoint_url ...); besides them "
+        "the environment's AWS_* apply", flag="--storage-option", metavar="KEY=VALUE",
+        cli_help="fsspec option of s3://, gs://, https:// ... locations, e.g. "
+                 "endpoint_url=http://minio:9000 or anon=true (repeatable; dotted keys nest: "
+                 "client_kwargs.region_name=eu-west-1). Credentials also come from the "
+                 "environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL ...); never printed")
+    generate_sample: bool = option(False, "write an FMA-shaped sample into dir if it has none",
+                                   cli=False)
+    sample_tracks_per_genre: int = option(10, "good clips per genre of the sample", minimum=3,
+                                          maximum=10_000, flag="--tracks-per-genre",
+                                          metavar="N")
+    sample_seconds: float = option(30.0, "clip duration of the sample in seconds", minimum=1.0,
+                                   maximum=600.0, flag="--seconds", metavar="S")
+    sample_seed: int = option(0, "random seed of the sample", flag="--seed", metavar="K")
+
+
+@section("cluster")
+class ClusterOptions(Options):
+    """``[cluster]``: where the work runs (where, never what: no option here is a result)."""
+
+    kind: str = option("local", "where the work runs", choices=CLUSTER_KINDS, cli=False,
+                       result=False)
+    address: str = option("", "scheduler address for kind='address' (tcp://, tls://); empty: "
+                          "Dask's 'scheduler-address' config / DASK_SCHEDULER_ADDRESS",
+                          cli=False, result=False)
+    workers: int = option(2, "worker processes (local), jobs (slurm) or pods", minimum=1,
+                          maximum=100_000, metavar="N", result=False,
+                          cli_help="start a local Dask cluster of N worker processes "
+                                   "(default 2)")
+    threads_per_worker: int = option(1, "task threads per worker", minimum=1, maximum=1024,
+                                     cli=False, result=False)
+    memory: str = option("auto", "memory per worker in Dask's syntax, e.g. '8GiB'", cli=False,
+                         result=False)
+    connect_timeout: float = option(10.0, "seconds to wait for a scheduler", minimum=0.1,
+                                    maximum=3600.0, cli=False, result=False)
+    tls_ca_file: str = option("", "CA certificate (PEM) for tls:// addresses", path=True,
+                              flag="--tls-ca", metavar="PEM", result=False,
+                              cli_help="CA certificate for a tls:// scheduler")
+    tls_cert: str = option("", "client certificate (PEM)", path=True, metavar="PEM",
+                           result=False, cli_help="client certificate for a tls:// scheduler")
+    tls_key: str = option("", "client private key (PEM)", path=True, metavar="PEM",
+                          result=False, cli_help="client private key for a tls:// scheduler")
+    queue: str = option("", "slurm: partition (default: jobqueue.slurm config)", cli=False,
+                        result=False)
+    account: str = option("", "slurm: account (default: jobqueue.slurm config)", cli=False,
+                          result=False)
+    walltime: str = option("", "slurm: job walltime, e.g. '04:00:00'", cli=False, result=False)
+    image: str = option("", "kubernetes: container image of scheduler and workers", cli=False,
+                        result=False)
+    namespace: str = option("", "kubernetes: namespace (default: the current context's)",
+                            cli=False, result=False)
+    cluster_spec: str = option("", "kubernetes: a DaskCluster manifest to start", path=True,
+                               cli=False, result=False)
+
+
+@section("featurize", spec=False)
+class FeaturizeOptions(Options):
+    """The featurize stage's options (``[featurize]``, ``fmadask featurize``)."""
+
+    sr: int | str = option("native", "'native' (FMA-compatible) or a rate in Hz, e.g. 22050",
+                           minimum=1000, maximum=192_000, words=("native",),
+                           expected_text="'native' or a rate in Hz such as 22050",
+                           metavar="native|HZ",
+                           cli_help="decode at the file's native rate ('native', as FMA) or "
+                                    "resample to this rate in Hz, e.g. 22050")
+    what: list[str] = option(["features", "spectrograms"],
+                             "features, spectrograms or both (each track is decoded once)",
+                             choices=FEATURIZE_OUTPUTS, metavar="LIST")
+    partition_size: int = option(64, "tracks per Dask partition (one task each)", minimum=1,
+                                 maximum=1_000_000, metavar="K")
+    max_seconds: float | str = option(
+        1200.0, "refuse longer tracks, recorded in errors/ (default {default}; 'none': no limit)",
+        minimum=1.0, maximum=7 * 24 * 3600.0, words=("none",), metavar="S")
+    mel_device: str = option("cpu", "compute log-mels with librosa on the CPU or with torch on "
+                             "the workers' GPU (only GPU workers then take partitions)",
+                             choices=MEL_DEVICES, metavar="D")
+
+
+@section("featurize")
+class FeaturizeSection(FeaturizeOptions):
+    """``[featurize]``: decode every mp3 to the 518 FMA features and log-mel spectrograms."""
+
+    enabled: bool = option(True, "run this stage", cli=False, result=False)
+
+
+@section("classical", spec=False)
+class ClassicalOptions(Options):
+    """The classical stage's options (``[classical]``, ``fmadask train``)."""
+
+    models: list[str] = option(
+        ["all"], "model names, or ['all'] for the study's ten", metavar="NAMES",
+        cli_help="comma-separated model names or 'all': logistic_regression, decision_tree, "
+                 "random_forest, svc, nusvc, linear_svc, gradient_boosting, extra_trees, "
+                 "xgboost, adaboost")
+    scaler: str = option("minmax", "feature scaling (min-max is the study's)", choices=SCALERS,
+                         metavar="NAME")
+    search: str = option("none", "hyper-parameter search: random or Bayesian (Optuna TPE), both "
+                         "with successive halving and resumable (the study's: random)",
+                         choices=SEARCHES, metavar="NAME")
+    search_models: list[str] = option(["xgboost"], "models the search tunes (the study: XGBoost)",
+                                      metavar="NAMES",
+                                      cli_help="models to tune, comma-separated or 'all'")
+    n_iter: int = option(20, "parameter settings the search tries per model", minimum=1,
+                         maximum=100_000, metavar="N")
+    cv: int = option(5, "stratified folds of the search", minimum=2, maximum=100, metavar="K")
+    class_weight: str = option("none", "'balanced' weights every genre the same in training "
+                               "(unbalanced subsets such as FMA medium)", choices=CLASS_WEIGHTS,
+                               metavar="NAME")
+    distributed_xgb: bool = option(False, "train XGBoost through xgboost.dask",
+                                   cli_help="train XGBoost with xgboost.dask across all workers "
+                                            "(FMA large)")
+    unsupervised: bool = option(True, "also draw the PCA, t-SNE and K-means views",
+                                cli_help="skip the PCA, t-SNE and K-means pictures")
+    seed: int = option(0, "random seed of the models, the search and the views", metavar="K")
+
+
+@section("classical")
+class ClassicalSection(ClassicalOptions):
+    """``[classical]``: scaling, the ten scikit-learn/XGBoost models, the XGBoost search."""
+
+    enabled: bool = option(True, "run this stage", cli=False, result=False)
+
+
+@section("cnn", spec=False)
+class CnnOptions(Options):
+    """The options of one CNN training run (``[cnn]``, ``fmadask cnn``, ``python -m
+    fmadask.dl.trainer``); :class:`fmadask.dl.config.TrainConfig` inherits them."""
+
+    arch: str = option("naive", "net architecture", choices=ARCHS, spec=False, metavar="A")
+    epochs: int = option(20, "maximum epochs", minimum=1, maximum=100_000, metavar="N")
+    segment_seconds: float = option(3.0, "training segment length in seconds", minimum=0.1,
+                                    maximum=60.0, metavar="S")
+    batch_size: int = option(32, "segments per rank per step", minimum=1, maximum=65_536,
+                             metavar="B")
+    lr: float = option(1e-3, "peak learning rate", minimum=1e-9, maximum=10.0, metavar="LR")
+    weight_decay: float = option(1e-4, "weight decay (decoupled for AdamW)", minimum=0.0,
+                                 maximum=1.0, metavar="WD")
+    optimizer: str = option("adamw", "'adam' is the study's", choices=OPTIMIZERS,
+                            metavar="NAME")
+    lr_schedule: str = option("onecycle", "learning-rate schedule", choices=LR_SCHEDULES,
+                              metavar="NAME")
+    patience: int = option(5, "early stopping: epochs without a better validation loss",
+                           minimum=1, maximum=100_000, metavar="N")
     # The recipe of new work (fmadask.dl.augment), chosen on validation: random gain and label
     # smoothing; masks and mixup cost validation accuracy within 20 epochs (README, "The CNN
     # recipe and the fusion"), so they are off unless asked for. The paper job sets all to 0.
-    Option("cnn.gain_db", float, 6.0, "augmentation: random gain up to +-DB dB (0 off)",
-           minimum=0.0, maximum=60.0),
-    Option("cnn.masks", int, 0, "augmentation: N SpecAugment frequency and N time masks (0 off)",
-           minimum=0, maximum=64),
-    Option("cnn.mixup", float, 0.0, "augmentation: mixup Beta(ALPHA, ALPHA) (0 off)",
-           minimum=0.0, maximum=100.0),
-    Option("cnn.label_smoothing", float, 0.1, "label smoothing (0 off)", minimum=0.0,
-           maximum=0.99),
-    Option("fusion.enabled", bool, True),
-    Option("fusion.classical", str, "", "classical model folder name (default: the best)"),
-    Option("fusion.cnn", str, "", "CNN architecture (default: the best on validation)"),
-    Option("output.dir", str, MISSING, "run directory (local path or fsspec URL)", path=True),
-    Option("output.overwrite", bool, False, "redo stages whose outputs were made with other "
-           "parameters, deleting only files fmadask wrote (default: refuse)"),
-    Option("sample.force", bool, False, "write into a folder that is not empty (files of the "
-           "sample's names are replaced)"),
-    Option("predict.top", int, 3, "genres to show per file", minimum=1, maximum=1000),
-)
+    gain_db: float = option(6.0, "augmentation: random gain up to +-DB dB (0 off)", minimum=0.0,
+                            maximum=60.0, metavar="DB")
+    masks: int = option(0, "augmentation: N SpecAugment frequency and N time masks (0 off)",
+                        minimum=0, maximum=64, metavar="N")
+    mixup: float = option(0.0, "augmentation: mixup Beta(ALPHA, ALPHA) (0 off)", minimum=0.0,
+                          maximum=100.0, metavar="ALPHA")
+    label_smoothing: float = option(0.1, "label smoothing (0 off)", minimum=0.0, maximum=0.99,
+                                    metavar="EPS")
+    width: int | None = option(None, "channel width (default: the net's)", minimum=1,
+                               maximum=4096, metavar="C")
+    seed: int = option(0, "seed of initial weights, shuffling and segment offsets", metavar="K")
+    # Where the ranks run; fmadask cnn chooses it with --gpu instead.
+    device: str = option("auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES,
+                         result=False, metavar="DEVICE")
+    # Where each host keeps the shards of a run folder in object storage (fmadask.shardcache);
+    # neither changes results, only where and how much is cached.
+    cache_dir: str = option("", "local folder of each host's cache of spectrogram shards read "
+                            "from object storage (default: $FMADASK_CACHE, else $XDG_CACHE_HOME/"
+                            "fmadask/shards, else ~/.cache/fmadask/shards)", path=True,
+                            result=False, metavar="DIR")
+    cache_size: float = option(50.0, "GiB of shards each host's cache may hold; the least "
+                               "recently used go first", minimum=0.001, maximum=1e6,
+                               result=False, metavar="GIB")
 
 
-def check(key: str, value: Any) -> Any:
-    """``value`` validated as option ``key`` (see :meth:`Option.check`)."""
-    return OPTIONS[key].check(value)
+@section("cnn", spec=False)
+class CnnRunOptions(Options):
+    """``fmadask cnn``'s own options (``fmadask run`` resumes an interrupted net by itself)."""
+
+    resume: bool = option(False, "continue from the last checkpoint in the output folder",
+                          spec=False)
 
 
-def default(key: str) -> Any:
-    """The default of option ``key`` (a fresh copy of a list)."""
-    value = OPTIONS[key].default
-    return type(value)(value) if isinstance(value, (list, dict)) else value
+@section("cnn")
+class CnnSection(CnnOptions):
+    """``[cnn]``: the study's CNNs on log-mel spectrograms, PyTorch DDP on Dask workers."""
+
+    enabled: bool = option(True, "run this stage", cli=False, result=False)
+    archs: list[str] = option(["naive", "naive_bn"], "nets to train, one after the other",
+                              cli=False)
+    ranks: int | None = option(None, "DDP processes, one per Dask worker (default: every worker)",
+                               minimum=1, maximum=100_000, metavar="R",
+                               cli_help="DDP ranks, one per worker (default: every worker, or "
+                                        "--workers)")
+
+
+@section("fusion", spec=False)
+class FusionOptions(Options):
+    """The fusion stage's options (``[fusion]``)."""
+
+    classical: str = option("", "classical model folder name (default: the best)", cli=False)
+    cnn: str = option("", "CNN architecture (default: the best on validation)", cli=False)
+
+
+@section("fusion")
+class FusionSection(FusionOptions):
+    """``[fusion]``: pool the best classical model and the best CNN (weight fitted on
+    validation); runs when both stages are on."""
+
+    enabled: bool = option(True, "run this stage", cli=False, result=False)
+
+
+@section("output")
+class OutputOptions(Options):
+    """``[output]``: the run directory."""
+
+    dir: str = option(MISSING, "run directory (local path or fsspec URL)", path=True, cli=False)
+    overwrite: bool = option(False, "redo stages whose outputs were made with other parameters, "
+                             "deleting only files fmadask wrote (default: refuse)",
+                             cli_help="delete the files RUN_DIR's previous featurize run wrote "
+                                      "(and only those) and start afresh")
+
+
+@section("sample", spec=False)
+class SampleOptions(Options):
+    """``fmadask sample``'s own options (its sizes are ``data.sample_*``)."""
+
+    force: bool = option(False, "write into a folder that is not empty (files of the sample's "
+                         "names are replaced)", spec=False)
+
+
+@section("predict", spec=False)
+class PredictOptions(Options):
+    """``fmadask predict``'s own options."""
+
+    top: int = option(3, "genres to show per file", minimum=1, maximum=1000, spec=False,
+                      metavar="N")
 
 
 # ------------------------------------------------------------------------- command line
@@ -332,35 +636,44 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def add_option(parser: argparse.ArgumentParser, key: str, *flags: str, help: str | None = None,
+def add_option(parser: argparse.ArgumentParser, key: str, help: str | None = None,
                **kwargs: Any) -> argparse.Action:
-    """Add option ``key`` to ``parser`` with its default and help; :func:`resolve_options`
-    validates it after parsing.
+    """Add option ``key`` to ``parser`` with its flag, default, metavar and help;
+    :func:`resolve_options` validates it after parsing.
 
-    ``flags`` default to ``--<key's name with dashes>``; ``help`` replaces the option's help;
-    other keyword arguments go to ``add_argument`` (``dest``, ``metavar``, ``action`` ...). A
-    boolean option becomes a ``store_true`` flag.
+    ``help`` replaces the option's help; other keyword arguments go to ``add_argument``
+    (``dest``, ``action`` ...). A boolean option becomes a ``store_true`` flag (``store_false``
+    for a ``--no-`` flag, into the option's name).
     """
     opt = OPTIONS[key]
-    name = key.split(".", 1)[1]
-    flags = flags or (f"--{name.replace('_', '-')}",)
-    text = help or opt.help
+    text = help or opt.cli_help or opt.help
     if opt.type is bool:
-        kwargs.setdefault("action", "store_true")
+        inverted = opt.flag_name.startswith("--no-")
+        kwargs.setdefault("action", "store_false" if inverted else "store_true")
+        if inverted:
+            kwargs.setdefault("dest", opt.name)
     else:
         kwargs.setdefault("default", default(key))
-        kwargs.setdefault("metavar", name.split("_")[-1].upper()[:1] or "X")
+        kwargs.setdefault("metavar", opt.metavar or opt.name.split("_")[-1].upper())
         shown = kwargs["default"]
         if "{default}" in text:
             text = text.replace("{default}", _shown(shown))
-        elif shown is not None and "(default" not in text:
+        elif shown not in (None, "", {}) and "(default" not in text:
             text = f"{text} (default {_shown(shown)})"
-    action = parser.add_argument(*flags, help=text, **kwargs)
+    action = parser.add_argument(opt.flag_name, help=text, **kwargs)
     options = dict(parser.get_default("_options") or {})
-    options[action.dest] = (key, action.option_strings[0] if action.option_strings else
-                            action.dest)
+    options[action.dest] = (key, opt.flag_name)
     parser.set_defaults(_options=options)
     return action
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, *names: str,
+                skip: tuple[str, ...] = ()) -> None:
+    """Add the command-line options of section class ``cls`` to ``parser``: every one, or those
+    ``names`` (a command that takes a few of a shared section's), less ``skip``."""
+    for f in option_fields(cls, cli=True):
+        if (not names or f.name in names) and f.name not in skip:
+            add_option(parser, f.metadata["option"].key)
 
 
 def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
@@ -378,21 +691,21 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def options_from_args(cls: type, args: argparse.Namespace, **changes: Any) -> Any:
+    """An instance of section class ``cls`` from a parsed command line: its options that the
+    command offers, the defaults for the others, then ``changes``."""
+    given = {key: dest for dest, (key, _) in (getattr(args, "_options", None) or {}).items()}
+    values = {}
+    for f in option_fields(cls):
+        dest = given.get(f.metadata["option"].key)
+        if dest is not None and getattr(args, dest, None) is not None:
+            values[f.name] = getattr(args, dest)
+    return cls(**{**values, **changes})
+
+
 def cli_name(args: argparse.Namespace, key: str) -> str:
     """The flag that sets option ``key`` in a parsed command line, else the key's name."""
     for option_key, flag in (getattr(args, "_options", None) or {}).values():
         if option_key == key:
             return flag
     return key.rsplit(".", 1)[-1]
-
-
-# ----------------------------------------------------------------------------- job spec
-
-
-def spec_field(key: str) -> Any:
-    """A dataclass field of a job spec section with option ``key``'s default and rules."""
-    opt = OPTIONS[key]
-    meta = {"option": opt}
-    if isinstance(opt.default, (list, dict)):
-        return dataclasses.field(default_factory=lambda k=key: default(k), metadata=meta)
-    return dataclasses.field(default=opt.default, metadata=meta)

@@ -38,16 +38,13 @@ from fmadask import storage
 from fmadask.jobspec import JobSpec, format_spec, local_path
 from fmadask.storage import redact
 from fmadask.lock import RunLock
-from fmadask.options import OptionError
+from fmadask.options import CnnOptions, OptionError, option_fields, option_values
 from fmadask.records import describe_change
-from fmadask.pipeline.rundir import foreign_entries
+from fmadask.runfolder import (CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MARKER_DIR, SPEC_FILE,
+                               foreign_entries)
 
 #: The stages, in the order they run.
 STAGES = ("featurize", "classical", "cnn", "fusion")
-#: Folder of the stage markers inside a run directory.
-MARKER_DIR = "_stages"
-#: The resolved spec of the last run, written into the run directory.
-SPEC_FILE = "job.toml"
 
 
 @dataclass(frozen=True)
@@ -78,29 +75,24 @@ def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
         f = spec.featurize
         return {"data_dir": redact(data_path(spec)), "subset": data.subset, "split": data.split,
                 "seed": data.seed if data.split == "stratified" else None,
-                "sr": None if f.sr == "native" else int(f.sr), "what": sorted(f.what),
-                "partition_size": f.partition_size, "max_seconds": max_seconds(spec),
-                "mel_device": f.mel_device}
+                **_results(f), "sr": None if f.sr == "native" else int(f.sr),
+                "what": sorted(f.what), "max_seconds": max_seconds(spec)}
     upstream = {"featurize": stage_params(spec, "featurize")}
-    if stage == "classical":
-        c = spec.classical
-        return {**upstream, "models": list(c.models), "scaler": c.scaler, "search": c.search,
-                "search_models": list(c.search_models),
-                "n_iter": c.n_iter, "cv": c.cv, "distributed_xgb": c.distributed_xgb,
-                "class_weight": c.class_weight,
-                "unsupervised": c.unsupervised, "seed": c.seed}
-    if stage == "cnn":
-        n = spec.cnn
-        return {**upstream, "archs": list(n.archs), "epochs": n.epochs, "ranks": n.ranks,
-                "batch_size": n.batch_size, "lr": n.lr, "optimizer": n.optimizer,
-                "segment_seconds": n.segment_seconds, "width": n.width, "seed": n.seed,
-                "gain_db": n.gain_db, "masks": n.masks, "mixup": n.mixup,
-                "label_smoothing": n.label_smoothing}
+    if stage in ("classical", "cnn"):
+        return {**upstream, **_results(getattr(spec, stage))}
     if stage == "fusion":
         f = spec.fusion
         return {"classical": stage_params(spec, "classical"), "cnn": stage_params(spec, "cnn"),
                 "model": f.classical, "arch": f.cnn}
     raise ValueError(f"unknown stage {stage!r}")
+
+
+def _results(section: Any) -> dict[str, Any]:
+    """The keys of a section that decide its stage's outputs (JSON-compatible copies), every
+    option of the section not marked ``result=False`` (:class:`fmadask.options.Option`)."""
+    keys = {f.name for f in option_fields(type(section), spec=True)}
+    return {name: list(value) if isinstance(value, list) else value
+            for name, value in option_values(section, result=True).items() if name in keys}
 
 
 def max_seconds(spec: JobSpec) -> float | None:
@@ -211,7 +203,7 @@ def check_names(spec: JobSpec) -> None:
         except ConfigError as exc:
             raise ConfigError(f"{spec.source}: [classical] models: {exc}") from None
     if spec.cnn.enabled:
-        from fmadask.dl.nets import ARCHS
+        from fmadask.dl.config import ARCHS     # the names only: no torch to check a spec
 
         unknown = [a for a in spec.cnn.archs if a not in ARCHS]
         if unknown:
@@ -352,29 +344,23 @@ def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
 
 def _featurize(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
                file: IO[str]) -> None:
-    from fmadask.pipeline.featurize import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig, run_featurize
 
-    f, d = spec.featurize, spec.data
-    run_featurize(data_path(spec), subset=d.subset, out=run_dir, client=client,
-                  sr=None if f.sr == "native" else int(f.sr), what=list(f.what),
-                  partition_size=f.partition_size, overwrite=redo,
-                  max_seconds=max_seconds(spec),
-                  split=d.split, seed=d.seed, file=file, mel_device=f.mel_device,
+    d = spec.data
+    config = FeaturizeConfig.of(spec.featurize, subset=d.subset, split=d.split, seed=d.seed,
+                                overwrite=redo)
+    run_featurize(data_path(spec), out=run_dir, client=client, config=config, file=file,
                   storage_options=run_options(spec))
 
 
 def _classical(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
                file: IO[str]) -> None:
-    from fmadask.ml.train import CLASSICAL_DIR, train
+    from fmadask.ml.train import ClassicalConfig, train
 
-    c, d = spec.classical, spec.data
+    d = spec.data
     train(run_dir, out_dir=storage.join(run_dir, CLASSICAL_DIR), split=d.split,
-          models=_models(spec),
-          search=c.search, search_models=list(c.search_models), n_iter=c.n_iter,
-          client=client, scaler=c.scaler, seed=c.seed,
-          split_seed=d.seed, subset=d.subset, cv=c.cv, distributed_xgb=c.distributed_xgb,
-          unsupervised=c.unsupervised, class_weight=c.class_weight, file=file,
-          storage_options=run_options(spec))
+          split_seed=d.seed, subset=d.subset, config=ClassicalConfig.of(spec.classical),
+          client=client, file=file, storage_options=run_options(spec))
 
 
 def _models(spec: JobSpec) -> str | list[str]:
@@ -395,21 +381,20 @@ def _cnn(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[s
         resume = has_checkpoint(out, options) and not (redo or spec.output.overwrite)
         print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {redact(out)}", file=file,
               flush=True)
-        run_cnn(run_dir, arch=arch, epochs=n.epochs, ranks=n.ranks, client=client, gpu=gpu,
-                resume=resume, segment_seconds=n.segment_seconds, batch_size=n.batch_size,
-                lr=n.lr, optimizer=n.optimizer, width=n.width, seed=n.seed,
-                gain_db=n.gain_db, masks=n.masks, mixup=n.mixup,
-                label_smoothing=n.label_smoothing, out_dir=str(out), cache_dir=n.cache_dir,
-                cache_size=n.cache_size, storage_options=options)
+        # Every training option of the section (the cache's too); the device is chosen by gpu.
+        training = {**option_values(n, CnnOptions), "arch": arch}
+        del training["device"]
+        run_cnn(run_dir, ranks=n.ranks, client=client, gpu=gpu, resume=resume,
+                out_dir=str(out), storage_options=options, **training)
 
 
 def cnn_dir(run_dir: str | Path, arch: str) -> str | Path:
     """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>`` (a URL for a URL)."""
-    return storage.join(run_dir, "cnn", arch)
+    return storage.join(run_dir, CNN_DIR, arch)
 
 
 def _fusion(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[str]) -> None:
-    from fmadask.fusion.stage import FUSION_DIR, format_results, fuse
+    from fmadask.fusion.stage import format_results, fuse
 
     f = spec.fusion
     results = fuse(run_dir, classical=f.classical or None, cnn=f.cnn or None,
@@ -425,9 +410,10 @@ _STAGE_RUNNERS = {"featurize": _featurize, "classical": _classical, "cnn": _cnn,
 #: Result files worth pointing a user to, relative to the run directory.
 _RESULTS = {
     "features": "features", "errors": "errors", "featurize summary": "featurize.json",
-    "classical table": "classical/table.md", "classical results": "classical/results.csv",
-    "confusion matrices": "classical/confusion",
-    "fusion results": "fusion/report.md",
+    "classical table": f"{CLASSICAL_DIR}/table.md",
+    "classical results": f"{CLASSICAL_DIR}/results.csv",
+    "confusion matrices": f"{CLASSICAL_DIR}/confusion",
+    "fusion results": f"{FUSION_DIR}/report.md",
 }
 
 
@@ -439,8 +425,8 @@ def result_files(run_dir: str | Path, storage_options: dict[str, Any] | None = N
         location = storage.join(run_dir, *rel.split("/"))
         if storage.exists(location, storage_options):
             found[name] = location
-    for arch in storage.listdir(storage.join(run_dir, "cnn"), storage_options):
-        report = storage.join(run_dir, "cnn", arch, "report.md")
+    for arch in storage.listdir(storage.join(run_dir, CNN_DIR), storage_options):
+        report = storage.join(run_dir, CNN_DIR, arch, "report.md")
         if storage.isfile(report, storage_options):
             found[f"cnn {arch}"] = report
     return found

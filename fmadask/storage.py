@@ -80,8 +80,10 @@ def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"storage option {pair.split('=')[0]!r} is not KEY=VALUE, e.g. "
-                              "--storage-option anon=true")
+            from fmadask.options import setting     # (options imports fma, which imports us)
+
+            raise ConfigError(f"storage option {pair.split('=')[0]!r} is not KEY=VALUE: give "
+                              f"e.g. anon=true to {setting('data.storage_options')}")
         value: Any = text
         if text.lower() in ("true", "false"):
             value = text.lower() == "true"
@@ -239,10 +241,13 @@ def unreachable(location: str | Path, exc: BaseException) -> StoreUnavailable:
     """The one-line error of a store that refused or could not be reached."""
     if isinstance(exc, StoreUnavailable):
         return exc
+    from fmadask.options import setting         # (options imports fma, which imports us)
+
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-    return StoreUnavailable(f"cannot reach {redact(location)} ({type(exc).__name__}: {reason}): check "
-                     "the URL, the bucket, credentials (AWS_* variables or --storage-option) "
-                     "and the endpoint (AWS_ENDPOINT_URL), then re-run the same command")
+    return StoreUnavailable(f"cannot reach {redact(location)} ({type(exc).__name__}: {reason}): "
+                            "check the URL, the bucket, credentials (AWS_* variables or "
+                            f"{setting('data.storage_options')}) and the endpoint "
+                            "(AWS_ENDPOINT_URL), then re-run the same command")
 
 
 def isfile(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> bool:

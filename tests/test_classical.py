@@ -21,12 +21,12 @@ from fmadask.cluster import workers_info
 from fmadask.errors import ConfigError, DataError
 from fmadask.features import FEATURE_COLUMNS, to_fma_columns
 from fmadask.fma.splits import SPLITS, stratified_split
-from fmadask.ml import MODEL_NAMES, load_classical, load_dataset, train
-from fmadask.ml.data import Dataset
-from fmadask.ml.models import (Choice, FeasibleNuSVC, Float, Int, class_scores, make_pipeline,
-                               nu_bound, resolve_models)
-from fmadask.ml.persist import save_classical
+from fmadask.ml.data import Dataset, load_dataset
+from fmadask.ml.models import (MODEL_NAMES, Choice, FeasibleNuSVC, Float, Int, class_scores,
+                               make_pipeline, nu_bound, resolve_models)
+from fmadask.ml.persist import load_classical, save_classical
 from fmadask.ml.search import run_search
+from fmadask.ml.train import train
 from fmadask.report.metrics import normalized_confusion, scores
 from synthetic_tables import gaussian_table
 
@@ -437,7 +437,7 @@ def audio_run(local_client, tmp_path_factory) -> Path:
 
 
 def test_sample_features_train_all_models_well_above_chance(audio_run):
-    from fmadask.pipeline import read_features
+    from fmadask.runfolder import read_features
 
     results = pd.read_csv(audio_run / "classical" / "results.csv")
     assert list(results["name"]) == list(MODEL_NAMES)
@@ -455,7 +455,7 @@ def test_sample_features_train_all_models_well_above_chance(audio_run):
 
 def test_run_split_handling_keeps_or_recomputes_the_split(audio_run):
     from fmadask.fma.tracks import track_table
-    from fmadask.pipeline import read_features, read_job
+    from fmadask.runfolder import read_features, read_job
 
     stored = read_features(audio_run)
     official = load_dataset(audio_run, split="official")

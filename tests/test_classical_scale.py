@@ -19,12 +19,13 @@ import pytest
 from distributed import get_task_stream
 
 from fmadask.errors import ConfigError
-from fmadask.ml import load_classical, train
 from fmadask.ml.data import Dataset
 from fmadask.ml.fit import fit_and_predict
 from fmadask.ml.models import (SCALE_THRESHOLD_ROWS, Float, Int, NystroemSVM, make_pipeline,
                                runs_as)
+from fmadask.ml.persist import load_classical
 from fmadask.ml.search import halving_fractions, run_search, score_for
+from fmadask.ml.train import train
 from synthetic_tables import gaussian_table
 
 #: The engine is the same for every model; logistic regression fits in a fraction of a second

@@ -31,8 +31,9 @@ from fmadask.dl.synthetic import GENRES, write_synthetic_spectrograms
 from fmadask.dl.trainer import RankFailure
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.tracks import track_table
-from fmadask.ml.predict import predict
-from fmadask.pipeline import read_errors, run_featurize
+from fmadask.pipeline import run_featurize
+from fmadask.predict import predict
+from fmadask.runfolder import read_errors
 
 import cnn_callbacks
 from cnn_callbacks import FailAt, Probe

@@ -106,7 +106,7 @@ def test_cnn_reads_a_bucket_through_the_cache_and_writes_back_as_on_disk(
     assert not fs.exists(f"{BUCKET}/runs/r1/.fmadask.lock")
     # the model folder predicts from the bucket (fetched whole, checked by its card)
     from fmadask.dl.synthetic import GENRES
-    from fmadask.ml.predict import predict
+    from fmadask.predict import predict
 
     table = predict(remote["out_dir"], [tmp_path / "missing.mp3"], storage_options=options)
     assert table.attrs["classes"] == sorted(GENRES) and isinstance(table.loc[0, "error"], str)

@@ -29,14 +29,13 @@ from fmadask.errors import ConfigError, DataError
 from fmadask.features import FEATURE_COLUMNS, MelParams, to_fma_columns
 from fmadask.fma.metadata import load_features
 from fmadask.fma.tracks import track_table
-from fmadask.pipeline import (DEFAULT_MAX_SECONDS, DEFAULT_PARTITION_SIZE, read_errors,
-                              read_features, read_job, read_mel_params, read_spectrogram_index,
-                              run_featurize)
+from fmadask.pipeline import DEFAULT_MAX_SECONDS, DEFAULT_PARTITION_SIZE, run_featurize
 from fmadask.pipeline.featurize import (MIB_PER_AUDIO_SECOND, JobParams, Track,
                                         _check_worker_memory, featurize_partition,
                                         worker_memory_needed)
 from fmadask.atomic import NpyShard, atomic_path
-from fmadask.pipeline.rundir import PART_DIRS, PartitionFiles
+from fmadask.runfolder import (PART_DIRS, PartitionFiles, read_errors, read_features, read_job,
+                               read_mel_params, read_spectrogram_index)
 from lock_holder import held_lock
 
 #: Tracks per partition in these tests: 31 sample tracks -> 11 partitions, several with defects.

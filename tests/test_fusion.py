@@ -25,9 +25,9 @@ from fmadask.errors import ConfigError
 from fmadask.fma.tracks import track_table
 from fmadask.fusion.pool import fit_weight, pool
 from fmadask.fusion.stage import fuse
-from fmadask.ml.predict import predict
 from fmadask.ml.train import train
 from fmadask.pipeline import run_featurize
+from fmadask.predict import predict
 
 # ------------------------------------------------------------------------- augmentation
 

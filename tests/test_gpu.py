@@ -15,7 +15,7 @@ from fmadask.dl.trainer import backend_for
 from fmadask.errors import ConfigError
 from fmadask.features import MelParams, log_mel
 from fmadask.pipeline import run_featurize
-from fmadask.pipeline.rundir import PartitionFiles
+from fmadask.runfolder import PartitionFiles
 from fmadask.torchmel import TorchLogMel
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -22,10 +22,9 @@ from fmadask.dl.synthetic import write_synthetic_spectrograms
 from fmadask.dl.trainer import load_checkpoint
 from fmadask.errors import DataError
 from fmadask.integrity import describe
-from fmadask.ml import load_classical
 from fmadask.ml.models import make_pipeline
-from fmadask.ml.persist import save_classical
-from fmadask.ml.predict import predict
+from fmadask.ml.persist import load_classical, save_classical
+from fmadask.predict import predict
 
 GENRES = ["Folk", "Pop", "Rock"]
 

@@ -116,7 +116,7 @@ def test_one_track(sample_dir: Path, kernel_specs: Path, tmp_path: Path) -> None
 def test_feature_space(run_dir: Path, kernel_specs: Path, tmp_path: Path) -> None:
     # The notebook starts its own local Dask cluster, as the classical stage does.
     nb = execute("02_feature_space.ipynb", kernel_specs, tmp_path, FMADASK_RUN_DIR=str(run_dir))
-    from fmadask.pipeline import read_features
+    from fmadask.runfolder import read_features
 
     assert figures(nb) == 3  # PCA, t-SNE, K-means against genres
     text = printed(nb)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from fmadask import options
 from fmadask.cli import build_parser, main
-from fmadask.dl.config import TrainConfig
+from fmadask.dl.config import TrainConfig, add_config_arguments
 from fmadask.errors import ConfigError
-from fmadask.jobspec import SECTIONS
-from fmadask.options import OPTIONS
+from fmadask.jobspec import SECTIONS, load_job, spec_fields
+from fmadask.options import OPTIONS, option_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,6 +111,108 @@ def test_cli_and_spec_defaults_agree_for_every_option() -> None:
     assert spec_defaults["classical.search"] == "none"   # the drift that was: none on both now
 
 
+def _field_default(f: dataclasses.Field) -> object:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _trainer_parser() -> argparse.ArgumentParser:
+    """The options of ``python -m fmadask.dl.trainer`` (its parser: these, RUN_DIR and
+    --num-workers)."""
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return parser
+
+
+def _flags_by_key() -> dict[str, set[str]]:
+    """Every option key the command lines offer (each subcommand, the trainer's), with flags."""
+    found: dict[str, set[str]] = {}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for p in [*sub.choices.values(), _trainer_parser()]:
+        for key, flag in (p.get_default("_options") or {}).values():
+            found.setdefault(key, set()).add(flag)
+    return found
+
+
+def test_every_option_has_one_default_on_the_cli_in_the_spec_and_in_the_stage_configs() -> None:
+    from fmadask.ml.train import ClassicalConfig
+    from fmadask.pipeline.featurize import FeaturizeConfig
+
+    cli = _cli_defaults()
+    cli.setdefault("cnn.device", [])
+    cli["cnn.device"].append(("python -m fmadask.dl.trainer", "device",
+                              _trainer_parser().get_default("device")))
+    spec = {f"{section}.{f.name}": _field_default(f)
+            for section, cls in SECTIONS.items() for f in spec_fields(cls)}
+    configs = {cls.__name__: {f.metadata["option"].key: _field_default(f)
+                              for f in option_fields(cls)}
+               for cls in (TrainConfig, FeaturizeConfig, ClassicalConfig)}
+    for key, opt in OPTIONS.items():
+        if opt.spec:
+            assert key in spec and spec[key] == opt.default, key
+        for command, dest, value in cli.get(key, []):
+            expected = None if key == "cluster.workers" else opt.default   # see above
+            assert value == expected, (key, command, value, expected)
+        for name, defaults in configs.items():
+            if key in defaults:
+                assert defaults[key] == opt.default, (key, name)
+    # Each stage config holds every option of its stage, and the values a stage takes are those
+    # of the job spec's section (the spec's words made the stage's None where it has one).
+    assert set(configs["TrainConfig"]) >= {o.key for o in OPTIONS.values()
+                                           if o.key.startswith("cnn.") and o.key not in
+                                           ("cnn.enabled", "cnn.archs", "cnn.ranks",
+                                            "cnn.resume")}
+    assert FeaturizeConfig.of(SECTIONS["featurize"]()) == FeaturizeConfig()
+    assert FeaturizeConfig().sr is None and FeaturizeConfig().max_seconds == 1200.0
+    assert ClassicalConfig.of(SECTIONS["classical"]()) == ClassicalConfig()
+
+
+def test_every_option_is_on_the_cli_and_in_the_spec_unless_marked_one_sided() -> None:
+    flags = _flags_by_key()
+    spec = {f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in spec_fields(cls)}
+    for key, opt in OPTIONS.items():
+        assert (key in flags) == opt.cli, (key, "on the command line" if opt.cli else "cli=False")
+        if opt.cli:
+            assert flags[key] == {opt.flag_name}, key        # one flag wherever it is offered
+        assert (key in spec) == opt.spec, (key, "in the job spec" if opt.spec else "spec=False")
+    # The keys the hand-listed [cnn] section had missed are spec keys now.
+    assert {"cnn.weight_decay", "cnn.lr_schedule", "cnn.patience"} <= spec
+
+
+def test_a_new_option_is_one_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Declared once, a field is a spec key with its default, a flag, and validated in both."""
+    monkeypatch.setattr(options, "OPTIONS", dict(OPTIONS))
+
+    @options.section("fusion", spec=False)
+    class Fusion(SECTIONS["fusion"]):
+        temperature: float = options.option(1.0, "softmax temperature", minimum=0.1,
+                                            maximum=10.0, metavar="T")
+
+    monkeypatch.setitem(SECTIONS, "fusion", Fusion)
+    demo = ROOT / "jobs" / "demo.toml"
+    sets = ["data.dir=/d", "output.dir=/r"]
+    assert load_job(demo, sets, check_paths=False).fusion.temperature == 1.0
+    assert load_job(demo, [*sets, "fusion.temperature=2"], check_paths=False).fusion \
+        .temperature == 2.0
+    with pytest.raises(ConfigError, match="fusion.temperature must be at most 10"):
+        load_job(demo, [*sets, "fusion.temperature=50"], check_paths=False)
+    parser = argparse.ArgumentParser()
+    options.add_options(parser, Fusion)
+    assert "softmax temperature (default 1)" in parser.format_help()
+    args = options.resolve_options(parser.parse_args(["--temperature", "3"]))
+    assert options.options_from_args(Fusion, args).temperature == 3.0
+    with pytest.raises(ConfigError, match="--temperature must be at most 10"):
+        options.resolve_options(parser.parse_args(["--temperature", "50"]))
+    with pytest.raises(ConfigError, match="temperature must be at least 0.1"):
+        Fusion(temperature=0.0)
+
+
+def test_settings_named_in_other_errors_read_right_from_the_cli_and_a_spec() -> None:
+    assert options.setting("featurize.max_seconds") == "--max-seconds (featurize.max_seconds)"
+    assert options.setting("data.seed") == "--split-seed (data.seed)"
+    assert options.setting("cnn.resume") == "--resume"                 # command line only
+    assert options.setting("fusion.cnn") == "fusion.cnn"               # job spec only
+
+
 def test_cnn_training_defaults_come_from_the_options() -> None:
     config = TrainConfig()
     for name in ("epochs", "segment_seconds", "batch_size", "lr", "weight_decay", "optimizer",
@@ -128,7 +231,7 @@ def test_every_float_option_refuses_infinity_and_nan() -> None:
 def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
     from test_classical import synthetic_dataset
     from fmadask.errors import DataError
-    from fmadask.ml import train
+    from fmadask.ml.train import train
 
     out = tmp_path / "classical"
     out.write_text("not a folder")

@@ -13,7 +13,7 @@ from fmadask.ml.train import (ClassicalConfig, ClassicalState, plan_classical,
                               read_classical_state)
 from fmadask.pipeline.featurize import (FeaturizeConfig, FeaturizeState, featurize_record,
                                         plan_featurize, read_featurize_state)
-from fmadask.pipeline.rundir import JOB_FILE, PartitionFiles, write_json
+from fmadask.runfolder import JOB_FILE, PartitionFiles, write_json
 from synthetic_tables import gaussian_table
 
 #: Tracks per partition: the sample's 31 tracks make 11 partitions.

@@ -16,13 +16,16 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from fmadask.audio import segments
 from fmadask.cli import main
 from fmadask.errors import DataError
 from fmadask.fma.tracks import track_table
-from fmadask.ml import load_classical, predict, train
 from fmadask.ml.models import class_scores
-from fmadask.ml.predict import expand_paths, format_predictions, segments
-from fmadask.pipeline import read_errors, read_features, run_featurize
+from fmadask.ml.persist import load_classical
+from fmadask.ml.train import train
+from fmadask.pipeline import run_featurize
+from fmadask.predict import expand_paths, format_predictions, predict
+from fmadask.runfolder import read_errors, read_features
 
 SMALL = {"xgboost": {"n_estimators": 10}}
 

@@ -78,10 +78,10 @@ def _fmadask(env: dict, *args: str, timeout: float = 900) -> subprocess.Complete
 
 def test_featurize_train_predict_on_workers_without_shared_disk(
         s3_server, s3_sample, sample_dir, isolated_cluster, local_client, tmp_path) -> None:
-    from fmadask.ml.predict import format_predictions, predict
+    from fmadask.predict import format_predictions, predict
     from fmadask.ml.train import train
     from fmadask.pipeline import run_featurize
-    from fmadask.pipeline.rundir import read_features
+    from fmadask.runfolder import read_features
 
     s3_server.filesystem().mkdir("e2e")
     out = "s3://e2e/runs/r1"
@@ -131,7 +131,7 @@ def _cnn_from_and_to_s3(s3_server, out: str, env: dict, cluster: str, local_clie
     ``fmadask predict`` from the bucket's CNN folder."""
     from fmadask import storage
     from fmadask.dl.launch import run_cnn
-    from fmadask.ml.predict import format_predictions, predict
+    from fmadask.predict import format_predictions, predict
 
     copy = storage.download_folder(out, tmp_path / "copy", s3_server.options)
     flags = [a for k, v in TINY_CNN.items() for a in (f"--{k.replace('_', '-')}", str(v))]

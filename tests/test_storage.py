@@ -56,7 +56,7 @@ def test_storage_option_flag_error_is_one_line(capsys: pytest.CaptureFixture) ->
 
 
 def _features(summary_dir: Path) -> pd.DataFrame:
-    from fmadask.pipeline.rundir import read_features
+    from fmadask.runfolder import read_features
 
     return read_features(summary_dir)
 
@@ -233,7 +233,7 @@ def test_featurize_writes_a_run_folder_on_s3_that_resumes(s3_server, s3_sample, 
     bucket; the features read back from it equal a local run's; a re-run skips every complete
     partition and redoes one whose object was damaged."""
     from fmadask.pipeline import run_featurize
-    from fmadask.pipeline.rundir import read_features, read_spectrogram_index
+    from fmadask.runfolder import read_features, read_spectrogram_index
 
     out, local_dir, local, first = s3_run
     fs = s3_server.filesystem()
@@ -259,7 +259,7 @@ def test_train_reads_s3_writes_back_and_predict_loads_from_s3(s3_server, s3_run,
                                                                local_client) -> None:
     """train s3://run -> s3://run/classical equals a local train; predict from the s3 model
     folder gives the local model's probabilities."""
-    from fmadask.ml.predict import predict
+    from fmadask.predict import predict
     from fmadask.ml.train import train
 
     out, local_dir, _, _ = s3_run
@@ -404,7 +404,7 @@ def test_run_job_writes_its_run_folder_to_a_bucket_and_resumes(s3_server, s3_sam
 
     from fmadask.jobspec import load_job
     from fmadask.lock import LOCK_NAME
-    from fmadask.pipeline.rundir import read_features
+    from fmadask.runfolder import read_features
     from fmadask.run import run_job
 
     _, local_dir, _, _ = s3_run

@@ -8,7 +8,11 @@
   fmadask.dl.trainer`` under torchrun);
 - :mod:`fmadask.dl.launch` -- :func:`run_cnn`: one rank per Dask worker;
 - :mod:`fmadask.dl.evaluate` -- segment votes and scores; :mod:`fmadask.dl.predict` -- saved
-  models and :func:`predict_cnn` for ``fmadask predict``.
+  models and :func:`~fmadask.dl.predict.predict_cnn` (``fmadask predict`` reaches it through
+  :mod:`fmadask.predict`).
 
-Nothing is imported here, so that importing the package does not import torch.
+The spectrograms are read through :mod:`fmadask.runfolder`; this package imports neither
+:mod:`fmadask.pipeline` nor :mod:`fmadask.ml` (nor do they import it). Nothing is imported here,
+so that importing the package does not import torch (:mod:`fmadask.dl.config`, the options and
+the architectures' names, is torch-free).
 """

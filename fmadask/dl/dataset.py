@@ -35,8 +35,8 @@ from torch.utils.data import Dataset
 
 from fmadask import storage
 from fmadask.errors import DataError
-from fmadask.pipeline.rundir import (SPECTROGRAMS_DIR, PartitionFiles, read_job, read_mel_params,
-                                     read_spectrogram_index)
+from fmadask.runfolder import (SPECTROGRAMS_DIR, PartitionFiles, read_job, read_mel_params,
+                               read_spectrogram_index)
 from fmadask.shardcache import ShardCache
 
 T = TypeVar("T")

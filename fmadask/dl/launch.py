@@ -51,6 +51,7 @@ from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, ch
                                 free_port, fresh_start, load_checkpoint, train)
 from fmadask.errors import ClusterError, ConfigError, FmadaskError
 from fmadask.lock import RunLock
+from fmadask.options import check, default, setting
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,13 @@ def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
     kind = "GPU workers" if gpu else "workers"
     if not workers:
         raise ClusterError(f"the Dask cluster has no {kind}: start some, "
-                           f"{'or run without --gpu' if gpu else 'or check --scheduler'}")
+                           f"{'or train on the CPU' if gpu else 'or check the scheduler address'}")
     if ranks is None:
         ranks = len(workers)
-    if ranks < 1:
-        raise ConfigError(f"--ranks must be at least 1, got {ranks}")
+    check("cnn.ranks", ranks)
     if ranks > len(workers):
         raise ClusterError(f"{ranks} ranks asked for but the cluster has {len(workers)} {kind}: "
-                           f"start more workers or use --ranks {len(workers)}")
+                           f"start more workers or set {setting('cnn.ranks')} to {len(workers)}")
     return workers[:ranks]
 
 
@@ -124,7 +124,8 @@ def check_run_dir(run_dir: str | Path) -> None:
                           "folder to a bucket (s3://, gs://) or a disk the workers share")
 
 
-def run_cnn(run_dir: str | Path, arch: str = "naive", epochs: int = 20, ranks: int | None = None,
+def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
+            epochs: int = default("cnn.epochs"), ranks: int | None = None,
             client: Client | None = None, gpu: bool = False, resume: bool = False,
             progress: bool = True, callbacks: Sequence[Callback] = (),
             storage_options: Mapping[str, Any] | None = None, **options) -> dict:
@@ -285,8 +286,8 @@ def _watch(client: Client, futures: list[Future], workers: list[str], metrics: _
             if w not in alive and f.status != "finished":
                 return TrainingError(f"CNN training failed: the worker {w} of rank {rank} left "
                                      "the cluster (killed, out of memory or lost); the other "
-                                     "ranks were stopped. Re-run with --resume to continue from "
-                                     "the last checkpoint")
+                                     f"ranks were stopped. Re-run with {setting('cnn.resume')} "
+                                     "to continue from the last checkpoint")
 
 
 def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -> FmadaskError:
@@ -305,8 +306,8 @@ def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -
             return exc.user_error
         return TrainingError(f"CNN training failed on rank {rank} of {len(futures)} "
                              f"({workers[rank]}): {exc.exc_type}: {exc.message}; the other ranks "
-                             "were stopped. Fix the cause and re-run with --resume to continue "
-                             "from the last checkpoint")
+                             f"were stopped. Fix the cause and re-run with "
+                             f"{setting('cnn.resume')} to continue from the last checkpoint")
     rank, exc = failures[0]
     return TrainingError(f"CNN training failed on rank {rank} ({workers[rank]}): "
                          f"{type(exc).__name__}: {exc}; the other ranks were stopped")

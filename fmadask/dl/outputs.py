@@ -30,6 +30,7 @@ from fmadask import storage
 from fmadask.atomic import write_json
 from fmadask.errors import DataError
 from fmadask.integrity import describe, inside, verified_files
+from fmadask.runfolder import CNN_DIR
 
 #: The folder of the checkpoints inside an output folder, and their files.
 CHECKPOINTS = "checkpoints"
@@ -52,7 +53,7 @@ def is_remote(location: str | Path) -> bool:
 def out_location(run_dir: str | Path, out_dir: str | None) -> str | Path:
     """The output folder: ``out_dir`` or ``RUN_DIR/cnn``; a URL string for object storage, a
     Path otherwise (``file://`` becomes its path)."""
-    location = out_dir or storage.join(run_dir, "cnn")
+    location = out_dir or storage.join(run_dir, CNN_DIR)
     if is_remote(location):
         return str(location).rstrip("/")
     return storage.local_path(location) if storage.is_url(location) else Path(location)

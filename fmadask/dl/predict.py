@@ -1,9 +1,10 @@
 """A trained CNN on disk (``model.pt`` + ``model.json``) and its predictions for new audio files.
 
 ``model.json`` holds everything needed to turn an mp3 into the net's input exactly as training
-did: ``kind='cnn'`` (so ``fmadask predict`` can tell it from a classical model), the architecture
-and width, the classes in output order, the spectrogram parameters (``mel_params``: the
-``MelParams`` fields the featurize job used), the segment length and the input standardisation.
+did: ``kind='cnn'`` (so :func:`fmadask.predict.predict` can tell it from a classical model), the
+architecture and width, the classes in output order, the spectrogram parameters (``mel_params``:
+the ``MelParams`` fields the featurize job used), the segment length and the input
+standardisation.
 """
 from __future__ import annotations
 
@@ -114,9 +115,9 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
     """Genre probabilities of audio files from a CNN model, one row per file.
 
     Each file is decoded as the featurize job decoded (:func:`fmadask.audio.load_audio` at the
-    rate recorded with the spectrograms), cut into clips of the spectrograms' length as
-    :func:`fmadask.ml.predict.segments` cuts them for the classical models (a 30 s clip is one
-    piece; a song is several), each clip turned into its log-mel spectrogram
+    rate recorded with the spectrograms), cut into clips of the spectrograms' length by
+    :func:`fmadask.audio.segments` as for the classical models (a 30 s clip is one piece; a
+    song is several), each clip turned into its log-mel spectrogram
     (:func:`fmadask.features.log_mel`) and into the model's segments like an evaluation clip. The
     file's probabilities are the mean over all its segments; ``genre_vote`` is their majority
     vote. A file that cannot be decoded gets its error and NaN probabilities; the others are
@@ -134,15 +135,14 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
     Returns
     -------
     pandas.DataFrame
-        The frame of :func:`fmadask.ml.predict.predict`: rows in the order of ``paths``,
+        The frame of :func:`fmadask.predict.predict`: rows in the order of ``paths``,
         ``path`` (str), ``genre`` (None on error), ``error`` (None, or ``'<kind>: <message>'``),
         ``genre_vote``, ``n_segments``, then one float column per genre (probability);
         ``attrs['classes']`` and ``attrs['outputs'] = 'probability'``.
     """
-    from fmadask.audio import AudioError, load_audio
+    from fmadask.audio import AudioError, load_audio, segments
     from fmadask.features import log_mel
-    from fmadask.ml.predict import segments
-    from fmadask.pipeline import DEFAULT_MAX_SECONDS
+    from fmadask.options import default
 
     net, meta = load_model(model_dir, device)
     params = mel_params(meta)
@@ -154,7 +154,7 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
     for path in paths:
         row = {"path": str(path), "genre": None, "error": None, "genre_vote": None, "n_segments": 0}
         try:
-            y, sr = load_audio(path, sr=decode_sr, max_seconds=DEFAULT_MAX_SECONDS)
+            y, sr = load_audio(path, sr=decode_sr, max_seconds=default("featurize.max_seconds"))
             clips = [log_mel(piece, sr, params) for piece in segments(y, sr, params.seconds)]
         except AudioError as exc:
             row["error"] = f"{exc.kind}: {exc}"

@@ -3,7 +3,7 @@
 For tests and benchmarks of the CNN stage that should not depend on decoding audio: each genre
 gets a learnable pattern (a band of energy at a genre-specific height pulsing at a genre-specific
 rate) buried in noise, and clips have varied valid lengths. The layout is the featurize job's
-(:mod:`fmadask.pipeline.rundir`), written with its schemas and atomic writers, so the pipeline's
+(:mod:`fmadask.runfolder`), written with its schemas and atomic writers, so the pipeline's
 readers accept it: ``spectrograms/part-XXXXX.npy`` float16 ``[n, n_mels, frames]``,
 ``spectrograms/index/part-XXXXX.parquet``, ``spectrograms/params.json``, the (empty) errors parts
 that mark partitions complete, and a ``featurize.json`` naming the plan.
@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from fmadask.atomic import atomic_path, write_json, write_parquet
-from fmadask.pipeline.rundir import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MEL_PARAMS_FILE,
-                                     PartitionFiles)
+from fmadask.runfolder import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MEL_PARAMS_FILE,
+                               PartitionFiles)
 
 GENRES = ("Electronic", "Experimental", "Folk", "Hip-Hop", "Instrumental", "International",
           "Pop", "Rock")

@@ -59,7 +59,7 @@ from fmadask.dl.outputs import OutputFolder, out_location, output_folder
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
-from fmadask.options import resolve_options
+from fmadask.options import resolve_options, setting
 from fmadask.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def select_device(config: TrainConfig, local_rank: int) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError(f"CUDA requested but not available on {socket.gethostname()}: "
-                          "run without --gpu or on GPU workers")
+                          "train on the CPU or on GPU workers")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
@@ -526,11 +526,11 @@ def check_resume(ckpt: dict, config: TrainConfig, world_size: int, path: Path) -
         if saved.get(key) != getattr(config, key):
             raise ConfigError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, not "
                               f"{getattr(config, key)!r}: resume with the same settings or drop "
-                              "--resume")
+                              f"{setting('cnn.resume')}")
     if ckpt["world_size"] != world_size and config.lr_schedule != "constant":
         raise ConfigError(f"checkpoint {path} was made with {ckpt['world_size']} ranks: resume "
-                          f"with --ranks {ckpt['world_size']} (the learning-rate schedule "
-                          "depends on it)")
+                          f"on as many, {setting('cnn.ranks')} {ckpt['world_size']} (the "
+                          "learning-rate schedule depends on it)")
 
 
 def _write_outputs_epoch(run: _Run, history: list[dict]) -> None:
@@ -872,7 +872,6 @@ def main(argv: list[str] | None = None) -> int:
                                                  "of a DDP job (torchrun sets the rank variables).")
     parser.add_argument("run_dir", metavar="RUN_DIR")
     add_config_arguments(parser)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--num-workers", dest="num_workers", type=int, default=2,
                         help="DataLoader processes per rank (default 2)")
     args = parser.parse_args(argv)

@@ -19,6 +19,8 @@ import librosa
 import numpy as np
 import scipy.sparse
 
+from fmadask.options import setting
+
 #: FMA's CQT: 7 octaves of 12 bins from C1, hop 512, librosa's default resampler.
 N_BINS = 84
 BINS_PER_OCTAVE = 12
@@ -69,7 +71,8 @@ def _plan(sr: float, tuning: float, dtype: type) -> _Plan:
     if filter_cutoff > sr / 2.0:
         raise ValueError(f"the CQT's top filter ({filter_cutoff:.0f} Hz) exceeds the Nyquist "
                          f"frequency of sr={sr:g} Hz: FMA's features need audio sampled at "
-                         f"{2 * filter_cutoff:.0f} Hz or more (decode with --sr 22050)")
+                         f"{2 * filter_cutoff:.0f} Hz or more (set {setting('featurize.sr')} "
+                         "to 22050)")
     count = _downsample_count(sr / 2.0, filter_cutoff, HOP_LENGTH, n_octaves)
     factor = 2 ** count
     sr_low = sr / float(factor)

@@ -5,6 +5,7 @@
   writes ``RUN_DIR/fusion`` (a model ``fmadask predict`` accepts, ``results.csv``,
   ``report.md``); :func:`predict_fusion` scores audio files with both parts.
 
-This package reads what the two stages wrote; neither :mod:`fmadask.ml` nor :mod:`fmadask.dl`
-imports it or each other.
+This package sits above the two stages, like :mod:`fmadask.predict`, :mod:`fmadask.run` and the
+CLI: it reads what they wrote and imports both (their loaders and predictors). Neither
+:mod:`fmadask.ml` nor :mod:`fmadask.dl` imports it, or each other.
 """

@@ -1,6 +1,7 @@
 """``fmadask fuse RUN_DIR``: pool the best classical model and the best CNN of a run.
 
-Reads what the two stages wrote:
+Sits above :mod:`fmadask.ml` and :mod:`fmadask.dl` (it imports both; neither imports it) and
+reads what the two stages wrote:
 
 - the classical model (``RUN_DIR/classical/best.json``'s, or one named) and the run's features,
   split as the classical stage split them (``classical/train.json``): its per-track class
@@ -45,9 +46,8 @@ from fmadask import storage
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.fusion.pool import fit_weight, pool
+from fmadask.runfolder import BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR
 
-#: Folder of the fusion inside a run directory.
-FUSION_DIR = "fusion"
 MODEL_KIND = "fusion"
 PARTS = ("classical", "cnn")
 EVAL_SPLITS = ("validation", "test")
@@ -62,9 +62,9 @@ RESULT_COLUMNS = ("source", "model", "validation_accuracy", "test_accuracy", "te
 
 def classical_model_dir(run_dir: Path, name: str | None = None) -> Path:
     """``RUN_DIR/classical/models/<name>``, or the stage's best model when ``name`` is None."""
-    stage = run_dir / "classical"
+    stage = run_dir / CLASSICAL_DIR
     if name is None:
-        best = stage / "best.json"
+        best = stage / BEST_FILE
         if not best.is_file():
             raise DataError(f"{best} not found: run the classical stage first "
                             f"('fmadask train {run_dir}')")
@@ -79,7 +79,7 @@ def classical_model_dir(run_dir: Path, name: str | None = None) -> Path:
 def cnn_model_dir(run_dir: Path, arch: str | None = None) -> Path:
     """``RUN_DIR/cnn/<arch>`` (or ``RUN_DIR/cnn`` itself when the CNN was trained there), the one
     of best validation track accuracy when ``arch`` is None."""
-    stage = run_dir / "cnn"
+    stage = run_dir / CNN_DIR
     candidates = [p.parent for p in sorted(stage.glob("*/model.json"))]
     if (stage / "model.json").is_file():
         candidates.append(stage)
@@ -115,7 +115,7 @@ def classical_probabilities(run_dir: str | Path, model_dir: Path,
 
     pipeline, card = load_classical(model_dir)
     try:
-        record = storage.read_bytes(storage.join(run_dir, "classical", "train.json"),
+        record = storage.read_bytes(storage.join(run_dir, CLASSICAL_DIR, "train.json"),
                                     storage_options)
         data = json.loads(record).get("data", {})
     except FileNotFoundError:
@@ -234,22 +234,23 @@ def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | No
         except FileNotFoundError:
             return False
 
-    if classical is None and copy("classical", "best.json"):
+    if classical is None and copy(CLASSICAL_DIR, BEST_FILE):
         try:
-            classical = Path(json.loads((local / "classical" / "best.json").read_text())
+            classical = Path(json.loads((local / CLASSICAL_DIR / BEST_FILE).read_text())
                              ["path"]).name
         except (ValueError, KeyError, TypeError):
             classical = None        # damaged: classical_model_dir says so
     if classical:
         try:
-            storage.download_folder(storage.join(run_dir, "classical", "models", classical),
-                                    local / "classical" / "models" / classical, storage_options)
+            storage.download_folder(storage.join(run_dir, CLASSICAL_DIR, "models", classical),
+                                    local / CLASSICAL_DIR / "models" / classical,
+                                    storage_options)
         except FileNotFoundError:
             pass
-    copy("cnn", "model.json")
-    for arch in storage.listdir(storage.join(run_dir, "cnn"), storage_options):
+    copy(CNN_DIR, "model.json")
+    for arch in storage.listdir(storage.join(run_dir, CNN_DIR), storage_options):
         if arch != "model.json":
-            copy("cnn", arch, "model.json")
+            copy(CNN_DIR, arch, "model.json")
     try:
         chosen = cnn_model_dir(local, cnn)
     except DataError:
@@ -382,14 +383,18 @@ def format_results(results: pd.DataFrame) -> str:
 
 def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.DataFrame:
     """Genre probabilities of audio files from a fused model (see
-    :func:`fmadask.ml.predict.predict` for the frame).
+    :func:`fmadask.predict.predict` for the frame).
 
     Each part scores the files as it does alone (the classical model by 30 s pieces, the CNN by
     its segments, each averaging over a long file), and the file's two probability vectors are
     pooled with the fitted weight. A file either part cannot score gets that part's error.
     """
-    from fmadask.ml.predict import predict
+    # Each part's own predictor, called directly: fmadask.predict (which dispatches on a card's
+    # kind) sits above this module, and the parts' kinds are fixed.
+    from fmadask.dl.predict import predict_cnn
+    from fmadask.ml.predict import predict_classical
 
+    predictors = {"classical": predict_classical, "cnn": predict_cnn}
     model_dir = Path(model_dir)
     card = json.loads((model_dir / "model.json").read_text())
     if not all(isinstance(card.get(k), dict) and set(PARTS) <= set(card[k])
@@ -403,7 +408,7 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
         if model_dir.resolve() not in folder.parents:  # a model's paths stay inside it
             raise DataError(f"{model_dir / 'model.json'}: part {part!r} points outside the "
                             "model folder; re-run 'fmadask fuse'")
-        tables[part] = predict(folder, paths)
+        tables[part] = predictors[part](folder, paths)
         if list(tables[part].attrs["classes"]) != classes:
             raise DataError(f"{folder}: its classes differ from the fused model's; re-run "
                             "'fmadask fuse'")

@@ -1,7 +1,7 @@
 """The features table the classical models learn from, from either of its two sources.
 
 - a featurize run directory (``RUN_DIR/featurize.json`` + ``RUN_DIR/features/part-*.parquet``),
-  read with :func:`fmadask.pipeline.read_features`;
+  read with :func:`fmadask.runfolder.read_features`;
 - FMA's published ``fma_metadata/features.csv`` (three header rows), with labels and splits from
   ``tracks.csv`` next to it through :func:`fmadask.fma.tracks.track_table`, so the classical half of
   the study runs without any audio.
@@ -9,7 +9,7 @@
 Either way the result is a :class:`Dataset`: one row per track, its top-level genre, its split and
 the 518 features in :data:`fmadask.features.FEATURE_COLUMNS` order, plus how the features were
 made (sample rate, FMA-compatible mode), which a saved model records so that
-:func:`fmadask.ml.predict` featurizes new audio the same way.
+:func:`fmadask.predict.predict` featurizes new audio the same way.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ import pandas as pd
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.splits import SPLITS
+from fmadask.options import setting
+from fmadask.runfolder import FEATURES_DIR, JOB_FILE, read_features, read_job
 
 #: Name of FMA's published features file.
 FMA_FEATURES_CSV = "features.csv"
@@ -114,8 +116,6 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
     if split not in SPLIT_METHODS:
         raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLIT_METHODS)}")
     if storage.is_url(source) and storage.local_path(source) is None:
-        from fmadask.pipeline.rundir import JOB_FILE
-
         if not storage.isfile(storage.join(source, JOB_FILE), storage_options):
             raise DataError(f"{storage.redact(source)} holds no {JOB_FILE}: pass a featurize run "
                             "directory")
@@ -150,8 +150,6 @@ def _drop_nonfinite(dataset: Dataset) -> Dataset:
 
 
 def _run_dir(path: Path) -> Path | None:
-    from fmadask.pipeline.rundir import FEATURES_DIR, JOB_FILE
-
     for candidate in (path, path.parent if path.name == FEATURES_DIR else None):
         if candidate is not None and (candidate / JOB_FILE).is_file():
             return candidate
@@ -170,8 +168,6 @@ def _features_csv(path: Path) -> Path:
 
 def _from_run(run_dir: str | Path, split: str, split_seed: int,
               storage_options: Mapping[str, Any] | None = None) -> Dataset:
-    from fmadask.pipeline import read_features, read_job
-
     job = read_job(run_dir, storage_options)
     params = job["params"]
     table = read_features(run_dir, storage_options=storage_options)
@@ -205,7 +201,7 @@ def _official_split_of(job: dict, track_ids: pd.Index,
     splits = official_split(load_tracks(data_dir, storage_options)).reindex(track_ids)
     if splits.isna().any():
         raise DataError(f"{data_dir}: tracks.csv lacks the split of {int(splits.isna().sum())} "
-                        "featurized tracks: use --split stratified")
+                        f"featurized tracks: set {setting('data.split')} to stratified")
     return splits
 
 
@@ -250,7 +246,7 @@ def _check(dataset: Dataset, source: str | Path) -> None:
     training = dataset.genre[dataset.rows("training")]
     lacking = sorted(set(dataset.classes) - set(training.unique()))
     if lacking:
-        raise DataError(f"{source}: genre(s) {', '.join(lacking)} have no training track: use "
-                        "--split stratified or more tracks per genre")
+        raise DataError(f"{source}: genre(s) {', '.join(lacking)} have no training track: set "
+                        f"{setting('data.split')} to stratified or use more tracks per genre")
     if len(dataset.classes) < 2:
         raise DataError(f"{source}: only one genre ({dataset.classes[0]}): a classifier needs two")

@@ -19,18 +19,16 @@ by earlier fmadask versions as pickles (``pipeline.joblib``) are refused: train 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import skops.io as sio
 
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.integrity import describe, verified_files
+from fmadask.runfolder import MODEL_CARD, read_card
 
-MODEL_CARD = "model.json"
 PIPELINE_FILE = "pipeline.skops"
 XGBOOST_FILE = "xgboost.json"
 #: Version of the card's layout; bumped when a field changes meaning (2: skops, checksums).
@@ -45,28 +43,6 @@ TRUSTED_TYPES = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier",
 )
-
-
-def read_card(model_dir: str | Path) -> dict[str, Any]:
-    """The parsed ``model.json`` of a saved model of any kind.
-
-    Raises
-    ------
-    DataError
-        No such folder or card.
-    """
-    path = Path(model_dir) / MODEL_CARD
-    if not path.is_file():
-        raise DataError(f"{path} not found: pass a model folder written by 'fmadask train' "
-                        "(e.g. RUN_DIR/classical/models/xgboost)")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({type(exc).__name__}): train the model "
-                        "again") from None
-    if not isinstance(card, dict) or "kind" not in card:
-        raise DataError(f"{path} does not say its kind: re-run 'fmadask train'")
-    return card
 
 
 def save_classical(model_dir: str | Path, pipeline: Any, card: dict[str, Any]) -> Path:
@@ -86,6 +62,8 @@ def save_classical(model_dir: str | Path, pipeline: Any, card: dict[str, Any]) -
     Path
         ``model_dir``.
     """
+    import skops.io as sio
+
     model_dir = Path(model_dir)
     names = {"pipeline": PIPELINE_FILE}
     with atomic_path(model_dir / PIPELINE_FILE) as tmp:
@@ -112,6 +90,10 @@ def load_classical(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     card : dict
         The model's ``model.json``.
     """
+    # skops is imported here, not above: it lists scikit-learn's estimators by importing every
+    # sklearn module, torch's and Dask's array adapters included (seconds, and torch in memory).
+    import skops.io as sio
+
     card = read_card(model_dir)
     if card["kind"] != "classical":
         raise DataError(f"{model_dir} holds a {card['kind']!r} model, not a classical one")

@@ -41,6 +41,7 @@ from fmadask.errors import DataError, FmadaskError
 from fmadask.ml.fit import error_line, fold_score
 from fmadask.ml.models import Dimension
 from fmadask.ml.persist import jsonable
+from fmadask.options import setting
 
 #: Successive halving keeps the best 1/ETA of the candidates at each rung, on ETA times the rows.
 ETA = 3
@@ -88,7 +89,8 @@ def n_splits_for(y: np.ndarray, cv: int) -> int:
     smallest = int(np.bincount(y).min())
     if smallest < 2:
         raise DataError("a genre has a single training track: cross-validation needs at least 2 "
-                        "per genre (use more data or --search none)")
+                        f"per genre (use more data or set {setting('classical.search')} to "
+                        "none)")
     return min(cv, smallest)
 
 

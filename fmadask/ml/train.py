@@ -41,7 +41,7 @@ import pandas as pd
 from fmadask.cluster import workers_info
 from fmadask import storage
 from fmadask.lock import RunLock
-from fmadask.options import OptionError, check, default
+from fmadask.options import ClassicalOptions, OptionError, option_values
 from fmadask.records import package_versions
 from fmadask.ml.data import Dataset, load_dataset
 from fmadask.ml.fit import FitOutcome, fit_and_predict
@@ -55,9 +55,8 @@ from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
+from fmadask.runfolder import CLASSICAL_DIR
 
-#: Folder of the classical stage inside a run directory.
-CLASSICAL_DIR = "classical"
 #: Files uploaded after all others (they list or vouch for the rest).
 MANIFESTS = ("model.json", "best.json", "train.json")
 EVAL_SPLITS = ("validation", "test")
@@ -100,7 +99,8 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
           search_spaces: Mapping[str, Mapping[str, Dimension]] | None = None,
           class_weight: str | None = "none", scale_threshold: int | None = None,
           progress: bool = True, file: IO[str] | None = None,
-          storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+          storage_options: Mapping[str, Any] | None = None,
+          config: ClassicalConfig | None = None) -> pd.DataFrame:
     """Train, score and save the study's classical models; write their table and figures.
 
     Parameters
@@ -169,6 +169,11 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         fsspec options when ``source`` or ``out_dir`` is a URL. Outputs for a URL are written
         into a local temporary folder and uploaded when the stage is done, each file whole and
         the model cards and ``train.json`` last.
+    config : ClassicalConfig, optional
+        All the stage's settings at once (a job spec's or the command line's options); given,
+        it replaces ``models``, ``search``, ``n_iter``, ``scaler``, ``seed``,
+        ``search_models``, ``cv``, ``distributed_xgb``, ``unsupervised``, ``model_params``,
+        ``search_spaces``, ``class_weight`` and ``scale_threshold``.
 
     Returns
     -------
@@ -186,13 +191,14 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     DataError
         The source cannot be read (see :func:`~fmadask.ml.data.load_dataset`).
     """
-    config = ClassicalConfig(models=models, search=search, search_models=search_models,
-                             n_iter=n_iter, cv=cv, scaler=scaler, seed=seed,
-                             class_weight=class_weight or "none",
-                             distributed_xgb=distributed_xgb, unsupervised=unsupervised,
-                             model_params=dict(model_params or {}),
-                             search_spaces=dict(search_spaces or {}),
-                             scale_threshold=scale_threshold)
+    if config is None:
+        config = ClassicalConfig(models=models, search=search, search_models=search_models,
+                                 n_iter=n_iter, cv=cv, scaler=scaler, seed=seed,
+                                 class_weight=class_weight or "none",
+                                 distributed_xgb=distributed_xgb, unsupervised=unsupervised,
+                                 model_params=dict(model_params or {}),
+                                 search_spaces=dict(search_spaces or {}),
+                                 scale_threshold=scale_threshold)
     if isinstance(source, Dataset):
         dataset = source
     else:
@@ -214,6 +220,11 @@ def output_folder(out: str | Path) -> str | Path:
     """The output folder as the stage uses it: a URL string, or a local Path (``file://`` URLs
     included)."""
     return str(out) if storage.is_url(out) and storage.local_path(out) is None else Path(out)
+
+
+def _names(models: Sequence[str]) -> str | list[str]:
+    """``['all']`` as :func:`resolve_models` takes it."""
+    return "all" if list(models) == ["all"] else list(models)
 
 
 def _owner(source: str | Path | Dataset, out: str | Path,
@@ -239,45 +250,43 @@ class _Log:
             print(message, file=self.file or sys.stderr, flush=True)
 
 
-@dataclass(frozen=True)
-class ClassicalConfig:
-    """The settings of the classical stage, validated when made (rules and help of each:
-    :mod:`fmadask.options`; the parameters are those of :func:`train`).
+@dataclass(frozen=True, kw_only=True)
+class ClassicalConfig(ClassicalOptions):
+    """The settings of the classical stage: the options of
+    :class:`~fmadask.options.ClassicalOptions` (defaults, rules and help there) and what only a
+    library caller sets, validated when made (the parameters of :func:`train`).
 
-    ``models`` is kept as a tuple of names (:func:`resolve_models`), ``search_models`` as those
-    of them that the search tunes (none without a search).
+    ``models`` may also be given as 'all' or a comma-separated string; it is kept as a tuple of
+    names (:func:`resolve_models`), ``search_models`` as those of them that the search tunes
+    (none without a search).
     """
 
-    #: 'all' (the option's ``['all']``), a comma-separated string or a sequence of names.
-    models: str | Sequence[str] = "all"
-    search: str = default("classical.search")
-    search_models: str | Sequence[str] = tuple(default("classical.search_models"))
-    n_iter: int = default("classical.n_iter")
-    cv: int = default("classical.cv")
-    scaler: str = default("classical.scaler")
-    seed: int = default("classical.seed")
-    class_weight: str = default("classical.class_weight")
-    distributed_xgb: bool = default("classical.distributed_xgb")
-    unsupervised: bool = default("classical.unsupervised")
     model_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     search_spaces: Mapping[str, Mapping[str, Dimension]] = field(default_factory=dict)
     scale_threshold: int | None = None
 
     def __post_init__(self) -> None:
-        names = resolve_models(self.models)
-        for key, value in (("classical.search", self.search), ("classical.scaler", self.scaler),
-                           ("classical.n_iter", self.n_iter), ("classical.cv", self.cv),
-                           ("classical.class_weight", self.class_weight)):
-            check(key, value)
+        for name in ("models", "search_models"):     # the option's form: a list of names
+            value = getattr(self, name)
+            object.__setattr__(self, name, [m.strip() for m in value.split(",")]
+                               if isinstance(value, str) else list(value))
+        super().__post_init__()
+        names = resolve_models(_names(self.models))
         tuned = ([] if self.search == "none" else
-                 [m for m in resolve_models(self.search_models) if m in names])
+                 [m for m in resolve_models(_names(self.search_models)) if m in names])
         if self.search != "none" and not tuned:
             raise OptionError("classical.search_models",
-                              f"search {self.search} tunes {self.search_models}, which is not "
-                              "among the models trained: add it to the models or choose other "
-                              "{option}")
+                              f"search {self.search} tunes {', '.join(self.search_models)}, which "
+                              "is not among the models trained: add it to the models or choose "
+                              "other {option}")
         object.__setattr__(self, "models", tuple(names))
         object.__setattr__(self, "search_models", tuple(tuned))
+
+    @classmethod
+    def of(cls, options: ClassicalOptions, **others: Any) -> ClassicalConfig:
+        """The config of the stage with ``options`` (a job spec's ``[classical]``, the command
+        line's) and ``others`` (``model_params``, ``search_spaces``, ``scale_threshold``)."""
+        return cls(**option_values(options, ClassicalOptions), **others)
 
     @property
     def weighting(self) -> str | None:

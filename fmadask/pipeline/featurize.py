@@ -1,7 +1,7 @@
 """The featurize job: a Dask bag of tracks, one task per partition, writing Parquet and npy shards.
 
 Each partition task decodes each of its tracks once, computes the 518 FMA features and/or the
-log-mel spectrogram, and writes the partition's files (see :mod:`fmadask.pipeline.rundir`), the
+log-mel spectrogram, and writes the partition's files (see :mod:`fmadask.runfolder`), the
 errors file last. A bad track becomes an errors row and never stops the job.
 
 Resuming and retries
@@ -66,14 +66,14 @@ from fmadask.atomic import NpyShard, remove_temp_files, write_parquet
 from fmadask.lock import RunLock
 from fmadask import storage
 from fmadask.storage import StoreUnavailable, redact, resolve
-from fmadask.options import OptionError, check, default
+from fmadask.options import (FeaturizeOptions, OptionError, default, option_values, same_as,
+                             setting)
 from fmadask.records import describe_change, package_versions
-from fmadask.pipeline.rundir import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA,
-                                     JOB_FILE, MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS,
-                                     PART_DIRS, RECORDS_DIR, SPECTROGRAMS_DIR, ERRORS_DIR,
-                                     PartitionFiles, complete_partitions, features_schema,
-                                     foreign_entries, parquet_source, read_errors,
-                                     read_job, write_json)
+from fmadask.runfolder import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA, JOB_FILE,
+                               MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, RECORDS_DIR,
+                               SPECTROGRAMS_DIR, ERRORS_DIR, PartitionFiles, complete_partitions,
+                               features_schema, foreign_entries, parquet_source, read_errors,
+                               read_job, write_json)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -334,47 +334,43 @@ class WarmUp(WorkerPlugin):
 # ------------------------------------------------------------------- the job: config and plan
 
 
-def _check_params(sr: int | None, what: Sequence[str], partition_size: int,
-                  max_seconds: float | None, mel_device: str) -> tuple[str, ...]:
-    """The options validated by their one definition (:mod:`fmadask.options`); ``what`` in
-    canonical order."""
-    what = check("featurize.what", list(what))
-    if not what:
-        raise OptionError("featurize.what", "is empty: choose one or both of "
-                          + ", ".join(OUTPUTS))
-    if sr is not None:
-        check("featurize.sr", sr)
-    check("featurize.partition_size", partition_size)
-    if max_seconds is not None:
-        check("featurize.max_seconds", max_seconds)
-    check("featurize.mel_device", mel_device)
-    return tuple(w for w in OUTPUTS if w in what)  # canonical order
+@dataclass(frozen=True, kw_only=True)
+class FeaturizeConfig(FeaturizeOptions):
+    """The settings of a featurize job: the options of
+    :class:`~fmadask.options.FeaturizeOptions` (defaults, rules and help there) and the data
+    and output options it reads, validated when made (the parameters of :func:`run_featurize`).
 
-
-@dataclass(frozen=True)
-class FeaturizeConfig:
-    """The settings of a featurize job, validated when made (rules and help of each:
-    :mod:`fmadask.options`; the parameters are those of :func:`run_featurize`).
-
-    ``what`` is kept in canonical order (features before spectrograms), ``sr`` as an int.
+    The job's values are kept as it uses them: ``sr`` an int, or None for each file's native
+    rate (option 'native'); ``max_seconds`` None for no limit ('none'); ``what`` a tuple in
+    canonical order (features before spectrograms).
     """
 
-    subset: str = default("data.subset")
-    #: Sample rate in Hz to resample to; None keeps each file's native rate (option 'native').
-    sr: int | None = None
-    what: tuple[str, ...] = OUTPUTS
-    partition_size: int = DEFAULT_PARTITION_SIZE
-    max_seconds: float | None = DEFAULT_MAX_SECONDS
-    split: str = default("data.split")
-    seed: int = default("data.seed")
-    mel_device: str = default("featurize.mel_device")
-    overwrite: bool = default("output.overwrite")
+    subset: str = same_as("data.subset")
+    split: str = same_as("data.split")
+    seed: int = same_as("data.seed")
+    overwrite: bool = same_as("output.overwrite")
 
     def __post_init__(self) -> None:
-        what = _check_params(self.sr, self.what, self.partition_size, self.max_seconds,
-                             self.mel_device)
-        object.__setattr__(self, "what", what)
+        unset = {"sr": "native", "max_seconds": "none"}     # None: the option's word
+        for name, word in unset.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, word)
+        object.__setattr__(self, "what", list(self.what))
+        super().__post_init__()
+        if not self.what:
+            raise OptionError("featurize.what", "is empty: choose one or both of "
+                              + ", ".join(OUTPUTS))
+        for name, word in unset.items():
+            if getattr(self, name) == word:
+                object.__setattr__(self, name, None)
         object.__setattr__(self, "sr", None if self.sr is None else int(self.sr))
+        object.__setattr__(self, "what", tuple(w for w in OUTPUTS if w in self.what))
+
+    @classmethod
+    def of(cls, options: FeaturizeOptions, **others: Any) -> FeaturizeConfig:
+        """The config of a job with the stage's ``options`` (a job spec's ``[featurize]``, the
+        command line's) and the ``others`` (``subset``, ``split``, ``seed``, ``overwrite``)."""
+        return cls(**option_values(options, FeaturizeOptions), **others)
 
     @property
     def job(self) -> JobParams:
@@ -427,7 +423,7 @@ def featurize_record(config: FeaturizeConfig, table: pd.DataFrame,
     """
     if table.empty:
         raise DataError(f"{redact(data_dir)}: no track of subset {config.subset!r} has a top-level "
-                        "genre: check the data folder and --subset")
+                        f"genre: check the data folder and {setting('data.subset')}")
     size = config.partition_size
     n_partitions = max(1, math.ceil(len(table) / size))
     if n_partitions > MAX_PARTITIONS:
@@ -649,8 +645,8 @@ def _check_worker_memory(client: Client, subset: str, max_seconds: float | None,
     """Warn when the workers' memory limits are below what the longest track may need."""
     longest = CLIP_SECONDS if subset != "full" else max_seconds
     if longest is None:
-        print("fmadask: warning: no --max-seconds on FMA full: a track of hours can exhaust a "
-              "worker's memory", file=file)
+        print(f"fmadask: warning: no {setting('featurize.max_seconds')} on FMA full: a track "
+              "of hours can exhaust a worker's memory", file=file)
         return
     need = MEMORY_HEADROOM * worker_memory_needed(longest)
     limits = [w.get("memory_limit") or 0 for w in
@@ -659,7 +655,8 @@ def _check_worker_memory(client: Client, subset: str, max_seconds: float | None,
     if low:
         print(f"fmadask: warning: {len(low)} worker(s) have a memory limit of "
               f"{min(low) / 2**30:.1f} GiB; tracks of up to {longest:g} s need about "
-              f"{need / 2**30:.1f} GiB: lower --max-seconds or give workers more memory",
+              f"{need / 2**30:.1f} GiB: lower {setting('featurize.max_seconds')} or give workers "
+              "more memory",
               file=file)
 
 
@@ -715,8 +712,9 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
                 if scheduler_lost(exc):   # every other future fails the same way: stop here
                     raise lost_scheduler_error(getattr(client.scheduler, "address", None)
                                                ) from None
-                hint = (" - workers died running it: out of memory? lower --max-seconds or give "
-                        "workers more memory" if type(exc).__name__ == "KilledWorker" else "")
+                hint = (" - workers died running it: out of memory? lower "
+                        f"{setting('featurize.max_seconds')} or give workers more memory"
+                        if type(exc).__name__ == "KilledWorker" else "")
                 stats.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
                 continue
             for result in results:
@@ -876,7 +874,8 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                   split: str = "official", seed: int = 42, progress: bool = True,
                   file: IO[str] | None = None, scheduler: str | None = None,
                   workers: int | None = None, mel_device: str = "cpu",
-                  storage_options: Mapping[str, Any] | None = None) -> dict:
+                  storage_options: Mapping[str, Any] | None = None,
+                  config: FeaturizeConfig | None = None) -> dict:
     """Featurize the tracks of an FMA subset on a Dask cluster into ``out``.
 
     Parameters
@@ -922,6 +921,10 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
     storage_options : mapping, optional
         fsspec options of a URL ``data_dir`` (credentials, endpoint); besides them the standard
         environment (``AWS_*``) applies. Never printed or recorded.
+    config : FeaturizeConfig, optional
+        All the job's settings at once (a job spec's or the command line's options); given, it
+        replaces ``subset``, ``sr``, ``what``, ``partition_size``, ``overwrite``,
+        ``max_seconds``, ``split``, ``seed`` and ``mel_device``.
 
     Returns
     -------
@@ -942,10 +945,12 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
     """
     from fmadask.fma.tracks import track_table
 
-    config = FeaturizeConfig(subset=subset, sr=sr, what=tuple(what),
-                             partition_size=partition_size, max_seconds=max_seconds, split=split,
-                             seed=seed, mel_device=mel_device, overwrite=overwrite)
-    table = track_table(data_dir, subset=subset, split=split, seed=seed,
+    if config is None:
+        config = FeaturizeConfig(subset=subset, sr=sr, what=tuple(what),
+                                 partition_size=partition_size, max_seconds=max_seconds,
+                                 split=split, seed=seed, mel_device=mel_device,
+                                 overwrite=overwrite)
+    table = track_table(data_dir, subset=config.subset, split=config.split, seed=config.seed,
                         storage_options=storage_options)
     # The data's and the partitioning's errors come before anything is written.
     record = featurize_record(config, table, data_dir)

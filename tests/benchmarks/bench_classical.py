@@ -152,7 +152,7 @@ def stage(args: argparse.Namespace) -> None:
 
 def whole_stage(args: argparse.Namespace) -> None:
     from fmadask.cluster import get_client
-    from fmadask.ml import train
+    from fmadask.ml.train import train
 
     dataset = medium_dataset(args.rows)
     n_train = int(dataset.rows("training").sum())

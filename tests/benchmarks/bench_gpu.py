@@ -132,7 +132,7 @@ def featurize_checks(data_dir: Path, work: Path, workers: int) -> None:
     """(c)."""
     from fmadask.cluster import get_client
     from fmadask.pipeline import run_featurize
-    from fmadask.pipeline.rundir import PartitionFiles
+    from fmadask.runfolder import PartitionFiles
 
     rates, runs = {}, {}
     with get_client(workers=workers, quiet=True) as client:

@@ -1,7 +1,11 @@
-"""The featurize job's part of a run directory: file names, Parquet schemas and readers.
+"""The run folder's format: file names, Parquet schemas, completion records and readers.
 
-::
+Every stage reads what the stages before it wrote to a run folder, and nothing else: this module
+is where they meet. It imports neither Dask nor torch, so any stage, a notebook or a report can
+read a run without a cluster. ::
 
+    RUN_DIR/job.toml                          the resolved job spec of the last ``fmadask run``
+    RUN_DIR/_stages/<stage>.json              a finished stage's parameters (``fmadask run``)
     RUN_DIR/featurize.json                    job parameters, partition plan, versions, summary
     RUN_DIR/features/part-XXXXX.parquet       track_id, split, genre_top, 518 float32 columns
     RUN_DIR/spectrograms/part-XXXXX.npy       float16 [tracks, n_mels, frames]
@@ -9,6 +13,12 @@
     RUN_DIR/spectrograms/params.json          mel parameters, frames, pad policy, decoder
     RUN_DIR/errors/part-XXXXX.parquet         track_id, stage, error_type, message
     RUN_DIR/_partitions/part-XXXXX.json       completion record: size and SHA-256 of each file
+    RUN_DIR/classical/                        the classical stage (models/<name>/, best.json)
+    RUN_DIR/cnn/<arch>/                       the CNN stage, one folder per architecture
+    RUN_DIR/fusion/                           the fused model of the two
+
+A model folder (``classical/models/<name>``, ``cnn/<arch>``, ``fusion``) has a card,
+``model.json``, whose ``kind`` says which stage's code loads it (:func:`read_card`).
 
 A partition is *complete* when its completion record exists and the files match it: the job
 writes the record last, after the partition's files, each fsynced and published by an atomic
@@ -38,8 +48,22 @@ import pyarrow.parquet as pq
 from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.integrity import file_digest
+from fmadask.options import setting
 
 Options = Mapping[str, Any] | None
+
+#: The resolved job spec of the last ``fmadask run``.
+SPEC_FILE = "job.toml"
+#: Folder of the stage markers (``_stages/<stage>.json``) of ``fmadask run``.
+MARKER_DIR = "_stages"
+#: Folders of the stages after featurize.
+CLASSICAL_DIR = "classical"
+CNN_DIR = "cnn"
+FUSION_DIR = "fusion"
+#: A stage folder's pointer to its best model (``classical/best.json``).
+BEST_FILE = "best.json"
+#: A model folder's card: its kind, classes and files.
+MODEL_CARD = "model.json"
 
 JOB_FILE = "featurize.json"
 FEATURES_DIR = "features"
@@ -232,8 +256,8 @@ def _complete_files(run_dir: str | Path, kind: str, allow_partial: bool,
     job = read_job(run_dir, storage_options)
     output = "features" if kind == "features" else "spectrograms"
     if kind != "errors" and output not in job["params"]["what"]:
-        raise DataError(f"{run_dir} has no {output}: re-run 'fmadask featurize' with "
-                        f"--what {output} and --overwrite")
+        raise DataError(f"{run_dir} has no {output}: featurize again with {output} in "
+                        f"{setting('featurize.what')} and {setting('output.overwrite')} set")
     done = complete_partitions(run_dir, job, storage_options=storage_options)
     total = job["plan"]["partitions"]
     if len(done) < total and not allow_partial:
@@ -321,8 +345,8 @@ def read_mel_params(run_dir: str | Path, storage_options: Options = None) -> dic
     """``RUN_DIR/spectrograms/params.json``: the mel parameters the shards were made with."""
     path = storage.join(run_dir, *MEL_PARAMS_FILE.split("/"))
     if not storage.isfile(path, storage_options):
-        raise DataError(f"{storage.redact(path)} not found: featurize with --what spectrograms "
-                        "first")
+        raise DataError(f"{storage.redact(path)} not found: featurize with spectrograms in "
+                        f"{setting('featurize.what')} first")
     return _read_json(path, storage_options)
 
 
@@ -338,7 +362,7 @@ def write_json(obj: object, location: str | Path, storage_options: Options = Non
 
 
 #: Names that make a folder an fmadask run folder (what ``featurize`` and ``run`` write first).
-RUN_MARKERS = (JOB_FILE, "job.toml", "_stages")
+RUN_MARKERS = (JOB_FILE, SPEC_FILE, MARKER_DIR)
 
 
 def foreign_entries(run_dir: str | Path, storage_options: Options = None) -> list[str]:
@@ -352,3 +376,25 @@ def foreign_entries(run_dir: str | Path, storage_options: Options = None) -> lis
     if any(m in names for m in RUN_MARKERS):
         return []
     return names
+
+
+def read_card(model_dir: str | Path) -> dict[str, Any]:
+    """The parsed ``model.json`` of a saved model of any kind.
+
+    Raises
+    ------
+    DataError
+        No such folder or card.
+    """
+    path = Path(model_dir) / MODEL_CARD
+    if not path.is_file():
+        raise DataError(f"{path} not found: pass a model folder written by 'fmadask train' "
+                        "(e.g. RUN_DIR/classical/models/xgboost)")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({type(exc).__name__}): train the model "
+                        "again") from None
+    if not isinstance(card, dict) or "kind" not in card:
+        raise DataError(f"{path} does not say its kind: re-run 'fmadask train'")
+    return card
