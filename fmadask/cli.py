@@ -301,11 +301,14 @@ def _cmd_cnn(args: argparse.Namespace) -> int:
     from fmadask.dl.launch import check_run_dir, format_result, run_cnn
     from fmadask.dl.config import config_options
 
-    check_run_dir(args.run_dir)     # before a cluster is started
+    for location in (args.run_dir, args.out_dir):   # before a cluster is started
+        if location is not None:
+            check_run_dir(location)
     workers = None if args.scheduler else (args.workers or args.ranks or 2)
     with get_client(args.scheduler, workers=workers) as client:
         result = run_cnn(args.run_dir, ranks=args.ranks, client=client, gpu=args.gpu,
-                         resume=args.resume, **config_options(args))
+                         resume=args.resume, storage_options=args.storage_options,
+                         **config_options(args))
     print(format_result(result))
     return 0
 
@@ -320,13 +323,19 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
                                    "by segment, by majority vote and by mean probability per "
                                    "track. Writes RUN_DIR/cnn (or --out): metrics.csv, "
                                    "curves.png, confusion_*.png, report.md, model.pt/model.json "
-                                   "for 'fmadask predict'.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding spectrograms/")
+                                   "for 'fmadask predict'. RUN_DIR may be a bucket "
+                                   "(s3://bucket/runs/r1): each worker host then keeps the "
+                                   "shards it reads in a local cache (--cache-dir, "
+                                   "--cache-size) and the outputs are uploaded, each file "
+                                   "whole, the model card last.")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="run directory holding spectrograms/ (a path or a URL, s3://...)")
     add_config_arguments(p, skip=("device",))     # --gpu chooses it
     add_option(p, "cnn.ranks")
     p.add_argument("--gpu", action="store_true",
                    help="train on the workers' GPUs (mixed precision; NCCL, or gloo where "
                         "ranks share a GPU)")
+    _add_storage_options(p)
     _add_cluster_options(p)
     p.set_defaults(handler=_cmd_cnn)
 
@@ -335,19 +344,16 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from fmadask.errors import ConfigError
     from fmadask.fusion.stage import format_results, fuse
     from fmadask.runfolder import FUSION_DIR
-    from fmadask.storage import is_url, local_path, redact
+    from fmadask.storage import redact
 
-    for location in (args.run_dir, args.out):
-        if location is not None and is_url(location) and local_path(location) is None:
-            raise ConfigError(f"{redact(location)}: fuse reads and writes a local or mounted run "
-                              "folder only, not object storage yet (as the cnn stage it pools): "
-                              "copy the run folder to a disk")
-    results = fuse(args.run_dir, classical=args.classical, cnn=args.cnn, out_dir=args.out)
+    _require_drivers(args.run_dir, args.out)
+    results = fuse(args.run_dir, classical=args.classical, cnn=args.cnn, out_dir=args.out,
+                   storage_options=args.storage_options)
     out = args.out or f"{args.run_dir.rstrip('/')}/{FUSION_DIR}"
-    print(f"fusion of the classical model and the CNN (weight fitted on validation), {out}:")
+    print(f"fusion of the classical model and the CNN (weight fitted on validation), "
+          f"{redact(out)}:")
     print(format_results(results))
     return 0
 
@@ -359,14 +365,17 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
                                    "fitted on the validation split only), score each and the "
                                    "fusion on validation and test, and write RUN_DIR/fusion: "
                                    "results.csv, report.md with a confusion matrix, and a model "
-                                   "for 'fmadask predict'.")
+                                   "for 'fmadask predict'. RUN_DIR may be a bucket "
+                                   "(s3://bucket/runs/r1).")
     p.add_argument("run_dir", metavar="RUN_DIR",
-                   help="run folder where the classical and CNN stages have finished")
+                   help="run folder (path or URL) where the classical and CNN stages have "
+                        "finished")
     p.add_argument("--classical", metavar="MODEL",
                    help="classical model folder under RUN_DIR/classical/models (default: best)")
     p.add_argument("--cnn", metavar="ARCH",
                    help="CNN folder under RUN_DIR/cnn (default: best validation accuracy)")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/fusion)")
+    _add_storage_options(p)
     p.set_defaults(handler=_cmd_fuse)
 
 

@@ -15,12 +15,12 @@ marker runs, resuming whatever its own code can resume (featurize skips complete
 No cluster is started when every stage is done.
 
 The run folder may be a URL (``[output] dir = "s3://bucket/runs/r1"``, reached with ``[data]
-storage_options`` and the environment's ``AWS_*``): the featurize and classical stages write
-into it themselves (each object whole, completion records last), and so does the runner:
-``job.toml`` and the stage markers are single PUTs, a marker after its stage's outputs. The
-run-folder lock is then a conditional PUT (:class:`fmadask.lock.ObjectLockStore`). The cnn
-stage, and with it fusion, read their inputs from a local or mounted folder only: a job with
-a URL run folder and ``[cnn] enabled`` is refused in one line before anything runs.
+storage_options`` and the environment's ``AWS_*``): every stage reads from and writes into it
+(each object whole, completion records and model cards last; the cnn stage's ranks read the
+shards through each host's cache, ``[cnn] cache_dir`` and ``cache_size``, which change no
+result and so are no stage parameter), and so does the runner: ``job.toml`` and the stage
+markers are single PUTs, a marker after its stage's outputs. The run-folder lock is then a
+conditional PUT (:class:`fmadask.lock.ObjectLockStore`).
 """
 from __future__ import annotations
 
@@ -115,19 +115,16 @@ def run_path(spec: JobSpec) -> str | Path:
     Raises
     ------
     ConfigError
-        A URL whose protocol has no fsspec driver installed, or a URL run folder for a job
-        whose cnn stage is enabled (it reads its shards from a local or mounted folder only).
+        A URL whose protocol has no fsspec driver installed, or a read-only one (``https://``).
     """
     path = local_path(spec.output.dir)
     if path is not None:
         return path
     url = spec.output.dir.rstrip("/")
     storage.require_driver(url)
-    if spec.cnn.enabled:
-        raise ConfigError(f"{spec.source}: [output] dir = {redact(url)!r} is in object storage, "
-                          "where the cnn and fusion stages cannot read their inputs yet: set "
-                          "cnn.enabled = false (fusion follows it), or give a local or mounted "
-                          "folder (shared by the workers)")
+    if storage.is_read_only(url):
+        raise ConfigError(f"{spec.source}: [output] dir = {redact(url)!r} is read-only: give a "
+                          "bucket (s3://, gs://) or a local or mounted folder")
     return url
 
 
@@ -371,35 +368,39 @@ def _models(spec: JobSpec) -> str | list[str]:
     return "all" if models == ["all"] else list(models)
 
 
-def _cnn(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+def _cnn(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[str]) -> None:
     from fmadask.cluster import gpu_workers
     from fmadask.dl.launch import run_cnn
+    from fmadask.dl.outputs import has_checkpoint
 
     n = spec.cnn
+    options = run_options(spec)
     gpu = n.device == "cuda" or (n.device == "auto" and bool(gpu_workers(client)))
     for arch in n.archs:
         out = cnn_dir(run_dir, arch)
-        resume = (out / "checkpoints" / "last.pt").is_file() and not (redo or spec.output.overwrite)
-        print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {out}", file=file, flush=True)
-        # Every training option of the section; the device is chosen by gpu.
+        resume = has_checkpoint(out, options) and not (redo or spec.output.overwrite)
+        print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {redact(out)}", file=file,
+              flush=True)
+        # Every training option of the section (the cache's too); the device is chosen by gpu.
         training = {**option_values(n, CnnOptions), "arch": arch}
         del training["device"]
         run_cnn(run_dir, ranks=n.ranks, client=client, gpu=gpu, resume=resume,
-                out_dir=str(out), **training)
+                out_dir=str(out), storage_options=options, **training)
 
 
-def cnn_dir(run_dir: Path, arch: str) -> Path:
-    """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>``."""
-    return run_dir / CNN_DIR / arch
+def cnn_dir(run_dir: str | Path, arch: str) -> str | Path:
+    """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>`` (a URL for a URL)."""
+    return storage.join(run_dir, CNN_DIR, arch)
 
 
-def _fusion(spec: JobSpec, client: Any, run_dir: Path, redo: bool, file: IO[str]) -> None:
+def _fusion(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[str]) -> None:
     from fmadask.fusion.stage import format_results, fuse
 
     f = spec.fusion
-    results = fuse(run_dir, classical=f.classical or None, cnn=f.cnn or None)
-    print(f"fusion (weight fitted on validation), {run_dir / FUSION_DIR / 'report.md'}:",
-          file=file)
+    results = fuse(run_dir, classical=f.classical or None, cnn=f.cnn or None,
+                   storage_options=run_options(spec))
+    print(f"fusion (weight fitted on validation), "
+          f"{redact(storage.join(run_dir, FUSION_DIR, 'report.md'))}:", file=file)
     print(format_results(results), file=file, flush=True)
 
 

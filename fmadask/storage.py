@@ -42,6 +42,15 @@ def is_url(location: str | Path) -> bool:
     return bool(sep) and len(scheme) > 1
 
 
+#: Protocols that serve files but take none (a data folder, never a run folder).
+READ_ONLY = ("http", "https")
+
+
+def is_read_only(location: str | Path) -> bool:
+    """Whether ``location`` is a URL of a read-only protocol (``https://``)."""
+    return is_url(location) and _protocol(str(location)) in READ_ONLY
+
+
 def local_path(location: str | Path) -> Path | None:
     """The local path of ``location`` (plain or ``file://``), or None for other URLs."""
     if not is_url(location):
@@ -354,6 +363,15 @@ def put_file(local: str | Path, location: str, storage_options: Mapping[str, Any
     only when it completes)."""
     fs, path = filesystem(location, storage_options)
     guarded(location, lambda: fs.put_file(str(local), path))
+
+
+def get_file(location: str, local: str | Path,
+             storage_options: Mapping[str, Any] | None = None) -> Path:
+    """Download one object to a local file (FileNotFoundError if there is none)."""
+    fs, path = filesystem(location, storage_options)
+    Path(local).parent.mkdir(parents=True, exist_ok=True)
+    guarded(location, lambda: fs.get_file(path, str(local)))
+    return Path(local)
 
 
 def remove(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> None:

@@ -159,6 +159,39 @@ def test_the_fused_model_round_trips_through_predict(fused_run: Path, sample_dir
 
 
 @pytest.mark.slow
+def test_fuse_on_a_bucket_copy_of_the_run_equals_fuse_on_disk(fused_run: Path, s3_server,
+                                                              sample_dir: Path, capsys):
+    """``fmadask fuse s3://...`` reads the parts from the bucket (verified by their cards),
+    writes RUN_DIR/fusion back, and the model predicts from there as the local one does."""
+    from fmadask import storage
+
+    options = s3_server.options
+    fs = s3_server.filesystem()
+    fs.mkdir("fusion-s3")
+    url = "s3://fusion-s3/runs/r1"
+    storage.upload_folder(fused_run, url, options)
+    fs.rm("fusion-s3/runs/r1/fusion", recursive=True)
+    flags = [a for k in ("key", "secret", "endpoint_url")
+             for a in ("--storage-option", f"{k}={options[k]}")]
+    assert main(["fuse", url, *flags]) == 0
+    assert f"{url}/fusion" in capsys.readouterr().out
+    local = fused_run / "fusion"
+    for name in ("results.csv", "weights.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(fs.open(f"fusion-s3/runs/r1/fusion/{name}")),
+                                      pd.read_csv(local / name))
+    card = json.loads(fs.cat_file("fusion-s3/runs/r1/fusion/model.json"))
+    assert card["weights"] == json.loads((local / "model.json").read_text())["weights"]
+    assert card["sources"] == {"classical": f"{url}/classical/models/logistic_regression",
+                               "cnn": f"{url}/cnn/naive_bn"}
+    assert options["secret"] not in json.dumps(card)
+    stored = pd.read_parquet(local / "predictions.parquet")
+    paths = track_table(sample_dir)["path"]
+    files = [paths[t] for t in stored.groupby("split").head(1)["track_id"]]
+    pd.testing.assert_frame_equal(predict(f"{url}/fusion", files, storage_options=options),
+                                  predict(local, files))
+
+
+@pytest.mark.slow
 def test_augmentation_is_off_at_evaluation(fused_run: Path):
     """The CNN trained with heavy masks, gain and mixup: its stored validation probabilities are
     those of the plain net on the plain segments."""

@@ -119,7 +119,7 @@ def test_job_specs_cover_the_study_and_the_subsets() -> None:
     ('featurize.what=["spectrograms"]', ["[classical] needs the features"]),
     ("cluster.tls_ca_file=ca.pem", ["TLS needs all three"]),
     ("epochs=3", ["section.key=value"]),
-    ("output.dir=memory://bucket/run", ["[output] dir", "local or mounted folder"]),
+    ("output.dir=https://host/run", ["[output] dir", "read-only"]),
 ])
 def test_invalid_spec_is_one_line(override: str, words: list[str], sample_dir: Path,
                                   tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

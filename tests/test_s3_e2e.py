@@ -1,11 +1,12 @@
-"""End to end on workers that share no disk with the client: featurize -> train -> predict from
-and to ``s3://`` (a real S3 server, moto's), on a ``dask scheduler`` and two ``dask worker``
+"""End to end on workers that share no disk with the client: featurize -> train -> cnn -> predict
+from and to ``s3://`` (a real S3 server, moto's), on a ``dask scheduler`` and two ``dask worker``
 processes started in their own mount namespace with a tmpfs over the test's temporary folder,
 so the sample and the client's outputs are invisible to them. Also: the S3 server cut off
 mid-job (through a TCP relay the test stops) ends in one line, and a re-run resumes.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -48,8 +49,11 @@ def isolated_cluster(s3_server, sample_dir, tmp_path_factory) -> Iterator[str]:
     # The cluster's logs go to a file: a pipe nobody reads fills up (64 KiB of worker logs, e.g.
     # the tracebacks of partitions cut off from S3) and then blocks the worker that writes.
     log = open(tmp_path_factory.mktemp("cluster") / "cluster.log", "wb")
+    from fmadask.cluster import worker_environ
+
+    # fmadask's worker environment (one numeric thread per process), as a deployment sets it
     proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                            env=_env(s3_server), stdout=log, stderr=subprocess.STDOUT,
+                            env=_env(s3_server, **worker_environ()), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         wait_for_port(port, timeout=60)
@@ -105,6 +109,49 @@ def test_featurize_train_predict_on_workers_without_shared_disk(
     assert done.returncode == 0, done.stderr[-2000:]
     want = format_predictions(predict(tmp_path / "local" / "classical", [clip]))
     assert done.stdout.splitlines() == want
+    _cnn_from_and_to_s3(s3_server, out, env, isolated_cluster, local_client, tmp_path, clip)
+
+
+#: A tiny CNN run (seconds): 2 epochs of 1 s segments, a narrow net, 2 ranks.
+TINY_CNN = {"arch": "naive_bn", "epochs": 2, "ranks": 2, "segment_seconds": 1.0,
+            "batch_size": 4, "width": 4, "seed": 0}
+
+
+def _weights(data: bytes) -> dict:
+    import torch
+
+    return {k: v.numpy().tobytes()
+            for k, v in torch.load(io.BytesIO(data), weights_only=True).items()}
+
+
+def _cnn_from_and_to_s3(s3_server, out: str, env: dict, cluster: str, local_client,
+                        tmp_path: Path, clip: Path) -> None:
+    """``fmadask cnn s3://...`` on the isolated workers (shards through each worker's cache,
+    outputs uploaded), equal to the same training on a local copy of the run folder; then
+    ``fmadask predict`` from the bucket's CNN folder."""
+    from fmadask import storage
+    from fmadask.dl.launch import run_cnn
+    from fmadask.predict import format_predictions, predict
+
+    copy = storage.download_folder(out, tmp_path / "copy", s3_server.options)
+    flags = [a for k, v in TINY_CNN.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    # The cache is a folder of each worker's own (their view of the test's folder is a tmpfs).
+    done = _fmadask(env, "cnn", out, *flags, "--cache-dir", str(tmp_path / "worker-cache"),
+                    "--scheduler", cluster)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"outputs in {out}/cnn" in done.stdout
+    run_cnn(copy, client=local_client, progress=False, **TINY_CNN)
+    fs = s3_server.filesystem()
+    timing = ["train_seconds", "segments_per_s"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(fs.open("e2e/runs/r1/cnn/metrics.csv")).drop(columns=timing),
+        pd.read_csv(copy / "cnn" / "metrics.csv").drop(columns=timing))
+    assert _weights(fs.cat_file("e2e/runs/r1/cnn/model.pt")) == \
+        _weights((copy / "cnn" / "model.pt").read_bytes())
+    assert not fs.exists("e2e/runs/r1/.fmadask.lock")
+    done = _fmadask(env, "predict", f"{out}/cnn", str(clip))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == format_predictions(predict(copy / "cnn", [clip]))
 
 
 def test_s3_cut_off_mid_job_ends_in_one_line_and_a_rerun_resumes(

@@ -281,10 +281,12 @@ def test_train_reads_s3_writes_back_and_predict_loads_from_s3(s3_server, s3_run,
                                   want.drop(columns=[c for c in want if "model" in c]))
 
 
-def test_cnn_refuses_an_object_storage_run_folder_in_one_line(capsys) -> None:
-    assert main(["cnn", "s3://user:pw@bucket/runs/r1", "--epochs", "1"]) == 2
+def test_cnn_refuses_a_read_only_run_folder_in_one_line(capsys) -> None:
+    # Object storage is a run folder the cnn stage reads and writes (tests/test_cnn_s3.py);
+    # a read-only one cannot take its outputs or its lock.
+    assert main(["cnn", "https://user:pw@host/runs/r1", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not from object storage" in err and "pw" not in err
+    assert err.count("\n") == 1 and "read-only" in err and "pw" not in err
 
 
 def test_job_spec_reads_data_from_s3_and_never_shows_its_storage_options(
@@ -356,13 +358,23 @@ def test_run_job_plans_from_stage_markers_in_a_bucket(s3_server, s3_sample, tmp_
     assert err.count("\n") == 1 and out in err and "other parameters" in err
 
 
-def test_run_job_refuses_a_bucket_run_folder_with_the_cnn_stage_on(s3_server, s3_sample,
-                                                                   tmp_path, capsys) -> None:
-    spec_file = _bucket_job(tmp_path, s3_server, s3_sample, "s3://user:pw@runs-cnn/r1")
-    assert main(["run", str(spec_file), "--check", "--set", "cnn.enabled=true", "--set",
-                 'featurize.what=["features", "spectrograms"]']) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cnn.enabled = false" in err and "pw" not in err
+def test_run_job_plans_the_cnn_and_fusion_stages_of_a_bucket_run_folder(s3_server, s3_sample,
+                                                                         tmp_path, capsys) -> None:
+    from fmadask.jobspec import load_job
+    from fmadask.run import plan, stage_params
+
+    s3_server.filesystem().mkdir("runs-cnn")
+    spec_file = _bucket_job(tmp_path, s3_server, s3_sample, "s3://runs-cnn/r1")
+    on = ["cnn.enabled=true", 'featurize.what=["features", "spectrograms"]']
+    assert main(["run", str(spec_file), "--check", *[a for s in on for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "# cnn: to run" in out and "# fusion: to run" in out
+    # where each host caches the shards changes no result: not a parameter of the stage
+    spec = load_job(spec_file, on)
+    cached = load_job(spec_file, [*on, "cnn.cache_dir=/scratch/shards", "cnn.cache_size=2"])
+    assert (cached.cnn.cache_dir, cached.cnn.cache_size) == ("/scratch/shards", 2.0)
+    assert stage_params(cached, "cnn") == stage_params(spec, "cnn")
+    assert [p.action for p in plan(cached)] == ["run"] * 4
 
 
 def test_run_job_refuses_a_bucket_run_folder_another_writer_holds(s3_server, s3_sample,
@@ -426,3 +438,38 @@ def test_run_job_writes_its_run_folder_to_a_bucket_and_resumes(s3_server, s3_sam
     assert "== featurize" not in log.getvalue() and "== classical done" in log.getvalue()
     fs.invalidate_cache()
     assert fs.isfile("runs-job/runs/r1/_stages/classical.json")
+
+
+@pytest.mark.slow
+def test_run_job_trains_the_cnn_and_fuses_in_a_bucket_run_folder(s3_server, s3_sample,
+                                                                 local_client, tmp_path) -> None:
+    """All four stages of ``fmadask run`` on a bucket run folder (a tiny CNN): the CNN's ranks
+    read the shards through their cache, its folder and the fusion land in the bucket, model
+    cards included, and a re-run skips every stage."""
+    import io
+    import json
+
+    from fmadask.jobspec import load_job
+    from fmadask.run import run_job
+
+    fs = s3_server.filesystem()
+    fs.mkdir("runs-all")
+    out = "s3://runs-all/runs/r1"
+    overrides = ["cluster.kind=address", f"cluster.address={local_client.scheduler.address}",
+                 "cnn.enabled=true", 'featurize.what=["features", "spectrograms"]',
+                 'cnn.archs=["naive"]', "cnn.epochs=1", "cnn.ranks=2", "cnn.width=4",
+                 "cnn.batch_size=4", "cnn.segment_seconds=1.0",
+                 f"cnn.cache_dir={tmp_path / 'shards'}"]
+    spec = load_job(_bucket_job(tmp_path, s3_server, s3_sample, out), overrides)
+    first = run_job(spec, file=io.StringIO())
+    assert set(first["stages"].values()) == {"run"}
+    assert first["results"]["fusion results"] == f"{out}/fusion/report.md"
+    assert first["results"]["cnn naive"] == f"{out}/cnn/naive/report.md"
+    keys = set(fs.find("runs-all/runs/r1"))
+    for name in ("cnn/naive/model.json", "cnn/naive/checkpoints/last.json",
+                 "fusion/model.json", "fusion/parts/cnn/model.pt", "_stages/fusion.json"):
+        assert f"runs-all/runs/r1/{name}" in keys, name
+    assert json.loads(fs.cat_file("runs-all/runs/r1/fusion/model.json"))["kind"] == "fusion"
+    assert list((tmp_path / "shards").glob("*.npy"))             # the workers' cache
+    again = run_job(spec, file=io.StringIO())
+    assert set(again["stages"].values()) == {"skip"}

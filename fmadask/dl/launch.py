@@ -17,19 +17,25 @@ DDP: with torch 2.13, once a ``DistributedDataParallel`` has been built on a glo
 alive), so the peers are never told. Ending the processes closes every connection, frees the
 memory and leaves no thread behind.
 
-The run directory must be a path every worker sees (a shared file system) -- the ranks read the
-spectrogram shards from it and rank 0 writes ``RUN_DIR/cnn``.
+The run directory is a path every worker sees (a shared file system), or a folder in object
+storage (``s3://bucket/runs/r1``, with ``storage_options`` handed to the ranks as task arguments,
+never printed or written): each host then reads the spectrogram shards through its shard cache
+(:mod:`fmadask.shardcache`), and rank 0 writes ``RUN_DIR/cnn`` into a local folder whose files it
+uploads (:mod:`fmadask.dl.outputs`); the run folder's lock is then a conditional PUT.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
+import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import pandas as pd
@@ -39,6 +45,8 @@ from distributed.comm import get_address_host
 from fmadask import storage
 from fmadask.cluster import gpu_workers, workers_info
 from fmadask.dl.dataset import open_spectrograms
+from fmadask.dl.outputs import (fetch_checkpoints, is_remote, out_location,
+                                remove_remote_outputs)
 from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, check_resume,
                                 free_port, fresh_start, load_checkpoint, train)
 from fmadask.errors import ClusterError, ConfigError, FmadaskError
@@ -106,27 +114,28 @@ def rank_specs(workers: list[str], port: int) -> list[DistSpec]:
 
 
 def check_run_dir(run_dir: str | Path) -> None:
-    """Refuse, in one line, a run folder the cnn stage cannot read: one in object storage.
-
-    Not built yet: the shards would need a per-worker cache verified by the checksums of the
-    completion records (issue 10, item 4).
-    """
-    if storage.is_url(run_dir) and storage.local_path(run_dir) is None:
-        raise ConfigError(f"{storage.redact(run_dir)}: the cnn stage reads spectrogram shards "
-                          "from a local or mounted run folder only, not from object storage yet: "
-                          "copy the run folder to a disk the workers share")
+    """Refuse, in one line and before a cluster starts, a run folder the cnn stage cannot use:
+    a URL whose fsspec driver is not installed, or a read-only one (``https://``): the stage
+    takes the run folder's lock and writes ``RUN_DIR/cnn`` there."""
+    storage.require_driver(run_dir)
+    if storage.is_read_only(run_dir):
+        raise ConfigError(f"{storage.redact(run_dir)}: this URL is read-only, and the cnn "
+                          "stage writes RUN_DIR/cnn and the run folder's lock: copy the run "
+                          "folder to a bucket (s3://, gs://) or a disk the workers share")
 
 
 def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
             epochs: int = default("cnn.epochs"), ranks: int | None = None,
             client: Client | None = None, gpu: bool = False, resume: bool = False,
-            progress: bool = True, callbacks: Sequence[Callback] = (), **options) -> dict:
+            progress: bool = True, callbacks: Sequence[Callback] = (),
+            storage_options: Mapping[str, Any] | None = None, **options) -> dict:
     """Train a CNN on ``RUN_DIR/spectrograms`` with one DDP rank per Dask worker.
 
     Parameters
     ----------
     run_dir : str or Path
-        Run directory with ``spectrograms/`` (on a file system all workers see).
+        Run directory with ``spectrograms/``: on a file system all workers see, or a URL
+        (``s3://bucket/runs/r1``) whose shards each host reads through its shard cache.
     arch : str
         ``naive``, ``naive_bn`` or ``shortchunk_res``.
     epochs : int
@@ -145,9 +154,13 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     callbacks : sequence of fmadask.dl.trainer.Callback
         Hooks into every rank's training loop; each rank runs a copy and reports its state in
         its result (``ranks[i]["callbacks"]``).
+    storage_options : mapping, optional
+        fsspec options of a URL run or output folder (credentials, endpoint): they travel to
+        the ranks as task arguments and are never printed or written.
     **options
         Further :class:`fmadask.dl.trainer.TrainConfig` fields (``segment_seconds``,
-        ``batch_size``, ``lr``, ``patience``, ``width``, ``seed``, ``out_dir`` ...).
+        ``batch_size``, ``lr``, ``patience``, ``width``, ``seed``, ``out_dir``, ``cache_dir``,
+        ``cache_size`` ...).
 
     Returns
     -------
@@ -167,39 +180,63 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     config = TrainConfig(arch=arch, epochs=epochs, device="cuda" if gpu else "cpu", **options)
     config.validate()
     check_run_dir(run_dir)
-    run_dir = Path(run_dir).resolve()
-    open_spectrograms(run_dir)  # missing or unfinished data fails here, in one line
-    with RunLock(run_dir, "fmadask cnn"):   # one writer per run folder
+    if config.out_dir:
+        check_run_dir(config.out_dir)
+    run_dir = storage.resolve(run_dir)
+    # missing or unfinished data fails here, in one line
+    open_spectrograms(run_dir, storage_options, config.shard_cache())
+    # one writer per run folder
+    with RunLock(run_dir, "fmadask cnn", storage_options=storage_options):
         if client is None:
             from fmadask.cluster import get_client
 
             with get_client(workers=ranks, quiet=not progress) as local:
                 return _launch(local, run_dir, config, ranks, gpu, resume, progress,
-                               tuple(callbacks))
-        return _launch(client, run_dir, config, ranks, gpu, resume, progress, tuple(callbacks))
+                               tuple(callbacks), storage_options)
+        return _launch(client, run_dir, config, ranks, gpu, resume, progress, tuple(callbacks),
+                       storage_options)
 
 
-def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | None, gpu: bool,
-            resume: bool, progress: bool, callbacks: tuple[Callback, ...]) -> dict:
+def _check_resume(out_dir: str | Path, config: TrainConfig, world_size: int,
+                  storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse an incompatible resume here, before any rank starts (a checkpoint in object
+    storage is downloaded and verified first)."""
+    if not is_remote(out_dir):
+        last = Path(out_dir) / "checkpoints" / "last.pt"
+        if last.is_file():
+            check_resume(load_checkpoint(last), config, world_size, last)
+        return
+    with tempfile.TemporaryDirectory(prefix="fmadask-cnn-") as tmp:
+        if fetch_checkpoints(str(out_dir), Path(tmp), storage_options):
+            check_resume(load_checkpoint(Path(tmp) / "checkpoints" / "last.pt"), config,
+                         world_size, storage.redact(storage.join(out_dir, "checkpoints",
+                                                                  "last.pt")))
+
+
+def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int | None,
+            gpu: bool, resume: bool, progress: bool, callbacks: tuple[Callback, ...],
+            storage_options: Mapping[str, Any] | None) -> dict:
     workers = pick_workers(client, ranks, gpu)
-    out_dir = Path(config.out_dir) if config.out_dir else run_dir / "cnn"
-    last = out_dir / "checkpoints" / "last.pt"
+    out_dir = out_location(run_dir, config.out_dir)
     if not resume:  # a fresh run: do not show (or resume from) an older run's epochs
-        fresh_start(out_dir)
-    elif last.is_file():  # refuse an incompatible resume here, before any rank starts
-        check_resume(load_checkpoint(last), config, len(workers), last)
+        if is_remote(out_dir):
+            remove_remote_outputs(str(out_dir), storage_options)
+        else:
+            fresh_start(out_dir)
+    else:
+        _check_resume(out_dir, config, len(workers), storage_options)
     port = client.run(free_port, workers=[workers[0]])[workers[0]]
     specs = rank_specs(workers, port)
     token = uuid.uuid4().hex[:8]
     shipped = cloudpickle.dumps(callbacks)
     futures = [client.submit(_train_rank, str(run_dir), config, spec, resume, shipped,
-                             key=f"cnn-rank{spec.rank}-{token}", workers=[w],
+                             storage_options, key=f"cnn-rank{spec.rank}-{token}", workers=[w],
                              allow_other_workers=False, pure=False, retries=0)
                for spec, w in zip(specs, workers)]
     if progress:
         log.info("CNN %s: %d rank(s) on %s, rendezvous tcp://%s:%d", config.arch, len(workers),
                  ", ".join(workers), specs[0].master_addr, port)
-    metrics = out_dir / "metrics.csv"
+    metrics = _Metrics(storage.join(out_dir, "metrics.csv"), storage_options)
     try:
         failure = _watch(client, futures, workers, metrics, config.epochs,
                          progress, logged=_epochs_done(metrics) if resume else 0)
@@ -216,7 +253,7 @@ def _launch(client: Client, run_dir: Path, config: TrainConfig, ranks: int | Non
 
 
 def _train_rank(run_dir: str, config: TrainConfig, spec: DistSpec, resume: bool,
-                callbacks: bytes) -> dict:
+                callbacks: bytes, storage_options: Mapping[str, Any] | None) -> dict:
     """:func:`~fmadask.dl.trainer.train` on a worker, with the callbacks as cloudpickle wrote
     them.
 
@@ -225,10 +262,10 @@ def _train_rank(run_dir: str, config: TrainConfig, spec: DistSpec, resume: bool,
     a module registered with ``cloudpickle.register_pickle_by_value``) would not reach them;
     cloudpickle writes such classes by value.
     """
-    return train(run_dir, config, spec, resume, pickle.loads(callbacks))
+    return train(run_dir, config, spec, resume, pickle.loads(callbacks), storage_options)
 
 
-def _watch(client: Client, futures: list[Future], workers: list[str], metrics: Path,
+def _watch(client: Client, futures: list[Future], workers: list[str], metrics: _Metrics,
            epochs: int, progress: bool, logged: int) -> FmadaskError | None:
     """Wait for all ranks; return the error to raise when one fails or its worker leaves."""
     while True:
@@ -310,17 +347,34 @@ def _stop(client: Client, futures: list[Future], workers: list[str],
                 "the cluster", targets, timeout_s)
 
 
-def _epochs_done(metrics: Path) -> int:
+class _Metrics:
+    """The run's metrics.csv, on disk or in object storage, as the launcher reads it."""
+
+    def __init__(self, location: str | Path, storage_options: Mapping[str, Any] | None) -> None:
+        self.location, self.storage_options = location, storage_options
+
+    def read(self) -> pd.DataFrame:
+        """The table (OSError or ValueError while there is none yet)."""
+        if not is_remote(self.location):
+            return pd.read_csv(self.location)
+        try:
+            data = storage.read_bytes(self.location, self.storage_options)
+        except FmadaskError as exc:    # a store that does not answer now: asked again later
+            raise OSError(str(exc)) from None
+        return pd.read_csv(io.BytesIO(data))
+
+
+def _epochs_done(metrics: _Metrics) -> int:
     try:
-        return len(pd.read_csv(metrics))
+        return len(metrics.read())
     except (OSError, ValueError):
         return 0
 
 
-def _log_epochs(metrics: Path, logged: int, epochs: int) -> int:
+def _log_epochs(metrics: _Metrics, logged: int, epochs: int) -> int:
     """Log epochs of metrics.csv after the first ``logged``; return how many are logged now."""
     try:
-        df = pd.read_csv(metrics)
+        df = metrics.read()
     except (OSError, ValueError):  # not written yet
         return logged
     if len(df) < logged:  # a fresh run replaced an older metrics.csv
@@ -337,10 +391,10 @@ def format_result(result: dict) -> str:
     """A few lines summarising :func:`run_cnn`'s result: where the outputs are and the scores."""
     early = " (stopped early)" if result["stopped_early"] else ""
     lines = [f"CNN trained: best epoch {result['best_epoch']}{early}; "
-             f"outputs in {result['out_dir']}"]
+             f"outputs in {storage.redact(result['out_dir'])}"]
     for split, s in result["scores"].items():
         lines.append(f"  {split:<10} segment acc {s['segment_acc']:.3f} | track acc: vote "
                      f"{s['track_acc_vote']:.3f}, mean prob {s['track_acc_mean']:.3f} "
                      f"({s['n_tracks']} tracks)")
-    lines.append(f"  report: {Path(result['out_dir']) / 'report.md'}")
+    lines.append(f"  report: {storage.redact(storage.join(result['out_dir'], 'report.md'))}")
     return "\n".join(lines)

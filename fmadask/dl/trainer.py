@@ -5,7 +5,8 @@ parts, reshuffled per epoch from the seed), gradients are averaged by DDP (gloo 
 GPU, where the forward pass runs in float16 autocast with a ``GradScaler``). After every epoch all
 ranks score the validation segments (each rank a disjoint slice; the predictions are gathered so
 every rank takes the same early-stopping decision), and rank 0 writes the checkpoint, metrics.csv
-and curves.png. At the end the best weights (lowest validation loss) score validation and test by
+and curves.png (a run folder in object storage: into a local folder, each file then uploaded
+whole, see :mod:`fmadask.dl.outputs`). At the end the best weights (lowest validation loss) score validation and test by
 segment, by majority vote and by mean probability per track, and rank 0 writes the model, the
 predictions, confusion matrices and a report into ``RUN_DIR/cnn``.
 
@@ -34,9 +35,10 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +55,8 @@ from fmadask.dl.dataset import (SegmentDataset, Spectrograms, normalisation, ope
                                 prefetch, segment_frames)
 from fmadask.dl.evaluate import score_segments
 from fmadask.dl.nets import build_net
+from fmadask.dl.outputs import OutputFolder, out_location, output_folder
+from fmadask import storage
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
 from fmadask.options import resolve_options, setting
@@ -372,7 +376,7 @@ class _Run:
     spec: DistSpec
     device: torch.device
     data: Spectrograms
-    out_dir: Path
+    outputs: OutputFolder
     classes: list[str]
     seg: int
     mean: float
@@ -388,10 +392,15 @@ class _Run:
     def is_main(self) -> bool:
         return self.spec.rank == 0
 
+    @property
+    def out_dir(self) -> Path:
+        """The folder this rank writes into (for object storage, a local one uploaded from)."""
+        return self.outputs.local
+
     def loader(self, split: str,
                train: bool) -> tuple[DataLoader, SegmentDataset, DistributedSampler | None]:
         """Loader of ``split``: this rank's part, random segments (train) or all segments."""
-        ds = SegmentDataset(self.data.root, self.data.tracks(split), self.classes, self.seg,
+        ds = SegmentDataset(self.data.shards, self.data.tracks(split), self.classes, self.seg,
                             train=train, mean=self.mean, std=self.std, seed=self.config.seed)
         common = {"num_workers": self.loader_workers, "pin_memory": self.device.type == "cuda"}
         if train:
@@ -534,19 +543,22 @@ def _write_outputs_epoch(run: _Run, history: list[dict]) -> None:
 
 
 def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None = None,
-          resume: bool = False, callbacks: Sequence[Callback] = ()) -> dict:
+          resume: bool = False, callbacks: Sequence[Callback] = (),
+          storage_options: Mapping[str, Any] | None = None) -> dict:
     """Train a CNN on ``RUN_DIR/spectrograms`` as one rank of a DDP job, and score it.
 
-    Every rank of the job calls this with the same ``run_dir`` (a folder all ranks see) and
-    ``config``. Outputs (rank 0) go to ``config.out_dir`` or ``RUN_DIR/cnn``:
-    ``checkpoints/last.pt`` (every epoch) and ``best.pt``, ``metrics.csv``, ``curves.png``,
-    ``model.pt`` + ``model.json``, ``predictions.parquet``, ``confusion_<split>.png`` and
-    ``report.md``.
+    Every rank of the job calls this with the same ``run_dir`` (a folder all ranks see, or a
+    URL in object storage) and ``config``. Outputs (rank 0) go to ``config.out_dir`` or
+    ``RUN_DIR/cnn``: ``checkpoints/last.pt`` (every epoch) and ``best.pt``, ``metrics.csv``,
+    ``curves.png``, ``model.pt`` + ``model.json``, ``predictions.parquet``,
+    ``confusion_<split>.png`` and ``report.md``; a URL output folder gets them uploaded from a
+    local temporary folder (:mod:`fmadask.dl.outputs`).
 
     Parameters
     ----------
     run_dir : str or Path
-        Run directory holding ``spectrograms/``.
+        Run directory holding ``spectrograms/``: a path, or a URL whose shards each host reads
+        through its shard cache (``config.cache_dir``, ``config.cache_size``).
     config : TrainConfig
         Training parameters.
     dist_spec : DistSpec, optional
@@ -556,6 +568,8 @@ def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None =
         scheduler, scaler and RNG states.
     callbacks : sequence of Callback
         Hooks into this rank's training loop (see :class:`Callback`).
+    storage_options : mapping, optional
+        fsspec options of a URL run or output folder (never written anywhere).
 
     Returns
     -------
@@ -581,7 +595,8 @@ def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None =
             backend_for(device, spec.local_world_size),
             init_method=f"tcp://{spec.master_addr}:{spec.master_port}", rank=spec.rank,
             world_size=spec.world_size, timeout=datetime.timedelta(seconds=config.dist_timeout_s))
-        return _train(Path(run_dir), config, spec, device, resume, tuple(callbacks))
+        return _train(run_dir if storage.is_url(run_dir) else Path(run_dir), config, spec,
+                      device, resume, tuple(callbacks), storage_options)
     except BaseException as exc:
         # a user-fixable cause (missing data, bad option) is shown as itself, not as a crash
         failure = RankFailure(spec.rank, socket.gethostname(), type(exc).__name__,
@@ -620,9 +635,19 @@ def _augmentation(config: TrainConfig, std: float) -> Augmentation:
                         label_smoothing=config.label_smoothing, db_per_unit=std)
 
 
-def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.device,
-           resume: bool, callbacks: tuple[Callback, ...]) -> dict:
-    run, loop = _setup(run_dir, config, spec, device, callbacks)
+def _train(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device: torch.device,
+           resume: bool, callbacks: tuple[Callback, ...],
+           storage_options: Mapping[str, Any] | None) -> dict:
+    location = out_location(run_dir, config.out_dir)
+    with output_folder(location, storage_options, resume) as outputs:
+        return _train_into(run_dir, config, spec, device, resume, callbacks, storage_options,
+                           outputs)
+
+
+def _train_into(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device: torch.device,
+                resume: bool, callbacks: tuple[Callback, ...],
+                storage_options: Mapping[str, Any] | None, outputs: OutputFolder) -> dict:
+    run, loop = _setup(run_dir, config, spec, device, callbacks, outputs, storage_options)
     plan = _plan(run, loop, resume)
     ran, best_weights = _fit(run, loop, plan)
     result = {"rank": spec.rank, "world_size": spec.world_size, "pid": os.getpid(),
@@ -637,16 +662,18 @@ def _train(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.dev
     scores, predictions = _final_scores(run)
     if run.is_main:
         _write_final(run, plan.state, plan.history, scores, predictions)
-        result.update({"out_dir": str(run.out_dir), "best_epoch": plan.state["best_epoch"],
+        result.update({"out_dir": str(outputs.location), "best_epoch": plan.state["best_epoch"],
                        "stopped_early": plan.state["stopped"], "scores": scores})
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
     return result
 
 
-def _setup(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.device,
-           callbacks: tuple[Callback, ...]) -> tuple[_Run, _Loop]:
-    """Open the data, build the net, its DDP wrapper, the loaders, optimiser and schedule."""
-    data = open_spectrograms(run_dir)
+def _setup(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device: torch.device,
+           callbacks: tuple[Callback, ...], outputs: OutputFolder,
+           storage_options: Mapping[str, Any] | None) -> tuple[_Run, _Loop]:
+    """Open the data (a URL run folder's shards through the host's cache), build the net, its
+    DDP wrapper, the loaders, optimiser and schedule."""
+    data = open_spectrograms(run_dir, storage_options, config.shard_cache())
     classes = data.classes
     for split in ("training", "validation"):
         if data.tracks(split).empty:
@@ -659,8 +686,7 @@ def _setup(run_dir: Path, config: TrainConfig, spec: DistSpec, device: torch.dev
                       config.width).to(device)
     ddp = DistributedDataParallel(model,
                                   device_ids=[device.index] if device.type == "cuda" else None)
-    out_dir = Path(config.out_dir) if config.out_dir else run_dir / "cnn"
-    run = _Run(config, spec, device, data, out_dir, classes, seg, mean, std, model, ddp,
+    run = _Run(config, spec, device, data, outputs, classes, seg, mean, std, model, ddp,
                amp=device.type == "cuda" and config.amp,
                augmentation=_augmentation(config, std),
                loader_workers=loader_workers(config.num_workers), callbacks=callbacks)
@@ -676,6 +702,7 @@ def _plan(run: _Run, loop: _Loop, resume: bool) -> _Plan:
     """What remains to run: everything, or (``resume`` with a checkpoint) the epochs after the
     checkpoint's, with its weights, optimiser, scheduler, scaler and RNG states restored."""
     last = run.out_dir / "checkpoints" / "last.pt"
+    shown = storage.redact(storage.join(run.outputs.location, "checkpoints", "last.pt"))
     steps_per_epoch = len(loop.train_loader)
     if resume and last.is_file():
         ckpt = load_checkpoint(last)
@@ -687,11 +714,11 @@ def _plan(run: _Run, loop: _Loop, resume: bool) -> _Plan:
         if ckpt["world_size"] == run.spec.world_size:
             _set_rng_state(ckpt["rng"][run.spec.rank])
         if run.is_main:
-            log.info("resuming from %s at epoch %d", last, ckpt["epochs_done"] + 1)
+            log.info("resuming from %s at epoch %d", shown, ckpt["epochs_done"] + 1)
         return _Plan(ckpt["epochs_done"], steps_per_epoch, ckpt["state"], ckpt["history"])
     if run.is_main:
         if resume:
-            log.warning("no checkpoint at %s: starting from epoch 1", last)
+            log.warning("no checkpoint at %s: starting from epoch 1", shown)
         fresh_start(run.out_dir)
     # epochs are counted from 1 in everything a user reads (metrics.csv, results, report)
     state = {"best_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0, "stopped": False}
@@ -757,6 +784,7 @@ def _checkpoint(run: _Run, loop: _Loop, epochs_done: int, state: dict,
             "history": _plain(history)}
     _atomic_write(run.out_dir / "checkpoints" / "last.pt", lambda fh: torch.save(ckpt, fh))
     _write_outputs_epoch(run, history)
+    run.outputs.publish_epoch()
     row = history[-1]
     log.info("epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (track %.3f)",
              epochs_done, row["train_loss"], row["train_acc"], row["val_loss"],
@@ -809,6 +837,7 @@ def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
     _write_outputs_epoch(run, history)
     _atomic_write(out / "report.md",
                   lambda fh: fh.write(_report(run, state, scores).encode()))
+    run.outputs.publish_final()
 
 
 def _report(run: _Run, state: dict, scores: dict) -> str:

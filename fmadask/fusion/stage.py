@@ -22,17 +22,27 @@ and test. Writes ``RUN_DIR/fusion/``::
     predictions.parquet   per track: split, genre_top, pred, p_<genre> of the fusion
     confusion_test.png    the fusion's test confusion matrix
     report.md             the table, the weight and the confusion matrix
+
+A run folder in object storage (``s3://bucket/runs/r1``) is read by downloading what the fusion
+needs into a local temporary folder laid out the same way -- the classical model's folder (its
+``model.json`` checksums are verified when it is loaded), the CNNs' cards, and the chosen CNN's
+weights (verified the same way) and ``predictions.parquet`` -- while the features are read from
+the bucket itself. An output folder in object storage is written locally, then uploaded file by
+file, ``report.md`` and ``model.json`` last.
 """
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fmadask import storage
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.fusion.pool import fit_weight, pool
@@ -41,6 +51,8 @@ from fmadask.runfolder import BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR
 MODEL_KIND = "fusion"
 PARTS = ("classical", "cnn")
 EVAL_SPLITS = ("validation", "test")
+#: Files uploaded after all others (a folder in object storage looks complete only then).
+LAST = ("report.md", "model.json")
 RESULT_COLUMNS = ("source", "model", "validation_accuracy", "test_accuracy", "test_f1_macro",
                   "validation_tracks", "test_tracks")
 
@@ -85,8 +97,11 @@ def cnn_model_dir(run_dir: Path, arch: str | None = None) -> Path:
     return max(candidates, key=validation_accuracy)
 
 
-def classical_probabilities(run_dir: Path, model_dir: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Per-track class scores of a classical model on the run's validation and test tracks.
+def classical_probabilities(run_dir: str | Path, model_dir: Path,
+                            storage_options: Mapping[str, Any] | None = None
+                            ) -> tuple[pd.DataFrame, list[str]]:
+    """Per-track class scores of a classical model on the run's validation and test tracks
+    (``run_dir`` may be a URL, read with ``storage_options``; ``model_dir`` is local).
 
     Returns
     -------
@@ -99,10 +114,15 @@ def classical_probabilities(run_dir: Path, model_dir: Path) -> tuple[pd.DataFram
     from fmadask.ml.persist import load_classical
 
     pipeline, card = load_classical(model_dir)
-    record_path = run_dir / CLASSICAL_DIR / "train.json"
-    data = json.loads(record_path.read_text()).get("data", {}) if record_path.is_file() else {}
+    try:
+        record = storage.read_bytes(storage.join(run_dir, CLASSICAL_DIR, "train.json"),
+                                    storage_options)
+        data = json.loads(record).get("data", {})
+    except FileNotFoundError:
+        data = {}
     dataset = load_dataset(run_dir, split=data.get("split") or "official",
-                           split_seed=data.get("split_seed") or 42)
+                           split_seed=data.get("split_seed") or 42,
+                           storage_options=storage_options)
     classes = list(card["classes"])
     mask = dataset.split.isin(EVAL_SPLITS).to_numpy()
     X = dataset.features.to_numpy(np.float32)[mask]
@@ -143,19 +163,23 @@ def align(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
 
 
 def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = None,
-         out_dir: str | Path | None = None) -> pd.DataFrame:
+         out_dir: str | Path | None = None,
+         storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Fit the fusion of a run's classical model and CNN on validation and write its folder.
 
     Parameters
     ----------
     run_dir : str or Path
-        A run folder where the classical and the CNN stages have finished.
+        A run folder where the classical and the CNN stages have finished (a path, or a URL:
+        see the module docstring).
     classical : str, optional
         Classical model folder name under ``classical/models`` (default: ``best.json``'s).
     cnn : str, optional
         CNN architecture folder under ``cnn/`` (default: best validation track accuracy).
     out_dir : str or Path, optional
-        Output folder (default ``RUN_DIR/fusion``).
+        Output folder (default ``RUN_DIR/fusion``; a URL is written locally and uploaded).
+    storage_options : mapping, optional
+        fsspec options of URL folders (never written anywhere).
 
     Returns
     -------
@@ -167,11 +191,82 @@ def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = No
     DataError
         A part is missing, or the parts disagree on the classes or share no track.
     """
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / FUSION_DIR
+    run_dir = _local_or_url(run_dir)
+    out = _local_or_url(out_dir if out_dir is not None else storage.join(run_dir, FUSION_DIR))
+    if isinstance(run_dir, Path) and isinstance(out, Path):
+        return _fuse(run_dir, run_dir, classical, cnn, out, None)
+    with tempfile.TemporaryDirectory(prefix="fmadask-fuse-") as tmp:
+        local_run, local_out = Path(tmp) / "run", Path(tmp) / FUSION_DIR
+        if isinstance(run_dir, str):
+            try:
+                _fetch_parts(run_dir, local_run, classical, cnn, storage_options)
+                results = _fuse(local_run, run_dir, classical, cnn,
+                                out if isinstance(out, Path) else local_out, storage_options)
+            except DataError as exc:     # name the bucket's folders, not the temporary copy
+                raise DataError(str(exc).replace(str(local_run), storage.redact(run_dir))
+                                ) from None
+        else:
+            results = _fuse(run_dir, run_dir, classical, cnn, local_out, None)
+        if isinstance(out, str):
+            storage.upload_folder(local_out, out, storage_options, last=LAST)
+        return results
+
+
+def _local_or_url(location: str | Path) -> str | Path:
+    """A URL in object storage as a string; a path (or ``file://``) as a Path."""
+    if storage.is_url(location):
+        local = storage.local_path(location)
+        return str(location).rstrip("/") if local is None else local
+    return Path(location)
+
+
+def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | None,
+                 storage_options: Mapping[str, Any] | None) -> None:
+    """Download what :func:`fuse` reads of a run folder in object storage into ``local``, laid
+    out as the run folder: ``classical/best.json`` and the classical model's folder, every
+    CNN's ``model.json``, and the chosen CNN's weights and ``predictions.parquet``. Whatever is
+    missing stays missing: the local readers then say what to run."""
+    def copy(*parts: str) -> bool:
+        try:
+            storage.get_file(storage.join(run_dir, *parts), local.joinpath(*parts),
+                             storage_options)
+            return True
+        except FileNotFoundError:
+            return False
+
+    if classical is None and copy(CLASSICAL_DIR, BEST_FILE):
+        try:
+            classical = Path(json.loads((local / CLASSICAL_DIR / BEST_FILE).read_text())
+                             ["path"]).name
+        except (ValueError, KeyError, TypeError):
+            classical = None        # damaged: classical_model_dir says so
+    if classical:
+        try:
+            storage.download_folder(storage.join(run_dir, CLASSICAL_DIR, "models", classical),
+                                    local / CLASSICAL_DIR / "models" / classical,
+                                    storage_options)
+        except FileNotFoundError:
+            pass
+    copy(CNN_DIR, "model.json")
+    for arch in storage.listdir(storage.join(run_dir, CNN_DIR), storage_options):
+        if arch != "model.json":
+            copy(CNN_DIR, arch, "model.json")
+    try:
+        chosen = cnn_model_dir(local, cnn)
+    except DataError:
+        return
+    rel = chosen.relative_to(local).parts
+    for name in _model_files(chosen)[1:] + ["predictions.parquet"]:
+        copy(*rel, *name.split("/"))
+
+
+def _fuse(run_dir: Path, data_dir: str | Path, classical: str | None, cnn: str | None,
+          out: Path, storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
+    """:func:`fuse` on a local run folder (or a local copy of one, whose features are read from
+    ``data_dir``), writing into the local folder ``out``."""
     dirs = {"classical": classical_model_dir(run_dir, classical),
             "cnn": cnn_model_dir(run_dir, cnn)}
-    cls_frame, classes = classical_probabilities(run_dir, dirs["classical"])
+    cls_frame, classes = classical_probabilities(data_dir, dirs["classical"], storage_options)
     cnn_frame, cnn_classes = cnn_probabilities(dirs["cnn"])
     if cnn_classes != classes:
         raise DataError(f"the classical model's classes {classes} differ from the CNN's "
@@ -191,8 +286,11 @@ def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = No
     results = pd.DataFrame([_result_row(source, names[source], probs[source], labels, split)
                             for source in ("classical", "cnn", "fusion")],
                            columns=list(RESULT_COLUMNS))
-    _write(out, dirs, classes, weight, trials, results, cls_frame.index.to_numpy(), split,
-           labels, probs["fusion"])
+    sources = {p: (str(d) if data_dir == run_dir else
+                   storage.redact(storage.join(data_dir, *d.relative_to(run_dir).parts)))
+               for p, d in dirs.items()}
+    _write(out, dirs, sources, classes, weight, trials, results, cls_frame.index.to_numpy(),
+           split, labels, probs["fusion"])
     return results
 
 
@@ -216,7 +314,8 @@ def _model_files(model_dir: Path) -> list[str]:
     return ["model.json", *sorted({entry["name"] for entry in (card.get("files") or {}).values()})]
 
 
-def _write(out: Path, dirs: dict[str, Path], classes: list[str], weight: float, trials: list,
+def _write(out: Path, dirs: dict[str, Path], sources: dict[str, str], classes: list[str],
+           weight: float, trials: list,
            results: pd.DataFrame, track_ids: np.ndarray, split: np.ndarray, labels: np.ndarray,
            fused: np.ndarray) -> None:
     from fmadask.report.metrics import normalized_confusion
@@ -229,7 +328,7 @@ def _write(out: Path, dirs: dict[str, Path], classes: list[str], weight: float, 
     write_json({"kind": MODEL_KIND, "format": 1, "classes": classes, "rule": "geometric",
                 "weights": {"classical": weight, "cnn": 1.0 - weight},
                 "parts": {p: f"parts/{p}" for p in PARTS},
-                "sources": {p: str(d) for p, d in dirs.items()},
+                "sources": sources,
                 "results": json.loads(results.to_json(orient="records"))}, out / "model.json")
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)

@@ -21,6 +21,13 @@ need no download five times per round):
 It prints segments/s of each and the ratios b/a, c/a and d/e; ``open_spectrograms`` (index and
 records, read from the store in both b and c) is timed apart. moto is a Python server on the same
 cores, so (b) is a floor for a real object store; compare figures of one run only.
+
+With ``--cnn`` it also times whole ``fmadask cnn`` jobs (:func:`fmadask.dl.launch.run_cnn`, 2 DDP
+ranks on a local cluster of 2 worker processes, ``--cnn-epochs`` epochs, outputs written where the
+run folder is): on the ``s3://`` run folder with the workers' shard cache empty (cold), again
+with it filled (warm), and on the local folder. Its rate is the job's training segments over the
+job's wall time (start-up, normalisation, training, scoring and, for s3, uploads included): the
+cache is filled while the first rank's setup computes the normalisation, not inside an epoch.
 """
 from __future__ import annotations
 
@@ -58,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--segment-seconds", type=float, default=3.0)
+    parser.add_argument("--cnn", action="store_true",
+                        help="also time whole `fmadask cnn` jobs: s3 cold, s3 warm, local")
+    parser.add_argument("--cnn-epochs", type=int, default=1)
     args = parser.parse_args(argv)
 
     from conftest import S3Server
@@ -108,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                     rates["s3 next epoch"] = epoch_rate(warm, k + 3, args.batch_size)
                     best = {name: max(best[name], rates[name]) for name in best}
                 shutil.rmtree(cache.root)
+            jobs = (cnn_jobs(run_dir, url, server.options, Path(tmp) / "worker-cache", args)
+                    if args.cnn else None)
         finally:
             server.stop()
 
@@ -122,7 +134,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio s3 warm / local: {best['s3 warm'] / best['local']:.3f}")
     print(f"ratio s3 next epoch / local next epoch: "
           f"{best['s3 next epoch'] / best['local next epoch']:.3f}")
+    if jobs:
+        print(f"fmadask cnn, naive, {args.cnn_epochs} epoch(s), 2 ranks on 2 local workers "
+              "(training segments / job wall time):")
+        for name, (rate, seconds) in jobs.items():
+            print(f"  {name:14s} {rate:8.1f} segments/s ({seconds:.1f} s)")
+        for name in ("s3 cold", "s3 warm"):
+            print(f"ratio cnn {name} / local: {jobs[name][0] / jobs['local'][0]:.3f}")
     return 0
+
+
+def cnn_jobs(run_dir: Path, url: str, options: dict, cache_dir: Path,
+             args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """``{way: (segments/s, seconds)}`` of whole run_cnn jobs: s3 cold, s3 warm, local."""
+    from fmadask.cluster import get_client
+    from fmadask.dl.dataset import open_spectrograms
+    from fmadask.dl.launch import run_cnn
+
+    clips = len(open_spectrograms(run_dir).tracks("training"))   # a segment each per epoch
+
+    kwargs = dict(epochs=args.cnn_epochs, ranks=2, progress=False, batch_size=args.batch_size,
+                  segment_seconds=args.segment_seconds, width=8, patience=100)
+    out = {}
+    with get_client(workers=2, quiet=True) as client:
+        run_cnn(run_dir, "naive", client=client, **{**kwargs, "epochs": 1})  # warm the workers
+        for name, where, extra in (("s3 cold", url, {"storage_options": options}),
+                                   ("s3 warm", url, {"storage_options": options}),
+                                   ("local", run_dir, {})):
+            t0 = time.perf_counter()
+            result = run_cnn(where, "naive", client=client, cache_dir=str(cache_dir), **extra,
+                             **kwargs)
+            seconds = time.perf_counter() - t0
+            out[name] = (clips * len(result["ranks"][0]["epochs"]) / seconds, seconds)
+    return out
 
 
 if __name__ == "__main__":
