@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from fmadask import __version__
 from fmadask.errors import FmadaskError
+from fmadask.logs import show_progress
 from fmadask.options import (ClassicalOptions, ClusterOptions, DataOptions, FeaturizeOptions,
                              OptionError, PredictOptions, SampleOptions, add_option, add_options,
                              cli_name, options_from_args, resolve_options)
@@ -401,33 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to ``sys.stderr`` as it is at each record (tests and notebooks replace it)."""
-
-    def __init__(self) -> None:
-        logging.Handler.__init__(self)
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-
-def _log_to_stderr() -> None:
-    """Show the library's progress lines and warnings (the ``fmadask`` loggers, INFO and up) on
-    stderr as plain lines, unless the program running us configured that logger itself."""
-    logger = logging.getLogger("fmadask")
-    if logger.handlers:
-        return
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
-    _log_to_stderr()
+    show_progress()
     # The client logs its failed reconnections as errors with tracebacks; a lost scheduler is
     # reported below in one line instead. (A filter: Dask resets the logger's level on import.)
     logging.getLogger("distributed.client").addFilter(lambda r: r.levelno < logging.ERROR)

@@ -40,7 +40,7 @@ from fmadask.storage import redact
 from fmadask.lock import RunLock
 from fmadask.options import CnnOptions, OptionError, option_fields, option_values
 from fmadask.records import describe_change
-from fmadask.runfolder import (CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MARKER_DIR, SPEC_FILE,
+from fmadask.runfolder import (CLASSICAL_DIR, CNN_DIR, FUSION_DIR, JOB_FILE, MARKER_DIR, SPEC_FILE,
                                foreign_entries)
 
 #: The stages, in the order they run.
@@ -409,7 +409,7 @@ _STAGE_RUNNERS = {"featurize": _featurize, "classical": _classical, "cnn": _cnn,
 
 #: Result files worth pointing a user to, relative to the run directory.
 _RESULTS = {
-    "features": "features", "errors": "errors", "featurize summary": "featurize.json",
+    "features": "features", "errors": "errors", "featurize summary": JOB_FILE,
     "classical table": f"{CLASSICAL_DIR}/table.md",
     "classical results": f"{CLASSICAL_DIR}/results.csv",
     "confusion matrices": f"{CLASSICAL_DIR}/confusion",

@@ -388,13 +388,13 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
     """
     path = Path(model_dir) / MODEL_CARD
     if not path.is_file():
-        raise DataError(f"{path} not found: pass a model folder written by 'fmadask train' "
-                        "(e.g. RUN_DIR/classical/models/xgboost)")
+        raise DataError(f"{path} not found: pass a model folder (RUN_DIR/classical/models/<name>, "
+                        "RUN_DIR/cnn/<arch> or RUN_DIR/fusion)")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is not valid JSON ({type(exc).__name__}): train the model "
                         "again") from None
     if not isinstance(card, dict) or "kind" not in card:
-        raise DataError(f"{path} does not say its kind: re-run 'fmadask train'")
+        raise DataError(f"{path} does not say its kind: train the model again")
     return card

@@ -38,7 +38,7 @@ HEAVY = ("dask", "distributed", "torch")
 #: Modules that import neither Dask nor torch.
 LIGHT = ("fmadask.features", "fmadask.audio", "fmadask.fma", "fmadask.runfolder",
          "fmadask.storage", "fmadask.options", "fmadask.lock", "fmadask.integrity",
-         "fmadask.shardcache", "fmadask.dl.config")
+         "fmadask.shardcache", "fmadask.logs", "fmadask.dl.config")
 #: What a light module may not reference, even inside a function: Dask, torch, and the fmadask
 #: modules built on them.
 NOT_IN_LIGHT = (*HEAVY, "dask_ml", "fmadask.cluster", "fmadask.torchmel", *STAGES, *ABOVE)

@@ -51,6 +51,7 @@ from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, ch
                                 free_port, fresh_start, load_checkpoint, train)
 from fmadask.errors import ClusterError, ConfigError, FmadaskError
 from fmadask.lock import RunLock
+from fmadask.logs import show_progress
 from fmadask.options import check, default, setting
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     run_dir = storage.resolve(run_dir)
     # missing or unfinished data fails here, in one line
     open_spectrograms(run_dir, storage_options, config.shard_cache())
+    if progress:
+        show_progress(defer_to_root=True)
     # one writer per run folder
     with RunLock(run_dir, "fmadask cnn", storage_options=storage_options):
         if client is None:

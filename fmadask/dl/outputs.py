@@ -30,7 +30,7 @@ from fmadask import storage
 from fmadask.atomic import write_json
 from fmadask.errors import DataError
 from fmadask.integrity import describe, inside, verified_files
-from fmadask.runfolder import CNN_DIR
+from fmadask.runfolder import CNN_DIR, MODEL_CARD
 
 #: The folder of the checkpoints inside an output folder, and their files.
 CHECKPOINTS = "checkpoints"
@@ -38,10 +38,10 @@ CHECKPOINT_FILES = ("best.pt", "last.pt")
 #: The record of the uploaded checkpoints (sizes and checksums), uploaded after them.
 CHECKPOINT_RECORD = "last.json"
 #: Files uploaded after all others at the end, in this order: the card says "complete".
-LAST = ("report.md", "model.json")
+LAST = ("report.md", MODEL_CARD)
 #: Files a fresh (not resumed) run removes from an output folder in object storage, the card
 #: first: until the new run ends, the folder does not look complete.
-FRESH_START = ("model.json", "report.md", f"{CHECKPOINTS}/{CHECKPOINT_RECORD}",
+FRESH_START = (MODEL_CARD, "report.md", f"{CHECKPOINTS}/{CHECKPOINT_RECORD}",
                f"{CHECKPOINTS}/last.pt", f"{CHECKPOINTS}/best.pt", "metrics.csv")
 
 

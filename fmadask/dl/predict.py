@@ -9,7 +9,6 @@ standardisation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from fmadask.dl.nets import build_net
 from fmadask.errors import DataError
 from fmadask.atomic import atomic_path, write_json
 from fmadask.integrity import describe, verified_files
+from fmadask.runfolder import MODEL_CARD, read_card
 
 MODEL_KIND = "cnn"
 #: params.json keys that describe the stored arrays or the decoding, not the mel transform.
@@ -58,7 +58,7 @@ def save_model(out_dir: str | Path, model: nn.Module, arch: str, width: int | No
     with atomic_path(out / "model.pt") as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     meta["files"] = describe(out, {"weights": "model.pt"})
-    write_json(meta, out / "model.json")
+    write_json(meta, out / MODEL_CARD)
     return out
 
 
@@ -75,23 +75,15 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
         When the folder holds no CNN model.
     """
     model_dir = Path(model_dir)
-    meta_path = model_dir / "model.json"
-    if not meta_path.is_file():
-        raise DataError(f"no CNN model in {model_dir} (model.json missing): "
-                        "train one with `fmadask cnn RUN_DIR`")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{meta_path} is damaged ({type(exc).__name__}): train the model "
-                        "again") from None
-    if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
-        kind = meta.get("kind") if isinstance(meta, dict) else None
-        raise DataError(f"{meta_path} describes a {kind!r} model, not a CNN")
+    meta_path = model_dir / MODEL_CARD
+    meta = read_card(model_dir)
+    if meta["kind"] != MODEL_KIND:
+        raise DataError(f"{meta_path} describes a {meta['kind']!r} model, not a CNN")
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise DataError(f"{meta_path} lacks {', '.join(missing)}: not a complete CNN model "
                         "(damaged, or written by an older fmadask); train it again")
-    weights = verified_files(model_dir, meta["files"], "model.json")["weights"]
+    weights = verified_files(model_dir, meta["files"], MODEL_CARD)["weights"]
     try:
         net = build_net(meta["arch"], len(meta["classes"]), int(meta["n_mels"]),
                         int(meta["segment_frames"]), meta.get("width"))

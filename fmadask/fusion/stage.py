@@ -46,13 +46,13 @@ from fmadask import storage
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.fusion.pool import fit_weight, pool
-from fmadask.runfolder import BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR
+from fmadask.runfolder import BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD
 
 MODEL_KIND = "fusion"
 PARTS = ("classical", "cnn")
 EVAL_SPLITS = ("validation", "test")
 #: Files uploaded after all others (a folder in object storage looks complete only then).
-LAST = ("report.md", "model.json")
+LAST = ("report.md", MODEL_CARD)
 RESULT_COLUMNS = ("source", "model", "validation_accuracy", "test_accuracy", "test_f1_macro",
                   "validation_tracks", "test_tracks")
 
@@ -70,7 +70,7 @@ def classical_model_dir(run_dir: Path, name: str | None = None) -> Path:
                             f"('fmadask train {run_dir}')")
         name = Path(json.loads(best.read_text())["path"]).name
     folder = stage / "models" / name
-    if not (folder / "model.json").is_file():
+    if not (folder / MODEL_CARD).is_file():
         raise DataError(f"no classical model {name!r} in {stage / 'models'}: name one of "
                         f"{', '.join(sorted(p.name for p in (stage / 'models').glob('*'))) or 'none'}")
     return folder
@@ -81,7 +81,7 @@ def cnn_model_dir(run_dir: Path, arch: str | None = None) -> Path:
     of best validation track accuracy when ``arch`` is None."""
     stage = run_dir / CNN_DIR
     candidates = [p.parent for p in sorted(stage.glob("*/model.json"))]
-    if (stage / "model.json").is_file():
+    if (stage / MODEL_CARD).is_file():
         candidates.append(stage)
     if arch is not None:
         candidates = [p for p in candidates if p.name == arch]
@@ -91,7 +91,7 @@ def cnn_model_dir(run_dir: Path, arch: str | None = None) -> Path:
                         f"('fmadask cnn {run_dir}')")
 
     def validation_accuracy(folder: Path) -> float:
-        scores = json.loads((folder / "model.json").read_text()).get("training", {})
+        scores = json.loads((folder / MODEL_CARD).read_text()).get("training", {})
         return scores.get("scores", {}).get("validation", {}).get("track_acc_mean", -1.0)
 
     return max(candidates, key=validation_accuracy)
@@ -135,7 +135,7 @@ def classical_probabilities(run_dir: str | Path, model_dir: Path,
 
 def cnn_probabilities(model_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """Per-track mean segment probabilities the CNN stage stored (``predictions.parquet``)."""
-    meta = json.loads((model_dir / "model.json").read_text())
+    meta = json.loads((model_dir / MODEL_CARD).read_text())
     classes = list(meta["classes"])
     path = model_dir / "predictions.parquet"
     if not path.is_file():
@@ -247,10 +247,10 @@ def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | No
                                     storage_options)
         except FileNotFoundError:
             pass
-    copy(CNN_DIR, "model.json")
+    copy(CNN_DIR, MODEL_CARD)
     for arch in storage.listdir(storage.join(run_dir, CNN_DIR), storage_options):
-        if arch != "model.json":
-            copy(CNN_DIR, arch, "model.json")
+        if arch != MODEL_CARD:
+            copy(CNN_DIR, arch, MODEL_CARD)
     try:
         chosen = cnn_model_dir(local, cnn)
     except DataError:
@@ -310,8 +310,8 @@ def _result_row(source: str, model: str, probs: np.ndarray, labels: np.ndarray,
 def _model_files(model_dir: Path) -> list[str]:
     """The files that make up a saved model: its card and the files the card lists (with their
     checksums, which the part's loader verifies)."""
-    card = json.loads((model_dir / "model.json").read_text())
-    return ["model.json", *sorted({entry["name"] for entry in (card.get("files") or {}).values()})]
+    card = json.loads((model_dir / MODEL_CARD).read_text())
+    return [MODEL_CARD, *sorted({entry["name"] for entry in (card.get("files") or {}).values()})]
 
 
 def _write(out: Path, dirs: dict[str, Path], sources: dict[str, str], classes: list[str],
@@ -329,7 +329,7 @@ def _write(out: Path, dirs: dict[str, Path], sources: dict[str, str], classes: l
                 "weights": {"classical": weight, "cnn": 1.0 - weight},
                 "parts": {p: f"parts/{p}" for p in PARTS},
                 "sources": sources,
-                "results": json.loads(results.to_json(orient="records"))}, out / "model.json")
+                "results": json.loads(results.to_json(orient="records"))}, out / MODEL_CARD)
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
     with atomic_path(out / "weights.csv") as tmp:
@@ -396,17 +396,17 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
 
     predictors = {"classical": predict_classical, "cnn": predict_cnn}
     model_dir = Path(model_dir)
-    card = json.loads((model_dir / "model.json").read_text())
+    card = json.loads((model_dir / MODEL_CARD).read_text())
     if not all(isinstance(card.get(k), dict) and set(PARTS) <= set(card[k])
                for k in ("parts", "weights")):
-        raise DataError(f"{model_dir / 'model.json'} does not name the fusion's parts and weights: "
+        raise DataError(f"{model_dir / MODEL_CARD} does not name the fusion's parts and weights: "
                         "re-run 'fmadask fuse'")
     classes = list(card["classes"])
     tables = {}
     for part in PARTS:
         folder = (model_dir / card["parts"][part]).resolve()
         if model_dir.resolve() not in folder.parents:  # a model's paths stay inside it
-            raise DataError(f"{model_dir / 'model.json'}: part {part!r} points outside the "
+            raise DataError(f"{model_dir / MODEL_CARD}: part {part!r} points outside the "
                             "model folder; re-run 'fmadask fuse'")
         tables[part] = predictors[part](folder, paths)
         if list(tables[part].attrs["classes"]) != classes:

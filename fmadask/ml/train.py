@@ -55,12 +55,13 @@ from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
-from fmadask.runfolder import CLASSICAL_DIR
+from fmadask.logs import show_progress
+from fmadask.runfolder import BEST_FILE, CLASSICAL_DIR, JOB_FILE, MODEL_CARD
 
 logger = logging.getLogger(__name__)
 
 #: Files uploaded after all others (they list or vouch for the rest).
-MANIFESTS = ("model.json", "best.json", "train.json")
+MANIFESTS = (MODEL_CARD, BEST_FILE, "train.json")
 EVAL_SPLITS = ("validation", "test")
 #: Columns of results.csv.
 RESULT_COLUMNS = (["model", "name", "label", "search"]
@@ -83,9 +84,9 @@ def default_out_dir(source: str | Path) -> str | Path:
     if storage.is_url(source) and storage.local_path(source) is None:
         return storage.join(source, CLASSICAL_DIR)
     path = Path(source)
-    if (path / "featurize.json").is_file():
+    if (path / JOB_FILE).is_file():
         return path / CLASSICAL_DIR
-    if path.name == "features" and (path.parent / "featurize.json").is_file():
+    if path.name == "features" and (path.parent / JOB_FILE).is_file():
         return path.parent / CLASSICAL_DIR
     return Path(CLASSICAL_DIR)
 
@@ -232,7 +233,7 @@ def _owner(source: str | Path | Dataset, out: str | Path,
     """The folder whose lock the stage holds: the featurize run it reads (a re-featurize would
     change the features under it), or the output folder when the features are FMA's own."""
     run_dir = storage.resolve(source) if not isinstance(source, Dataset) else None
-    if run_dir is not None and storage.isfile(storage.join(run_dir, "featurize.json"),
+    if run_dir is not None and storage.isfile(storage.join(run_dir, JOB_FILE),
                                                storage_options):
         return run_dir
     return out
@@ -247,6 +248,8 @@ class _Log:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        if enabled:
+            show_progress(defer_to_root=True)
 
     def __call__(self, message: str) -> None:
         if self.enabled:
@@ -717,7 +720,7 @@ class _Stage:
                 "validation_balanced_accuracy": row["validation_balanced_accuracy"],
                 "test_accuracy": row["test_accuracy"],
                 "test_balanced_accuracy": row["test_balanced_accuracy"]}
-        write_json(jsonable(best), self.out / "best.json")
+        write_json(jsonable(best), self.out / BEST_FILE)
         return best
 
     def _write_record(self, n_workers: int, searches: dict[str, SearchOutcome],
