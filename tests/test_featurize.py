@@ -6,7 +6,7 @@ killed client or deleted outputs must not change a single file once the job has 
 """
 from __future__ import annotations
 
-import io
+import logging
 import os
 import shutil
 import signal
@@ -356,17 +356,22 @@ def test_tracks_longer_than_max_seconds_are_refused_with_a_record(sample_dir, lo
     assert summary["ok"] == 0
 
 
-def test_workers_with_too_little_memory_for_max_seconds_get_a_warning(local_client):
+def test_workers_with_too_little_memory_for_max_seconds_get_a_warning(local_client, caplog):
     workers = workers_info(local_client).values()
     limit = min(w["memory_limit"] for w in workers)
     # Seconds of audio whose estimated peak is over the workers' limit.
     too_long = 2 * limit / 2**20 / MIB_PER_AUDIO_SECOND
     assert worker_memory_needed(too_long) > limit
-    warned, quiet = io.StringIO(), io.StringIO()
-    _check_worker_memory(local_client, "full", too_long, warned)
-    _check_worker_memory(local_client, "small", too_long, quiet)   # 30 s clips whatever the limit
-    assert "lower --max-seconds" in warned.getvalue() and warned.getvalue().count("\n") == 1
-    assert quiet.getvalue() == ""
+    logger = "fmadask.pipeline.featurize"
+    with caplog.at_level(logging.WARNING, logger=logger):
+        _check_worker_memory(local_client, "full", too_long)
+    warned = [r.getMessage() for r in caplog.records if r.name == logger]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=logger):
+        _check_worker_memory(local_client, "small", too_long)   # 30 s clips whatever the limit
+    quiet = [r.getMessage() for r in caplog.records if r.name == logger]
+    assert len(warned) == 1 and "lower --max-seconds" in warned[0] and "\n" not in warned[0]
+    assert quiet == []
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
