@@ -454,6 +454,26 @@ def test_fetch_into_a_bucket_uploads_the_verified_files_and_rerun_skips(
     assert len(server.log) == 1
 
 
+def test_fetch_into_a_bucket_keeps_a_local_copy_that_was_there_before(
+        server: _Server, s3_server, tmp_path: Path) -> None:
+    """--staging pointed at a folder already holding a fetched FMA: it is uploaded from there
+    and stays (fetch deletes only the copy it extracted for the upload)."""
+    members = _small_members()
+    checksums = _serve(server, _zip(members))
+    mine = tmp_path / "my-fma"
+    fetch("small", mine, mirror=server.url, progress=False, chunk_size=CHUNK,
+          checksums=checksums)
+    before = sorted(p.relative_to(mine) for p in mine.rglob("*"))
+    s3_server.filesystem().mkdir("fetch-keep")
+
+    out = _fetch_to_s3(server, s3_server, "s3://fetch-keep/fma", mine, checksums)
+
+    assert out == "s3://fetch-keep/fma/fma_small"
+    assert set(_objects(s3_server, "fetch-keep/fma")) == set(members) | {f"fma_small/{MARKER}"}
+    assert sorted(p.relative_to(mine) for p in mine.rglob("*")) == before
+    assert len(server.log) == 1                            # not downloaded again
+
+
 def test_an_interrupted_upload_never_looks_complete_and_a_rerun_resumes(
         server: _Server, s3_server, tmp_path: Path) -> None:
     """The S3 connection is cut when the upload reaches README.txt (a process that fetches in

@@ -32,8 +32,9 @@ so a rerun finds it), and the extracted files are uploaded:
    this archive), then every file, each as one whole object (files already there with the
    same size, from an interrupted upload, are not sent again), then the marker
    ``.fmadask-fetch.json`` last: an upload is complete exactly when the marker is there, so a
-   half-upload never looks complete and a rerun resumes it. The staging folder is deleted
-   once the marker is up. Objects under ``DATA_DIR/fma_small/`` that no fetch claimed are never
+   half-upload never looks complete and a rerun resumes it. The copy extracted for the upload is
+   deleted once the marker is up (a complete copy that was already in a ``staging`` folder the
+   caller named, with no upload under way, is theirs and stays). Objects under ``DATA_DIR/fma_small/`` that no fetch claimed are never
    written over. The lock is then a conditional PUT in DATA_DIR (:mod:`fmadask.lock`).
 """
 from __future__ import annotations
@@ -147,7 +148,8 @@ def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_
     staging : path-like, optional
         For a URL ``data_dir``: the local folder where the archive is downloaded and extracted
         before the upload (it needs room for the zip and its files). Default: a folder in the
-        system's temporary folder (``$TMPDIR``) named after ``data_dir``, removed when done.
+        system's temporary folder (``$TMPDIR``) named after ``data_dir``, removed when done. A
+        complete FMA copy already in a folder given here is uploaded from and kept.
 
     Returns
     -------
@@ -220,14 +222,19 @@ def _fetch_to_url(archive: str, data_url: str, sha1: str, options: Mapping[str, 
     with RunLock(data_url, f"fmadask fetch {archive}", storage_options=options):
         if _remote_marker(target, options).get("sha1") == sha1:     # finished meanwhile
             return target
-        _check_claim(target, sha1, options)
+        resuming = _check_claim(target, sha1, options)
         stage = Path(staging) if staging is not None else _default_staging(data_url)
+        # A complete copy already in a folder the user named, with no upload of ours under way,
+        # is the user's (fetched earlier to keep): it is uploaded from, never deleted.
+        users = (staging is not None and not resuming
+                 and _is_complete(stage / folder, sha1))
         local = fetch(archive, stage, **download)
         storage.write_bytes(storage.join(target, UPLOADING),
                             (json.dumps({"sha1": sha1}) + "\n").encode(), options)
         _upload(local, target, options, download["progress"])
         storage.remove(storage.join(target, UPLOADING), options)
-        shutil.rmtree(local)
+        if not users:
+            shutil.rmtree(local)
         if staging is None:
             try:
                 stage.rmdir()       # ours; kept while it holds another archive's partial fetch
@@ -251,10 +258,11 @@ def _remote_marker(target: str, options: Mapping[str, Any] | None) -> dict:
     return marker if isinstance(marker, dict) else {}
 
 
-def _check_claim(target: str, sha1: str, options: Mapping[str, Any] | None) -> None:
-    """Refuse a ``target`` prefix holding objects that no fetch of this archive wrote."""
+def _check_claim(target: str, sha1: str, options: Mapping[str, Any] | None) -> bool:
+    """Refuse a ``target`` prefix holding objects that no fetch of this archive wrote; True when
+    an upload of this archive claimed it (an interrupted one, to resume)."""
     if not storage.listdir(target, options):
-        return
+        return False
     try:
         claim = json.loads(storage.read_bytes(storage.join(target, UPLOADING), options))
     except (FileNotFoundError, ValueError):
@@ -263,6 +271,7 @@ def _check_claim(target: str, sha1: str, options: Mapping[str, Any] | None) -> N
         raise DownloadError(f"{storage.redact(target)} already holds objects that were not "
                             "uploaded by fmadask fetch (or hold another version): remove them, "
                             "or pass another --to")
+    return True
 
 
 def _upload(local: Path, target: str, options: Mapping[str, Any] | None,
