@@ -97,6 +97,15 @@ class S3Server:
 
         return s3fs.S3FileSystem(skip_instance_cache=True, **self.options)
 
+    def upload_run(self, folder: Path, bucket: str) -> str:
+        """``folder`` uploaded to ``s3://BUCKET/runs/r1`` (the bucket made first): that URL."""
+        from fmadask import storage
+
+        self.filesystem().mkdir(bucket)
+        url = f"s3://{bucket}/runs/r1"
+        storage.upload_folder(folder, url, self.options)
+        return url
+
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:

@@ -49,10 +49,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def s3_run(s3_server, local_run: Path) -> str:
     """``local_run`` (spectrograms only) uploaded to the bucket: its URL."""
-    s3_server.filesystem().mkdir(BUCKET)
-    url = f"s3://{BUCKET}/runs/r1"
-    storage.upload_folder(local_run, url, s3_server.options)
-    return url
+    return s3_server.upload_run(local_run, BUCKET)
 
 
 @pytest.fixture(scope="module")

@@ -163,13 +163,9 @@ def test_fuse_on_a_bucket_copy_of_the_run_equals_fuse_on_disk(fused_run: Path, s
                                                               sample_dir: Path, capsys):
     """``fmadask fuse s3://...`` reads the parts from the bucket (verified by their cards),
     writes RUN_DIR/fusion back, and the model predicts from there as the local one does."""
-    from fmadask import storage
-
     options = s3_server.options
     fs = s3_server.filesystem()
-    fs.mkdir("fusion-s3")
-    url = "s3://fusion-s3/runs/r1"
-    storage.upload_folder(fused_run, url, options)
+    url = s3_server.upload_run(fused_run, "fusion-s3")
     fs.rm("fusion-s3/runs/r1/fusion", recursive=True)
     flags = [a for k in ("key", "secret", "endpoint_url")
              for a in ("--storage-option", f"{k}={options[k]}")]
