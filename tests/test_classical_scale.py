@@ -67,6 +67,7 @@ def test_scale_rule_swaps_the_fastest_growing_models_past_the_threshold_only():
     assert runs_as("gradient_boosting", small) == "gradient_boosting"
     assert runs_as("gradient_boosting", large) == "hist_gradient_boosting"
     assert runs_as("svc", large) == runs_as("nusvc", large) == "nystroem_svm"
+    assert runs_as("decision_tree", large) == "bounded_tree"
     assert runs_as("svc", 50, threshold=10) == "nystroem_svm"
     # FMA small's 6,480 training rows keep the study's exact models.
     assert runs_as("svc", 6480) == "svc"
@@ -81,14 +82,14 @@ def test_swapped_models_are_named_in_results_table_and_cards_and_predict_as_repo
     rows = results.set_index("name")
     assert rows.at["svc", "runs_as"] == "nystroem_svm"
     assert rows.at["gradient_boosting", "runs_as"] == "hist_gradient_boosting"
-    assert rows.at["decision_tree", "runs_as"] == "decision_tree"
+    assert rows.at["decision_tree", "runs_as"] == "bounded_tree"
     assert rows.at["svc", "label"] == "SVC (ran as Nystroem + linear SVM)"
     table = (tmp_path / "table.md").read_text()
     assert "Gradient Boosting ran as HistGradientBoosting" in table and "past 100" in table
     record = json.loads((tmp_path / "train.json").read_text())
     assert record["scale_rule"]["runs_as"]["svc"] == "nystroem_svm"
     X, y = dataset.xy("test")
-    for name in ("svc", "gradient_boosting"):
+    for name in ("svc", "gradient_boosting", "decision_tree"):
         pipeline, card = load_classical(tmp_path / "models" / name)
         assert card["runs_as"] == rows.at[name, "runs_as"]
         assert np.mean(pipeline.predict(X) == y) == pytest.approx(rows.at[name, "test_accuracy"])
@@ -100,6 +101,16 @@ def test_swapped_models_are_named_in_results_table_and_cards_and_predict_as_repo
         np.testing.assert_allclose(values.sum(axis=1), 1.0, rtol=1e-4)
         assert np.mean(values.argmax(axis=1) == y) == pytest.approx(
             rows.at[name, "test_accuracy"])
+
+
+def test_bounded_tree_stops_at_its_leaf_bound_where_a_full_tree_keeps_growing():
+    # Noisy labels: a tree grown to pure leaves needs about one leaf per few rows, ever deeper.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4000, 20)), rng.integers(0, 8, size=4000)
+    full = make_pipeline("decision_tree").fit(X, y).named_steps["model"]
+    bounded = make_pipeline("bounded_tree").fit(X, y).named_steps["model"]
+    assert full.get_n_leaves() > 1000
+    assert bounded.get_n_leaves() == 1000 and bounded.get_depth() < full.get_depth()
 
 
 def test_nystroem_svm_approximates_the_rbf_svc_linearly():
