@@ -26,7 +26,7 @@ from sklearn.svm import SVC, LinearSVC, NuSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from fmadask.errors import ConfigError
-from fmadask.options import check
+from fmadask.options import OPTIONS, check
 
 # ------------------------------------------------------------------------ search dimensions
 
@@ -236,7 +236,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 #: FMA small's 6,400 training rows stay below it, so the study's Table 1 keeps its exact models;
 #: FMA medium (~20,000) and large (~85,000) are above. scikit-learn points to
 #: HistGradientBoosting past ~10,000 rows.
-SCALE_THRESHOLD_ROWS = 10_000
+SCALE_THRESHOLD_ROWS: int = OPTIONS["classical.scale_threshold"].default
 
 #: What runs instead of a study model past the threshold. Measured growth (synthetic 518-feature
 #: tables, one thread; tests/benchmarks/bench_classical.py): sklearn's Gradient Boosting grows

@@ -100,7 +100,7 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
           distributed_xgb: bool = False, unsupervised: bool = True,
           model_params: Mapping[str, Mapping[str, Any]] | None = None,
           search_spaces: Mapping[str, Mapping[str, Dimension]] | None = None,
-          class_weight: str | None = "none", scale_threshold: int | None = None,
+          class_weight: str | None = "none", scale_threshold: int = SCALE_THRESHOLD_ROWS,
           progress: bool = True,
           storage_options: Mapping[str, Any] | None = None,
           config: ClassicalConfig | None = None) -> pd.DataFrame:
@@ -160,10 +160,9 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     class_weight : {'none', 'balanced'}
         'balanced' weights the training rows so that every genre counts the same (FMA medium and
         large are unbalanced), in the table's fits, the searches and the refits.
-    scale_threshold : int, optional
+    scale_threshold : int
         Training rows past which the scale rule swaps the fastest-growing models
-        (:func:`fmadask.ml.models.runs_as`; default
-        :data:`~fmadask.ml.models.SCALE_THRESHOLD_ROWS`). Shown in the table.
+        (:func:`fmadask.ml.models.runs_as`). Shown in the table.
     progress : bool
         Print a line per finished model.
     storage_options : mapping, optional
@@ -269,7 +268,6 @@ class ClassicalConfig(ClassicalOptions):
 
     model_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     search_spaces: Mapping[str, Mapping[str, Dimension]] = field(default_factory=dict)
-    scale_threshold: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("models", "search_models"):     # the option's form: a list of names
@@ -291,7 +289,7 @@ class ClassicalConfig(ClassicalOptions):
     @classmethod
     def of(cls, options: ClassicalOptions, **others: Any) -> ClassicalConfig:
         """The config of the stage with ``options`` (a job spec's ``[classical]``, the command
-        line's) and ``others`` (``model_params``, ``search_spaces``, ``scale_threshold``)."""
+        line's) and ``others`` (``model_params``, ``search_spaces``)."""
         return cls(**option_values(options, ClassicalOptions), **others)
 
     @property
@@ -391,7 +389,7 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
     """
     out = output_folder(out)
     counts = {s: int(dataset.rows(s).sum()) for s in ("training", *EVAL_SPLITS)}
-    threshold = SCALE_THRESHOLD_ROWS if config.scale_threshold is None else config.scale_threshold
+    threshold = config.scale_threshold
     runs = {n: runs_as(n, counts["training"], threshold) for n in MODELS}
 
     def params(name: str) -> dict[str, Any]:
