@@ -76,7 +76,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from fmadask.fma.sample import make_sample
 
     out = make_sample(args.out_dir, tracks_per_genre=args.tracks_per_genre,
-                      seconds=args.seconds, seed=args.seed, force=args.force)
+                      seconds=args.seconds, seed=args.seed, overlap=args.overlap,
+                      force=args.force)
     print(f"FMA-shaped sample written to {out} (fma_metadata/, fma_small/)")
     return 0
 
@@ -88,7 +89,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                                    "(44.1 kHz stereo) whose audio differs by genre, with FMA's "
                                    "defects (empty, too short and truncated clips).")
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write into")
-    add_options(p, DataOptions, "sample_tracks_per_genre", "sample_seconds", "sample_seed")
+    add_options(p, DataOptions, "sample_tracks_per_genre", "sample_seconds", "sample_seed",
+                "sample_overlap")
     add_options(p, SampleOptions)
     p.set_defaults(handler=_cmd_sample)
 

@@ -404,6 +404,10 @@ class DataOptions(Options):
     sample_seconds: float = option(30.0, "clip duration of the sample in seconds", minimum=1.0,
                                    maximum=600.0, flag="--seconds", metavar="S")
     sample_seed: int = option(0, "random seed of the sample", flag="--seed", metavar="K")
+    sample_overlap: float = option(
+        0.0, "chance that each of a sample clip's harmony, timbre and mix comes from a random "
+        "genre (its rhythm does at least 1 time in 4): higher makes genres harder to tell apart",
+        minimum=0.0, maximum=1.0, flag="--overlap", metavar="P")
 
 
 @section("cluster")
@@ -527,6 +531,8 @@ class CnnOptions(Options):
     epochs: int = option(20, "maximum epochs", minimum=1, maximum=100_000, metavar="N")
     segment_seconds: float = option(3.0, "training segment length in seconds", minimum=0.1,
                                     maximum=60.0, metavar="S")
+    crops: int = option(1, "random training segments per clip and epoch (the study's: 1)",
+                        minimum=1, maximum=1000, metavar="N")
     batch_size: int = option(32, "segments per rank per step", minimum=1, maximum=65_536,
                              metavar="B")
     lr: float = option(1e-3, "peak learning rate", minimum=1e-9, maximum=10.0, metavar="LR")

@@ -258,7 +258,7 @@ def ensure_data(spec: JobSpec, file: IO[str]) -> None:
           f"genre, {d.sample_seconds:g} s)", file=file)
     try:
         make_sample(folder, tracks_per_genre=d.sample_tracks_per_genre,
-                    seconds=d.sample_seconds, seed=d.sample_seed)
+                    seconds=d.sample_seconds, seed=d.sample_seed, overlap=d.sample_overlap)
     except OptionError:   # a folder holding other files: never written over
         raise ConfigError(f"{spec.source}: data.dir {folder} holds files but no "
                           f"{METADATA_DIR}/tracks.csv: generate_sample writes only into a new or "

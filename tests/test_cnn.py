@@ -102,6 +102,27 @@ def test_dataset_serves_standardised_segments_of_the_shards(tmp_path):
     np.testing.assert_array_equal(clone[len(ds) - 1][0].numpy(), x.numpy())
 
 
+def test_training_crops_draw_several_segments_of_each_clip_per_epoch(tmp_path):
+    write_synthetic_spectrograms(tmp_path, tracks_per_genre=3, n_mels=16, seconds=4.0,
+                                 tracks_per_shard=5)
+    spec = open_spectrograms(tmp_path)
+    seg = segment_frames(0.5, spec.params)
+    tracks = spec.tracks("training")
+    one = SegmentDataset(spec.root, tracks, spec.classes, seg, train=True, seed=3)
+    three = SegmentDataset(spec.root, tracks, spec.classes, seg, train=True, seed=3, crops=3)
+    n = len(tracks)
+    assert len(one) == n and len(three) == 3 * n
+    assert np.array_equal(three.track_ids, np.tile(tracks["track_id"].to_numpy(), 3))
+    # the first crop of each clip is the one-crop dataset's segment; the others differ
+    for item in range(n):
+        np.testing.assert_array_equal(three[item][0].numpy(), one[item][0].numpy())
+    assert len({int(three._offset[i + k * n]) for i in range(n) for k in range(3)}) > n
+    for ds in (one, three):
+        ds.set_epoch(1)
+    for item in range(n):
+        np.testing.assert_array_equal(three[item][0].numpy(), one[item][0].numpy())
+
+
 def test_dataset_refuses_a_run_without_spectrograms(tmp_path):
     with pytest.raises(DataError, match="featurize"):
         open_spectrograms(tmp_path)

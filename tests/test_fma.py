@@ -206,6 +206,39 @@ def test_sample_is_deterministic(tmp_path: Path) -> None:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
+def test_sample_overlap_mixes_the_genres_parts_and_keeps_the_metadata(tmp_path: Path) -> None:
+    from fmadask.fma.sample import make_sample
+
+    plain = make_small(tmp_path / "plain")
+    mixed = make_sample(tmp_path / "mixed", tracks_per_genre=3, seconds=1.5, seed=5, overlap=1.0)
+    csv = Path("fma_metadata") / "tracks.csv"
+    assert (plain / csv).read_bytes() == (mixed / csv).read_bytes()
+    clips = sorted(p.relative_to(plain) for p in plain.rglob("*.mp3") if p.stat().st_size > 4096)
+    changed = [rel for rel in clips if (plain / rel).read_bytes() != (mixed / rel).read_bytes()]
+    assert len(changed) > 0.6 * len(clips), (len(changed), len(clips))
+
+
+def test_borrowed_parts_follow_the_overlap() -> None:
+    from fmadask.fma.sample import PARTS, RECIPES, blend, borrowed_parts
+
+    def shares(overlap: float) -> dict[str, float]:
+        rng, track_rng = np.random.default_rng(1), np.random.default_rng(2)
+        draws = [borrowed_parts(overlap, rng, track_rng) for _ in range(4000)]
+        return {part: np.mean([part in d for d in draws]) for part in PARTS}
+
+    assert shares(0.0) == pytest.approx({"rhythm": 0.25, "harmony": 0, "timbre": 0, "mix": 0},
+                                        abs=0.03)
+    assert shares(0.6) == pytest.approx(dict.fromkeys(PARTS, 0.6), abs=0.03)
+    # overlap 0 draws nothing from the new stream: the sample's audio stays what it was.
+    untouched = np.random.default_rng(1)
+    borrowed_parts(0.0, untouched, np.random.default_rng(2))
+    assert untouched.random() == np.random.default_rng(1).random()
+    rock, folk = RECIPES[4], RECIPES[2]
+    mixed = blend(rock, {"timbre": folk})
+    assert (mixed.title, mixed.scale, mixed.kick) == (rock.title, rock.scale, rock.kick)
+    assert (mixed.harmonics, mixed.pluck, mixed.drive) == (folk.harmonics, folk.pluck, folk.drive)
+
+
 def make_small(out: Path) -> Path:
     from fmadask.fma.sample import make_sample
 

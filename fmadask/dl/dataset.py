@@ -326,19 +326,23 @@ class SegmentDataset(Dataset):
     seg : int
         Segment length in frames (see :func:`segment_frames`).
     train : bool
-        True: one item per clip, a random segment per epoch (call :meth:`set_epoch`).
-        False: one item per segment, consecutive segments covering each clip.
+        True: ``crops`` items per clip, each a random segment drawn anew every epoch (call
+        :meth:`set_epoch`). False: one item per segment, consecutive segments covering each clip.
     mean, std : float
         Standardisation of the input, ``(x - mean) / std``.
     seed : int
         Seed of the random segment offsets.
+    crops : int
+        Random segments per clip and epoch in training (more crops: more of each clip seen per
+        epoch, at the cost of a longer epoch).
 
     Items are ``(x, label, track_id)``: ``x`` float32 tensor ``(1, n_mels, seg)``, ``label`` int64,
     ``track_id`` int64.
     """
 
     def __init__(self, root: str | Path | ShardFiles, tracks: pd.DataFrame, classes: list[str],
-                 seg: int, train: bool, mean: float = 0.0, std: float = 1.0, seed: int = 0):
+                 seg: int, train: bool, mean: float = 0.0, std: float = 1.0, seed: int = 0,
+                 crops: int = 1):
         lookup = {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(tracks["genre_top"]) - set(lookup))
         if unknown:
@@ -354,8 +358,10 @@ class SegmentDataset(Dataset):
         self._track_id = tracks["track_id"].to_numpy(dtype=np.int64)
         self._label = tracks["genre_top"].map(lookup).to_numpy(dtype=np.int64)
         if self.train:
-            self._clip = np.arange(len(tracks), dtype=np.int64)
-            self._offset = random_offsets(self._valid, self.seg, self.seed, self.epoch)
+            # Clip i's crops are items i, i + n, i + 2n ...: one crop keeps the items (and the
+            # offsets drawn for them) of the one-crop dataset.
+            self._clip = np.tile(np.arange(len(tracks), dtype=np.int64), int(crops))
+            self._offset = random_offsets(self._valid[self._clip], self.seg, self.seed, self.epoch)
         else:
             per_clip = [eval_offsets(int(v), self.seg) for v in self._valid]
             self._clip = np.repeat(np.arange(len(tracks), dtype=np.int64),
@@ -367,7 +373,7 @@ class SegmentDataset(Dataset):
         """Draw the training segments of ``epoch`` (no effect on evaluation items)."""
         self.epoch = int(epoch)
         if self.train:
-            self._offset = random_offsets(self._valid, self.seg, self.seed, self.epoch)
+            self._offset = random_offsets(self._valid[self._clip], self.seg, self.seed, self.epoch)
 
     def __len__(self) -> int:
         return len(self._clip)

@@ -401,7 +401,8 @@ class _Run:
                train: bool) -> tuple[DataLoader, SegmentDataset, DistributedSampler | None]:
         """Loader of ``split``: this rank's part, random segments (train) or all segments."""
         ds = SegmentDataset(self.data.shards, self.data.tracks(split), self.classes, self.seg,
-                            train=train, mean=self.mean, std=self.std, seed=self.config.seed)
+                            train=train, mean=self.mean, std=self.std, seed=self.config.seed,
+                            crops=self.config.crops)
         common = {"num_workers": self.loader_workers, "pin_memory": self.device.type == "cuda"}
         if train:
             sampler = DistributedSampler(ds, num_replicas=self.spec.world_size, rank=self.spec.rank,
