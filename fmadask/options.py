@@ -555,6 +555,9 @@ class CnnOptions(Options):
                           maximum=100.0, metavar="ALPHA")
     label_smoothing: float = option(0.1, "label smoothing (0 off)", minimum=0.0, maximum=0.99,
                                     metavar="EPS")
+    ema: float = option(0.0, "evaluate and keep an exponential moving average of the weights, "
+                        "updated each step with this decay, e.g. 0.99 (0 off)", minimum=0.0,
+                        maximum=0.99999, metavar="DECAY")
     width: int | None = option(None, "channel width (default: the net's)", minimum=1,
                                maximum=4096, metavar="C")
     seed: int = option(0, "seed of initial weights, shuffling and segment offsets", metavar="K")

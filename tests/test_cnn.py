@@ -8,6 +8,7 @@ all-reduce), of the averaged gradient and of its weights.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -28,7 +29,8 @@ from fmadask.dl.launch import TrainingError, rank_specs, run_cnn
 from fmadask.dl.nets import ARCHS, build_net
 from fmadask.dl.predict import load_model, save_model
 from fmadask.dl.synthetic import GENRES, write_synthetic_spectrograms
-from fmadask.dl.trainer import RankFailure
+from fmadask.dl.config import TrainConfig
+from fmadask.dl.trainer import RankFailure, check_resume
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.tracks import track_table
 from fmadask.pipeline import run_featurize
@@ -183,6 +185,16 @@ def test_a_rank_failure_keeps_its_fields_and_message_across_processes():
     assert str(clone) == str(failure) == ("rank 1 on node-7: DataError: no validation clips in "
                                           "/run/spectrograms")
     assert pickle.loads(pickle.dumps(RankFailure(0, "h", "E", "m", 0.0, True))).user_error is None
+
+
+def test_a_checkpoint_older_than_an_option_resumes_with_its_default_only():
+    config = TrainConfig(arch="naive")
+    older = dataclasses.asdict(config)
+    del older["crops"], older["ema"]                   # options added after it was written
+    check_resume({"config": older, "world_size": 2}, config, 2, Path("last.pt"))
+    with pytest.raises(ConfigError, match="made with ema=0.0, not 0.99"):
+        check_resume({"config": older, "world_size": 2}, dataclasses.replace(config, ema=0.99), 2,
+                     Path("last.pt"))
 
 
 def test_rank_placement_rendezvous_at_rank_0_and_counts_local_ranks_per_host():
@@ -354,6 +366,43 @@ def test_resume_with_other_settings_is_refused(failed, run_dir, local_client):
     kwargs = {**_reference_kwargs(run_dir, "crash"), "lr": 1e-2}
     with pytest.raises(ConfigError, match="lr=0.003"):
         run_cnn(run_dir, "naive_bn", client=local_client, resume=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_the_moving_average_is_what_is_scored_saved_and_resumed(run_dir, local_client):
+    kwargs = dict(epochs=2, ranks=2, progress=False, ema=0.9, **SMALL)
+    # (no Probe: its extra forward pass would move the batch-norm statistics)
+    ref = run_cnn(run_dir, "naive_bn", client=local_client, out_dir=str(run_dir / "ema"),
+                  **kwargs)
+    out = Path(ref["out_dir"])
+    clips = len(open_spectrograms(run_dir).tracks("training"))
+    steps = -(-(-(-clips // 2)) // SMALL["batch_size"])         # per rank, padded
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert int(last["ema"]["n_averaged"]) == 2 * steps             # updated after every step
+    trained = last["model"]
+    average = {k.removeprefix("module."): v for k, v in last["ema"].items()
+               if k.startswith("module.")}
+    assert average.keys() == trained.keys()
+    assert not all(torch.equal(average[k], trained[k]) for k in trained)
+    # the net kept as best, saved and scored is the average, not the trained weights
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], best["model"][k]) for k in saved)
+    if best["epoch"] == 2:
+        assert all(torch.equal(saved[k], average[k]) for k in saved)
+    # killed in epoch 2 and resumed: the average carries on as if never interrupted
+    crash = str(run_dir / "ema-crash")
+    with pytest.raises(TrainingError):
+        run_cnn(run_dir, "naive_bn", client=local_client, out_dir=crash,
+                callbacks=[FailAt(1, steps)], **kwargs)
+    resumed = run_cnn(run_dir, "naive_bn", client=local_client, out_dir=crash, resume=True,
+                      **kwargs)
+    assert resumed["ranks"][0]["epochs"] == [2]
+    again = torch.load(Path(crash) / "model.pt", weights_only=True)
+    assert all(torch.equal(again[k], saved[k]) for k in saved)
+    resumed_last = torch.load(Path(crash) / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(resumed_last["ema"][k], last["ema"][k]) for k in last["ema"])
+    assert resumed["scores"] == ref["scores"]
 
 
 @pytest.mark.slow

@@ -47,6 +47,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fmadask.dl.augment import Augmentation, augment_batch, batch_generator
@@ -59,7 +60,7 @@ from fmadask.dl.outputs import OutputFolder, out_location, output_folder
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
-from fmadask.options import resolve_options, setting
+from fmadask.options import OPTIONS, resolve_options, setting
 from fmadask.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 #: depend on them).
 _RESUME_KEYS = ("arch", "width", "epochs", "segment_seconds", "batch_size", "lr", "weight_decay",
                 "optimizer", "lr_schedule", "seed", "gain_db", "masks", "mixup",
-                "label_smoothing")
+                "label_smoothing", "crops", "ema")
 
 
 @dataclass(frozen=True)
@@ -387,10 +388,17 @@ class _Run:
     augmentation: Augmentation = field(default_factory=Augmentation)
     loader_workers: int = 0
     callbacks: tuple[Callback, ...] = ()
+    ema: AveragedModel | None = None
 
     @property
     def is_main(self) -> bool:
         return self.spec.rank == 0
+
+    @property
+    def net(self) -> nn.Module:
+        """The net that is evaluated, kept as best and saved: the moving average of the
+        weights when ``config.ema`` is on, else the trained module itself."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def out_dir(self) -> Path:
@@ -469,6 +477,8 @@ def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int) ->
         loop.scaler.step(loop.optimizer)
         loop.scaler.update()
         loop.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
         for cb in run.callbacks:
             cb.on_step_end(step)
         with torch.no_grad():
@@ -480,6 +490,9 @@ def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int) ->
     # they evaluate (and keep as best) the very net rank 0 saves
     for buffer in run.model.buffers():
         dist.broadcast(buffer, src=0)
+    if run.ema is not None:     # its averaged batch-norm statistics too
+        for buffer in run.ema.buffers():
+            dist.broadcast(buffer, src=0)
     dist.all_reduce(totals)
     loss_sum, correct, count = totals.tolist()
     return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
@@ -493,12 +506,12 @@ def evaluate(run: _Run, loader: DataLoader) -> dict:
     Uses the bare module, not the DDP wrapper: ranks hold different numbers of evaluation
     batches, and DDP's forward would start collectives (buffer broadcast) they cannot match.
     """
-    run.model.eval()
+    net = run.net.eval()
     tids, labels, probs, losses = [], [], [], []
     for x, y, tid in loader:
         x = x.to(run.device, non_blocking=True)
         with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
-            logits = run.model(x)
+            logits = net(x)
         logits = logits.float().cpu()
         losses.append(F.cross_entropy(logits, y, reduction="none").numpy())
         probs.append(torch.softmax(logits, 1).numpy())
@@ -522,10 +535,11 @@ def _score(run: _Run, seg_out: dict) -> tuple[dict, pd.DataFrame]:
 def check_resume(ckpt: dict, config: TrainConfig, world_size: int, path: Path) -> None:
     """Raise ConfigError when checkpoint ``ckpt`` (read from ``path``) cannot be resumed with
     ``config`` on ``world_size`` ranks."""
-    saved = ckpt["config"]
+    # a checkpoint older than an option was made with the option's default
+    saved = {key: ckpt["config"].get(key, OPTIONS[f"cnn.{key}"].default) for key in _RESUME_KEYS}
     for key in _RESUME_KEYS:
-        if saved.get(key) != getattr(config, key):
-            raise ConfigError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, not "
+        if saved[key] != getattr(config, key):
+            raise ConfigError(f"checkpoint {path} was made with {key}={saved[key]!r}, not "
                               f"{getattr(config, key)!r}: resume with the same settings or drop "
                               f"{setting('cnn.resume')}")
     if ckpt["world_size"] != world_size and config.lr_schedule != "constant":
@@ -659,7 +673,7 @@ def _train_into(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device
     # the final scores use the best weights: this call's, or those a previous call saved
     if best_weights is None:
         best_weights = load_checkpoint(run.out_dir / "checkpoints" / "best.pt")["model"]
-    run.model.load_state_dict(best_weights)
+    run.net.load_state_dict(best_weights)
     scores, predictions = _final_scores(run)
     if run.is_main:
         _write_final(run, plan.state, plan.history, scores, predictions)
@@ -687,10 +701,12 @@ def _setup(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device: tor
                       config.width).to(device)
     ddp = DistributedDataParallel(model,
                                   device_ids=[device.index] if device.type == "cuda" else None)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+           if config.ema else None)
     run = _Run(config, spec, device, data, outputs, classes, seg, mean, std, model, ddp,
                amp=device.type == "cuda" and config.amp,
                augmentation=_augmentation(config, std),
-               loader_workers=loader_workers(config.num_workers), callbacks=callbacks)
+               loader_workers=loader_workers(config.num_workers), callbacks=callbacks, ema=ema)
     train_loader, train_set, sampler = run.loader("training", train=True)
     optimizer = _make_optimizer(config, model.parameters())
     loop = _Loop(train_loader, train_set, sampler, run.loader("validation", train=False)[0],
@@ -709,6 +725,8 @@ def _plan(run: _Run, loop: _Loop, resume: bool) -> _Plan:
         ckpt = load_checkpoint(last)
         check_resume(ckpt, run.config, run.spec.world_size, last)
         run.model.load_state_dict(ckpt["model"])
+        if run.ema is not None:
+            run.ema.load_state_dict(ckpt["ema"])
         loop.optimizer.load_state_dict(ckpt["optimizer"])
         loop.scheduler.load_state_dict(ckpt["scheduler"])
         loop.scaler.load_state_dict(ckpt["scaler"])
@@ -754,11 +772,11 @@ def _fit(run: _Run, loop: _Loop, plan: _Plan) -> tuple[list[int], dict | None]:
         if val["loss"] < state["best_loss"]:
             state.update(best_loss=val["loss"], best_epoch=epoch + 1, bad_epochs=0)
             best_weights = {k: v.detach().to("cpu", copy=True)
-                            for k, v in run.model.state_dict().items()}
+                            for k, v in run.net.state_dict().items()}
             if run.is_main:
                 _atomic_write(run.out_dir / "checkpoints" / "best.pt",
                               lambda fh: torch.save({"epoch": epoch + 1,
-                                                     "model": run.model.state_dict()}, fh))
+                                                     "model": run.net.state_dict()}, fh))
         else:
             state["bad_epochs"] += 1
         state["stopped"] = state["bad_epochs"] >= run.config.patience
@@ -783,6 +801,8 @@ def _checkpoint(run: _Run, loop: _Loop, epochs_done: int, state: dict,
             "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
             "scaler": loop.scaler.state_dict(), "rng": rngs, "state": _plain(dict(state)),
             "history": _plain(history)}
+    if run.ema is not None:
+        ckpt["ema"] = run.ema.state_dict()
     _atomic_write(run.out_dir / "checkpoints" / "last.pt", lambda fh: torch.save(ckpt, fh))
     _write_outputs_epoch(run, history)
     run.outputs.publish_epoch()
@@ -814,7 +834,7 @@ def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
     from fmadask.report.plots import confusion_figure
 
     out = run.out_dir
-    save_model(out, run.model, arch=run.config.arch, width=run.config.width, classes=run.classes,
+    save_model(out, run.net, arch=run.config.arch, width=run.config.width, classes=run.classes,
                params=run.data.params, segment_seconds=run.config.segment_seconds, seg=run.seg,
                norm=(run.mean, run.std),
                extra={"best_epoch": state["best_epoch"], "scores": scores})
@@ -850,7 +870,9 @@ def _report(run: _Run, state: dict, scores: dict) -> str:
              f"device {run.device} ({dist.get_backend()}){' with AMP' if run.amp else ''}",
              f"- training augmentation: gain +-{c.gain_db:g} dB, {c.masks} frequency + "
              f"{c.masks} time masks, mixup {c.mixup:g}, label smoothing {c.label_smoothing:g} "
-             "(none at evaluation)",
+             "(none at evaluation)"
+             + (f"; evaluated and saved: moving average of the weights (decay {c.ema:g})"
+                if c.ema else ""),
              f"- best epoch {state['best_epoch']} (lowest validation loss)"
              f"{', stopped early' if state['stopped'] else ''}", "",
              markdown_table(pd.DataFrame([{"split": split, **s} for split, s in scores.items()]),
