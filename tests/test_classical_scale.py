@@ -61,14 +61,13 @@ def _task_count(stream: list[dict], prefix: str) -> int:
 
 def test_scale_rule_swaps_the_fastest_growing_models_past_the_threshold_only():
     small, large = SCALE_THRESHOLD_ROWS, SCALE_THRESHOLD_ROWS + 1
-    for name in ("logistic_regression", "extra_trees", "linear_svc", "adaboost"):
+    for name in ("logistic_regression", "random_forest", "linear_svc", "adaboost"):
         assert runs_as(name, large) == name
     assert runs_as("xgboost", large) == "xgboost_early_stopping"
     assert runs_as("gradient_boosting", small) == "gradient_boosting"
     assert runs_as("gradient_boosting", large) == "hist_gradient_boosting"
     assert runs_as("svc", large) == runs_as("nusvc", large) == "nystroem_svm"
     assert runs_as("decision_tree", large) == "bounded_tree"
-    assert runs_as("random_forest", large) == "bounded_forest"
     assert runs_as("svc", 50, threshold=10) == "nystroem_svm"
     # FMA small's 6,480 training rows keep the study's exact models.
     assert runs_as("svc", 6480) == "svc"

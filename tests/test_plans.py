@@ -142,8 +142,7 @@ def test_classical_plan_swaps_models_past_the_scale_threshold_only(dataset, tmp_
     assert past.substituted == {"svc": "nystroem_svm", "nusvc": "nystroem_svm",
                                 "gradient_boosting": "hist_gradient_boosting",
                                 "xgboost": "xgboost_early_stopping",
-                                "decision_tree": "bounded_tree",
-                                "random_forest": "bounded_forest"}
+                                "decision_tree": "bounded_tree"}
     assert past.record["scale_rule"] == {"threshold_rows": n_train - 1,
                                          "training_rows": n_train,
                                          "runs_as": {n: past.runs[n] for n in past.config.models}}

@@ -274,20 +274,12 @@ SUBSTITUTES: dict[str, ModelSpec] = {
         "Decision tree of at most 1,000 leaves", DecisionTreeClassifier, {"max_leaf_nodes": 1000},
         {"max_leaf_nodes": Int(100, 3000, log=True), "min_samples_leaf": Int(1, 20),
          "criterion": Choice(("gini", "entropy"))}),
-    "bounded_forest": ModelSpec(
-        # The same for the random forest's trees (depth 28, 32, 42 at 10,000, 20,000, 40,000
-        # rows; CPU-time exponent 1.26 from 20,000 to 40,000): at most 4,000 leaves each gives
-        # 0.96 there, at no loss of held-out accuracy on the benchmark's table. Extra trees
-        # draw their splits instead of sorting for them and stay near n log n unbounded.
-        "Random forest of trees of at most 4,000 leaves", RandomForestClassifier,
-        {"n_jobs": 1, "max_leaf_nodes": 4000}, _FOREST_SPACE),
 }
 
 #: The scale rule: study model -> substitute, past :data:`SCALE_THRESHOLD_ROWS`.
 SCALED: dict[str, str] = {"gradient_boosting": "hist_gradient_boosting",
                           "svc": "nystroem_svm", "nusvc": "nystroem_svm",
-                          "xgboost": "xgboost_early_stopping", "decision_tree": "bounded_tree",
-                          "random_forest": "bounded_forest"}
+                          "xgboost": "xgboost_early_stopping", "decision_tree": "bounded_tree"}
 
 
 def runs_as(name: str, n_train: int, threshold: int | None = None) -> str:
