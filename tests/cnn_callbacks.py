@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from fmadask.dl.trainer import Callback, Step, digest
+from fmadask.errors import DataError
 
 
 class Probe(Callback):
@@ -60,3 +61,18 @@ class FailAt(Callback):
     def on_batch_start(self, step: Step) -> None:
         if (step.rank, step.global_step) == (self.rank, self.global_step):
             raise RuntimeError(f"injected failure at step {step.global_step}")
+
+
+class StopAt(Callback):
+    """Raise a DataError in global training step ``global_step`` on every rank at once: the job
+    ends as after a user error, its workers spared (no rank is left in a collective), with the
+    checkpoint of the epochs before."""
+
+    name = "stop_at"
+
+    def __init__(self, global_step: int) -> None:
+        self.global_step = global_step
+
+    def on_batch_start(self, step: Step) -> None:
+        if step.global_step == self.global_step:
+            raise DataError(f"stopped at step {step.global_step}")

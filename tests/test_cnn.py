@@ -38,7 +38,7 @@ from fmadask.predict import predict
 from fmadask.runfolder import read_errors
 
 import cnn_callbacks
-from cnn_callbacks import FailAt, Probe
+from cnn_callbacks import FailAt, Probe, StopAt
 
 # The callbacks travel to the Dask workers with the ranks' tasks, by value: a worker need not be
 # able to import this test folder.
@@ -370,6 +370,7 @@ def test_resume_with_other_settings_is_refused(failed, run_dir, local_client):
 
 @pytest.mark.slow
 def test_the_moving_average_is_what_is_scored_saved_and_resumed(run_dir, local_client):
+    local_client.wait_for_workers(2, timeout=120)      # after the tests that end ranks
     kwargs = dict(epochs=2, ranks=2, progress=False, ema=0.9, **SMALL)
     # (no Probe: its extra forward pass would move the batch-norm statistics)
     ref = run_cnn(run_dir, "naive_bn", client=local_client, out_dir=str(run_dir / "ema"),
@@ -390,11 +391,12 @@ def test_the_moving_average_is_what_is_scored_saved_and_resumed(run_dir, local_c
     assert all(torch.equal(saved[k], best["model"][k]) for k in saved)
     if best["epoch"] == 2:
         assert all(torch.equal(saved[k], average[k]) for k in saved)
-    # killed in epoch 2 and resumed: the average carries on as if never interrupted
+    # stopped in epoch 2 and resumed: the average carries on as if never interrupted (stopped
+    # on every rank at once, so no worker is restarted on the way)
     crash = str(run_dir / "ema-crash")
-    with pytest.raises(TrainingError):
+    with pytest.raises(DataError, match=f"stopped at step {steps}"):
         run_cnn(run_dir, "naive_bn", client=local_client, out_dir=crash,
-                callbacks=[FailAt(1, steps)], **kwargs)
+                callbacks=[StopAt(steps)], **kwargs)
     resumed = run_cnn(run_dir, "naive_bn", client=local_client, out_dir=crash, resume=True,
                       **kwargs)
     assert resumed["ranks"][0]["epochs"] == [2]
