@@ -474,34 +474,41 @@ def test_fetch_into_a_bucket_keeps_a_local_copy_that_was_there_before(
     assert len(server.log) == 1                            # not downloaded again
 
 
-def test_an_interrupted_upload_never_looks_complete_and_a_rerun_resumes(
-        server: _Server, s3_server, tmp_path: Path) -> None:
-    """The S3 connection is cut when the upload reaches README.txt (a process that fetches in
-    a subprocess fails); no marker is in the bucket, the staged files stay; the rerun
-    downloads nothing and finishes the upload (taking the dead process's lock over)."""
+def _cut_upload(server: _Server, s3_server, bucket: str, staging: Path,
+                checksums: dict) -> None:
+    """Run a fetch into ``s3://BUCKET/fma`` in a subprocess whose S3 connection is cut when the
+    upload reaches README.txt; check that it failed and left no marker in the bucket."""
     import os
     import subprocess
     import sys
 
     from conftest import TcpRelay
 
-    members = _small_members()
-    checksums = _serve(server, _zip(members))
-    s3_server.filesystem().mkdir("fetch-cut")
-    staging = tmp_path / "staging"
-    relay = TcpRelay(s3_server.port, cut_on=b"PUT /fetch-cut/fma/fma_small/README.txt")
+    relay = TcpRelay(s3_server.port, cut_on=f"PUT /{bucket}/fma/fma_small/README.txt".encode())
     relay.start()
     options = {**s3_server.options, "endpoint_url": f"http://127.0.0.1:{relay.port}",
                "config_kwargs": {"retries": {"max_attempts": 1}}}
     code = ("from fmadask.fma.download import fetch\n"
-            f"fetch('small', 's3://fetch-cut/fma', mirror={server.url!r}, progress=False, "
+            f"fetch('small', 's3://{bucket}/fma', mirror={server.url!r}, progress=False, "
             f"checksums={checksums!r}, storage_options={options!r}, staging={str(staging)!r})")
     root = str(Path(__file__).resolve().parents[1])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=50, env={**os.environ, "PYTHONPATH": root})
     assert done.returncode != 0 and "cannot reach" in done.stderr, done.stderr[-2000:]
-    partial = _objects(s3_server, "fetch-cut/fma")
+    partial = _objects(s3_server, f"{bucket}/fma")
     assert f"fma_small/{MARKER}" not in partial and "fma_small/README.txt" not in partial
+
+
+def test_an_interrupted_upload_never_looks_complete_and_a_rerun_resumes(
+        server: _Server, s3_server, tmp_path: Path) -> None:
+    """The S3 connection is cut when the upload reaches README.txt (a process that fetches in
+    a subprocess fails); no marker is in the bucket, the staged files stay; the rerun
+    downloads nothing and finishes the upload (taking the dead process's lock over)."""
+    members = _small_members()
+    checksums = _serve(server, _zip(members))
+    s3_server.filesystem().mkdir("fetch-cut")
+    staging = tmp_path / "staging"
+    _cut_upload(server, s3_server, "fetch-cut", staging, checksums)
     assert (staging / "fma_small" / MARKER).is_file()     # verified and extracted: kept
     assert len(server.log) == 1
 
@@ -511,6 +518,26 @@ def test_an_interrupted_upload_never_looks_complete_and_a_rerun_resumes(
     assert set(objects) == set(members) | {f"fma_small/{MARKER}"}
     assert all(objects[name] == data for name, data in members.items())
     assert out == "s3://fetch-cut/fma/fma_small" and list(staging.iterdir()) == []
+
+
+def test_a_resumed_upload_keeps_the_local_copy_that_was_there_before(
+        server: _Server, s3_server, tmp_path: Path) -> None:
+    """The user's own complete FMA copy named as --staging, the upload cut and rerun: the rerun
+    finishes the upload and the user's copy stays, as the uncut upload would have left it."""
+    members = _small_members()
+    checksums = _serve(server, _zip(members))
+    mine = tmp_path / "my-fma"
+    fetch("small", mine, mirror=server.url, progress=False, chunk_size=CHUNK,
+          checksums=checksums)
+    before = sorted(p.relative_to(mine) for p in mine.rglob("*"))
+    s3_server.filesystem().mkdir("fetch-cut-keep")
+    _cut_upload(server, s3_server, "fetch-cut-keep", mine, checksums)
+
+    out = _fetch_to_s3(server, s3_server, "s3://fetch-cut-keep/fma", mine, checksums)
+    assert out == "s3://fetch-cut-keep/fma/fma_small"
+    assert set(_objects(s3_server, "fetch-cut-keep/fma")) == set(members) | {f"fma_small/{MARKER}"}
+    assert sorted(p.relative_to(mine) for p in mine.rglob("*")) == before
+    assert len(server.log) == 1                            # never downloaded again
 
 
 def test_fetch_into_a_bucket_never_writes_over_objects_it_did_not_upload(

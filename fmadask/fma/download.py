@@ -33,9 +33,10 @@ so a rerun finds it), and the extracted files are uploaded:
    same size, from an interrupted upload, are not sent again), then the marker
    ``.fmadask-fetch.json`` last: an upload is complete exactly when the marker is there, so a
    half-upload never looks complete and a rerun resumes it. The copy extracted for the upload is
-   deleted once the marker is up (a complete copy that was already in a ``staging`` folder the
-   caller named, with no upload under way, is theirs and stays). Objects under ``DATA_DIR/fma_small/`` that no fetch claimed are never
-   written over. The lock is then a conditional PUT in DATA_DIR (:mod:`fmadask.lock`).
+   deleted once the marker is up; the claim names it, so a rerun that resumes the upload
+   deletes it too. A complete copy that was already in a ``staging`` folder the caller named
+   is theirs and stays, on a rerun too. Objects under ``DATA_DIR/fma_small/`` that no fetch
+   claimed are never written over. The lock is then a conditional PUT in DATA_DIR (:mod:`fmadask.lock`).
 """
 from __future__ import annotations
 
@@ -222,15 +223,18 @@ def _fetch_to_url(archive: str, data_url: str, sha1: str, options: Mapping[str, 
     with RunLock(data_url, f"fmadask fetch {archive}", storage_options=options):
         if _remote_marker(target, options).get("sha1") == sha1:     # finished meanwhile
             return target
-        resuming = _check_claim(target, sha1, options)
+        claim = _check_claim(target, sha1, options)
         stage = Path(staging) if staging is not None else _default_staging(data_url)
-        # A complete copy already in a folder the user named, with no upload of ours under way,
-        # is the user's (fetched earlier to keep): it is uploaded from, never deleted.
-        users = (staging is not None and not resuming
-                 and _is_complete(stage / folder, sha1))
+        # A complete copy already in a folder the user named is the user's (fetched earlier to
+        # keep): it is uploaded from, never deleted. The one exception is the copy an
+        # interrupted upload of ours extracted there itself, which its claim names.
+        local = stage / folder
+        users = (staging is not None and _is_complete(local, sha1)
+                 and (claim or {}).get("extracted") != str(local.resolve()))
         local = fetch(archive, stage, **download)
+        record = {"sha1": sha1} if users else {"sha1": sha1, "extracted": str(local.resolve())}
         storage.write_bytes(storage.join(target, UPLOADING),
-                            (json.dumps({"sha1": sha1}) + "\n").encode(), options)
+                            (json.dumps(record) + "\n").encode(), options)
         _upload(local, target, options, download["progress"])
         storage.remove(storage.join(target, UPLOADING), options)
         if not users:
@@ -258,11 +262,12 @@ def _remote_marker(target: str, options: Mapping[str, Any] | None) -> dict:
     return marker if isinstance(marker, dict) else {}
 
 
-def _check_claim(target: str, sha1: str, options: Mapping[str, Any] | None) -> bool:
-    """Refuse a ``target`` prefix holding objects that no fetch of this archive wrote; True when
-    an upload of this archive claimed it (an interrupted one, to resume)."""
+def _check_claim(target: str, sha1: str, options: Mapping[str, Any] | None) -> dict | None:
+    """Refuse a ``target`` prefix holding objects that no fetch of this archive wrote; the claim
+    record of the upload of this archive that holds it (an interrupted one, to resume), or None
+    for an empty prefix."""
     if not storage.listdir(target, options):
-        return False
+        return None
     try:
         claim = json.loads(storage.read_bytes(storage.join(target, UPLOADING), options))
     except (FileNotFoundError, ValueError):
@@ -271,7 +276,7 @@ def _check_claim(target: str, sha1: str, options: Mapping[str, Any] | None) -> b
         raise DownloadError(f"{storage.redact(target)} already holds objects that were not "
                             "uploaded by fmadask fetch (or hold another version): remove them, "
                             "or pass another --to")
-    return True
+    return claim
 
 
 def _upload(local: Path, target: str, options: Mapping[str, Any] | None,
