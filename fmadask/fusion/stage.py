@@ -46,7 +46,8 @@ from fmadask import storage
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.fusion.pool import fit_weight, pool
-from fmadask.runfolder import BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD
+from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD,
+                               read_card)
 
 MODEL_KIND = "fusion"
 PARTS = ("classical", "cnn")
@@ -80,7 +81,7 @@ def cnn_model_dir(run_dir: Path, arch: str | None = None) -> Path:
     """``RUN_DIR/cnn/<arch>`` (or ``RUN_DIR/cnn`` itself when the CNN was trained there), the one
     of best validation track accuracy when ``arch`` is None."""
     stage = run_dir / CNN_DIR
-    candidates = [p.parent for p in sorted(stage.glob("*/model.json"))]
+    candidates = [p.parent for p in sorted(stage.glob(f"*/{MODEL_CARD}"))]
     if (stage / MODEL_CARD).is_file():
         candidates.append(stage)
     if arch is not None:
@@ -91,7 +92,7 @@ def cnn_model_dir(run_dir: Path, arch: str | None = None) -> Path:
                         f"('fmadask cnn {run_dir}')")
 
     def validation_accuracy(folder: Path) -> float:
-        scores = json.loads((folder / MODEL_CARD).read_text()).get("training", {})
+        scores = read_card(folder).get("training", {})
         return scores.get("scores", {}).get("validation", {}).get("track_acc_mean", -1.0)
 
     return max(candidates, key=validation_accuracy)
@@ -135,7 +136,7 @@ def classical_probabilities(run_dir: str | Path, model_dir: Path,
 
 def cnn_probabilities(model_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """Per-track mean segment probabilities the CNN stage stored (``predictions.parquet``)."""
-    meta = json.loads((model_dir / MODEL_CARD).read_text())
+    meta = read_card(model_dir)
     classes = list(meta["classes"])
     path = model_dir / "predictions.parquet"
     if not path.is_file():
@@ -310,7 +311,7 @@ def _result_row(source: str, model: str, probs: np.ndarray, labels: np.ndarray,
 def _model_files(model_dir: Path) -> list[str]:
     """The files that make up a saved model: its card and the files the card lists (with their
     checksums, which the part's loader verifies)."""
-    card = json.loads((model_dir / MODEL_CARD).read_text())
+    card = read_card(model_dir)
     return [MODEL_CARD, *sorted({entry["name"] for entry in (card.get("files") or {}).values()})]
 
 
@@ -396,7 +397,7 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
 
     predictors = {"classical": predict_classical, "cnn": predict_cnn}
     model_dir = Path(model_dir)
-    card = json.loads((model_dir / MODEL_CARD).read_text())
+    card = read_card(model_dir)
     if not all(isinstance(card.get(k), dict) and set(PARTS) <= set(card[k])
                for k in ("parts", "weights")):
         raise DataError(f"{model_dir / MODEL_CARD} does not name the fusion's parts and weights: "
