@@ -77,7 +77,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     out = make_sample(args.out_dir, tracks_per_genre=args.tracks_per_genre,
                       seconds=args.seconds, seed=args.seed, overlap=args.overlap,
-                      force=args.force)
+                      force=args.force, processes=args.processes)
     print(f"FMA-shaped sample written to {out} (fma_metadata/, fma_small/)")
     return 0
 

@@ -629,6 +629,9 @@ class SampleOptions(Options):
 
     force: bool = option(False, "write into a folder that is not empty (files of the sample's "
                          "names are replaced)", spec=False)
+    processes: int = option(0, "processes writing clips at once (0: one per CPU core); the "
+                            "files are the same whatever it is", minimum=0, maximum=4096,
+                            spec=False, metavar="N")
 
 
 @section("predict", spec=False)
