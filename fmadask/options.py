@@ -364,7 +364,7 @@ LR_SCHEDULES = ("onecycle", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 CLUSTER_KINDS = ("local", "address", "slurm", "kubernetes")
 #: CNN architectures by name (built by :func:`fmadask.dl.nets.build_net`).
-ARCHS = ("naive", "naive_bn", "shortchunk_res")
+ARCHS = ("naive", "naive_bn", "shortchunk_res", "vgg_gap")
 
 
 # ------------------------------------------------------------------------------ sections
@@ -527,11 +527,12 @@ class CnnOptions(Options):
     """The options of one CNN training run (``[cnn]``, ``fmadask cnn``, ``python -m
     fmadask.dl.trainer``); :class:`fmadask.dl.config.TrainConfig` inherits them."""
 
-    arch: str = option("naive", "net architecture", choices=ARCHS, spec=False, metavar="A")
+    arch: str = option("vgg_gap", "net architecture (the study's: naive, naive_bn)", choices=ARCHS,
+                       spec=False, metavar="A")
     epochs: int = option(20, "maximum epochs", minimum=1, maximum=100_000, metavar="N")
     segment_seconds: float = option(3.0, "training segment length in seconds", minimum=0.1,
                                     maximum=60.0, metavar="S")
-    crops: int = option(1, "random training segments per clip and epoch (the study's: 1)",
+    crops: int = option(3, "random training segments per clip and epoch (the study's: 1)",
                         minimum=1, maximum=1000, metavar="N")
     batch_size: int = option(32, "segments per rank per step", minimum=1, maximum=65_536,
                              metavar="B")
@@ -585,10 +586,10 @@ class CnnRunOptions(Options):
 
 @section("cnn")
 class CnnSection(CnnOptions):
-    """``[cnn]``: the study's CNNs on log-mel spectrograms, PyTorch DDP on Dask workers."""
+    """``[cnn]``: CNNs on log-mel spectrograms, PyTorch DDP on Dask workers."""
 
     enabled: bool = option(True, "run this stage", cli=False, result=False)
-    archs: list[str] = option(["naive", "naive_bn"], "nets to train, one after the other",
+    archs: list[str] = option(["vgg_gap"], "nets to train, one after the other",
                               cli=False)
     ranks: int | None = option(None, "DDP processes, one per Dask worker (default: every worker)",
                                minimum=1, maximum=100_000, metavar="R",

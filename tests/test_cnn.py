@@ -46,7 +46,7 @@ cloudpickle.register_pickle_by_value(cnn_callbacks)
 
 #: Small, fast settings: 1 s segments (43 frames) of 128 mel bands, a narrow net. DataLoader
 #: processes are asked for: Dask's workers are daemonic, so the ranks must load in-process.
-SMALL = dict(segment_seconds=1.0, batch_size=4, width=8, lr=3e-3, patience=100,
+SMALL = dict(segment_seconds=1.0, crops=1, batch_size=4, width=8, lr=3e-3, patience=100,
              dist_timeout_s=120, num_workers=2)
 
 
@@ -187,11 +187,15 @@ def test_a_rank_failure_keeps_its_fields_and_message_across_processes():
     assert pickle.loads(pickle.dumps(RankFailure(0, "h", "E", "m", 0.0, True))).user_error is None
 
 
-def test_a_checkpoint_older_than_an_option_resumes_with_its_default_only():
-    config = TrainConfig(arch="naive")
+def test_a_checkpoint_older_than_an_option_resumes_only_as_it_was_made():
+    config = TrainConfig(arch="naive", crops=1)
     older = dataclasses.asdict(config)
     del older["crops"], older["ema"]                   # options added after it was written
     check_resume({"config": older, "world_size": 2}, config, 2, Path("last.pt"))
+    # it was trained with one crop per clip, whatever the option's default is now
+    with pytest.raises(ConfigError, match="made with crops=1, not 3"):
+        check_resume({"config": older, "world_size": 2}, dataclasses.replace(config, crops=3), 2,
+                     Path("last.pt"))
     with pytest.raises(ConfigError, match="made with ema=0.0, not 0.99"):
         check_resume({"config": older, "world_size": 2}, dataclasses.replace(config, ema=0.99), 2,
                      Path("last.pt"))

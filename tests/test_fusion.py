@@ -93,8 +93,8 @@ def fused_run(sample_dir: Path, local_client, tmp_path_factory) -> Path:
     train(run, models=["logistic_regression"], client=local_client, unsupervised=False,
           progress=False)
     run_cnn(run, "naive_bn", epochs=2, ranks=2, client=local_client, progress=False,
-            out_dir=str(run / "cnn" / "naive_bn"), segment_seconds=1.0, batch_size=4, width=4,
-            masks=4, gain_db=6.0, mixup=0.4, label_smoothing=0.1)
+            out_dir=str(run / "cnn" / "naive_bn"), segment_seconds=1.0, crops=1, batch_size=4,
+            width=4, masks=4, gain_db=6.0, mixup=0.4, label_smoothing=0.1)
     fuse(run)
     return run
 

@@ -38,7 +38,7 @@ SHRINK = [
     "data.sample_tracks_per_genre=5", "data.sample_seconds=4", "featurize.partition_size=8",
     'classical.models=["logistic_regression", "xgboost"]', "classical.search=none",
     "classical.unsupervised=false", 'cnn.archs=["naive"]', "cnn.epochs=1", "cnn.width=4",
-    "cnn.batch_size=8", "cnn.segment_seconds=1.0",
+    "cnn.batch_size=8", "cnn.segment_seconds=1.0", "cnn.crops=1",
 ]
 
 
@@ -95,9 +95,10 @@ def test_job_specs_cover_the_study_and_the_subsets() -> None:
     assert paper.cnn.archs == ["naive", "naive_bn"] and paper.cnn.optimizer == "adam"
     # the study trained without augmentation; new work (the demo) gets the recipe
     c = paper.cnn
-    assert (c.gain_db, c.masks, c.mixup, c.label_smoothing) == (0, 0, 0, 0)
+    assert (c.gain_db, c.masks, c.mixup, c.label_smoothing, c.crops) == (0, 0, 0, 0, 1)
     demo = load_job(ROOT / "jobs" / "demo.toml", check_paths=False).cnn
     assert demo.gain_db > 0 and demo.label_smoothing > 0 and demo.enabled
+    assert demo.archs == ["vgg_gap"] and demo.crops > 1
     for name, subset in (("fma-medium", "medium"), ("fma-large", "large")):
         spec = load_job(ROOT / "jobs" / f"{name}.toml", check_paths=False)
         assert spec.data.subset == subset and spec.classical.distributed_xgb

@@ -84,7 +84,7 @@ def run_dir(sample_dir: Path, local_client: "distributed.Client",  # noqa: F821
     run_featurize(sample_dir, out=run, client=local_client, partition_size=16, progress=False)
     train(run, client=local_client, models=["logistic_regression", "xgboost"], search="none",
           unsupervised=False, progress=False)
-    run_cnn(run, arch="naive", epochs=2, ranks=2, client=local_client, batch_size=8,
+    run_cnn(run, arch="naive", epochs=2, ranks=2, client=local_client, batch_size=8, crops=1,
             out_dir=str(cnn_dir(run, "naive")), progress=False)
     return run
 

@@ -113,7 +113,7 @@ def test_featurize_train_predict_on_workers_without_shared_disk(
 
 
 #: A tiny CNN run (seconds): 2 epochs of 1 s segments, a narrow net, 2 ranks.
-TINY_CNN = {"arch": "naive_bn", "epochs": 2, "ranks": 2, "segment_seconds": 1.0,
+TINY_CNN = {"arch": "naive_bn", "epochs": 2, "ranks": 2, "segment_seconds": 1.0, "crops": 1,
             "batch_size": 4, "width": 4, "seed": 0}
 
 

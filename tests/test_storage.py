@@ -458,7 +458,7 @@ def test_run_job_trains_the_cnn_and_fuses_in_a_bucket_run_folder(s3_server, s3_s
     overrides = ["cluster.kind=address", f"cluster.address={local_client.scheduler.address}",
                  "cnn.enabled=true", 'featurize.what=["features", "spectrograms"]',
                  'cnn.archs=["naive"]', "cnn.epochs=1", "cnn.ranks=2", "cnn.width=4",
-                 "cnn.batch_size=4", "cnn.segment_seconds=1.0",
+                 "cnn.batch_size=4", "cnn.segment_seconds=1.0", "cnn.crops=1",
                  f"cnn.cache_dir={tmp_path / 'shards'}"]
     spec = load_job(_bucket_job(tmp_path, s3_server, s3_sample, out), overrides)
     first = run_job(spec, file=io.StringIO())

@@ -3,7 +3,8 @@
 - :mod:`fmadask.dl.config` -- :class:`TrainConfig`, the architectures' names, CLI options;
 - :mod:`fmadask.dl.dataset` -- memory-mapped segments of the shards (random for training,
   covering each clip for evaluation);
-- :mod:`fmadask.dl.nets` -- ``naive``, ``naive_bn`` (the study's) and ``shortchunk_res``;
+- :mod:`fmadask.dl.nets` -- ``naive``, ``naive_bn`` (the study's), ``shortchunk_res`` and
+  ``vgg_gap`` (the default of new work);
 - :mod:`fmadask.dl.trainer` -- the function each DDP rank runs (also ``python -m
   fmadask.dl.trainer`` under torchrun);
 - :mod:`fmadask.dl.launch` -- :func:`run_cnn`: one rank per Dask worker;

@@ -138,7 +138,7 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
         Run directory with ``spectrograms/``: on a file system all workers see, or a URL
         (``s3://bucket/runs/r1``) whose shards each host reads through its shard cache.
     arch : str
-        ``naive``, ``naive_bn`` or ``shortchunk_res``.
+        ``naive``, ``naive_bn``, ``shortchunk_res`` or ``vgg_gap``.
     epochs : int
         Maximum epochs.
     ranks : int, optional

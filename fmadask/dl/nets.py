@@ -6,7 +6,11 @@
 - ``shortchunk_res``: the short-chunk CNN with residual blocks of Won et al., "Evaluation of
   CNN-based automatic music tagging models" (SMC 2020), the strongest of their comparison on
   short segments: input batch-norm, seven stride-2 residual blocks of 3x3 convolutions that shrink
-  frequency and time to ~1, global max-pooling, a two-layer head with dropout.
+  frequency and time to ~1, global max-pooling, a two-layer head with dropout;
+- ``vgg_gap``: four VGG-style blocks (3x3 convolution, batch-norm, ReLU, 2x2 max-pooling),
+  averaged over frequency, then mean- and max-pooled over time into one dense layer: a small net
+  whose global pooling summarises a segment much as the 518 features summarise a clip
+  (statistics over time of spectral shape); the default of new work.
 
 Every net maps a float32 batch ``(batch, 1, n_mels, frames)`` of standardised log-mel segments to
 class logits ``(batch, n_classes)``.
@@ -21,7 +25,7 @@ from torch import nn
 from fmadask.dl.config import ARCHS
 from fmadask.errors import ConfigError
 
-__all__ = ["ARCHS", "NaiveCNN", "ShortChunkResCNN", "build_net"]
+__all__ = ["ARCHS", "NaiveCNN", "ShortChunkResCNN", "VggGapCNN", "build_net"]
 
 
 class NaiveCNN(nn.Module):
@@ -109,6 +113,37 @@ class ShortChunkResCNN(nn.Module):
         return self.head(x)
 
 
+class VggGapCNN(nn.Module):
+    """Four (conv 3x3 -> BN -> ReLU -> max-pool 2x2) blocks, global pooling, one dense layer.
+
+    Parameters
+    ----------
+    n_classes, n_mels, frames : int
+        Output classes and input shape; the net pools globally (and its 2x2 pools round up), so
+        any input size works, whatever the segment length it was trained on.
+    width : int
+        Channels of the first block; then 2x, 4x, 4x.
+    dropout : float
+        Dropout before the dense layer.
+    """
+
+    def __init__(self, n_classes: int, n_mels: int, frames: int, width: int = 16,
+                 dropout: float = 0.3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c_out in (width, 2 * width, 4 * width, 4 * width):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x).mean(dim=2)            # (batch, channels, time): frequency averaged
+        return self.head(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1))
+
+
 def _naive(n_classes: int, n_mels: int, frames: int, width: int | None) -> nn.Module:
     return NaiveCNN(n_classes, n_mels, frames, width=width or 16)
 
@@ -121,8 +156,13 @@ def _shortchunk_res(n_classes: int, n_mels: int, frames: int, width: int | None)
     return ShortChunkResCNN(n_classes, n_mels, frames, width=width or 64)
 
 
+def _vgg_gap(n_classes: int, n_mels: int, frames: int, width: int | None) -> nn.Module:
+    return VggGapCNN(n_classes, n_mels, frames, width=width or 16)
+
+
 _BUILDERS: dict[str, Callable[[int, int, int, int | None], nn.Module]] = {
     "naive": _naive, "naive_bn": _naive_bn, "shortchunk_res": _shortchunk_res,
+    "vgg_gap": _vgg_gap,
 }
 assert tuple(_BUILDERS) == ARCHS, "fmadask.dl.config.ARCHS lists the nets built here"
 
@@ -134,7 +174,8 @@ def build_net(arch: str, n_classes: int, n_mels: int, frames: int,
     Parameters
     ----------
     arch : str
-        One of :data:`fmadask.dl.config.ARCHS`: ``'naive'``, ``'naive_bn'``, ``'shortchunk_res'``.
+        One of :data:`fmadask.dl.config.ARCHS`: ``'naive'``, ``'naive_bn'``, ``'shortchunk_res'``,
+        ``'vgg_gap'``.
     n_classes : int
         Number of genres.
     n_mels, frames : int

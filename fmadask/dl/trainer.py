@@ -60,7 +60,7 @@ from fmadask.dl.outputs import OutputFolder, out_location, output_folder
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
-from fmadask.options import OPTIONS, resolve_options, setting
+from fmadask.options import resolve_options, setting
 from fmadask.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 _RESUME_KEYS = ("arch", "width", "epochs", "segment_seconds", "batch_size", "lr", "weight_decay",
                 "optimizer", "lr_schedule", "seed", "gain_db", "masks", "mixup",
                 "label_smoothing", "crops", "ema")
+#: What a checkpoint written before a resume key existed was trained with: the behaviour of the
+#: time, not the option's default of today (new work takes 3 crops; those runs took 1).
+_BEFORE_THE_OPTION = {"crops": 1, "ema": 0.0}
 
 
 @dataclass(frozen=True)
@@ -535,8 +538,7 @@ def _score(run: _Run, seg_out: dict) -> tuple[dict, pd.DataFrame]:
 def check_resume(ckpt: dict, config: TrainConfig, world_size: int, path: Path) -> None:
     """Raise ConfigError when checkpoint ``ckpt`` (read from ``path``) cannot be resumed with
     ``config`` on ``world_size`` ranks."""
-    # a checkpoint older than an option was made with the option's default
-    saved = {key: ckpt["config"].get(key, OPTIONS[f"cnn.{key}"].default) for key in _RESUME_KEYS}
+    saved = {key: ckpt["config"].get(key, _BEFORE_THE_OPTION.get(key)) for key in _RESUME_KEYS}
     for key in _RESUME_KEYS:
         if saved[key] != getattr(config, key):
             raise ConfigError(f"checkpoint {path} was made with {key}={saved[key]!r}, not "
