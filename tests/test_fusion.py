@@ -25,9 +25,11 @@ from fmadask.errors import ConfigError
 from fmadask.fma.tracks import track_table
 from fmadask.fusion.pool import fit_weight, pool
 from fmadask.fusion.stage import fuse
+from fmadask.lock import LockedError
 from fmadask.ml.train import train
 from fmadask.pipeline import run_featurize
 from fmadask.predict import predict
+from lock_holder import held_lock
 
 # ------------------------------------------------------------------------- augmentation
 
@@ -139,6 +141,19 @@ def test_a_planted_test_set_leak_changes_nothing_in_the_weight(fused_run: Path, 
     pd.testing.assert_series_equal(
         pd.read_csv(run / "fusion" / "weights.csv")["accuracy"],
         pd.read_csv(fused_run / "fusion" / "weights.csv")["accuracy"])
+
+
+@pytest.mark.slow
+def test_fuse_refuses_a_run_folder_another_command_is_writing(fused_run: Path, tmp_path: Path):
+    """The parts it reads may be rewritten under it (a colleague's ``fmadask cnn`` on the same
+    folder): it waits its turn, in one line, and leaves the fusion already there as it was."""
+    run = tmp_path / "run"
+    shutil.copytree(fused_run, run)
+    before = {p: p.read_bytes() for p in (run / "fusion").rglob("*") if p.is_file()}
+    with held_lock(run, "fmadask cnn"):
+        with pytest.raises(LockedError, match="fmadask cnn"):
+            fuse(run)
+    assert {p: p.read_bytes() for p in (run / "fusion").rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.slow

@@ -46,6 +46,7 @@ from fmadask import storage
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.fusion.pool import fit_weight, pool
+from fmadask.lock import RunLock
 from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD,
                                read_card)
 
@@ -191,9 +192,18 @@ def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = No
     ------
     DataError
         A part is missing, or the parts disagree on the classes or share no track.
+    LockedError
+        Another command is writing the run folder (its models could change under the fusion).
     """
     run_dir = _local_or_url(run_dir)
     out = _local_or_url(out_dir if out_dir is not None else storage.join(run_dir, FUSION_DIR))
+    with RunLock(run_dir, "fmadask fuse", storage_options=storage_options):
+        return _fuse_to(run_dir, out, classical, cnn, storage_options)
+
+
+def _fuse_to(run_dir: str | Path, out: str | Path, classical: str | None, cnn: str | None,
+             storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
+    """:func:`fuse` between resolved locations, under the run folder's lock."""
     if isinstance(run_dir, Path) and isinstance(out, Path):
         return _fuse(run_dir, run_dir, classical, cnn, out, None)
     with tempfile.TemporaryDirectory(prefix="fmadask-fuse-") as tmp:
