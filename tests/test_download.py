@@ -454,23 +454,34 @@ def test_fetch_into_a_bucket_uploads_the_verified_files_and_rerun_skips(
     assert len(server.log) == 1
 
 
-def test_fetch_into_a_bucket_keeps_a_local_copy_that_was_there_before(
-        server: _Server, s3_server, tmp_path: Path) -> None:
-    """--staging pointed at a folder already holding a fetched FMA: it is uploaded from there
-    and stays (fetch deletes only the copy it extracted for the upload)."""
+def _users_own_copy(server: _Server, tmp_path: Path) -> tuple[dict, dict, Path]:
+    """A complete FMA small fetched into ``tmp_path/my-fma`` before the test, as a user would
+    have it: its members, checksums and folder."""
     members = _small_members()
     checksums = _serve(server, _zip(members))
     mine = tmp_path / "my-fma"
     fetch("small", mine, mirror=server.url, progress=False, chunk_size=CHUNK,
           checksums=checksums)
-    before = sorted(p.relative_to(mine) for p in mine.rglob("*"))
+    return members, checksums, mine
+
+
+def _listing(folder: Path) -> list[Path]:
+    return sorted(p.relative_to(folder) for p in folder.rglob("*"))
+
+
+def test_fetch_into_a_bucket_keeps_a_local_copy_that_was_there_before(
+        server: _Server, s3_server, tmp_path: Path) -> None:
+    """--staging pointed at a folder already holding a fetched FMA: it is uploaded from there
+    and stays (fetch deletes only the copy it extracted for the upload)."""
+    members, checksums, mine = _users_own_copy(server, tmp_path)
+    before = _listing(mine)
     s3_server.filesystem().mkdir("fetch-keep")
 
     out = _fetch_to_s3(server, s3_server, "s3://fetch-keep/fma", mine, checksums)
 
     assert out == "s3://fetch-keep/fma/fma_small"
     assert set(_objects(s3_server, "fetch-keep/fma")) == set(members) | {f"fma_small/{MARKER}"}
-    assert sorted(p.relative_to(mine) for p in mine.rglob("*")) == before
+    assert _listing(mine) == before
     assert len(server.log) == 1                            # not downloaded again
 
 
@@ -524,19 +535,15 @@ def test_a_resumed_upload_keeps_the_local_copy_that_was_there_before(
         server: _Server, s3_server, tmp_path: Path) -> None:
     """The user's own complete FMA copy named as --staging, the upload cut and rerun: the rerun
     finishes the upload and the user's copy stays, as the uncut upload would have left it."""
-    members = _small_members()
-    checksums = _serve(server, _zip(members))
-    mine = tmp_path / "my-fma"
-    fetch("small", mine, mirror=server.url, progress=False, chunk_size=CHUNK,
-          checksums=checksums)
-    before = sorted(p.relative_to(mine) for p in mine.rglob("*"))
+    members, checksums, mine = _users_own_copy(server, tmp_path)
+    before = _listing(mine)
     s3_server.filesystem().mkdir("fetch-cut-keep")
     _cut_upload(server, s3_server, "fetch-cut-keep", mine, checksums)
 
     out = _fetch_to_s3(server, s3_server, "s3://fetch-cut-keep/fma", mine, checksums)
     assert out == "s3://fetch-cut-keep/fma/fma_small"
     assert set(_objects(s3_server, "fetch-cut-keep/fma")) == set(members) | {f"fma_small/{MARKER}"}
-    assert sorted(p.relative_to(mine) for p in mine.rglob("*")) == before
+    assert _listing(mine) == before
     assert len(server.log) == 1                            # never downloaded again
 
 
