@@ -103,7 +103,7 @@ class Option:
     cli, spec : bool
         Offered on the command line; a key of the job spec.
     result : bool
-        Decides a stage's outputs (recorded in its marker; :func:`fmadask.run.stage_params`).
+        Decides a stage's outputs (recorded in its marker; :func:`fmadask.stages.stage_params`).
     """
 
     key: str

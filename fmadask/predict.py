@@ -8,9 +8,10 @@ returns the same frame (one row per file: ``path``, ``genre``, ``error``, then o
 column per genre; a kind may add columns), and a file that cannot be decoded gets its error in its
 row while the others are scored.
 
-This module sits above the stages: it is the one place that knows every model kind, so the
-stage packages (:mod:`fmadask.ml`, :mod:`fmadask.dl`) know only their own. Each kind's code is
-imported only when a model of that kind is used (a classical model never imports torch).
+This module sits above the stages: it reads every model kind from the stage registry
+(:mod:`fmadask.stages`: a stage's ``model_kind`` and ``predictor``), so the stage packages
+(:mod:`fmadask.ml`, :mod:`fmadask.dl`) know only their own. Each kind's code is imported only
+when a model of that kind is used (a classical model never imports torch).
 """
 from __future__ import annotations
 
@@ -29,8 +30,6 @@ from fmadask.runfolder import BEST_FILE, MODEL_CARD, read_card
 #: are always tried, whatever their suffix).
 AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif",
                   ".aiff", ".au", ".wma")
-#: The model kinds :func:`predict` knows (``model.json``'s ``kind``).
-MODEL_KINDS = ("classical", "cnn", "fusion")
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -66,21 +65,20 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def _kinds() -> list[str]:
+    """The model kinds :func:`predict` knows (``model.json``'s ``kind``), from the registry."""
+    from fmadask.stages import model_kinds
+
+    return list(model_kinds())
+
+
 def _predictor(kind: str) -> Callable[[Path, Sequence[Path]], pd.DataFrame] | None:
-    """The predictor of a model kind, imported now; None for a kind fmadask does not know."""
-    if kind == "classical":
-        from fmadask.ml.predict import predict_classical
+    """The predictor of a model kind (its stage's, :mod:`fmadask.stages`); None for a kind
+    fmadask does not know."""
+    from fmadask.stages import model_kinds
 
-        return predict_classical
-    if kind == "cnn":
-        from fmadask.dl.predict import predict_cnn
-
-        return predict_cnn
-    if kind == "fusion":
-        from fmadask.fusion.stage import predict_fusion
-
-        return predict_fusion
-    return None
+    stage = model_kinds().get(kind)
+    return None if stage is None else stage.predictor
 
 
 def predict(model: str | Path, paths: Sequence[str | Path],
@@ -126,7 +124,7 @@ def predict(model: str | Path, paths: Sequence[str | Path],
     run = _predictor(card["kind"])
     if run is None:
         raise DataError(f"{model_dir}: unknown model kind {card['kind']!r}: expected one of "
-                        f"{', '.join(MODEL_KINDS)}")
+                        f"{', '.join(_kinds())}")
     table = run(model_dir, expand_paths(paths))
     table.attrs.setdefault("classes", list(card["classes"]))
     table.attrs.setdefault("outputs", card.get("outputs", "probability"))

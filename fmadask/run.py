@@ -1,8 +1,10 @@
 """Run a job spec: its stages in order, on the cluster it names, skipping stages already done.
 
-The stages are ``featurize`` (mp3 -> features and spectrograms), ``classical`` (scikit-learn and
-XGBoost on the features), ``cnn`` (PyTorch DDP on the spectrograms) and ``fusion`` (the best of
-both pooled, its weight fitted on validation; on when both are). After a stage succeeds
+The stages are those of the registry (:mod:`fmadask.stages`), in its order: ``featurize`` (mp3 ->
+features and spectrograms), ``classical`` (scikit-learn and XGBoost on the features), ``cnn``
+(PyTorch DDP on the spectrograms) and ``fusion`` (the best of both pooled, its weight fitted on
+validation; on when both are). Each is run through its :class:`~fmadask.stages.Stage` value
+(read its state, plan, execute), so this module holds no table of stages. After a stage succeeds
 the runner writes ``RUN_DIR/_stages/<stage>.json`` holding the stage's *parameters*: everything
 that decides its outputs (data, subset, split, sample rate, models, epochs, ... and the parameters
 of the stages it reads from), never where it ran (local cluster or remote scheduler, worker
@@ -38,14 +40,11 @@ from fmadask import storage
 from fmadask.jobspec import JobSpec, format_spec, local_path
 from fmadask.storage import redact
 from fmadask.lock import RunLock
-from fmadask.options import CnnOptions, OptionError, option_fields, option_values
+from fmadask import stages
+from fmadask.options import OptionError
 from fmadask.records import describe_change
-from fmadask.runfolder import (CLASSICAL_DIR, CNN_DIR, FUSION_DIR, JOB_FILE, MARKER_DIR, SPEC_FILE,
-                               foreign_entries)
-
-#: The stages, in the order they run.
-STAGES = ("featurize", "classical", "cnn", "fusion")
-
+from fmadask.runfolder import MARKER_DIR, SPEC_FILE, foreign_entries
+from fmadask.stages import StageContext
 
 @dataclass(frozen=True)
 class StagePlan:
@@ -65,40 +64,10 @@ class StagePlan:
 
 
 def stage_params(spec: JobSpec, stage: str) -> dict[str, Any]:
-    """The parameters that decide ``stage``'s outputs (JSON-compatible).
-
-    Later stages include the parameters of the stages they read, so a change upstream makes
-    them differ too.
-    """
-    data = spec.data
-    if stage == "featurize":
-        f = spec.featurize
-        return {"data_dir": redact(data_path(spec)), "subset": data.subset, "split": data.split,
-                "seed": data.seed if data.split == "stratified" else None,
-                **_results(f), "sr": None if f.sr == "native" else int(f.sr),
-                "what": sorted(f.what), "max_seconds": max_seconds(spec)}
-    upstream = {"featurize": stage_params(spec, "featurize")}
-    if stage in ("classical", "cnn"):
-        return {**upstream, **_results(getattr(spec, stage))}
-    if stage == "fusion":
-        f = spec.fusion
-        return {"classical": stage_params(spec, "classical"), "cnn": stage_params(spec, "cnn"),
-                "model": f.classical, "arch": f.cnn}
-    raise ValueError(f"unknown stage {stage!r}")
-
-
-def _results(section: Any) -> dict[str, Any]:
-    """The keys of a section that decide its stage's outputs (JSON-compatible copies), every
-    option of the section not marked ``result=False`` (:class:`fmadask.options.Option`)."""
-    keys = {f.name for f in option_fields(type(section), spec=True)}
-    return {name: list(value) if isinstance(value, list) else value
-            for name, value in option_values(section, result=True).items() if name in keys}
-
-
-def max_seconds(spec: JobSpec) -> float | None:
-    """``[featurize] max_seconds`` as the featurize job takes it (``'none'``: no limit)."""
-    value = spec.featurize.max_seconds
-    return None if value == "none" else float(value)
+    """The parameters that decide ``stage``'s outputs (JSON-compatible): its
+    :attr:`~fmadask.stages.Stage.params`, with those of the stages it reads, so a change upstream
+    makes them differ too."""
+    return stages.stage_params(spec, stage)
 
 
 def data_path(spec: JobSpec) -> str | Path:
@@ -170,13 +139,15 @@ def plan(spec: JobSpec) -> list[StagePlan]:
     check_names(spec)
     options = run_options(spec)
     plans = []
-    for stage in STAGES:
+    for s in stages.stages():
+        stage = s.name
         params = stage_params(spec, stage)
         if not getattr(spec, stage).enabled:
             plans.append(StagePlan(stage, "off", params, "disabled in the job spec"))
             continue
-        if stage == "fusion" and not (spec.classical.enabled and spec.cnn.enabled):
-            plans.append(StagePlan(stage, "off", params, "needs the classical and cnn stages"))
+        if not all(getattr(spec, r).enabled for r in s.requires):
+            plans.append(StagePlan(stage, "off", params,
+                                   f"needs the {' and '.join(s.requires)} stages"))
             continue
         marker = read_marker(run_dir, stage, options)
         if marker is None:
@@ -194,21 +165,11 @@ def plan(spec: JobSpec) -> list[StagePlan]:
 
 
 def check_names(spec: JobSpec) -> None:
-    """Check the model and net names against the stages' registries (ConfigError if unknown)."""
-    if spec.classical.enabled:
-        from fmadask.ml.models import resolve_models
-
-        try:
-            resolve_models(_models(spec))
-        except ConfigError as exc:
-            raise ConfigError(f"{spec.source}: [classical] models: {exc}") from None
-    if spec.cnn.enabled:
-        from fmadask.dl.config import ARCHS     # the names only: no torch to check a spec
-
-        unknown = [a for a in spec.cnn.archs if a not in ARCHS]
-        if unknown:
-            raise ConfigError(f"{spec.source}: [cnn] archs: unknown {', '.join(unknown)}: choose "
-                              f"from {', '.join(ARCHS)}")
+    """Check the names the enabled stages look up in their registries (models, nets):
+    ConfigError for an unknown one."""
+    for s in stages.stages():
+        if s.check is not None and getattr(spec, s.name).enabled:
+            s.check(spec)
 
 
 # ------------------------------------------------------------------------------- running
@@ -329,11 +290,14 @@ def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
     marker = marker_path(run_dir, p.stage)
     storage.remove(marker, options)  # an interrupted redo must not look complete
     if p.action == "redo":
-        for later in STAGES[STAGES.index(p.stage) + 1:]:
+        names = [s.name for s in stages.stages()]
+        for later in names[names.index(p.stage) + 1:]:
             storage.remove(marker_path(run_dir, later), options)
     print(f"== {p.stage}", file=file, flush=True)
     start = time.perf_counter()
-    _STAGE_RUNNERS[p.stage](spec, client, run_dir, p.action == "redo", file)
+    context = StageContext(spec=spec, run_dir=run_dir, data_dir=data_path(spec),
+                           storage_options=options, redo=p.action == "redo", file=file)
+    stages.stage(p.stage).run(context, client)
     seconds = time.perf_counter() - start
     record = {"stage": p.stage, "params": p.params, "seconds": round(seconds, 3),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fmadask": __version__,
@@ -342,93 +306,13 @@ def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
     print(f"== {p.stage} done in {seconds:.1f} s", file=file, flush=True)
 
 
-def _featurize(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
-               file: IO[str]) -> None:
-    from fmadask.pipeline.featurize import FeaturizeConfig, run_featurize
-
-    d = spec.data
-    config = FeaturizeConfig.of(spec.featurize, subset=d.subset, split=d.split, seed=d.seed,
-                                overwrite=redo)
-    run_featurize(data_path(spec), out=run_dir, client=client, config=config, file=file,
-                  storage_options=run_options(spec))
-
-
-def _classical(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool,
-               file: IO[str]) -> None:
-    from fmadask.ml.train import ClassicalConfig, train
-
-    d = spec.data
-    train(run_dir, out_dir=storage.join(run_dir, CLASSICAL_DIR), split=d.split,
-          split_seed=d.seed, subset=d.subset, config=ClassicalConfig.of(spec.classical),
-          client=client, storage_options=run_options(spec))
-
-
-def _models(spec: JobSpec) -> str | list[str]:
-    models = spec.classical.models
-    return "all" if models == ["all"] else list(models)
-
-
-def _cnn(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[str]) -> None:
-    from fmadask.cluster import gpu_workers
-    from fmadask.dl.launch import run_cnn
-    from fmadask.dl.outputs import has_checkpoint
-
-    n = spec.cnn
-    options = run_options(spec)
-    gpu = n.device == "cuda" or (n.device == "auto" and bool(gpu_workers(client)))
-    for arch in n.archs:
-        out = cnn_dir(run_dir, arch)
-        resume = has_checkpoint(out, options) and not (redo or spec.output.overwrite)
-        print(f"-- cnn {arch}{' (resuming)' if resume else ''}: {redact(out)}", file=file,
-              flush=True)
-        # Every training option of the section (the cache's too); the device is chosen by gpu.
-        training = {**option_values(n, CnnOptions), "arch": arch}
-        del training["device"]
-        run_cnn(run_dir, ranks=n.ranks, client=client, gpu=gpu, resume=resume,
-                out_dir=str(out), storage_options=options, **training)
-
-
-def cnn_dir(run_dir: str | Path, arch: str) -> str | Path:
-    """Output folder of one CNN architecture: ``RUN_DIR/cnn/<arch>`` (a URL for a URL)."""
-    return storage.join(run_dir, CNN_DIR, arch)
-
-
-def _fusion(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[str]) -> None:
-    from fmadask.fusion.stage import format_results, fuse
-
-    f = spec.fusion
-    results = fuse(run_dir, classical=f.classical or None, cnn=f.cnn or None,
-                   storage_options=run_options(spec))
-    print(f"fusion (weight fitted on validation), "
-          f"{redact(storage.join(run_dir, FUSION_DIR, 'report.md'))}:", file=file)
-    print(format_results(results), file=file, flush=True)
-
-
-_STAGE_RUNNERS = {"featurize": _featurize, "classical": _classical, "cnn": _cnn,
-                  "fusion": _fusion}
-
-#: Result files worth pointing a user to, relative to the run directory.
-_RESULTS = {
-    "features": "features", "errors": "errors", "featurize summary": JOB_FILE,
-    "classical table": f"{CLASSICAL_DIR}/table.md",
-    "classical results": f"{CLASSICAL_DIR}/results.csv",
-    "confusion matrices": f"{CLASSICAL_DIR}/confusion",
-    "fusion results": f"{FUSION_DIR}/report.md",
-}
-
-
 def result_files(run_dir: str | Path, storage_options: dict[str, Any] | None = None
                  ) -> dict[str, str | Path]:
-    """The result files and folders present in ``run_dir`` (a path or a URL), by name."""
-    found = {}
-    for name, rel in _RESULTS.items():
-        location = storage.join(run_dir, *rel.split("/"))
-        if storage.exists(location, storage_options):
-            found[name] = location
-    for arch in storage.listdir(storage.join(run_dir, CNN_DIR), storage_options):
-        report = storage.join(run_dir, CNN_DIR, arch, "report.md")
-        if storage.isfile(report, storage_options):
-            found[f"cnn {arch}"] = report
+    """The result files and folders present in ``run_dir`` (a path or a URL), by name: each
+    stage's :attr:`~fmadask.stages.Stage.results`."""
+    found: dict[str, str | Path] = {}
+    for s in stages.stages():
+        found.update(s.results(run_dir, storage_options))
     return found
 
 

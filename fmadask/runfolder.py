@@ -64,6 +64,8 @@ FUSION_DIR = "fusion"
 BEST_FILE = "best.json"
 #: A model folder's card: its kind, classes and files.
 MODEL_CARD = "model.json"
+#: A stage's (or a CNN's) report for people, written after its other files.
+REPORT_FILE = "report.md"
 
 JOB_FILE = "featurize.json"
 FEATURES_DIR = "features"

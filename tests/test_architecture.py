@@ -190,3 +190,36 @@ def test_checking_a_job_spec_names_architectures_without_torch() -> None:
         "                        'featurize': {'what': ['spectrograms']},\n"
         "                        'cnn': {'enabled': True, 'archs': ['naive']}}, 'test'))")
     assert "torch" not in loaded
+
+
+def test_reading_the_stage_registry_stays_light() -> None:
+    # fmadask run --check and fmadask predict read every stage's value: neither Dask nor torch.
+    loaded = heavy_after(
+        "from fmadask.jobspec import build_spec\n"
+        "from fmadask.stages import stage_params, stages\n"
+        "spec = build_spec({'data': {'dir': 'd'}, 'output': {'dir': 'o'}}, 'test')\n"
+        "[stage_params(spec, s.name) for s in stages()]")
+    assert loaded == []
+
+
+def test_each_stage_package_exports_its_stage_from_a_light_entry() -> None:
+    from fmadask.stages import REGISTRY
+
+    packages = [reference.partition(":")[0].rpartition(".")[0] for reference in REGISTRY]
+    assert set(packages) == {*STAGES, "fmadask.fusion"}
+    bad = [f"{module_name(path)} -> {ref}" for package in packages
+           for path in module_files(f"{package}.entry")
+           for ref in sorted(_top_level_imports(path))
+           if any(within(ref, heavy) for heavy in NOT_IN_LIGHT) and not within(ref, package)]
+    assert not bad, "an entry module imports heavy modules when imported:\n" + "\n".join(bad)
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is imported (statements outside functions)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found

@@ -78,7 +78,7 @@ def run_dir(sample_dir: Path, local_client: "distributed.Client",  # noqa: F821
     from fmadask.dl.launch import run_cnn
     from fmadask.ml.train import train
     from fmadask.pipeline.featurize import run_featurize
-    from fmadask.run import cnn_dir
+    from fmadask.dl.entry import cnn_dir
 
     run = tmp_path_factory.mktemp("run")
     run_featurize(sample_dir, out=run, client=local_client, partition_size=16, progress=False)

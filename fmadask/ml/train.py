@@ -206,14 +206,14 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
                                storage_options=storage_options)
     out = output_folder(out_dir if out_dir is not None
                         else default_out_dir(dataset.info.get("path", ".")))
-    owner = _owner(source, out, storage_options)
+    owner = lock_owner(source, out, storage_options)
     with RunLock(owner, "fmadask train", storage_options=storage_options):
         # Read and planned under the lock that execute_classical takes again: no other writer
         # changes the trials between the plan and its execution.
         state = read_classical_state(out)
         plan = plan_classical(config, dataset, state, out=out, owner=owner)
         return execute_classical(plan, dataset, client, scheduler=scheduler, workers=workers,
-                                 log=_Log(progress), storage_options=storage_options)
+                                 log=ProgressLog(progress), storage_options=storage_options)
 
 
 def output_folder(out: str | Path) -> str | Path:
@@ -227,7 +227,7 @@ def _names(models: Sequence[str]) -> str | list[str]:
     return "all" if list(models) == ["all"] else list(models)
 
 
-def _owner(source: str | Path | Dataset, out: str | Path,
+def lock_owner(source: str | Path | Dataset, out: str | Path,
            storage_options: Mapping[str, Any] | None) -> str | Path:
     """The folder whose lock the stage holds: the featurize run it reads (a re-featurize would
     change the features under it), or the output folder when the features are FMA's own."""
@@ -241,7 +241,7 @@ def _owner(source: str | Path | Dataset, out: str | Path,
 # ----------------------------------------------------------------------------- the plan
 
 
-class _Log:
+class ProgressLog:
     """The stage's progress lines: INFO records of this module's logger (``fmadask`` shows them
     on stderr), or nothing when progress is off."""
 

@@ -961,12 +961,18 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         summary, failures = execute_featurize(plan, client, scheduler=scheduler,
                                               workers=workers, progress=progress,
                                               storage_options=storage_options)
+    return report(FeaturizeResult(summary, failures), progress, file)
+
+
+def report(result: FeaturizeResult, progress: bool = True, file: IO[str] | None = None) -> dict:
+    """Print a finished job's summary (with ``progress``) and return it; raise
+    :class:`FmadaskError` when partitions failed (a re-run resumes them)."""
     if progress:
-        print_summary(summary, file=file)
-    if failures:
-        raise FmadaskError(f"{len(failures)} partition(s) failed ({failures[0]}): fix the cause "
-                           "and re-run the same command to finish them")
-    return summary
+        print_summary(result.summary, file=file)
+    if result.failures:
+        raise FmadaskError(f"{len(result.failures)} partition(s) failed ({result.failures[0]}): "
+                           "fix the cause and re-run the same command to finish them")
+    return result.summary
 
 
 def _mel_record(mel: MelParams, sr: int | None, decoders: list[str], device: str) -> dict:

@@ -1,0 +1,71 @@
+"""The fusion stage's contract value (:class:`fmadask.stages.Stage`) and its plan: which
+classical model and which CNN to pool (the best of each unless ``[fusion]`` names them), and
+where. Light: the stage itself (:mod:`fmadask.fusion.stage`) is imported when it runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fmadask import storage
+from fmadask.options import FusionSection
+from fmadask.runfolder import FUSION_DIR, REPORT_FILE
+from fmadask.stages import Stage, StageContext, present
+
+
+def params(spec: Any, upstream: dict[str, dict]) -> dict[str, Any]:
+    """What decides the fusion: the parameters of both parts, and which model of each."""
+    f = spec.fusion
+    return {**upstream, "model": f.classical, "arch": f.cnn}
+
+
+@dataclass(frozen=True)
+class FusionPlan:
+    """What the fusion stage will do: a value (:func:`plan`), run by :func:`execute`."""
+
+    run_dir: str | Path
+    #: The classical model folder and the CNN architecture (None: the best of each).
+    classical: str | None
+    cnn: str | None
+
+
+def read_state(context: StageContext) -> None:
+    """Nothing: the fusion reads its parts when it runs, under the run folder's lock."""
+    return None
+
+
+def plan(context: StageContext, state: None) -> FusionPlan:
+    """The parts ``[fusion]`` names, or the best of each. Pure."""
+    f = context.section("fusion")
+    return FusionPlan(context.run_dir, f.classical or None, f.cnn or None)
+
+
+def execute(plan: FusionPlan, client: Any, context: StageContext) -> Any:
+    """Fit the fusion (:func:`~fmadask.fusion.stage.fuse`; no cluster needed) and print its
+    results; results.csv's rows."""
+    from fmadask.fusion.stage import format_results, fuse
+
+    results = fuse(plan.run_dir, classical=plan.classical, cnn=plan.cnn,
+                   storage_options=context.storage_options)
+    report = storage.join(plan.run_dir, FUSION_DIR, REPORT_FILE)
+    print(f"fusion (weight fitted on validation), {storage.redact(report)}:", file=context.file)
+    print(format_results(results), file=context.file, flush=True)
+    return results
+
+
+def results(run_dir: str | Path, storage_options: Any = None) -> dict[str, str | Path]:
+    """The fusion's report."""
+    return present(run_dir, storage_options, {"fusion results": f"{FUSION_DIR}/{REPORT_FILE}"})
+
+
+def predict(model_dir: Path, paths: Any) -> Any:
+    """The fused model's predictions (:func:`fmadask.fusion.stage.predict_fusion`)."""
+    from fmadask.fusion.stage import predict_fusion
+
+    return predict_fusion(model_dir, paths)
+
+
+STAGE = Stage(name="fusion", section=FusionSection, folder=FUSION_DIR, params=params,
+              read_state=read_state, plan=plan, execute=execute, results=results,
+              reads=("classical", "cnn"), requires=("classical", "cnn"), model_kind="fusion",
+              predictor=predict)

@@ -1,0 +1,82 @@
+"""The featurize stage's contract value (:class:`fmadask.stages.Stage`): light, the job itself
+(:mod:`fmadask.pipeline.featurize`, Dask's distributed) is imported when it runs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from fmadask import storage
+from fmadask.options import FeaturizeSection
+from fmadask.runfolder import ERRORS_DIR, FEATURES_DIR, JOB_FILE
+from fmadask.stages import Stage, StageContext, present, result_options
+
+
+def params(spec: Any, upstream: dict[str, dict]) -> dict[str, Any]:
+    """What decides the featurize outputs: the data (folder, subset, split) and every result
+    option of ``[featurize]`` (``sr``, ``what`` and ``max_seconds`` as the job takes them)."""
+    data, f = spec.data, spec.featurize
+    local = storage.local_path(data.dir)
+    return {"data_dir": storage.redact(data.dir if local is None else local),
+            "subset": data.subset, "split": data.split,
+            "seed": data.seed if data.split == "stratified" else None,
+            **result_options(f), "sr": None if f.sr == "native" else int(f.sr),
+            "what": sorted(f.what),
+            "max_seconds": None if f.max_seconds == "none" else float(f.max_seconds)}
+
+
+def config(context: StageContext) -> Any:
+    """The job's :class:`~fmadask.pipeline.featurize.FeaturizeConfig`: its ``[featurize]``
+    section, the data's subset and split, and ``overwrite`` when the stage is redone."""
+    from fmadask.pipeline.featurize import FeaturizeConfig
+
+    data = context.section("data")
+    return FeaturizeConfig.of(context.section("featurize"), subset=data.subset,
+                              split=data.split, seed=data.seed, overwrite=context.redo)
+
+
+class FeaturizeInputs(NamedTuple):
+    """What :func:`plan` needs: the config, the selected tracks and the folder's state."""
+
+    config: Any
+    table: Any
+    state: Any
+
+
+def read_state(context: StageContext) -> FeaturizeInputs:
+    """The job's config, its tracks (:func:`fmadask.fma.tracks.track_table`) and what the run
+    folder holds (:func:`~fmadask.pipeline.featurize.read_featurize_state`)."""
+    from fmadask.fma.tracks import track_table
+    from fmadask.pipeline.featurize import featurize_record, read_featurize_state, run_folder
+
+    c, so = config(context), context.storage_options
+    table = track_table(context.data_dir, subset=c.subset, split=c.split, seed=c.seed,
+                        storage_options=so)
+    record = featurize_record(c, table, context.data_dir)
+    state = read_featurize_state(run_folder(context.run_dir), record, c.overwrite, so)
+    return FeaturizeInputs(c, table, state)
+
+
+def plan(context: StageContext, inputs: FeaturizeInputs) -> Any:
+    """:func:`~fmadask.pipeline.featurize.plan_featurize` of the job in its run folder."""
+    from fmadask.pipeline.featurize import plan_featurize, run_folder
+
+    return plan_featurize(inputs.config, inputs.table, inputs.state,
+                          out=run_folder(context.run_dir), data_dir=context.data_dir)
+
+
+def execute(plan: Any, client: Any, context: StageContext) -> dict:
+    """Run the plan on ``client``, print its summary; the summary."""
+    from fmadask.pipeline.featurize import execute_featurize, report
+
+    result = execute_featurize(plan, client, storage_options=context.storage_options)
+    return report(result, file=context.file)
+
+
+def results(run_dir: str | Path, storage_options: Any = None) -> dict[str, str | Path]:
+    """The featurize outputs worth pointing a user to."""
+    return present(run_dir, storage_options, {"features": FEATURES_DIR, "errors": ERRORS_DIR,
+                                              "featurize summary": JOB_FILE})
+
+
+STAGE = Stage(name="featurize", section=FeaturizeSection, folder="", params=params,
+              read_state=read_state, plan=plan, execute=execute, results=results)
