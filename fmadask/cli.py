@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from fmadask import __version__
 from fmadask.errors import FmadaskError
 from fmadask.logs import show_progress
+from fmadask.flags import add_option, add_options, cli_name, options_from_args, resolve_options
 from fmadask.options import (ClassicalOptions, ClusterOptions, DataOptions, FeaturizeOptions,
-                             OptionError, PredictOptions, SampleOptions, add_option, add_options,
-                             cli_name, options_from_args, resolve_options)
+                             OptionError, PredictOptions, SampleOptions)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -196,14 +196,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from fmadask.ml.data import DatasetOptions
     from fmadask.ml.train import ClassicalConfig, results_markdown, train
 
     # train() checks the options and reads the data before it starts or joins a cluster.
     _require_drivers(args.source, args.out)
-    results = train(args.source, out_dir=args.out, split=args.split,
+    results = train(args.source, out_dir=args.out,
                     config=ClassicalConfig.of(options_from_args(ClassicalOptions, args)),
-                    scheduler=args.scheduler, workers=args.workers, split_seed=args.split_seed,
-                    subset=args.subset, storage_options=args.storage_options)
+                    data=options_from_args(DatasetOptions, args), scheduler=args.scheduler,
+                    workers=args.workers, storage_options=args.storage_options)
     print(results_markdown(results), end="")
     return 0
 

@@ -21,7 +21,7 @@ import dask
 from distributed import Client, LocalCluster, Security
 
 from fmadask.errors import ClusterError, ConfigError
-from fmadask.options import setting
+from fmadask.options import CLUSTER_KINDS, setting
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ _UNSET_ENV = {"MALLOC_TRIM_THRESHOLD_": None}
 
 #: How long to wait for an existing scheduler before giving up.
 CONNECT_TIMEOUT_S = 10
-#: ``scheduler`` values that start a cluster; anything else is a scheduler address.
-CLUSTER_KINDS = ("local", "slurm", "kubernetes")
+#: ``scheduler`` values that start a cluster (the ``[cluster] kind`` choices but 'address');
+#: anything else is a scheduler address.
+STARTED_KINDS = tuple(k for k in CLUSTER_KINDS if k != "address")
 #: The optional extra each cluster kind needs.
 _EXTRAS = {"slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
            "kubernetes": ("dask_kubernetes.operator", "dask-kubernetes", "kubernetes")}
@@ -295,7 +296,7 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         When the scheduler cannot be reached within ``connect_timeout`` seconds, refuses the
         TLS certificate, or the optional package of a cluster kind is missing.
     """
-    kind = scheduler if scheduler in CLUSTER_KINDS else ("local" if not scheduler else "address")
+    kind = scheduler if scheduler in STARTED_KINDS else ("local" if not scheduler else "address")
     cluster = None
     if kind == "address":
         client = connect(scheduler, security, connect_timeout)

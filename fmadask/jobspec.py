@@ -22,6 +22,7 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from fmadask.errors import ConfigError, DataError
@@ -39,17 +40,28 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A validated job specification."""
+    """A validated job specification: its source and one instance per section of
+    :data:`SECTIONS`, read as attributes (``spec.data``, ``spec.cnn`` ... a stage's section by
+    the stage's name), so a section declared in :mod:`fmadask.options` is part of every spec."""
 
     source: str
-    job: JobOptions
-    data: DataOptions
-    cluster: ClusterOptions
-    featurize: FeaturizeSection
-    classical: ClassicalSection
-    cnn: CnnSection
-    fusion: FusionSection
-    output: OutputOptions
+    sections: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["sections"][name]
+        except KeyError:
+            raise AttributeError(f"a job spec has no section {name!r}") from None
+
+    if typing.TYPE_CHECKING:        # the sections every spec has, for type checkers
+        job: JobOptions
+        data: DataOptions
+        cluster: ClusterOptions
+        featurize: FeaturizeSection
+        classical: ClassicalSection
+        cnn: CnnSection
+        fusion: FusionSection
+        output: OutputOptions
 
     @property
     def name(self) -> str:
@@ -172,7 +184,7 @@ def build_spec(raw: dict[str, Any], source: str) -> JobSpec:
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: [{section}] must be a table of key = value lines")
         sections[section] = _build_section(section, cls, values, source)
-    spec = JobSpec(source=source, **sections)
+    spec = JobSpec(source=source, sections=sections)
     _check_consistency(spec)
     return spec
 

@@ -8,8 +8,8 @@ and how the command line names it. From those fields come
 - :data:`OPTIONS`, every :class:`Option` by ``section.key``, and :func:`check` / :func:`default`;
 - the job spec's sections (:data:`SPEC_SECTIONS`; ``--set`` and ``fmadask run --check`` with
   them), see :mod:`fmadask.jobspec`;
-- the command line's flags (:func:`add_options` loops over a section's fields; ``--batch-size``
-  from ``batch_size`` unless the field names another flag);
+- the command line's flags (:func:`fmadask.flags.add_options` loops over a section's fields;
+  ``--batch-size`` from ``batch_size`` unless the field names another flag);
 - the stages' configs, which inherit them (:class:`fmadask.dl.config.TrainConfig` is a
   :class:`CnnOptions`), and validate every option field when made.
 
@@ -20,7 +20,6 @@ on the command line, ``featurize.partition_size`` in a job spec, the parameter n
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import math
@@ -30,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fmadask.errors import ConfigError
-from fmadask.fma.layout import AUDIO_SUBSETS
 
 MISSING = dataclasses.MISSING
 
@@ -354,7 +352,13 @@ FEATURIZE_OUTPUTS = ("features", "spectrograms")
 #: Where the featurize job computes log-mels: librosa on the CPU (the reference) or torch on the
 #: workers' CUDA device (:mod:`fmadask.torchmel`).
 MEL_DEVICES = ("cpu", "cuda")
-SPLITS = ("official", "stratified")
+#: FMA's audio archives: its nested subsets, smallest first (choosing one includes every
+#: smaller one), then ``full`` (untrimmed audio of every track); :mod:`fmadask.fma.layout`.
+AUDIO_SUBSETS = ("small", "medium", "large", "full")
+#: How tracks are split into training, validation and test (:mod:`fmadask.fma.splits`): FMA's
+#: own split, or the study's stratified 80/10/10, seeded by ``data.seed`` (the study's seed).
+SPLIT_METHODS = ("official", "stratified")
+SPLIT_SEED = 42
 SCALERS = ("minmax", "standard")
 #: 'balanced': every genre weighs the same in the loss (unbalanced subsets such as FMA medium).
 CLASS_WEIGHTS = ("none", "balanced")
@@ -362,6 +366,8 @@ SEARCHES = ("none", "random", "bayes")
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("onecycle", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+#: ``[cluster] kind``: a cluster fmadask starts (:data:`fmadask.cluster.STARTED_KINDS`), or
+#: the scheduler at ``address``.
 CLUSTER_KINDS = ("local", "address", "slurm", "kubernetes")
 #: CNN architectures by name (built by :func:`fmadask.dl.nets.build_net`).
 ARCHS = ("naive", "naive_bn", "shortchunk_res", "vgg_gap")
@@ -387,8 +393,8 @@ class DataOptions(Options):
     subset: str = option("small", "FMA subset (medium includes small)", choices=AUDIO_SUBSETS,
                          metavar="NAME")
     split: str = option("official", "FMA's ('set', 'split') or the study's stratified 80/10/10",
-                        choices=SPLITS, metavar="NAME")
-    seed: int = option(42, "seed of the stratified split", flag="--split-seed", metavar="K")
+                        choices=SPLIT_METHODS, metavar="NAME")
+    seed: int = option(SPLIT_SEED, "seed of the stratified split", flag="--split-seed", metavar="K")
     storage_options: dict = option(
         {}, "fsspec options of a URL data folder (credentials, endpoint_url ...); besides them "
         "the environment's AWS_* apply", flag="--storage-option", metavar="KEY=VALUE",
@@ -641,89 +647,3 @@ class PredictOptions(Options):
 
     top: int = option(3, "genres to show per file", minimum=1, maximum=1000, spec=False,
                       metavar="N")
-
-
-# ------------------------------------------------------------------------- command line
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def add_option(parser: argparse.ArgumentParser, key: str, help: str | None = None,
-               **kwargs: Any) -> argparse.Action:
-    """Add option ``key`` to ``parser`` with its flag, default, metavar and help;
-    :func:`resolve_options` validates it after parsing.
-
-    ``help`` replaces the option's help; other keyword arguments go to ``add_argument``
-    (``dest``, ``action`` ...). A boolean option becomes a ``store_true`` flag (``store_false``
-    for a ``--no-`` flag, into the option's name).
-    """
-    opt = OPTIONS[key]
-    text = help or opt.cli_help or opt.help
-    if opt.type is bool:
-        inverted = opt.flag_name.startswith("--no-")
-        kwargs.setdefault("action", "store_false" if inverted else "store_true")
-        if inverted:
-            kwargs.setdefault("dest", opt.name)
-    else:
-        kwargs.setdefault("default", default(key))
-        kwargs.setdefault("metavar", opt.metavar or opt.name.split("_")[-1].upper())
-        shown = kwargs["default"]
-        if "{default}" in text:
-            text = text.replace("{default}", _shown(shown))
-        elif shown not in (None, "", {}) and "(default" not in text:
-            text = f"{text} (default {_shown(shown)})"
-    action = parser.add_argument(opt.flag_name, help=text, **kwargs)
-    options = dict(parser.get_default("_options") or {})
-    options[action.dest] = (key, opt.flag_name)
-    parser.set_defaults(_options=options)
-    return action
-
-
-def add_options(parser: argparse.ArgumentParser, cls: type, *names: str,
-                skip: tuple[str, ...] = ()) -> None:
-    """Add the command-line options of section class ``cls`` to ``parser``: every one, or those
-    ``names`` (a command that takes a few of a shared section's), less ``skip``."""
-    for f in option_fields(cls, cli=True):
-        if (not names or f.name in names) and f.name not in skip:
-            add_option(parser, f.metadata["option"].key)
-
-
-def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
-    """Convert and validate the options :func:`add_option` added (raises :class:`OptionError`
-    naming the flag)."""
-    for dest, (key, flag) in (getattr(args, "_options", None) or {}).items():
-        value = getattr(args, dest, None)
-        try:
-            if isinstance(value, str):
-                setattr(args, dest, OPTIONS[key].parse(value))
-            elif value is not None:
-                setattr(args, dest, OPTIONS[key].check(value))
-        except OptionError as exc:
-            raise exc.named(flag) from None
-    return args
-
-
-def options_from_args(cls: type, args: argparse.Namespace, **changes: Any) -> Any:
-    """An instance of section class ``cls`` from a parsed command line: its options that the
-    command offers, the defaults for the others, then ``changes``."""
-    given = {key: dest for dest, (key, _) in (getattr(args, "_options", None) or {}).items()}
-    values = {}
-    for f in option_fields(cls):
-        dest = given.get(f.metadata["option"].key)
-        if dest is not None and getattr(args, dest, None) is not None:
-            values[f.name] = getattr(args, dest)
-    return cls(**{**values, **changes})
-
-
-def cli_name(args: argparse.Namespace, key: str) -> str:
-    """The flag that sets option ``key`` in a parsed command line, else the key's name."""
-    for option_key, flag in (getattr(args, "_options", None) or {}).values():
-        if option_key == key:
-            return flag
-    return key.rsplit(".", 1)[-1]

@@ -110,7 +110,7 @@ def predict(model: str | Path, paths: Sequence[str | Path],
     DataError
         The model folder is missing, incomplete or of an unknown kind.
     """
-    if storage.is_url(model) and storage.local_path(model) is None:
+    if storage.is_remote(model):
         # A model folder in object storage is fetched whole and checked like a local one.
         with tempfile.TemporaryDirectory(prefix="fmadask-model-") as local:
             try:

@@ -66,6 +66,31 @@ BEST_FILE = "best.json"
 MODEL_CARD = "model.json"
 #: A stage's (or a CNN's) report for people, written after its other files.
 REPORT_FILE = "report.md"
+#: Files and folders of the stages after featurize (every stage spells them from here):
+#: one row per model (classical/, fusion/), the study's Table 1 (classical/), the classical
+#: stage's record, saved models (``classical/models/<name>``), per-track class scores
+#: (``classical/probabilities/<model>.parquet``), confusion matrices, searches' trials and the
+#: unsupervised views.
+RESULTS_FILE = "results.csv"
+TABLE_FILE = "table.md"
+TRAIN_RECORD = "train.json"
+MODELS_DIR = "models"
+PROBABILITIES_DIR = "probabilities"
+CONFUSION_DIR = "confusion"
+SEARCH_DIR = "search"
+UNSUPERVISED_DIR = "unsupervised"
+#: A model folder's per-track predictions on validation and test (``cnn/<arch>``, ``fusion``).
+PREDICTIONS_FILE = "predictions.parquet"
+#: A CNN's folder: metrics per epoch, their curves, the saved weights, and its checkpoints
+#: (``checkpoints/best.pt``, ``last.pt`` and ``last.json``, the record of their uploads).
+METRICS_FILE = "metrics.csv"
+CURVES_FILE = "curves.png"
+WEIGHTS_FILE = "model.pt"
+CHECKPOINTS = "checkpoints"
+BEST_CHECKPOINT = "best.pt"
+LAST_CHECKPOINT = "last.pt"
+CHECKPOINT_FILES = (BEST_CHECKPOINT, LAST_CHECKPOINT)
+CHECKPOINT_RECORD = "last.json"
 
 JOB_FILE = "featurize.json"
 FEATURES_DIR = "features"

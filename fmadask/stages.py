@@ -101,6 +101,10 @@ class Stage:
     check : callable, optional
         ``check(spec)``: refuse names its registries do not know (:class:`ConfigError`), before
         anything runs.
+    config : callable
+        ``config(context) -> config``: the settings the stage executes with, made from its
+        section (whose dataclass the config inherits) and the data options it reads; the plan
+        holds it.
     read_state, plan, execute : callable
         ``read_state(context) -> state`` (what the run folder holds), the pure ``plan(context,
         state) -> plan`` and ``execute(plan, client, context)``.
@@ -114,6 +118,7 @@ class Stage:
     section: type
     folder: str
     params: Callable[[Any, Mapping[str, dict]], dict]
+    config: Callable[[StageContext], Any]
     read_state: Callable[[StageContext], Any]
     plan: Callable[[StageContext, Any], Any]
     execute: Callable[[Any, Any, StageContext], Any]

@@ -60,6 +60,20 @@ def local_path(location: str | Path) -> Path | None:
     return None
 
 
+def is_remote(location: str | Path) -> bool:
+    """Whether ``location`` is in object storage or on a server: a URL that is not
+    ``file://`` (the one rule every stage uses to choose between a path and fsspec)."""
+    return is_url(location) and local_path(location) is None
+
+
+def location(where: str | Path) -> str | Path:
+    """``where`` as the stages use it: a remote URL as a string without a trailing ``/``, a
+    local path (plain or ``file://``) as a :class:`~pathlib.Path`."""
+    if is_remote(where):
+        return str(where).rstrip("/")
+    return local_path(where) if is_url(where) else Path(where)
+
+
 def redact(location: str | Path) -> str:
     """``location`` as text without any ``user:password@`` part (safe to print and record)."""
     return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1", str(location))
@@ -80,7 +94,7 @@ def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            from fmadask.options import setting     # (options imports fma, which imports us)
+            from fmadask.options import setting
 
             raise ConfigError(f"storage option {pair.split('=')[0]!r} is not KEY=VALUE: give "
                               f"e.g. anon=true to {setting('data.storage_options')}")
@@ -241,7 +255,7 @@ def unreachable(location: str | Path, exc: BaseException) -> StoreUnavailable:
     """The one-line error of a store that refused or could not be reached."""
     if isinstance(exc, StoreUnavailable):
         return exc
-    from fmadask.options import setting         # (options imports fma, which imports us)
+    from fmadask.options import setting
 
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
     return StoreUnavailable(f"cannot reach {redact(location)} ({type(exc).__name__}: {reason}): "

@@ -21,12 +21,12 @@ from fmadask.cluster import workers_info
 from fmadask.errors import ConfigError, DataError
 from fmadask.features import FEATURE_COLUMNS, to_fma_columns
 from fmadask.fma.splits import SPLITS, stratified_split
-from fmadask.ml.data import Dataset, load_dataset
+from fmadask.ml.data import Dataset, DatasetOptions, load_dataset
 from fmadask.ml.models import (MODEL_NAMES, Choice, FeasibleNuSVC, Float, Int, class_scores,
                                make_pipeline, nu_bound, resolve_models)
 from fmadask.ml.persist import load_classical, save_classical
 from fmadask.ml.search import run_search
-from fmadask.ml.train import train
+from fmadask.ml.train import ClassicalConfig, train
 from fmadask.report.metrics import normalized_confusion, scores
 from synthetic_tables import gaussian_table
 
@@ -51,7 +51,8 @@ def table_run(local_client, tmp_path_factory) -> tuple[Path, pd.DataFrame, Datas
     """All ten models on the synthetic table, with the unsupervised views."""
     dataset = synthetic_dataset()
     out = tmp_path_factory.mktemp("classical") / "classical"
-    results = train(dataset, out, client=local_client, model_params=SMALL, progress=False)
+    results = train(dataset, out, ClassicalConfig(model_params=SMALL), client=local_client,
+                    progress=False)
     return out, results, dataset
 
 
@@ -126,8 +127,8 @@ def test_scaler_is_fitted_on_the_training_split_only(local_client, tmp_path):
     held_out = ~dataset.rows("training")
     dataset.features.iloc[np.flatnonzero(held_out)[:3], :] = 1e6
     dataset.features.iloc[np.flatnonzero(held_out)[3:6], :] = -1e6
-    train(dataset, tmp_path, models=["logistic_regression"], client=local_client,
-          unsupervised=False, progress=False)
+    train(dataset, tmp_path, ClassicalConfig(models=["logistic_regression"], unsupervised=False),
+          client=local_client, progress=False)
     pipeline, _ = load_classical(tmp_path / "models" / "logistic_regression")
     scaler = pipeline.named_steps["scale"]
     training = dataset.features[dataset.rows("training")].to_numpy()
@@ -138,8 +139,9 @@ def test_scaler_is_fitted_on_the_training_split_only(local_client, tmp_path):
 
 def test_standard_scaler_option_uses_training_moments(local_client, tmp_path):
     dataset = synthetic_dataset(per_genre=10)
-    train(dataset, tmp_path, models="decision_tree", scaler="standard", client=local_client,
-          unsupervised=False, progress=False)
+    train(dataset, tmp_path, ClassicalConfig(models="decision_tree", scaler="standard",
+                                             unsupervised=False),
+          client=local_client, progress=False)
     pipeline, card = load_classical(tmp_path / "models" / "decision_tree")
     training = dataset.features[dataset.rows("training")].to_numpy(np.float64)
     np.testing.assert_allclose(pipeline.named_steps["scale"].mean_, training.mean(axis=0),
@@ -161,9 +163,10 @@ def _fit_workers(stream: list[dict], prefix: str) -> set[str]:
 def test_random_search_fits_run_on_both_workers_and_the_best_is_refit(local_client, tmp_path):
     dataset = synthetic_dataset(per_genre=20)
     with get_task_stream(local_client) as stream:
-        results = train(dataset, tmp_path, models=["xgboost"], search="random", n_iter=4,
-                        client=local_client, model_params=SMALL, search_spaces=SMALL_XGB_SPACE,
-                        unsupervised=False, progress=False)
+        config = ClassicalConfig(models=["xgboost"], search="random", n_iter=4,
+                                 model_params=SMALL, search_spaces=SMALL_XGB_SPACE,
+                                 unsupervised=False)
+        results = train(dataset, tmp_path, config, client=local_client, progress=False)
     # One task per candidate and fold: 4 candidates x 5 folds (too few rows to halve).
     fits = [r for r in stream.data if str(r["key"][0] if isinstance(r["key"], tuple)
                                           else r["key"]).startswith("fold_score")]
@@ -212,9 +215,9 @@ def test_search_over_another_model_and_a_failing_candidate(local_client):
 def test_distributed_xgboost_trains_across_both_workers(local_client, tmp_path):
     dataset = synthetic_dataset(per_genre=20)
     with get_task_stream(local_client) as stream:
-        results = train(dataset, tmp_path, models=["xgboost"], client=local_client,
-                        distributed_xgb=True, model_params=SMALL, unsupervised=False,
-                        progress=False)
+        config = ClassicalConfig(models=["xgboost"], distributed_xgb=True, model_params=SMALL,
+                                 unsupervised=False)
+        results = train(dataset, tmp_path, config, client=local_client, progress=False)
     row = results.iloc[0]
     assert row["error"] == "" and row["worker"] == "xgboost.dask (2 workers)"
     assert row["test_accuracy"] > 0.5
@@ -405,7 +408,7 @@ def test_train_option_errors_are_one_line_config_errors(tmp_path):
                              ({"n_iter": 0}, "at least 1"),
                              ({"models": "svc", "search": "random"}, "not among the models")):
         with pytest.raises(ConfigError, match=fragment):
-            train(dataset, tmp_path, progress=False, **kwargs)
+            train(dataset, tmp_path, ClassicalConfig(**kwargs), progress=False)
 
 
 def test_a_genre_without_training_tracks_is_a_data_error(tmp_path):
@@ -426,13 +429,15 @@ def audio_run(local_client, tmp_path_factory) -> Path:
     the featurize job on the local cluster, then the classical stage on its Parquet output."""
     from fmadask.fma.sample import make_sample
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
 
     root = tmp_path_factory.mktemp("audio")
     data = make_sample(root / "fma", tracks_per_genre=8, seconds=3.0, seed=4)
     run = root / "run"
-    run_featurize(data, out=run, client=local_client, what=["features"], partition_size=16,
-                  progress=False)
-    train(run, split="official", client=local_client, model_params=SMALL, progress=False)
+    run_featurize(data, out=run, client=local_client,
+                  config=FeaturizeConfig(what=["features"], partition_size=16), progress=False)
+    train(run, config=ClassicalConfig(model_params=SMALL), client=local_client, progress=False,
+          data=DatasetOptions(split="official"))
     return run
 
 

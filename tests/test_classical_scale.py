@@ -25,7 +25,7 @@ from fmadask.ml.models import (SCALE_THRESHOLD_ROWS, Float, Int, NystroemSVM, ma
                                runs_as)
 from fmadask.ml.persist import load_classical
 from fmadask.ml.search import halving_fractions, run_search, score_for
-from fmadask.ml.train import train
+from fmadask.ml.train import ClassicalConfig, train
 from synthetic_tables import gaussian_table
 
 #: The engine is the same for every model; logistic regression fits in a fraction of a second
@@ -76,9 +76,10 @@ def test_scale_rule_swaps_the_fastest_growing_models_past_the_threshold_only():
 def test_swapped_models_are_named_in_results_table_and_cards_and_predict_as_reported(
         local_client, tmp_path):
     dataset = medium_shaped(rows=500)
-    results = train(dataset, tmp_path, models=["svc", "gradient_boosting", "decision_tree"],
-                    client=local_client, scale_threshold=100, unsupervised=False,
-                    model_params={"hist_gradient_boosting": {"max_iter": 20}}, progress=False)
+    config = ClassicalConfig(models=["svc", "gradient_boosting", "decision_tree"],
+                             scale_threshold=100, unsupervised=False,
+                             model_params={"hist_gradient_boosting": {"max_iter": 20}})
+    results = train(dataset, tmp_path, config, client=local_client, progress=False)
     rows = results.set_index("name")
     assert rows.at["svc", "runs_as"] == "nystroem_svm"
     assert rows.at["gradient_boosting", "runs_as"] == "hist_gradient_boosting"
@@ -228,10 +229,11 @@ def test_balanced_class_weight_raises_the_small_genres_recall():
 def test_unbalanced_genres_are_searched_by_balanced_accuracy_and_reported(local_client,
                                                                           tmp_path):
     dataset = medium_shaped(rows=500)
-    results = train(dataset, tmp_path, models=["logistic_regression"], search="random",
-                    search_models="logistic_regression", n_iter=3, client=local_client,
-                    search_spaces={"logistic_regression": LR_SPACE}, class_weight="balanced",
-                    unsupervised=False, progress=False)
+    config = ClassicalConfig(models=["logistic_regression"], search="random",
+                             search_models="logistic_regression", n_iter=3,
+                             search_spaces={"logistic_regression": LR_SPACE},
+                             class_weight="balanced", unsupervised=False)
+    results = train(dataset, tmp_path, config, client=local_client, progress=False)
     tuned = results.set_index("model").loc["logistic_regression-random"]
     assert tuned["search_score"] == "balanced_accuracy" and tuned["class_weight"] == "balanced"
     written = pd.read_csv(tmp_path / "results.csv")
@@ -241,14 +243,15 @@ def test_unbalanced_genres_are_searched_by_balanced_accuracy_and_reported(local_
     assert "CV balanced accuracy (search)" in table and "Class weight: balanced" in table
     assert json.loads((tmp_path / "best.json").read_text())["chosen_by"] == "balanced_accuracy"
     with pytest.raises(ConfigError, match="unknown class_weight .heavy."):
-        train(dataset, tmp_path, class_weight="heavy", progress=False)
+        train(dataset, tmp_path, ClassicalConfig(class_weight="heavy"), progress=False)
 
 
 def test_distributed_xgboost_past_the_threshold_stops_early_across_the_workers(local_client,
                                                                                tmp_path):
     dataset = medium_shaped(rows=500, genres=EIGHT)
-    results = train(dataset, tmp_path, models=["xgboost"], client=local_client,
-                    distributed_xgb=True, scale_threshold=0, unsupervised=False, progress=False)
+    config = ClassicalConfig(models=["xgboost"], distributed_xgb=True, scale_threshold=0,
+                             unsupervised=False)
+    results = train(dataset, tmp_path, config, client=local_client, progress=False)
     row = results.iloc[0]
     assert row["error"] == "", row["error"]
     assert row["runs_as"] == "xgboost_early_stopping"

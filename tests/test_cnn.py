@@ -34,6 +34,7 @@ from fmadask.dl.trainer import RankFailure, check_resume
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.tracks import track_table
 from fmadask.pipeline import run_featurize
+from fmadask.pipeline.featurize import FeaturizeConfig
 from fmadask.predict import predict
 from fmadask.runfolder import read_errors
 
@@ -216,8 +217,8 @@ def test_rank_placement_rendezvous_at_rank_0_and_counts_local_ranks_per_host():
 def run_dir(sample_dir: Path, local_client, tmp_path_factory) -> Path:
     """The session's sample through the real featurize job (spectrograms only)."""
     out = tmp_path_factory.mktemp("cnn") / "run"
-    run_featurize(sample_dir, out=out, client=local_client, what=["spectrograms"],
-                  progress=False)
+    run_featurize(sample_dir, out=out, client=local_client,
+                  config=FeaturizeConfig(what=["spectrograms"]), progress=False)
     return out
 
 

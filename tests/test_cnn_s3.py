@@ -161,7 +161,7 @@ def test_a_bucket_checkpoint_that_does_not_match_its_record_is_refused(
 
 def test_cnn_command_takes_the_cache_options_and_refuses_a_read_only_run_folder(capsys) -> None:
     from fmadask.cli import build_parser
-    from fmadask.options import resolve_options
+    from fmadask.flags import resolve_options
 
     args = resolve_options(build_parser().parse_args(
         ["cnn", "s3://b/r", "--cache-dir", "/scratch/shards", "--cache-size", "2.5"]))

@@ -30,8 +30,8 @@ from fmadask.features import FEATURE_COLUMNS, MelParams, to_fma_columns
 from fmadask.fma.metadata import load_features
 from fmadask.fma.tracks import track_table
 from fmadask.pipeline import DEFAULT_MAX_SECONDS, DEFAULT_PARTITION_SIZE, run_featurize
-from fmadask.pipeline.featurize import (MIB_PER_AUDIO_SECOND, JobParams, Track,
-                                        _check_worker_memory, featurize_partition,
+from fmadask.pipeline.featurize import (MIB_PER_AUDIO_SECOND, FeaturizeConfig, JobParams,
+                                        Track, _check_worker_memory, featurize_partition,
                                         worker_memory_needed)
 from fmadask.atomic import NpyShard, atomic_path
 from fmadask.runfolder import (PART_DIRS, PartitionFiles, read_errors, read_features, read_job,
@@ -44,7 +44,8 @@ PART = 3
 
 def _run(sample_dir: Path, out: Path, client, **kwargs) -> dict:
     kwargs.setdefault("partition_size", PART)
-    return run_featurize(sample_dir, out=out, client=client, progress=False, **kwargs)
+    return run_featurize(sample_dir, out=out, config=FeaturizeConfig(**kwargs), client=client,
+                         progress=False)
 
 
 def _part_files(run_dir: Path) -> dict[str, bytes]:
@@ -260,9 +261,10 @@ def test_client_killed_mid_job_then_rerun_resumes(sample_dir, local_client, clea
     script = textwrap.dedent(f"""
         from fmadask.cluster import get_client
         from fmadask.pipeline import run_featurize
+        from fmadask.pipeline.featurize import FeaturizeConfig
         with get_client(scheduler={local_client.scheduler.address!r}, quiet=True) as client:
             run_featurize({str(sample_dir)!r}, out={str(out)!r}, client=client,
-                          partition_size={PART}, progress=False)
+                          config=FeaturizeConfig(partition_size={PART}), progress=False)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 300
@@ -322,7 +324,7 @@ def test_complete_run_is_not_redone(sample_dir, clean_run, tmp_path):
 def test_rerun_with_other_parameters_is_refused(sample_dir, clean_run, change):
     kwargs = {"partition_size": PART, **change}
     with pytest.raises(ConfigError) as info:
-        run_featurize(sample_dir, out=clean_run, client=None, progress=False, **kwargs)
+        run_featurize(sample_dir, out=clean_run, config=FeaturizeConfig(**kwargs), progress=False)
     message = str(info.value)
     # The library names the setting, the CLI prints it as --overwrite, a spec as output.overwrite
     assert "\n" not in message and "set overwrite" in message
@@ -384,7 +386,8 @@ def test_workers_with_too_little_memory_for_max_seconds_get_a_warning(local_clie
 def test_invalid_options_are_one_line_config_errors(sample_dir, tmp_path, kwargs, fragment):
     # The library names its parameter; the command line names the flag (test below).
     with pytest.raises(ConfigError, match=fragment) as info:
-        run_featurize(sample_dir, out=tmp_path / "run", progress=False, **kwargs)
+        run_featurize(sample_dir, out=tmp_path / "run", config=FeaturizeConfig(**kwargs),
+                      progress=False)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()
 

@@ -26,7 +26,7 @@ from fmadask.fma.tracks import track_table
 from fmadask.fusion.pool import fit_weight, pool
 from fmadask.fusion.stage import fuse
 from fmadask.lock import LockedError
-from fmadask.ml.train import train
+from fmadask.ml.train import ClassicalConfig, train
 from fmadask.pipeline import run_featurize
 from fmadask.predict import predict
 from lock_holder import held_lock
@@ -92,8 +92,8 @@ def fused_run(sample_dir: Path, local_client, tmp_path_factory) -> Path:
     """Featurize, logistic regression, a tiny augmented CNN and the fusion of a run folder."""
     run = tmp_path_factory.mktemp("fusion") / "run"
     run_featurize(sample_dir, out=run, client=local_client, progress=False)
-    train(run, models=["logistic_regression"], client=local_client, unsupervised=False,
-          progress=False)
+    train(run, config=ClassicalConfig(models=["logistic_regression"], unsupervised=False),
+          client=local_client, progress=False)
     run_cnn(run, "naive_bn", epochs=2, ranks=2, client=local_client, progress=False,
             out_dir=str(run / "cnn" / "naive_bn"), segment_seconds=1.0, crops=1, batch_size=4,
             width=4, masks=4, gain_db=6.0, mixup=0.4, label_smoothing=0.1)

@@ -15,6 +15,7 @@ from fmadask.dl.trainer import backend_for
 from fmadask.errors import ConfigError
 from fmadask.features import MelParams, log_mel
 from fmadask.pipeline import run_featurize
+from fmadask.pipeline.featurize import FeaturizeConfig
 from fmadask.runfolder import PartitionFiles
 from fmadask.torchmel import TorchLogMel
 
@@ -80,14 +81,15 @@ def test_cuda_log_mels_need_gpu_workers(sample_dir, local_client, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="no Dask worker sees a CUDA device"):
-        run_featurize(sample_dir, out=tmp_path / "run", client=local_client,
-                      what=["spectrograms"], mel_device="cuda", progress=False)
+        run_featurize(sample_dir, out=tmp_path / "run", client=local_client, progress=False,
+                      config=FeaturizeConfig(what=["spectrograms"], mel_device="cuda"))
     assert not list((tmp_path / "run").glob("spectrograms/part-*"))
 
 
 def test_an_unknown_mel_device_is_refused_before_any_work(sample_dir, tmp_path):
     with pytest.raises(ConfigError, match="mel_device"):
-        run_featurize(sample_dir, out=tmp_path / "run", mel_device="tpu", progress=False)
+        run_featurize(sample_dir, out=tmp_path / "run", config=FeaturizeConfig(mel_device="tpu"),
+                      progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -96,8 +98,9 @@ def test_featurize_on_gpu_workers_writes_the_cpu_shards(sample_dir, local_client
     runs = {}
     for device in ("cpu", "cuda"):
         runs[device] = tmp_path / device
-        run_featurize(sample_dir, out=runs[device], client=local_client, what=["spectrograms"],
-                      mel_device=device, partition_size=8, progress=False)
+        run_featurize(sample_dir, out=runs[device], client=local_client, progress=False,
+                      config=FeaturizeConfig(what=["spectrograms"], mel_device=device,
+                                             partition_size=8))
     for part in range(4):
         cpu, gpu = (np.load(PartitionFiles(runs[d], part).spectrograms) for d in ("cpu", "cuda"))
         assert_same_spectrogram(cpu, gpu)

@@ -76,14 +76,15 @@ def run_dir(sample_dir: Path, local_client: "distributed.Client",  # noqa: F821
     notebooks, not the stages, are under test here.
     """
     from fmadask.dl.launch import run_cnn
-    from fmadask.ml.train import train
-    from fmadask.pipeline.featurize import run_featurize
+    from fmadask.ml.train import ClassicalConfig, train
+    from fmadask.pipeline.featurize import FeaturizeConfig, run_featurize
     from fmadask.dl.entry import cnn_dir
 
     run = tmp_path_factory.mktemp("run")
-    run_featurize(sample_dir, out=run, client=local_client, partition_size=16, progress=False)
-    train(run, client=local_client, models=["logistic_regression", "xgboost"], search="none",
-          unsupervised=False, progress=False)
+    run_featurize(sample_dir, out=run, client=local_client,
+                  config=FeaturizeConfig(partition_size=16), progress=False)
+    train(run, client=local_client, progress=False,
+          config=ClassicalConfig(models=["logistic_regression", "xgboost"], unsupervised=False))
     run_cnn(run, arch="naive", epochs=2, ranks=2, client=local_client, batch_size=8, crops=1,
             out_dir=str(cnn_dir(run, "naive")), progress=False)
     return run

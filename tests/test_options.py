@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fmadask import options
+from fmadask import flags, options
 from fmadask.cli import build_parser, main
 from fmadask.dl.config import TrainConfig, add_config_arguments
 from fmadask.errors import ConfigError
@@ -196,12 +196,12 @@ def test_a_new_option_is_one_field(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="fusion.temperature must be at most 10"):
         load_job(demo, [*sets, "fusion.temperature=50"], check_paths=False)
     parser = argparse.ArgumentParser()
-    options.add_options(parser, Fusion)
+    flags.add_options(parser, Fusion)
     assert "softmax temperature (default 1)" in parser.format_help()
-    args = options.resolve_options(parser.parse_args(["--temperature", "3"]))
-    assert options.options_from_args(Fusion, args).temperature == 3.0
+    args = flags.resolve_options(parser.parse_args(["--temperature", "3"]))
+    assert flags.options_from_args(Fusion, args).temperature == 3.0
     with pytest.raises(ConfigError, match="--temperature must be at most 10"):
-        options.resolve_options(parser.parse_args(["--temperature", "50"]))
+        flags.resolve_options(parser.parse_args(["--temperature", "50"]))
     with pytest.raises(ConfigError, match="temperature must be at least 0.1"):
         Fusion(temperature=0.0)
 

@@ -222,3 +222,42 @@ def test_overwrite_on_object_storage_lists_only_what_fmadask_wrote(table, sample
     assert plan.run_dir == url
     assert plan.removes == ("_partitions/part-00003.json", "errors/part-00003.parquet",
                             "features/part-00003.parquet", "featurize.json")
+
+
+# ---------------------------------------------------------------------------- cnn and fusion
+
+
+def _context(tmp_path: Path, redo: bool = False, **sections):
+    from fmadask.jobspec import build_spec
+    from fmadask.stages import StageContext
+
+    raw = {"data": {"dir": str(tmp_path / "data")}, "output": {"dir": str(tmp_path / "run")},
+           **sections}
+    return StageContext(build_spec(raw, "plans.toml"), tmp_path / "run", tmp_path / "data",
+                        redo=redo)
+
+
+def test_cnn_plan_trains_each_arch_in_its_folder_resuming_its_checkpoint(tmp_path):
+    from fmadask.dl.entry import CnnState, plan
+
+    context = _context(tmp_path, cnn={"archs": ["naive", "vgg_gap"], "epochs": 3, "ranks": 2})
+    p = plan(context, CnnState(checkpoints=("vgg_gap",)))
+    assert [(r.arch, r.epochs, r.out_dir) for r in p.config.runs] == [
+        ("naive", 3, str(tmp_path / "run" / "cnn" / "naive")),
+        ("vgg_gap", 3, str(tmp_path / "run" / "cnn" / "vgg_gap"))]
+    assert p.config.ranks == 2 and p.config.device == "auto" and p.resume == ("vgg_gap",)
+    # Redone, or overwriting: every net starts afresh.
+    assert plan(_context(tmp_path, redo=True, cnn={"archs": ["vgg_gap"]}),
+                CnnState(("vgg_gap",))).resume == ()
+    assert plan(_context(tmp_path, cnn={"archs": ["vgg_gap"]}, output={
+        "dir": str(tmp_path / "run"), "overwrite": True}), CnnState(("vgg_gap",))).resume == ()
+    assert p == plan(context, CnnState(checkpoints=("vgg_gap",)))      # a value
+
+
+def test_fusion_plan_names_the_parts_or_leaves_the_best(tmp_path):
+    from fmadask.fusion.entry import plan
+
+    best = plan(_context(tmp_path), None)
+    assert (best.classical, best.cnn) == (None, None)
+    named = plan(_context(tmp_path, fusion={"classical": "svc", "cnn": "naive"}), None)
+    assert (named.classical, named.cnn) == ("svc", "naive") and named.run_dir == tmp_path / "run"

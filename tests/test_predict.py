@@ -22,8 +22,10 @@ from fmadask.errors import DataError
 from fmadask.fma.tracks import track_table
 from fmadask.ml.models import class_scores
 from fmadask.ml.persist import load_classical
-from fmadask.ml.train import train
+from fmadask.ml.data import DatasetOptions
+from fmadask.ml.train import ClassicalConfig, train
 from fmadask.pipeline import run_featurize
+from fmadask.pipeline.featurize import FeaturizeConfig
 from fmadask.predict import expand_paths, format_predictions, predict
 from fmadask.runfolder import read_errors, read_features
 
@@ -34,9 +36,11 @@ SMALL = {"xgboost": {"n_estimators": 10}}
 def run(sample_dir: Path, local_client, tmp_path_factory) -> Path:
     """The sample featurized (features only) and three models trained on it."""
     out = tmp_path_factory.mktemp("predict") / "run"
-    run_featurize(sample_dir, out=out, client=local_client, what=["features"], progress=False)
-    train(out, models=["xgboost", "svc", "logistic_regression"], split="stratified",
-          client=local_client, model_params=SMALL, unsupervised=False, progress=False)
+    run_featurize(sample_dir, out=out, client=local_client,
+                  config=FeaturizeConfig(what=["features"]), progress=False)
+    train(out, config=ClassicalConfig(models=["xgboost", "svc", "logistic_regression"],
+                                      model_params=SMALL, unsupervised=False),
+          data=DatasetOptions(split="stratified"), client=local_client, progress=False)
     return out
 
 

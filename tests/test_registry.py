@@ -2,6 +2,7 @@
 ``fmadask predict`` and the job spec; and run folders of the format before it resume unchanged."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -57,3 +58,158 @@ def test_an_old_run_folder_with_other_parameters_is_refused_naming_the_change(
     with pytest.raises(ConfigError, match=r"cnn outputs made with other parameters "
                                           r"\(epochs: 3 -> 4\)"):
         plan(build_spec(raw, "paper.toml"))
+
+
+# ---------------------------------------------------- every option reaches its stage and marker
+
+
+def _another(opt, current):
+    """A valid value of option ``opt`` other than ``current``."""
+    special = {"classical.models": ["svc", "xgboost"], "classical.search_models": ["svc"],
+               "cnn.archs": ["naive"], "fusion.classical": "svc", "fusion.cnn": "naive",
+               "featurize.what": ["features"]}
+    if opt.key in special:
+        return special[opt.key]
+    if opt.type is bool:
+        return not current
+    if opt.choices:
+        other = next(c for c in opt.choices if c != current and [c] != current)
+        return [other] if opt.type is list else other
+    if current is None or current in opt.words:
+        return opt.type(opt.minimum if opt.minimum is not None else 1)
+    if opt.maximum is not None and current + 1 > opt.maximum:
+        return opt.type((current + opt.maximum) / 2)
+    return current + 1
+
+
+def _result_options():
+    from fmadask.options import option_fields
+
+    for s in stages.stages():
+        for f in option_fields(s.section, spec=True):
+            opt = f.metadata["option"]
+            if opt.result:
+                yield pytest.param(s.name, opt, id=opt.key)
+
+
+@pytest.mark.parametrize("stage,opt", list(_result_options()))
+def test_each_result_option_reaches_the_stage_config_and_its_parameters(stage, opt,
+                                                                      tmp_path: Path) -> None:
+    # ARCHITECTURE.md's recipe for an option: a field of the stage's section is part of the
+    # config the stage executes with and of the parameters recorded in its marker (so changing
+    # it redoes the stage), with no other edit.
+    from fmadask.stages import StageContext
+
+    base = {"data": {"dir": "/srv/fma"}, "output": {"dir": str(tmp_path)},
+            "classical": {"search": "random"}}
+    changed = json.loads(json.dumps(base))
+    value = _another(opt, getattr(build_spec(base, "t.toml"), stage).__dict__[opt.name])
+    changed.setdefault(stage, {})[opt.name] = value
+    if opt.key == "featurize.what":
+        changed["cnn"] = {"enabled": False}
+    specs = [build_spec(raw, "t.toml") for raw in (base, changed)]
+    s = stages.stage(stage)
+    configs = [s.config(StageContext(spec, tmp_path, "/srv/fma")) for spec in specs]
+    assert configs[0] != configs[1], f"{opt.key} = {value!r} does not reach the stage's config"
+    assert stage_params(specs[0], stage) != stage_params(specs[1], stage)
+
+
+
+# ------------------------------------------------------------ a model added through its registry
+
+
+def test_a_classical_model_added_to_the_registry_alone_runs_end_to_end(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    # ARCHITECTURE.md's recipe for a model: one entry in fmadask.ml.models.MODELS, nothing
+    # else; it is fitted, scored, saved, tabled and predicted like the study's ten.
+    from distributed import Client, LocalCluster
+    from sklearn.linear_model import SGDClassifier
+
+    from fmadask.ml import models
+    from fmadask.ml.persist import load_classical
+    from fmadask.ml.train import ClassicalConfig, ProgressLog, execute_classical, plan_classical
+    from fmadask.ml.train import ClassicalState
+    from synthetic_tables import gaussian_table
+
+    monkeypatch.setitem(models.MODELS, "sgd", models.ModelSpec(
+        "SGD", SGDClassifier, {"loss": "log_loss"}, {"alpha": models.Float(1e-5, 1e-1, log=True)}))
+    data = gaussian_table({f"g{i}": 20 for i in range(3)}, shift=2.0, seed=0, id_step=1,
+                          id_start=1)
+    config = ClassicalConfig(models="sgd,logistic_regression", unsupervised=False)
+    plan = plan_classical(config, data, ClassicalState(), out=tmp_path / "classical")
+    # One process: the model is registered where it is fitted (workers in other processes would
+    # import fmadask.ml.models afresh, without the test's entry).
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        results = execute_classical(plan, data, client, log=ProgressLog(False))
+    row = results.set_index("model").loc["sgd"]
+    assert row["label"] == "SGD" and not row["error"]
+    assert row["test_accuracy"] > 0.9                    # three well separated genres
+    model, card = load_classical(tmp_path / "classical" / "models" / "sgd")
+    X, y = data.xy("test")
+    assert card["classes"] == data.classes
+    assert (model.predict(X) == y).mean() == pytest.approx(row["test_accuracy"])
+
+
+# ------------------------------------------------------------- a stage added through the registry
+
+
+def _probe_stage(section: type) -> stages.Stage:
+    """A throwaway stage: writes its ``words`` option's number of words into RUN_DIR/probe."""
+
+    def execute(plan: dict, client, context) -> None:
+        folder = Path(plan["run_dir"]) / "probe"
+        folder.mkdir(exist_ok=True)
+        (folder / "words.txt").write_text(" ".join(["probe"] * plan["words"]))
+
+    return stages.Stage(
+        name="probe", section=section, folder="probe",
+        params=lambda spec, upstream: {**upstream, **stages.result_options(spec.probe)},
+        config=lambda context: context.section("probe"),
+        read_state=lambda context: None,
+        plan=lambda context, state: {"run_dir": str(context.run_dir),
+                                     "words": context.section("probe").words},
+        execute=execute, reads=("featurize",),
+        results=lambda run_dir, so: stages.present(run_dir, so, {"probe words": "probe/words.txt"}))
+
+
+def test_a_stage_added_through_the_registry_alone_runs_with_fmadask_run(
+        sample_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    # ARCHITECTURE.md's recipe for a stage: its options section, its Stage value and its line
+    # in stages.REGISTRY; fmadask run, the job spec and the markers need no other edit.
+    import sys
+
+    from fmadask import options
+    from fmadask.run import run_job
+
+    @options.section("probe")
+    class ProbeSection(options.Options):
+        enabled: bool = options.option(True, "run this stage", cli=False, result=False)
+        words: int = options.option(3, "words to write", minimum=1, maximum=10)
+
+    # Registered for this test only.
+    for key in [k for k in options.OPTIONS if k.startswith("probe.")]:
+        monkeypatch.setitem(options.OPTIONS, key, options.OPTIONS.pop(key))
+    monkeypatch.setitem(options.SPEC_SECTIONS, "probe", options.SPEC_SECTIONS.pop("probe"))
+    monkeypatch.setattr(sys.modules[__name__], "PROBE", _probe_stage(ProbeSection),
+                        raising=False)
+    monkeypatch.setattr(stages, "REGISTRY", (*stages.REGISTRY, f"{__name__}:PROBE"))
+
+    raw = {"data": {"dir": str(sample_dir)}, "output": {"dir": str(tmp_path / "run")},
+           "cluster": {"workers": 1}, "featurize": {"enabled": False},
+           "classical": {"enabled": False}, "cnn": {"enabled": False}, "probe": {"words": 4}}
+    out = io.StringIO()
+    result = run_job(build_spec(raw, "probe.toml"), file=out)
+    assert result["stages"] == {"featurize": "off", "classical": "off", "cnn": "off",
+                                "fusion": "off", "probe": "run"}
+    assert (tmp_path / "run" / "probe" / "words.txt").read_text() == "probe probe probe probe"
+    assert result["results"]["probe words"] == tmp_path / "run" / "probe" / "words.txt"
+    marker = json.loads(marker_path(tmp_path / "run", "probe").read_text())
+    assert marker["params"] == {"featurize": stage_params(build_spec(raw, "p"), "featurize"),
+                                "words": 4}
+    again = run_job(build_spec(raw, "probe.toml"), file=io.StringIO())
+    assert again["stages"]["probe"] == "skip"
+    raw["probe"]["words"] = 5
+    with pytest.raises(ConfigError, match=r"probe outputs made with other parameters "
+                                          r"\(words: 4 -> 5\)"):
+        run_job(build_spec(raw, "probe.toml"), file=io.StringIO())

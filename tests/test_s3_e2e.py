@@ -79,8 +79,9 @@ def _fmadask(env: dict, *args: str, timeout: float = 900) -> subprocess.Complete
 def test_featurize_train_predict_on_workers_without_shared_disk(
         s3_server, s3_sample, sample_dir, isolated_cluster, local_client, tmp_path) -> None:
     from fmadask.predict import format_predictions, predict
-    from fmadask.ml.train import train
+    from fmadask.ml.train import ClassicalConfig, train
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
     from fmadask.runfolder import read_features
 
     s3_server.filesystem().mkdir("e2e")
@@ -93,10 +94,11 @@ def test_featurize_train_predict_on_workers_without_shared_disk(
                     "--no-unsupervised", "--scheduler", isolated_cluster)
     assert done.returncode == 0, done.stderr[-2000:]
     # The same on the client's disk, on a local cluster.
-    run_featurize(sample_dir, out=tmp_path / "local", client=local_client, partition_size=16,
-                  progress=False)
-    train(tmp_path / "local", models=["logistic_regression", "decision_tree"],
-          client=local_client, unsupervised=False, progress=False)
+    run_featurize(sample_dir, out=tmp_path / "local", client=local_client,
+                  config=FeaturizeConfig(partition_size=16), progress=False)
+    train(tmp_path / "local", client=local_client, progress=False,
+          config=ClassicalConfig(models=["logistic_regression", "decision_tree"],
+                                 unsupervised=False))
     pd.testing.assert_frame_equal(read_features(out, storage_options=s3_server.options),
                                   read_features(tmp_path / "local"))
     fs = s3_server.filesystem()

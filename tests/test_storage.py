@@ -91,8 +91,10 @@ def test_featurize_reads_s3_on_workers_and_equals_local(s3_server, s3_sample, sa
     """Workers (separate processes, no AWS_* in their environment) read the mp3s from S3 with
     the storage options passed as task arguments; the features equal a local run's."""
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
 
-    kwargs = dict(client=local_client, what=["features"], partition_size=16, progress=False)
+    kwargs = dict(client=local_client, progress=False,
+                  config=FeaturizeConfig(what=["features"], partition_size=16))
     run_featurize(sample_dir, out=tmp_path / "local", **kwargs)
     run_featurize(s3_sample, out=tmp_path / "s3", storage_options=s3_server.options, **kwargs)
     pd.testing.assert_frame_equal(_features(tmp_path / "s3"), _features(tmp_path / "local"))
@@ -217,11 +219,12 @@ def test_s3_lock_refuses_a_live_holder_and_takes_over_a_dead_one(s3_server) -> N
 def s3_run(s3_server, s3_sample, sample_dir, local_client, tmp_path_factory):
     """featurize s3:// -> s3:// and the same sample locally: ``(url, local run, summaries)``."""
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
 
     s3_server.filesystem().mkdir("runs-bucket")
     out = "s3://runs-bucket/runs/r1"
     local_dir = tmp_path_factory.mktemp("local-run")
-    kwargs = dict(client=local_client, partition_size=16, progress=False)
+    kwargs = dict(client=local_client, config=FeaturizeConfig(partition_size=16), progress=False)
     local = run_featurize(sample_dir, out=local_dir, **kwargs)
     remote = run_featurize(s3_sample, out=out, storage_options=s3_server.options, **kwargs)
     return out, local_dir, local, remote
@@ -233,11 +236,12 @@ def test_featurize_writes_a_run_folder_on_s3_that_resumes(s3_server, s3_sample, 
     bucket; the features read back from it equal a local run's; a re-run skips every complete
     partition and redoes one whose object was damaged."""
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
     from fmadask.runfolder import read_features, read_spectrogram_index
 
     out, local_dir, local, first = s3_run
     fs = s3_server.filesystem()
-    kwargs = dict(client=local_client, partition_size=16, progress=False)
+    kwargs = dict(client=local_client, config=FeaturizeConfig(partition_size=16), progress=False)
     assert first["partitions_run"] == first["partitions"] > 1
     assert {k: first[k] for k in ("ok", "failed", "features", "spectrograms")} == \
         {k: local[k] for k in ("ok", "failed", "features", "spectrograms")}
@@ -260,11 +264,12 @@ def test_train_reads_s3_writes_back_and_predict_loads_from_s3(s3_server, s3_run,
     """train s3://run -> s3://run/classical equals a local train; predict from the s3 model
     folder gives the local model's probabilities."""
     from fmadask.predict import predict
-    from fmadask.ml.train import train
+    from fmadask.ml.train import ClassicalConfig, train
 
     out, local_dir, _, _ = s3_run
-    kwargs = dict(models=["logistic_regression", "decision_tree"], client=local_client,
-                  unsupervised=False, progress=False)
+    kwargs = dict(config=ClassicalConfig(models=["logistic_regression", "decision_tree"],
+                                         unsupervised=False),
+                  client=local_client, progress=False)
     local = train(local_dir, **kwargs)
     remote = train(out, storage_options=s3_server.options, **kwargs)
     numbers = [c for c in local.select_dtypes("number").columns if "seconds" not in c]
@@ -473,3 +478,21 @@ def test_run_job_trains_the_cnn_and_fuses_in_a_bucket_run_folder(s3_server, s3_s
     assert list((tmp_path / "shards").glob("*.npy"))             # the workers' cache
     again = run_job(spec, file=io.StringIO())
     assert set(again["stages"].values()) == {"skip"}
+
+
+def test_one_rule_says_where_a_stage_writes(tmp_path: Path) -> None:
+    # A file:// URL is a local folder for every stage (featurize and train took it for a
+    # relative folder named 'file:'); object storage stays a URL, without a trailing slash.
+    from fmadask.dl.outputs import out_location
+    from fmadask.fusion.stage import _local_or_url
+    from fmadask.ml.train import output_folder
+    from fmadask.pipeline.featurize import run_folder
+
+    url = f"file://{tmp_path}/run"
+    for rule in (run_folder, output_folder, _local_or_url, storage.location):
+        assert rule(url) == tmp_path / "run"
+        assert rule("s3://bucket/run/") == "s3://bucket/run"
+        assert rule("run") == Path("run")
+    assert out_location("s3://bucket/run", None) == "s3://bucket/run/cnn"
+    assert storage.is_remote("s3://bucket/run") and not storage.is_remote(url)
+    assert not storage.is_remote(tmp_path) and not storage.is_remote("run")

@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from fmadask.options import ARCHS, CnnOptions, CnnRunOptions, add_options
+from fmadask.flags import add_options
+from fmadask.options import ARCHS, CnnOptions, CnnRunOptions
 from fmadask.shardcache import ShardCache, gib
 
 __all__ = ["ARCHS", "TrainConfig", "add_config_arguments", "config_options"]

@@ -3,13 +3,13 @@ per architecture of ``[cnn] archs``, each in ``RUN_DIR/cnn/<arch>``, resuming th
 there unless the stage is redone. Light: torch and the launcher are imported when it runs."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fmadask import storage
 from fmadask.errors import ConfigError
+from fmadask.dl.config import TrainConfig
 from fmadask.options import CnnOptions, CnnSection, option_values
 from fmadask.runfolder import CNN_DIR, REPORT_FILE
 from fmadask.stages import Stage, StageContext, result_options
@@ -44,12 +44,24 @@ class CnnState:
 
 
 @dataclass(frozen=True)
-class CnnRun:
-    """One architecture's training run."""
+class CnnConfig:
+    """The settings the CNN stage executes with: one training config per architecture of
+    ``[cnn] archs`` (its output folder ``RUN_DIR/cnn/<arch>``), and the ranks."""
 
-    arch: str
-    out_dir: str
-    resume: bool
+    #: DDP ranks (None: one per worker).
+    ranks: int | None
+    #: ``[cnn] device``: 'auto' trains on CUDA when the cluster has GPU workers.
+    device: str
+    runs: tuple[TrainConfig, ...]
+
+
+def config(context: StageContext) -> CnnConfig:
+    """The job's :class:`CnnConfig`: every option of its ``[cnn]`` section."""
+    n = context.section("cnn")
+    training = option_values(n, CnnOptions)
+    runs = tuple(TrainConfig(**{**training, "arch": arch},
+                             out_dir=str(cnn_dir(context.run_dir, arch))) for arch in n.archs)
+    return CnnConfig(n.ranks, n.device, runs)
 
 
 @dataclass(frozen=True)
@@ -57,12 +69,9 @@ class CnnPlan:
     """What the CNN stage will do: a value (:func:`plan`), run by :func:`execute`."""
 
     run_dir: str | Path
-    #: DDP ranks (None: one per worker) and ``[cnn] device`` ('auto': CUDA on GPU workers).
-    ranks: int | None
-    device: str
-    #: The training options every run shares (``arch`` and ``device`` aside).
-    training: Mapping[str, Any]
-    runs: tuple[CnnRun, ...]
+    config: CnnConfig
+    #: The architectures that resume the checkpoint in their folder.
+    resume: tuple[str, ...] = ()
 
 
 def read_state(context: StageContext) -> CnnState:
@@ -77,13 +86,8 @@ def read_state(context: StageContext) -> CnnState:
 def plan(context: StageContext, state: CnnState) -> CnnPlan:
     """One run per architecture, resuming a checkpoint unless the stage is redone (or
     ``[output] overwrite`` is set). Pure."""
-    n = context.section("cnn")
     fresh = context.redo or context.section("output").overwrite
-    training = option_values(n, CnnOptions)
-    del training["device"], training["arch"]      # chosen per run and by the workers
-    runs = tuple(CnnRun(a, str(cnn_dir(context.run_dir, a)),
-                        a in state.checkpoints and not fresh) for a in n.archs)
-    return CnnPlan(context.run_dir, n.ranks, n.device, training, runs)
+    return CnnPlan(context.run_dir, config(context), () if fresh else state.checkpoints)
 
 
 def execute(plan: CnnPlan, client: Any, context: StageContext) -> list[dict]:
@@ -92,15 +96,18 @@ def execute(plan: CnnPlan, client: Any, context: StageContext) -> list[dict]:
     from fmadask.cluster import gpu_workers
     from fmadask.dl.launch import run_cnn
 
-    gpu = plan.device == "cuda" or (plan.device == "auto" and bool(gpu_workers(client)))
+    c = plan.config
+    gpu = c.device == "cuda" or (c.device == "auto" and bool(gpu_workers(client)))
     done = []
-    for run in plan.runs:
-        print(f"-- cnn {run.arch}{' (resuming)' if run.resume else ''}: "
+    for run in c.runs:
+        resume = run.arch in plan.resume
+        print(f"-- cnn {run.arch}{' (resuming)' if resume else ''}: "
               f"{storage.redact(run.out_dir)}", file=context.file, flush=True)
-        done.append(run_cnn(plan.run_dir, ranks=plan.ranks, client=client, gpu=gpu,
-                            resume=run.resume, out_dir=run.out_dir,
-                            storage_options=context.storage_options, arch=run.arch,
-                            **plan.training))
+        training = option_values(run, CnnOptions)
+        del training["device"]                  # chosen by gpu
+        done.append(run_cnn(plan.run_dir, ranks=c.ranks, client=client, gpu=gpu, resume=resume,
+                            out_dir=run.out_dir, storage_options=context.storage_options,
+                            **training))
     return done
 
 
@@ -121,6 +128,6 @@ def predict(model_dir: Path, paths: Any) -> Any:
     return predict_cnn(model_dir, paths)
 
 
-STAGE = Stage(name="cnn", section=CnnSection, folder=CNN_DIR, params=params,
+STAGE = Stage(name="cnn", section=CnnSection, folder=CNN_DIR, params=params, config=config,
               read_state=read_state, plan=plan, execute=execute, results=results,
               reads=("featurize",), check=check, model_kind="cnn", predictor=predict)

@@ -45,7 +45,7 @@ from distributed.comm import get_address_host
 from fmadask import storage
 from fmadask.cluster import gpu_workers, workers_info
 from fmadask.dl.dataset import open_spectrograms
-from fmadask.dl.outputs import (fetch_checkpoints, is_remote, out_location,
+from fmadask.dl.outputs import (fetch_checkpoints, out_location,
                                 remove_remote_outputs)
 from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, check_resume,
                                 free_port, fresh_start, load_checkpoint, train)
@@ -53,6 +53,7 @@ from fmadask.errors import ClusterError, ConfigError, FmadaskError
 from fmadask.lock import RunLock
 from fmadask.logs import show_progress
 from fmadask.options import check, default, setting
+from fmadask.runfolder import CHECKPOINTS, LAST_CHECKPOINT, METRICS_FILE, REPORT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -204,16 +205,16 @@ def _check_resume(out_dir: str | Path, config: TrainConfig, world_size: int,
                   storage_options: Mapping[str, Any] | None) -> None:
     """Refuse an incompatible resume here, before any rank starts (a checkpoint in object
     storage is downloaded and verified first)."""
-    if not is_remote(out_dir):
-        last = Path(out_dir) / "checkpoints" / "last.pt"
+    if not storage.is_remote(out_dir):
+        last = Path(out_dir) / CHECKPOINTS / LAST_CHECKPOINT
         if last.is_file():
             check_resume(load_checkpoint(last), config, world_size, last)
         return
     with tempfile.TemporaryDirectory(prefix="fmadask-cnn-") as tmp:
         if fetch_checkpoints(str(out_dir), Path(tmp), storage_options):
-            check_resume(load_checkpoint(Path(tmp) / "checkpoints" / "last.pt"), config,
-                         world_size, storage.redact(storage.join(out_dir, "checkpoints",
-                                                                  "last.pt")))
+            check_resume(load_checkpoint(Path(tmp) / CHECKPOINTS / LAST_CHECKPOINT), config,
+                         world_size, storage.redact(storage.join(out_dir, CHECKPOINTS,
+                                                                  LAST_CHECKPOINT)))
 
 
 def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int | None,
@@ -222,7 +223,7 @@ def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int
     workers = pick_workers(client, ranks, gpu)
     out_dir = out_location(run_dir, config.out_dir)
     if not resume:  # a fresh run: do not show (or resume from) an older run's epochs
-        if is_remote(out_dir):
+        if storage.is_remote(out_dir):
             remove_remote_outputs(str(out_dir), storage_options)
         else:
             fresh_start(out_dir)
@@ -239,7 +240,7 @@ def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int
     if progress:
         log.info("CNN %s: %d rank(s) on %s, rendezvous tcp://%s:%d", config.arch, len(workers),
                  ", ".join(workers), specs[0].master_addr, port)
-    metrics = _Metrics(storage.join(out_dir, "metrics.csv"), storage_options)
+    metrics = _Metrics(storage.join(out_dir, METRICS_FILE), storage_options)
     try:
         failure = _watch(client, futures, workers, metrics, config.epochs,
                          progress, logged=_epochs_done(metrics) if resume else 0)
@@ -358,7 +359,7 @@ class _Metrics:
 
     def read(self) -> pd.DataFrame:
         """The table (OSError or ValueError while there is none yet)."""
-        if not is_remote(self.location):
+        if not storage.is_remote(self.location):
             return pd.read_csv(self.location)
         try:
             data = storage.read_bytes(self.location, self.storage_options)
@@ -399,5 +400,5 @@ def format_result(result: dict) -> str:
         lines.append(f"  {split:<10} segment acc {s['segment_acc']:.3f} | track acc: vote "
                      f"{s['track_acc_vote']:.3f}, mean prob {s['track_acc_mean']:.3f} "
                      f"({s['n_tracks']} tracks)")
-    lines.append(f"  report: {storage.redact(storage.join(result['out_dir'], 'report.md'))}")
+    lines.append(f"  report: {storage.redact(storage.join(result['out_dir'], REPORT_FILE))}")
     return "\n".join(lines)

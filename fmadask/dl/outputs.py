@@ -30,33 +30,23 @@ from fmadask import storage
 from fmadask.atomic import write_json
 from fmadask.errors import DataError
 from fmadask.integrity import describe, inside, verified_files
-from fmadask.runfolder import CNN_DIR, MODEL_CARD
+from fmadask.runfolder import (BEST_CHECKPOINT, CHECKPOINT_FILES, CHECKPOINT_RECORD, CHECKPOINTS,
+                               CNN_DIR, CURVES_FILE, LAST_CHECKPOINT, METRICS_FILE, MODEL_CARD,
+                               REPORT_FILE)
 
-#: The folder of the checkpoints inside an output folder, and their files.
-CHECKPOINTS = "checkpoints"
-CHECKPOINT_FILES = ("best.pt", "last.pt")
-#: The record of the uploaded checkpoints (sizes and checksums), uploaded after them.
-CHECKPOINT_RECORD = "last.json"
 #: Files uploaded after all others at the end, in this order: the card says "complete".
-LAST = ("report.md", MODEL_CARD)
+LAST = (REPORT_FILE, MODEL_CARD)
 #: Files a fresh (not resumed) run removes from an output folder in object storage, the card
 #: first: until the new run ends, the folder does not look complete.
-FRESH_START = (MODEL_CARD, "report.md", f"{CHECKPOINTS}/{CHECKPOINT_RECORD}",
-               f"{CHECKPOINTS}/last.pt", f"{CHECKPOINTS}/best.pt", "metrics.csv")
-
-
-def is_remote(location: str | Path) -> bool:
-    """Whether ``location`` is in object storage (a URL that is not ``file://``)."""
-    return storage.is_url(location) and storage.local_path(location) is None
+FRESH_START = (MODEL_CARD, REPORT_FILE, f"{CHECKPOINTS}/{CHECKPOINT_RECORD}",
+               f"{CHECKPOINTS}/{LAST_CHECKPOINT}", f"{CHECKPOINTS}/{BEST_CHECKPOINT}",
+               METRICS_FILE)
 
 
 def out_location(run_dir: str | Path, out_dir: str | None) -> str | Path:
     """The output folder: ``out_dir`` or ``RUN_DIR/cnn``; a URL string for object storage, a
     Path otherwise (``file://`` becomes its path)."""
-    location = out_dir or storage.join(run_dir, CNN_DIR)
-    if is_remote(location):
-        return str(location).rstrip("/")
-    return storage.local_path(location) if storage.is_url(location) else Path(location)
+    return storage.location(out_dir or storage.join(run_dir, CNN_DIR))
 
 
 @dataclass
@@ -101,7 +91,7 @@ class OutputFolder:
                 self._sent[name] = entry["sha256"]
         write_json(record, folder / CHECKPOINT_RECORD)
         self._put(f"{CHECKPOINTS}/{CHECKPOINT_RECORD}")
-        for name in ("metrics.csv", "curves.png"):
+        for name in (METRICS_FILE, CURVES_FILE):
             if (self.local / name).is_file():
                 self._put(name)
 
@@ -126,7 +116,7 @@ def output_folder(location: str | Path, storage_options: Mapping[str, Any] | Non
     (and removed on exit); with ``resume`` the checkpoints are downloaded into it and verified
     (:func:`fetch_checkpoints`).
     """
-    if not is_remote(location):
+    if not storage.is_remote(location):
         yield OutputFolder(Path(location))
         return
     with tempfile.TemporaryDirectory(prefix="fmadask-cnn-") as tmp:
@@ -181,10 +171,10 @@ def fetch_checkpoints(location: str, local: Path,
 def has_checkpoint(location: str | Path,
                    storage_options: Mapping[str, Any] | None = None) -> bool:
     """Whether an output folder holds a checkpoint to resume from."""
-    if is_remote(location):
+    if storage.is_remote(location):
         return storage.isfile(storage.join(location, CHECKPOINTS, CHECKPOINT_RECORD),
                               storage_options)
-    return (Path(location) / CHECKPOINTS / "last.pt").is_file()
+    return (Path(location) / CHECKPOINTS / LAST_CHECKPOINT).is_file()
 
 
 def remove_remote_outputs(location: str, storage_options: Mapping[str, Any] | None = None

@@ -24,7 +24,7 @@ from fmadask.dl.nets import build_net
 from fmadask.errors import DataError
 from fmadask.atomic import atomic_path, write_json
 from fmadask.integrity import describe, verified_files
-from fmadask.runfolder import MODEL_CARD, read_card
+from fmadask.runfolder import MODEL_CARD, WEIGHTS_FILE, read_card
 
 MODEL_KIND = "cnn"
 #: params.json keys that describe the stored arrays or the decoding, not the mel transform.
@@ -55,9 +55,9 @@ def save_model(out_dir: str | Path, model: nn.Module, arch: str, width: int | No
             "segment_seconds": segment_seconds, "segment_frames": int(seg),
             "n_mels": int(params["n_mels"]), "norm": {"mean": norm[0], "std": norm[1]},
             "torch": torch.__version__, "training": extra or {}}
-    with atomic_path(out / "model.pt") as tmp:
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    meta["files"] = describe(out, {"weights": "model.pt"})
+    meta["files"] = describe(out, {"weights": WEIGHTS_FILE})
     write_json(meta, out / MODEL_CARD)
     return out
 

@@ -57,10 +57,13 @@ from fmadask.dl.dataset import (SegmentDataset, Spectrograms, normalisation, ope
 from fmadask.dl.evaluate import score_segments
 from fmadask.dl.nets import build_net
 from fmadask.dl.outputs import OutputFolder, out_location, output_folder
+from fmadask.runfolder import (BEST_CHECKPOINT, CHECKPOINTS, CURVES_FILE, LAST_CHECKPOINT,
+                               METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE)
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
-from fmadask.options import resolve_options, setting
+from fmadask.flags import resolve_options
+from fmadask.options import setting
 from fmadask.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -279,7 +282,8 @@ def loader_workers(requested: int) -> int:
 
 def fresh_start(out_dir: Path) -> None:
     """Remove an older run's metrics and checkpoints from ``out_dir`` (a run not resuming)."""
-    for name in ("metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (METRICS_FILE, f"{CHECKPOINTS}/{LAST_CHECKPOINT}",
+                 f"{CHECKPOINTS}/{BEST_CHECKPOINT}"):
         (out_dir / name).unlink(missing_ok=True)
 
 
@@ -555,8 +559,8 @@ def _write_outputs_epoch(run: _Run, history: list[dict]) -> None:
     from fmadask.report.curves import plot_curves
 
     df = pd.DataFrame(history)
-    _atomic_write(run.out_dir / "metrics.csv", lambda fh: fh.write(df.to_csv(index=False).encode()))
-    plot_curves(df, run.out_dir / "curves.png", title=f"{run.config.arch} on mel-spectrograms")
+    _atomic_write(run.out_dir / METRICS_FILE, lambda fh: fh.write(df.to_csv(index=False).encode()))
+    plot_curves(df, run.out_dir / CURVES_FILE, title=f"{run.config.arch} on mel-spectrograms")
 
 
 def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None = None,
@@ -674,7 +678,7 @@ def _train_into(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device
               "callbacks": {cb.name: cb.state() for cb in callbacks}}
     # the final scores use the best weights: this call's, or those a previous call saved
     if best_weights is None:
-        best_weights = load_checkpoint(run.out_dir / "checkpoints" / "best.pt")["model"]
+        best_weights = load_checkpoint(run.out_dir / CHECKPOINTS / BEST_CHECKPOINT)["model"]
     run.net.load_state_dict(best_weights)
     scores, predictions = _final_scores(run)
     if run.is_main:
@@ -720,8 +724,8 @@ def _setup(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device: tor
 def _plan(run: _Run, loop: _Loop, resume: bool) -> _Plan:
     """What remains to run: everything, or (``resume`` with a checkpoint) the epochs after the
     checkpoint's, with its weights, optimiser, scheduler, scaler and RNG states restored."""
-    last = run.out_dir / "checkpoints" / "last.pt"
-    shown = storage.redact(storage.join(run.outputs.location, "checkpoints", "last.pt"))
+    last = run.out_dir / CHECKPOINTS / LAST_CHECKPOINT
+    shown = storage.redact(storage.join(run.outputs.location, CHECKPOINTS, LAST_CHECKPOINT))
     steps_per_epoch = len(loop.train_loader)
     if resume and last.is_file():
         ckpt = load_checkpoint(last)
@@ -776,7 +780,7 @@ def _fit(run: _Run, loop: _Loop, plan: _Plan) -> tuple[list[int], dict | None]:
             best_weights = {k: v.detach().to("cpu", copy=True)
                             for k, v in run.net.state_dict().items()}
             if run.is_main:
-                _atomic_write(run.out_dir / "checkpoints" / "best.pt",
+                _atomic_write(run.out_dir / CHECKPOINTS / BEST_CHECKPOINT,
                               lambda fh: torch.save({"epoch": epoch + 1,
                                                      "model": run.net.state_dict()}, fh))
         else:
@@ -805,7 +809,7 @@ def _checkpoint(run: _Run, loop: _Loop, epochs_done: int, state: dict,
             "history": _plain(history)}
     if run.ema is not None:
         ckpt["ema"] = run.ema.state_dict()
-    _atomic_write(run.out_dir / "checkpoints" / "last.pt", lambda fh: torch.save(ckpt, fh))
+    _atomic_write(run.out_dir / CHECKPOINTS / LAST_CHECKPOINT, lambda fh: torch.save(ckpt, fh))
     _write_outputs_epoch(run, history)
     run.outputs.publish_epoch()
     row = history[-1]
@@ -850,7 +854,7 @@ def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
     probs = np.stack(predictions["probs"].to_numpy())
     for i, c in enumerate(run.classes):
         preds[f"p_{c}"] = probs[:, i]
-    _atomic_write(out / "predictions.parquet", lambda fh: preds.to_parquet(fh, index=False))
+    _atomic_write(out / PREDICTIONS_FILE, lambda fh: preds.to_parquet(fh, index=False))
     for split in scores:
         part = predictions[predictions["split"] == split]
         share = normalized_confusion(part["label"], part["mean"],
@@ -858,7 +862,7 @@ def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
         confusion_figure(share, run.classes, out / f"confusion_{split}.png",
                          title=f"{run.config.arch}, {split}, track level (mean probability)")
     _write_outputs_epoch(run, history)
-    _atomic_write(out / "report.md",
+    _atomic_write(out / REPORT_FILE,
                   lambda fh: fh.write(_report(run, state, scores).encode()))
     run.outputs.publish_final()
 

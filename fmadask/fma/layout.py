@@ -13,11 +13,11 @@ from typing import Any
 
 from fmadask import storage
 from fmadask.errors import DataError
+from fmadask.options import AUDIO_SUBSETS
 
-#: FMA's nested subsets, smallest first. Choosing one includes every smaller one.
-SUBSETS: tuple[str, ...] = ("small", "medium", "large")
-#: Audio archives: the three nested subsets plus ``full`` (untrimmed audio of every track).
-AUDIO_SUBSETS: tuple[str, ...] = SUBSETS + ("full",)
+#: FMA's nested subsets, smallest first. Choosing one includes every smaller one; the audio
+#: archives (:data:`~fmadask.options.AUDIO_SUBSETS`) add ``full`` (untrimmed audio).
+SUBSETS: tuple[str, ...] = AUDIO_SUBSETS[:-1]
 METADATA_DIR = "fma_metadata"
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fmadask.options import SPLIT_SEED
+
+#: The parts of a split: what models learn from, what chooses among them, what scores them.
 SPLITS = ("training", "validation", "test")
+#: The parts models are scored on.
+EVAL_SPLITS = SPLITS[1:]
 
 
 def official_split(tracks: pd.DataFrame) -> pd.Series:
@@ -14,7 +19,7 @@ def official_split(tracks: pd.DataFrame) -> pd.Series:
     return split
 
 
-def stratified_split(labels: pd.Series, seed: int = 42, test: float = 0.1,
+def stratified_split(labels: pd.Series, seed: int = SPLIT_SEED, test: float = 0.1,
                      validation: float = 0.1) -> pd.Series:
     """The study's seeded split, stratified by genre.
 

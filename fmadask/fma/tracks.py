@@ -13,12 +13,11 @@ from fmadask.fma.labels import genre_top
 from fmadask.fma.layout import audio_path, check_subset
 from fmadask.fma.metadata import load_genres, load_tracks, select_subset
 from fmadask.fma.splits import official_split, stratified_split
-
-SPLIT_METHODS = ("official", "stratified")
+from fmadask.options import SPLIT_METHODS, SPLIT_SEED
 
 
 def track_table(data_dir: str | Path, subset: str = "small", split: str = "official",
-                seed: int = 42, storage_options: Mapping[str, Any] | None = None
+                seed: int = SPLIT_SEED, storage_options: Mapping[str, Any] | None = None
                 ) -> pd.DataFrame:
     """Tracks of ``subset`` with their top-level genre, split and audio path.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fmadask import storage
-from fmadask.options import FusionSection
+from fmadask.options import FusionOptions, FusionSection, option_values
 from fmadask.runfolder import FUSION_DIR, REPORT_FILE
 from fmadask.stages import Stage, StageContext, present
 
@@ -19,14 +19,27 @@ def params(spec: Any, upstream: dict[str, dict]) -> dict[str, Any]:
     return {**upstream, "model": f.classical, "arch": f.cnn}
 
 
+def config(context: StageContext) -> FusionOptions:
+    """The fusion's settings: the options of its ``[fusion]`` section."""
+    return FusionOptions(**option_values(context.section("fusion"), FusionOptions))
+
+
 @dataclass(frozen=True)
 class FusionPlan:
     """What the fusion stage will do: a value (:func:`plan`), run by :func:`execute`."""
 
     run_dir: str | Path
-    #: The classical model folder and the CNN architecture (None: the best of each).
-    classical: str | None
-    cnn: str | None
+    config: FusionOptions
+
+    @property
+    def classical(self) -> str | None:
+        """The classical model folder to pool (None: the best on validation)."""
+        return self.config.classical or None
+
+    @property
+    def cnn(self) -> str | None:
+        """The CNN architecture to pool (None: the best on validation)."""
+        return self.config.cnn or None
 
 
 def read_state(context: StageContext) -> None:
@@ -36,8 +49,7 @@ def read_state(context: StageContext) -> None:
 
 def plan(context: StageContext, state: None) -> FusionPlan:
     """The parts ``[fusion]`` names, or the best of each. Pure."""
-    f = context.section("fusion")
-    return FusionPlan(context.run_dir, f.classical or None, f.cnn or None)
+    return FusionPlan(context.run_dir, config(context))
 
 
 def execute(plan: FusionPlan, client: Any, context: StageContext) -> Any:
@@ -66,6 +78,7 @@ def predict(model_dir: Path, paths: Any) -> Any:
 
 
 STAGE = Stage(name="fusion", section=FusionSection, folder=FUSION_DIR, params=params,
+              config=config,
               read_state=read_state, plan=plan, execute=execute, results=results,
               reads=("classical", "cnn"), requires=("classical", "cnn"), model_kind="fusion",
               predictor=predict)

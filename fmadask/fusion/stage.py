@@ -45,16 +45,18 @@ import pandas as pd
 from fmadask import storage
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
+from fmadask.fma.splits import EVAL_SPLITS
 from fmadask.fusion.pool import fit_weight, pool
 from fmadask.lock import RunLock
+from fmadask.options import SPLIT_SEED
 from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD,
-                               read_card)
+                               MODELS_DIR, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
+                               TRAIN_RECORD, read_card)
 
 MODEL_KIND = "fusion"
 PARTS = ("classical", "cnn")
-EVAL_SPLITS = ("validation", "test")
 #: Files uploaded after all others (a folder in object storage looks complete only then).
-LAST = ("report.md", MODEL_CARD)
+LAST = (REPORT_FILE, MODEL_CARD)
 RESULT_COLUMNS = ("source", "model", "validation_accuracy", "test_accuracy", "test_f1_macro",
                   "validation_tracks", "test_tracks")
 
@@ -71,10 +73,10 @@ def classical_model_dir(run_dir: Path, name: str | None = None) -> Path:
             raise DataError(f"{best} not found: run the classical stage first "
                             f"('fmadask train {run_dir}')")
         name = Path(json.loads(best.read_text())["path"]).name
-    folder = stage / "models" / name
+    folder = stage / MODELS_DIR / name
     if not (folder / MODEL_CARD).is_file():
-        raise DataError(f"no classical model {name!r} in {stage / 'models'}: name one of "
-                        f"{', '.join(sorted(p.name for p in (stage / 'models').glob('*'))) or 'none'}")
+        raise DataError(f"no classical model {name!r} in {stage / MODELS_DIR}: name one of "
+                        f"{', '.join(sorted(p.name for p in (stage / MODELS_DIR).glob('*'))) or 'none'}")
     return folder
 
 
@@ -117,13 +119,13 @@ def classical_probabilities(run_dir: str | Path, model_dir: Path,
 
     pipeline, card = load_classical(model_dir)
     try:
-        record = storage.read_bytes(storage.join(run_dir, CLASSICAL_DIR, "train.json"),
+        record = storage.read_bytes(storage.join(run_dir, CLASSICAL_DIR, TRAIN_RECORD),
                                     storage_options)
         data = json.loads(record).get("data", {})
     except FileNotFoundError:
         data = {}
     dataset = load_dataset(run_dir, split=data.get("split") or "official",
-                           split_seed=data.get("split_seed") or 42,
+                           split_seed=data.get("split_seed") or SPLIT_SEED,
                            storage_options=storage_options)
     classes = list(card["classes"])
     mask = dataset.split.isin(EVAL_SPLITS).to_numpy()
@@ -139,7 +141,7 @@ def cnn_probabilities(model_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """Per-track mean segment probabilities the CNN stage stored (``predictions.parquet``)."""
     meta = read_card(model_dir)
     classes = list(meta["classes"])
-    path = model_dir / "predictions.parquet"
+    path = model_dir / PREDICTIONS_FILE
     if not path.is_file():
         raise DataError(f"{path} not found: the CNN stage did not finish; re-run it")
     preds = pd.read_parquet(path).set_index("track_id")
@@ -225,10 +227,7 @@ def _fuse_to(run_dir: str | Path, out: str | Path, classical: str | None, cnn: s
 
 def _local_or_url(location: str | Path) -> str | Path:
     """A URL in object storage as a string; a path (or ``file://``) as a Path."""
-    if storage.is_url(location):
-        local = storage.local_path(location)
-        return str(location).rstrip("/") if local is None else local
-    return Path(location)
+    return storage.location(location)
 
 
 def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | None,
@@ -253,8 +252,8 @@ def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | No
             classical = None        # damaged: classical_model_dir says so
     if classical:
         try:
-            storage.download_folder(storage.join(run_dir, CLASSICAL_DIR, "models", classical),
-                                    local / CLASSICAL_DIR / "models" / classical,
+            storage.download_folder(storage.join(run_dir, CLASSICAL_DIR, MODELS_DIR, classical),
+                                    local / CLASSICAL_DIR / MODELS_DIR / classical,
                                     storage_options)
         except FileNotFoundError:
             pass
@@ -267,7 +266,7 @@ def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | No
     except DataError:
         return
     rel = chosen.relative_to(local).parts
-    for name in _model_files(chosen)[1:] + ["predictions.parquet"]:
+    for name in _model_files(chosen)[1:] + [PREDICTIONS_FILE]:
         copy(*rel, *name.split("/"))
 
 
@@ -341,7 +340,7 @@ def _write(out: Path, dirs: dict[str, Path], sources: dict[str, str], classes: l
                 "parts": {p: f"parts/{p}" for p in PARTS},
                 "sources": sources,
                 "results": json.loads(results.to_json(orient="records"))}, out / MODEL_CARD)
-    with atomic_path(out / "results.csv") as tmp:
+    with atomic_path(out / RESULTS_FILE) as tmp:
         results.to_csv(tmp, index=False)
     with atomic_path(out / "weights.csv") as tmp:
         pd.DataFrame(trials).to_csv(tmp, index=False)
@@ -350,14 +349,14 @@ def _write(out: Path, dirs: dict[str, Path], sources: dict[str, str], classes: l
                           "pred": [classes[i] for i in fused.argmax(axis=1)]})
     for i, c in enumerate(classes):
         preds[f"p_{c}"] = fused[:, i]
-    with atomic_path(out / "predictions.parquet") as tmp:
+    with atomic_path(out / PREDICTIONS_FILE) as tmp:
         preds.to_parquet(tmp, index=False)
     test = split == "test"
     matrix = normalized_confusion(labels[test], fused[test].argmax(axis=1),
                                   labels=list(range(len(classes))))
     confusion_figure(matrix, classes, out / "confusion_test.png",
                      title=f"fusion, test accuracy {results['test_accuracy'].iloc[-1]:.3f}")
-    with atomic_path(out / "report.md") as tmp:
+    with atomic_path(out / REPORT_FILE) as tmp:
         tmp.write_text(report_markdown(results, weight, dirs))
 
 

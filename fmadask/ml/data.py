@@ -24,12 +24,22 @@ import pandas as pd
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.splits import SPLITS
-from fmadask.options import setting
+from fmadask.options import SPLIT_METHODS, SPLIT_SEED, Options, same_as, setting
 from fmadask.runfolder import FEATURES_DIR, JOB_FILE, read_features, read_job
 
 #: Name of FMA's published features file.
 FMA_FEATURES_CSV = "features.csv"
-SPLIT_METHODS = ("official", "stratified")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetOptions(Options):
+    """Which split the classical stage learns with (the data options of :func:`load_dataset`):
+    FMA's or the study's stratified 80/10/10 with its seed, and for FMA's ``features.csv`` the
+    subset (a run holds the subset it was made for)."""
+
+    split: str = same_as("data.split")
+    seed: int = same_as("data.seed")
+    subset: str = same_as("data.subset")
 
 
 @dataclass
@@ -78,7 +88,7 @@ class Dataset:
         return self.features.to_numpy(dtype=np.float32)[mask], codes.astype(np.int64)
 
 
-def load_dataset(source: str | Path, split: str = "official", split_seed: int = 42,
+def load_dataset(source: str | Path, split: str = "official", split_seed: int = SPLIT_SEED,
                  subset: str = "small", storage_options: Mapping[str, Any] | None = None
                  ) -> Dataset:
     """Load the features table of a featurize run or of FMA's ``features.csv``.
@@ -94,7 +104,7 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
         recomputed (stratified: over the run's featurized tracks; official: from the run's
         ``tracks.csv``).
     split_seed : int
-        Seed of the stratified split (the featurize job's default is 42, as here).
+        Seed of the stratified split (the featurize job's default, as here).
     subset : {'small', 'medium', 'large', 'full'}
         Tracks of ``features.csv`` to use (it covers all of FMA); ignored for a run, which
         holds the subset it was made for.
@@ -115,7 +125,7 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
     """
     if split not in SPLIT_METHODS:
         raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLIT_METHODS)}")
-    if storage.is_url(source) and storage.local_path(source) is None:
+    if storage.is_remote(source):
         if not storage.isfile(storage.join(source, JOB_FILE), storage_options):
             raise DataError(f"{storage.redact(source)} holds no {JOB_FILE}: pass a featurize run "
                             "directory")

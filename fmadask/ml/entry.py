@@ -8,8 +8,15 @@ from typing import Any, NamedTuple
 from fmadask import storage
 from fmadask.errors import ConfigError
 from fmadask.options import ClassicalSection
-from fmadask.runfolder import CLASSICAL_DIR
+from fmadask.runfolder import CLASSICAL_DIR, CONFUSION_DIR, RESULTS_FILE, TABLE_FILE
 from fmadask.stages import Stage, StageContext, present, result_options
+
+
+def config(context: StageContext) -> Any:
+    """The stage's :class:`~fmadask.ml.train.ClassicalConfig`: its ``[classical]`` section."""
+    from fmadask.ml.train import ClassicalConfig
+
+    return ClassicalConfig.of(context.section("classical"))
 
 
 def params(spec: Any, upstream: dict[str, dict]) -> dict[str, Any]:
@@ -50,14 +57,13 @@ def read_state(context: StageContext) -> ClassicalInputs:
     """The job's config, its run's features (split as featurize recorded it) and the output
     folder's trials."""
     from fmadask.ml.data import load_dataset
-    from fmadask.ml.train import ClassicalConfig, output_folder, read_classical_state
+    from fmadask.ml.train import output_folder, read_classical_state
 
     data = context.section("data")
     dataset = load_dataset(context.run_dir, split=data.split, split_seed=data.seed,
                            subset=data.subset, storage_options=context.storage_options)
     out = output_folder(storage.join(context.run_dir, CLASSICAL_DIR))
-    return ClassicalInputs(ClassicalConfig.of(context.section("classical")), dataset, out,
-                           read_classical_state(out))
+    return ClassicalInputs(config(context), dataset, out, read_classical_state(out))
 
 
 def plan(context: StageContext, inputs: ClassicalInputs) -> ClassicalJob:
@@ -80,9 +86,9 @@ def execute(job: ClassicalJob, client: Any, context: StageContext) -> Any:
 def results(run_dir: str | Path, storage_options: Any = None) -> dict[str, str | Path]:
     """The classical outputs worth pointing a user to."""
     return present(run_dir, storage_options, {
-        "classical table": f"{CLASSICAL_DIR}/table.md",
-        "classical results": f"{CLASSICAL_DIR}/results.csv",
-        "confusion matrices": f"{CLASSICAL_DIR}/confusion"})
+        "classical table": f"{CLASSICAL_DIR}/{TABLE_FILE}",
+        "classical results": f"{CLASSICAL_DIR}/{RESULTS_FILE}",
+        "confusion matrices": f"{CLASSICAL_DIR}/{CONFUSION_DIR}"})
 
 
 def predict(model_dir: Path, paths: Any) -> Any:
@@ -93,5 +99,6 @@ def predict(model_dir: Path, paths: Any) -> Any:
 
 
 STAGE = Stage(name="classical", section=ClassicalSection, folder=CLASSICAL_DIR, params=params,
+              config=config,
               read_state=read_state, plan=plan, execute=execute, results=results,
               reads=("featurize",), check=check, model_kind="classical", predictor=predict)

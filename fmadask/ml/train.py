@@ -41,9 +41,10 @@ import pandas as pd
 from fmadask.cluster import workers_info
 from fmadask import storage
 from fmadask.lock import RunLock
+from fmadask.fma.splits import EVAL_SPLITS
 from fmadask.options import ClassicalOptions, OptionError, option_values
 from fmadask.records import package_versions
-from fmadask.ml.data import Dataset, load_dataset
+from fmadask.ml.data import Dataset, DatasetOptions, load_dataset
 from fmadask.ml.fit import FitOutcome, fit_and_predict
 from fmadask.ml.models import (MODELS, SCALE_THRESHOLD_ROWS, SCALED, SUBSTITUTES, Dimension,
                                class_scores, make_scaler, model_label, resolve_models, runs_as,
@@ -56,13 +57,14 @@ from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
 from fmadask.logs import show_progress
-from fmadask.runfolder import BEST_FILE, CLASSICAL_DIR, JOB_FILE, MODEL_CARD
+from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CONFUSION_DIR, JOB_FILE, MODEL_CARD,
+                               MODELS_DIR, PROBABILITIES_DIR, RESULTS_FILE, SEARCH_DIR, TABLE_FILE,
+                               TRAIN_RECORD, UNSUPERVISED_DIR)
 
 logger = logging.getLogger(__name__)
 
 #: Files uploaded after all others (they list or vouch for the rest).
-MANIFESTS = (MODEL_CARD, BEST_FILE, "train.json")
-EVAL_SPLITS = ("validation", "test")
+MANIFESTS = (MODEL_CARD, BEST_FILE, TRAIN_RECORD)
 #: Columns of results.csv.
 RESULT_COLUMNS = (["model", "name", "label", "search"]
                   + [f"{s}_{m}" for s in EVAL_SPLITS for m in SCORE_NAMES]
@@ -73,6 +75,12 @@ RESULT_COLUMNS = (["model", "name", "label", "search"]
 _SLOW_FIRST = ("gradient_boosting", "svc", "nusvc", "random_forest", "xgboost", "adaboost",
                "extra_trees", "logistic_regression", "linear_svc", "decision_tree")
 
+
+def _fit_order(name: str) -> int:
+    """Where model ``name`` is submitted: by :data:`_SLOW_FIRST`; a model not measured there
+    (one added to :data:`~fmadask.ml.models.MODELS`) after those."""
+    return _SLOW_FIRST.index(name) if name in _SLOW_FIRST else len(_SLOW_FIRST)
+
 #: Packages whose versions train.json and the model cards record.
 VERSIONED = ("fmadask", "scikit-learn", "xgboost", "dask", "distributed", "dask-ml", "numpy",
              "pandas")
@@ -81,7 +89,7 @@ VERSIONED = ("fmadask", "scikit-learn", "xgboost", "dask", "distributed", "dask-
 def default_out_dir(source: str | Path) -> str | Path:
     """``RUN_DIR/classical`` for a run directory (a path, or a URL for a URL), else
     ``./classical``."""
-    if storage.is_url(source) and storage.local_path(source) is None:
+    if storage.is_remote(source):
         return storage.join(source, CLASSICAL_DIR)
     path = Path(source)
     if (path / JOB_FILE).is_file():
@@ -91,19 +99,11 @@ def default_out_dir(source: str | Path) -> str | Path:
     return Path(CLASSICAL_DIR)
 
 
-def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split: str = "official",
-          models: str | Sequence[str] = "all", search: str = "none", n_iter: int = 20,
-          client: Any = None, scaler: str = "minmax", seed: int = 0, *,
-          search_models: str | Sequence[str] = "xgboost",
-          scheduler: str | None = None, workers: int | None = None,
-          split_seed: int = 42, subset: str = "small", cv: int = 5,
-          distributed_xgb: bool = False, unsupervised: bool = True,
-          model_params: Mapping[str, Mapping[str, Any]] | None = None,
-          search_spaces: Mapping[str, Mapping[str, Dimension]] | None = None,
-          class_weight: str | None = "none", scale_threshold: int = SCALE_THRESHOLD_ROWS,
-          progress: bool = True,
-          storage_options: Mapping[str, Any] | None = None,
-          config: ClassicalConfig | None = None) -> pd.DataFrame:
+def train(source: str | Path | Dataset, out_dir: str | Path | None = None,
+          config: ClassicalConfig | None = None, client: Any = None, *,
+          data: DatasetOptions | None = None, scheduler: str | None = None,
+          workers: int | None = None, progress: bool = True,
+          storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Train, score and save the study's classical models; write their table and figures.
 
     Parameters
@@ -111,69 +111,30 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     source : str, Path or Dataset
         A featurize run directory, or FMA's ``features.csv`` (its folder, or the data folder);
         see :func:`fmadask.ml.data.load_dataset`. A :class:`~fmadask.ml.data.Dataset` is used as
-        it is (``split``, ``split_seed`` and ``subset`` are then ignored).
+        it is (``data`` is then ignored).
     out_dir : str or Path, optional
         Where to write (default :func:`default_out_dir`: ``RUN_DIR/classical``).
-    split : {'official', 'stratified'}
-        FMA's split or the study's stratified 80/10/10 (seeded by ``split_seed``).
-    models : 'all', str or sequence of str
-        Model names (:data:`fmadask.ml.models.MODEL_NAMES`), a list or comma-separated.
-    search : {'none', 'random', 'bayes'}
-        Besides each model with its default settings, tune the ``search_models`` by stratified
-        ``cv``-fold random search or Bayesian optimisation (one engine,
-        :func:`fmadask.ml.search.run_search`: successive halving, resumable) with ``n_iter``
-        candidates, refit the best on the training split and score it (a second row,
-        ``<model>-<search>``). The search scores balanced accuracy when the genres are
-        unbalanced, else accuracy (:func:`fmadask.ml.search.score_for`).
-    n_iter : int
-        Candidates per searched model.
+    config : ClassicalConfig, optional
+        The stage's settings (default ``ClassicalConfig()``): the models, the scaler, the
+        search (random or Bayesian, of the ``search_models``, scored by balanced accuracy when
+        the genres are unbalanced), the class weights, the scale rule's threshold, per-model
+        ``model_params`` and ``search_spaces`` ...; see :class:`ClassicalConfig` and
+        :class:`~fmadask.options.ClassicalOptions` for each.
     client : distributed.Client, optional
         Cluster to run on. Without one, :func:`fmadask.cluster.get_client` connects to
         ``scheduler`` or starts a local cluster of ``workers`` processes, after the options and
         the data have been checked.
-    scaler : {'minmax', 'standard'}
-        Feature scaling (the study's min-max by default), fitted on the training split only.
-    seed : int
-        Seed of the estimators, the search and the t-SNE/K-means views.
-    search_models : 'all', str or sequence of str
-        Which of ``models`` to tune when ``search`` is not 'none': XGBoost by default (the
-        study's search), 'all' for every model.
+    data : DatasetOptions, optional
+        The split (FMA's, or the study's stratified 80/10/10 and its seed) and, for FMA's
+        ``features.csv``, the subset (:class:`~fmadask.ml.data.DatasetOptions`).
     scheduler, workers : optional
         Where to run when no ``client`` is given (see above).
-    split_seed : int
-        Seed of the stratified split.
-    subset : str
-        FMA subset, when ``source`` is FMA's features.csv.
-    cv : int
-        Cross-validation folds of the search.
-    distributed_xgb : bool
-        Train the XGBoost models with ``xgboost.dask`` across all workers (for tables that
-        outgrow one worker's memory, FMA large) instead of as one task.
-    unsupervised : bool
-        Also draw PCA, t-SNE and K-means views.
-    model_params : mapping, optional
-        Per model that runs (a study model, or a substitute of the scale rule such as
-        ``'hist_gradient_boosting'``), overrides of its default parameters (e.g.
-        ``{'xgboost': {'n_estimators': 50}}``); also fixed during its search.
-    search_spaces : mapping, optional
-        Per model that runs, dimensions replacing or adding to its default search space.
-    class_weight : {'none', 'balanced'}
-        'balanced' weights the training rows so that every genre counts the same (FMA medium and
-        large are unbalanced), in the table's fits, the searches and the refits.
-    scale_threshold : int
-        Training rows past which the scale rule swaps the fastest-growing models
-        (:func:`fmadask.ml.models.runs_as`). Shown in the table.
     progress : bool
         Print a line per finished model.
     storage_options : mapping, optional
         fsspec options when ``source`` or ``out_dir`` is a URL. Outputs for a URL are written
         into a local temporary folder and uploaded when the stage is done, each file whole and
         the model cards and ``train.json`` last.
-    config : ClassicalConfig, optional
-        All the stage's settings at once (a job spec's or the command line's options); given,
-        it replaces ``models``, ``search``, ``n_iter``, ``scaler``, ``seed``,
-        ``search_models``, ``cv``, ``distributed_xgb``, ``unsupervised``, ``model_params``,
-        ``search_spaces``, ``class_weight`` and ``scale_threshold``.
 
     Returns
     -------
@@ -186,24 +147,16 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
 
     Raises
     ------
-    ConfigError
-        Unknown model, search method, scaler or a bad number.
     DataError
         The source cannot be read (see :func:`~fmadask.ml.data.load_dataset`).
     """
-    if config is None:
-        config = ClassicalConfig(models=models, search=search, search_models=search_models,
-                                 n_iter=n_iter, cv=cv, scaler=scaler, seed=seed,
-                                 class_weight=class_weight or "none",
-                                 distributed_xgb=distributed_xgb, unsupervised=unsupervised,
-                                 model_params=dict(model_params or {}),
-                                 search_spaces=dict(search_spaces or {}),
-                                 scale_threshold=scale_threshold)
+    config = config or ClassicalConfig()
+    data = data or DatasetOptions()
     if isinstance(source, Dataset):
         dataset = source
     else:
-        dataset = load_dataset(source, split=split, split_seed=split_seed, subset=subset,
-                               storage_options=storage_options)
+        dataset = load_dataset(source, split=data.split, split_seed=data.seed,
+                               subset=data.subset, storage_options=storage_options)
     out = output_folder(out_dir if out_dir is not None
                         else default_out_dir(dataset.info.get("path", ".")))
     owner = lock_owner(source, out, storage_options)
@@ -219,7 +172,7 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
 def output_folder(out: str | Path) -> str | Path:
     """The output folder as the stage uses it: a URL string, or a local Path (``file://`` URLs
     included)."""
-    return str(out) if storage.is_url(out) and storage.local_path(out) is None else Path(out)
+    return storage.location(out)
 
 
 def _names(models: Sequence[str]) -> str | list[str]:
@@ -313,7 +266,7 @@ def read_classical_state(out: str | Path) -> ClassicalState:
 
     A URL output is written from a fresh local folder and uploaded: nothing there is resumed.
     """
-    search = Path(out) / "search" if not isinstance(out, str) else None
+    search = Path(out) / SEARCH_DIR if not isinstance(out, str) else None
     if search is None or not search.is_dir():
         return ClassicalState()
     return ClassicalState({folder.name: trial_states(folder)
@@ -406,7 +359,7 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
         settings = {"model": key, "cv": config.cv, "seed": config.seed, "scaler": config.scaler,
                     "score": score, "class_weight": config.weighting, "eta": ETA,
                     "base_params": params(name), "space": {k: repr(d) for k, d in space.items()}}
-        folder = trials_folder("search", name, config.search, settings, X, y).name
+        folder = trials_folder(SEARCH_DIR, name, config.search, settings, X, y).name
         finished = tuple(sorted(n for n, s in state.trials.get(folder, {}).items()
                                 if s != "RUNNING" and n < config.n_iter))
         searches.append(SearchPlan(name, key, config.search, config.n_iter, space, params(name),
@@ -530,7 +483,7 @@ class _Stage:
             self.log("classical: unsupervised views (PCA, t-SNE, K-means)")
             views = unsupervised_views(self.client, self.scaler.transform(
                 self.dataset.features.to_numpy(np.float32)), self.dataset.genre.to_numpy(),
-                self.out / "unsupervised", seed=config.seed)
+                self.out / UNSUPERVISED_DIR, seed=config.seed)
         self._write_record(n_workers, searches, best, views, time.perf_counter() - start)
         self.log(f"classical: table in {self.out / 'table.md'}, figures in "
                  f"{self.out / 'confusion'} and {self.out / 'unsupervised'}")
@@ -561,7 +514,7 @@ class _Stage:
         X_train, y_train, evaluate_f = self.client.scatter(
             [scaled["training"], self.y["training"], evaluate], broadcast=False)
         futures = {}
-        for name, params in sorted(jobs, key=lambda job: _SLOW_FIRST.index(job[0])):
+        for name, params in sorted(jobs, key=lambda job: _fit_order(job[0])):
             if name == "xgboost" and self.config.distributed_xgb:
                 continue
             futures[self.client.submit(fit_and_predict, name, params, self.config.seed, X_train,
@@ -609,7 +562,7 @@ class _Stage:
 
     def _search(self, search: SearchPlan) -> SearchOutcome:
         config = self.config
-        folder = self.out / "search" / search.folder
+        folder = self.out / SEARCH_DIR / search.folder
         self.log(f"  {search.name}: {search.method} search, {search.n_iter} candidates x "
                  f"{config.cv} folds, successive halving, scored by {search.score}; trials in "
                  f"{folder}")
@@ -618,7 +571,7 @@ class _Stage:
                              seed=config.seed, scaler=config.scaler,
                              base_params=dict(search.base_params), score=search.score,
                              class_weight=config.weighting, trials_dir=folder)
-        with atomic_path(self.out / "search" / f"{search.name}-{search.method}.csv") as tmp:
+        with atomic_path(self.out / SEARCH_DIR / f"{search.name}-{search.method}.csv") as tmp:
             outcome.trials.to_csv(tmp, index=False)
         states = outcome.trials["state"].value_counts().to_dict()
         self.log(f"  {search.name}: best cv {search.score} {outcome.best_score:.3f} with "
@@ -670,7 +623,7 @@ class _Stage:
             part.insert(0, "split", split)
             parts.append(part)
         if parts:
-            with atomic_path(self.out / "probabilities" / f"{folder}.parquet") as tmp:
+            with atomic_path(self.out / PROBABILITIES_DIR / f"{folder}.parquet") as tmp:
                 pd.concat(parts).to_parquet(tmp)
 
     def _save(self, folder: str, label: str, outcome: FitOutcome, search: str,
@@ -680,7 +633,7 @@ class _Stage:
         matrix = normalized_confusion(self.y["test"], outcome.predictions["test"],
                                       labels=list(range(len(self.classes))))
         test = metrics["test"]["accuracy"]
-        confusion_figure(matrix, self.classes, self.out / "confusion" / f"{folder}.png",
+        confusion_figure(matrix, self.classes, self.out / CONFUSION_DIR / f"{folder}.png",
                          title=f"{label}: test accuracy {test:.3f}")
         pipeline = Pipeline([("scale", self.scaler), ("model", outcome.estimator)])
         _, outputs = class_scores(pipeline, self.X["test"][:1])
@@ -695,12 +648,12 @@ class _Stage:
                 "runs_as": self.runs[outcome.name], "class_weight": self.config.weighting,
                 "trained_on": self.dataset.info, "seed": self.config.seed,
                 "versions": package_versions(VERSIONED)}
-        save_classical(self.out / "models" / folder, pipeline, card)
+        save_classical(self.out / MODELS_DIR / folder, pipeline, card)
 
     def _write_tables(self, results: pd.DataFrame) -> None:
-        with atomic_path(self.out / "results.csv") as tmp:
+        with atomic_path(self.out / RESULTS_FILE) as tmp:
             results.to_csv(tmp, index=False)
-        with atomic_path(self.out / "table.md") as tmp:
+        with atomic_path(self.out / TABLE_FILE) as tmp:
             tmp.write_text(results_markdown(results, self.dataset.info, self.plan.threshold))
 
     def _write_best(self, results: pd.DataFrame) -> dict | None:
@@ -734,7 +687,7 @@ class _Stage:
                              "seconds": round(s.seconds, 3)} for n, s in searches.items()},
             "best": best, "unsupervised": views, "seconds": round(seconds, 3),
             "versions": package_versions(VERSIONED)}
-        write_json(jsonable(record), self.out / "train.json")
+        write_json(jsonable(record), self.out / TRAIN_RECORD)
 
 
 def results_markdown(results: pd.DataFrame, info: Mapping[str, Any] | None = None,

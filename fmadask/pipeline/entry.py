@@ -78,5 +78,5 @@ def results(run_dir: str | Path, storage_options: Any = None) -> dict[str, str |
                                               "featurize summary": JOB_FILE})
 
 
-STAGE = Stage(name="featurize", section=FeaturizeSection, folder="", params=params,
+STAGE = Stage(name="featurize", section=FeaturizeSection, folder="", params=params, config=config,
               read_state=read_state, plan=plan, execute=execute, results=results)

@@ -397,7 +397,7 @@ def _tracks_digest(table: pd.DataFrame) -> str:
 def run_folder(out: str | Path) -> str | Path:
     """The run folder ``out`` as the job uses it: a URL string, or a local Path (``file://``
     URLs included)."""
-    return out if storage.is_url(out) and storage.local_path(out) is None else Path(out)
+    return storage.location(out)
 
 
 def featurize_record(config: FeaturizeConfig, table: pd.DataFrame,
@@ -865,15 +865,11 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
         return FeaturizeResult(summary, tuple(stats.failures))
 
 
-def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path = "run",
-                  client: Client | None = None, sr: int | None = None,
-                  what: Sequence[str] = OUTPUTS, partition_size: int = DEFAULT_PARTITION_SIZE,
-                  overwrite: bool = False, max_seconds: float | None = DEFAULT_MAX_SECONDS,
-                  split: str = "official", seed: int = 42, progress: bool = True,
-                  file: IO[str] | None = None, scheduler: str | None = None,
-                  workers: int | None = None, mel_device: str = "cpu",
-                  storage_options: Mapping[str, Any] | None = None,
-                  config: FeaturizeConfig | None = None) -> dict:
+def run_featurize(data_dir: str | Path, out: str | Path = "run",
+                  config: FeaturizeConfig | None = None, client: Client | None = None, *,
+                  progress: bool = True, file: IO[str] | None = None,
+                  scheduler: str | None = None, workers: int | None = None,
+                  storage_options: Mapping[str, Any] | None = None) -> dict:
     """Featurize the tracks of an FMA subset on a Dask cluster into ``out``.
 
     Parameters
@@ -882,29 +878,18 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         FMA data folder (``fma_metadata/``, ``fma_<subset>/``): a path the workers can read at
         the same place, or an fsspec URL (``s3://``, ``gs://``, ``https://``) that each worker
         reads itself.
-    subset : {'small', 'medium', 'large', 'full'}
-        Which tracks (FMA's nesting).
     out : str or Path
         Run directory; created if needed.
+    config : FeaturizeConfig, optional
+        The job's settings (default ``FeaturizeConfig()``): the subset, the split, the sample
+        rate (``sr`` None keeps each file's native rate as FMA did), the outputs (``what``),
+        ``partition_size``, ``max_seconds``, ``mel_device`` and ``overwrite`` (delete the
+        previous featurize outputs in ``out`` and start afresh); see
+        :class:`~fmadask.options.FeaturizeOptions` for each.
     client : distributed.Client, optional
         Cluster to run on. Without one, ``get_client(scheduler, workers)`` from
         :mod:`fmadask.cluster` is opened when there is work to do (a local cluster of 2 worker
         processes by default) and closed at the end.
-    sr : int, optional
-        Sample rate in Hz to resample to before the features; ``None`` (default) keeps each
-        file's native rate as FMA did; 22050 is the study's setting.
-    what : sequence of {'features', 'spectrograms'}
-        Outputs to compute; each track is decoded once for both.
-    partition_size : int
-        Tracks per partition (one task, one file per output).
-    overwrite : bool
-        Delete the previous featurize outputs in ``out`` and start afresh.
-    max_seconds : float, optional
-        Tracks longer than this are refused (errors row ``too_long``) before being decoded.
-    split : {'official', 'stratified'}
-        Split written with each row (FMA's or the study's 80/10/10 with ``seed``).
-    seed : int
-        Seed of the stratified split.
     progress : bool
         Show a progress bar and print the closing summary.
     file : file object, optional
@@ -913,16 +898,9 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         Address of an existing scheduler, used when no ``client`` is given.
     workers : int, optional
         Local worker processes to start, when neither ``client`` nor ``scheduler`` is given.
-    mel_device : {'cpu', 'cuda'}
-        Where log-mels are computed: librosa on the CPU (the reference), or torch on the
-        workers' GPU (:mod:`fmadask.torchmel`; only GPU workers then take partitions).
     storage_options : mapping, optional
         fsspec options of a URL ``data_dir`` (credentials, endpoint); besides them the standard
         environment (``AWS_*``) applies. Never printed or recorded.
-    config : FeaturizeConfig, optional
-        All the job's settings at once (a job spec's or the command line's options); given, it
-        replaces ``subset``, ``sr``, ``what``, ``partition_size``, ``overwrite``,
-        ``max_seconds``, ``split``, ``seed`` and ``mel_device``.
 
     Returns
     -------
@@ -934,7 +912,7 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
     Raises
     ------
     ConfigError
-        Invalid option, or ``out`` holds a run made with other parameters.
+        ``out`` holds a run made with other parameters.
     DataError
         ``data_dir`` is not an FMA folder.
     FmadaskError
@@ -943,11 +921,7 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
     """
     from fmadask.fma.tracks import track_table
 
-    if config is None:
-        config = FeaturizeConfig(subset=subset, sr=sr, what=tuple(what),
-                                 partition_size=partition_size, max_seconds=max_seconds,
-                                 split=split, seed=seed, mel_device=mel_device,
-                                 overwrite=overwrite)
+    config = config or FeaturizeConfig()
     table = track_table(data_dir, subset=config.subset, split=config.split, seed=config.seed,
                         storage_options=storage_options)
     # The data's and the partitioning's errors come before anything is written.

@@ -161,7 +161,7 @@ def stage(args: argparse.Namespace) -> None:
 
 def whole_stage(args: argparse.Namespace) -> None:
     from fmadask.cluster import get_client
-    from fmadask.ml.train import train
+    from fmadask.ml.train import ClassicalConfig, train
 
     dataset = medium_dataset(args.rows)
     n_train = int(dataset.rows("training").sum())
@@ -171,9 +171,9 @@ def whole_stage(args: argparse.Namespace) -> None:
             tempfile.TemporaryDirectory() as out:
         _warm(client)
         start = time.perf_counter()
-        results = train(dataset, out, client=client, search="random", n_iter=args.n_iter,
-                        cv=args.cv, unsupervised=False, progress=True,
-                        scale_threshold=args.scale_threshold)
+        config = ClassicalConfig(search="random", n_iter=args.n_iter, cv=args.cv,
+                                 unsupervised=False, scale_threshold=args.scale_threshold)
+        results = train(dataset, out, config, client=client, progress=True)
         total = time.perf_counter() - start
         print(f"\nstage on {args.stage_workers} worker(s): {total:.0f} s ({total / 60:.1f} min)")
         print(results[["model", "runs_as", "validation_accuracy", "test_balanced_accuracy",

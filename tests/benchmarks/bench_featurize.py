@@ -119,14 +119,15 @@ def _cluster(workers: int, environ: dict | None) -> Iterator:
 def _child(name: str, data: Path, partition_size: int) -> None:
     """Run one job of ``JOBS`` and print its rate and its workers' environment as JSON."""
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
 
     workers, what, variant = JOBS[name]
     with _cluster(workers, _worker_environ(variant)) as client, \
             tempfile.TemporaryDirectory() as out:
         env = client.run(lambda: {k: os.environ.get(k) for k in
                                   ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
-        summary = run_featurize(data, out=Path(out) / "run", client=client, what=what,
-                                partition_size=partition_size, progress=False)
+        summary = run_featurize(data, out=Path(out) / "run", client=client, progress=False,
+                                config=FeaturizeConfig(what=what, partition_size=partition_size))
     print(json.dumps({"rate": _rate(summary["ok"], summary["seconds"]),
                       "env": next(iter(env.values()))}))
 

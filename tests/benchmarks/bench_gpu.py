@@ -132,15 +132,16 @@ def featurize_checks(data_dir: Path, work: Path, workers: int) -> None:
     """(c)."""
     from fmadask.cluster import get_client
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
     from fmadask.runfolder import PartitionFiles
 
     rates, runs = {}, {}
     with get_client(workers=workers, quiet=True) as client:
         for device in ("cpu", "cuda"):
             runs[device] = work / f"run-{device}"
-            summary = run_featurize(data_dir, out=runs[device], client=client,
-                                    what=["spectrograms"], mel_device=device, partition_size=4,
-                                    progress=False)
+            summary = run_featurize(data_dir, out=runs[device], client=client, progress=False,
+                                    config=FeaturizeConfig(what=["spectrograms"],
+                                                           mel_device=device, partition_size=4))
             rates[device] = summary["tracks_per_s"]
     parts = sorted(p.name for p in (runs["cpu"] / "spectrograms").glob("part-*.npy"))
     cpu = np.concatenate([np.load(runs["cpu"] / "spectrograms" / p) for p in parts])

@@ -38,6 +38,7 @@ def main() -> None:
     from fmadask.cluster import get_client
     from fmadask.fma.sample import make_sample
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         data = make_sample(Path(tmp) / "fma", tracks_per_genre=args.tracks_per_genre,
@@ -56,7 +57,8 @@ def main() -> None:
                             ("s3 data", "s3://bench/fma", Path(tmp) / f"run-s3-{r}"),
                             ("s3 data + run", "s3://bench/fma", f"s3://bench/runs/r{r}")):
                         summary = run_featurize(source, out=out, client=client,
-                                                what=["features"], partition_size=8,
+                                                config=FeaturizeConfig(what=["features"],
+                                                                       partition_size=8),
                                                 progress=False, storage_options=server.options)
                         rate = summary["ok"] / summary["seconds"]
                         best[name] = max(best.get(name, 0.0), rate)
