@@ -165,6 +165,66 @@ def test_https_style_data_folder_reads_with_retries(http_sample, sample_dir) -> 
 # ------------------------------------------------------------------------ run-folder lock
 
 
+def test_a_live_holder_is_refused_naming_it_and_the_lock_file(tmp_path: Path) -> None:
+    from lock_holder import held_lock
+
+    from fmadask.lock import LOCK_NAME, LockedError, RunLock
+
+    with held_lock(tmp_path, "fmadask cnn") as holder:
+        with pytest.raises(LockedError) as refused:
+            RunLock(tmp_path, "fmadask train").acquire()
+    message = str(refused.value)
+    assert "\n" not in message and f"pid {holder.pid}" in message and "fmadask cnn" in message
+    assert str(tmp_path / LOCK_NAME) in message
+
+
+def test_a_stale_lock_whose_pid_was_reused_is_taken_over(tmp_path: Path) -> None:
+    """After a container restart pids repeat: the dead holder's pid may now name another live
+    process (here this test's own, or a child's). Its start time tells them apart."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lock_holder import held_lock
+
+    from fmadask.lock import LOCK_NAME, RunLock
+
+    with held_lock(tmp_path, "fmadask featurize"):
+        pass                                 # killed: its lock is left behind
+    lock = tmp_path / LOCK_NAME
+    left = json.loads(lock.read_text())
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for reused in (os.getpid(), other.pid):
+            lock.write_text(json.dumps({**left, "pid": reused}))
+            with RunLock(tmp_path, "fmadask train"):
+                assert json.loads(lock.read_text())["owner"] == "fmadask train"
+            assert not lock.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("pid", [10 ** 30, 2 ** 40, -1, 0, "7", True, None])
+def test_a_damaged_lock_file_is_one_line_naming_it(sample_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture, pid) -> None:
+    import json
+    import socket
+
+    from fmadask.lock import LOCK_NAME
+
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    lock.write_text(json.dumps({"owner": "fmadask featurize", "host": socket.gethostname(),
+                                "pid": pid, "started": "x", "token": "t"}))
+    assert main(["featurize", str(sample_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(lock) in err and "pid" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]        # nothing else written
+
+
 def test_s3_lock_conditional_create_has_one_winner(s3_server) -> None:
     """Eight stores race to create the same lock object; the server lets exactly one win."""
     from concurrent.futures import ThreadPoolExecutor
