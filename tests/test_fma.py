@@ -283,8 +283,25 @@ def _cut_in_genre_top(lines: list[str]) -> list[str]:
     return lines[:last] + [lines[last][:cut]]
 
 
+def _cut_after_subset(lines: list[str]) -> list[str]:
+    """Cut the file right after the set.subset cell of its last small track: every cell up to
+    the subset is whole, the row just ends there (no track.* cell, not even empty ones)."""
+    last = max(i for i, line in enumerate(lines[3:], 3) if ",small," in line)
+    return lines[:last] + [lines[last][:lines[last].index(",small,") + len(",small")]]
+
+
+def _bogus_split(lines: list[str]) -> list[str]:
+    """The split of line 5's track is not one of FMA's three."""
+    split = next(s for s in ("training", "validation", "test") if f",{s},small," in lines[4])
+    return lines[:4] + [lines[4].replace(f",{split},small,", ",bogus,small,", 1)] + lines[5:]
+
+
 @pytest.mark.parametrize("damage, words", [
     (_cut_in_genre_top, ["column track.genre_top", "is not a top-level genre"]),
+    (_cut_after_subset, ["track_id", "33 of the 53 cells", "cut short"]),
+    (lambda lines: _cut_after_subset(lines)[:-1] + [_cut_after_subset(lines)[-1] + "\n"],
+     ["track_id", "33 of the 53 cells", "cut short"]),
+    (_bogus_split, ["line 5", "column set.split", "'bogus'", "training, validation or test"]),
     (lambda lines: lines[:-1] + [lines[-1][:40]], ["column set.", "is empty"]),
     (lambda lines: lines[:5] + ["," + lines[5].split(",", 1)[1]] + lines[6:],
      ["line 6", "track_id nan", "not a whole number"]),
