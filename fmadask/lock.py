@@ -25,8 +25,11 @@ naming it, never guessed at. Taking over is serialised by a short-lived second
 lock (``.fmadask.lock.break``), so two processes that find the same stale lock never remove a
 live lock between them.
 
-Locks are re-entrant within a process: ``fmadask run`` holds its run folder and the stages it
-calls take the same lock again without refusing themselves.
+Every folder a command writes has this lock, whatever flag names it: a stage holds its run
+folder's and its output folder's (``--out``: two runs' stages with one ``--out`` would mix their
+outputs), :func:`hold` takes them together. Locks are re-entrant within a process: ``fmadask
+run`` holds its run folder and the stages it calls take the same lock again without refusing
+themselves (a folder named twice is the same lock, taken again).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -371,6 +374,32 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def hold(folders: Iterable[str | os.PathLike[str]], owner: str,
+         storage_options: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Hold the :class:`RunLock` of each folder (in order) for the ``with`` block.
+
+    Parameters
+    ----------
+    folders : iterable of str or PathLike
+        The folders a command writes or must not see change: its run folder, its output folder.
+        A folder named twice (``--out`` is the run folder) is the same lock, taken again.
+    owner : str
+        What holds the locks, e.g. ``'fmadask train'``.
+    storage_options : mapping, optional
+        fsspec options of URL folders.
+
+    Raises
+    ------
+    LockedError
+        Another process holds one of them; those already taken are given back.
+    """
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(RunLock(folder, owner, storage_options=storage_options))
+        yield
 
 
 def _token(data: bytes | None) -> str | None:

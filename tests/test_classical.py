@@ -453,6 +453,20 @@ def test_sample_features_train_all_models_well_above_chance(audio_run):
         assert (audio_run / "classical" / "unsupervised" / name).is_file()
 
 
+def test_train_refuses_an_out_folder_another_train_is_writing(audio_run, tmp_path, local_client):
+    """Two runs' train with one --out would leave models of both runs and a results.csv naming
+    some: the output folder has its own lock, whatever run folder the features come from."""
+    from fmadask.lock import LOCK_NAME, LockedError
+    from lock_holder import held_lock
+
+    out = tmp_path / "shared-out"
+    with held_lock(out, "fmadask train") as holder:
+        with pytest.raises(LockedError, match=f"fmadask train \\(pid {holder.pid} "):
+            train(audio_run, out_dir=out, models=["logistic_regression"], client=local_client,
+                  progress=False)
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
 def test_run_split_handling_keeps_or_recomputes_the_split(audio_run):
     from fmadask.fma.tracks import track_table
     from fmadask.runfolder import read_features, read_job

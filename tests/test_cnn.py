@@ -437,6 +437,22 @@ def test_a_data_error_on_the_ranks_is_raised_as_itself_and_spares_the_workers(tm
     assert set(local_client.run(os.getpid).values()) == pids
 
 
+def test_a_second_cnn_into_the_same_out_folder_is_refused(tmp_path, local_client):
+    """Two runs' cnn with one --out: the second would remove the first's results and write
+    over them. The output folder has its own lock, whatever run folder it serves."""
+    from fmadask.lock import LOCK_NAME, LockedError
+    from lock_holder import held_lock
+
+    run = tmp_path / "run"
+    write_synthetic_spectrograms(run, tracks_per_genre=2, n_mels=16, seconds=2.0)
+    out = tmp_path / "shared-out"
+    with held_lock(out, "fmadask cnn") as holder:
+        with pytest.raises(LockedError, match=f"fmadask cnn \\(pid {holder.pid} "):
+            run_cnn(run, "naive", epochs=1, ranks=1, client=local_client, progress=False,
+                    out_dir=str(out), segment_seconds=0.5)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]     # nothing written
+
+
 def test_prefetch_yields_every_batch_in_order_and_raises_the_loaders_error():
     assert list(prefetch(range(100), depth=3)) == list(range(100))
 

@@ -40,7 +40,7 @@ import pandas as pd
 
 from fmadask.cluster import workers_info
 from fmadask import storage
-from fmadask.lock import RunLock
+from fmadask.lock import hold
 from fmadask.options import ClassicalOptions, OptionError, option_values
 from fmadask.records import package_versions
 from fmadask.ml.data import Dataset, load_dataset
@@ -207,7 +207,7 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
     out = output_folder(out_dir if out_dir is not None
                         else default_out_dir(dataset.info.get("path", ".")))
     owner = _owner(source, out, storage_options)
-    with RunLock(owner, "fmadask train", storage_options=storage_options):
+    with hold([owner, out], "fmadask train", storage_options):
         # Read and planned under the lock that execute_classical takes again: no other writer
         # changes the trials between the plan and its execution.
         state = read_classical_state(out)
@@ -229,8 +229,9 @@ def _names(models: Sequence[str]) -> str | list[str]:
 
 def _owner(source: str | Path | Dataset, out: str | Path,
            storage_options: Mapping[str, Any] | None) -> str | Path:
-    """The folder whose lock the stage holds: the featurize run it reads (a re-featurize would
-    change the features under it), or the output folder when the features are FMA's own."""
+    """The folder whose lock the stage holds besides the output folder's: the featurize run it
+    reads (a re-featurize would change the features under it), or the output folder when the
+    features are FMA's own."""
     run_dir = storage.resolve(source) if not isinstance(source, Dataset) else None
     if run_dir is not None and storage.isfile(storage.join(run_dir, JOB_FILE),
                                                storage_options):
@@ -348,7 +349,7 @@ class ClassicalPlan:
 
     #: The output folder (a URL is written into a local folder and uploaded at the end).
     out: str | Path
-    #: The folder whose lock the stage holds.
+    #: The folder whose lock the stage holds besides ``out``'s (:func:`_owner`).
     owner: str | Path
     config: ClassicalConfig
     #: Tracks per split ('training', 'validation', 'test').
@@ -385,7 +386,7 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
     out : str or Path
         The output folder.
     owner : str or Path, optional
-        The folder whose lock the stage holds (default ``out``).
+        The folder whose lock the stage holds besides ``out``'s (default ``out``).
     """
     out = output_folder(out)
     counts = {s: int(dataset.rows(s).sum()) for s in ("training", *EVAL_SPLITS)}
@@ -464,7 +465,7 @@ def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None,
     """
     remote = plan.out if isinstance(plan.out, str) else None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(RunLock(plan.owner, "fmadask train", storage_options=storage_options))
+        stack.enter_context(hold([plan.owner, plan.out], "fmadask train", storage_options))
         out = plan.out
         if remote is not None:
             # The client writes the outputs: into a private local folder, uploaded whole below.
