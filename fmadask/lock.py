@@ -149,9 +149,9 @@ class ObjectLockStore:
         except FileExistsError:        # the precondition failed: someone else created it
             return False
         except NotImplementedError:
-            raise LockedError(f"{self.folder}: this store cannot create an object only if it "
-                              "is absent, so two writers could not be kept apart: use s3:// "
-                              "(or a local folder) for the run folder") from None
+            raise LockedError(f"{self.where(name)}: this store cannot create an object only "
+                              "if it is absent, so two writers could not be kept apart: use "
+                              "s3:// (or a local folder) for the run folder") from None
         return True
 
     def read(self, name: str) -> bytes | None:
