@@ -131,6 +131,8 @@ def load_job(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    except RecursionError:      # tomllib recurses once per level of nesting
+        raise ConfigError(f"{source}: {_TOO_DEEP}") from None
     for item in overrides:
         apply_override(raw, item, source)
     spec = build_spec(raw, source)
@@ -151,11 +153,20 @@ def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> Non
     raw.setdefault(section, {})
     if not isinstance(raw[section], dict):
         raise ConfigError(f"{source}: [{section}] must be a table")
-    raw[section][name] = parse_value(text.strip())
+    try:
+        raw[section][name] = parse_value(text.strip())
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: {_TOO_DEEP}") from None
+
+
+#: Why a spec or ``--set`` value whose arrays or tables nest thousands deep is refused.
+_TOO_DEEP = "arrays or tables are nested too deeply to read: no setting nests more than once"
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value as TOML (numbers, booleans, arrays, quoted strings), else the string."""
+    """A ``--set`` value as TOML (numbers, booleans, arrays, quoted strings), else the string.
+
+    Raises RecursionError for arrays nested thousands deep (as ``tomllib`` does)."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
