@@ -200,11 +200,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     # train() checks the options and reads the data before it starts or joins a cluster.
     _require_drivers(args.source, args.out)
-    results = train(args.source, out_dir=args.out, split=args.split,
-                    config=ClassicalConfig.of(options_from_args(ClassicalOptions, args)),
+    config = ClassicalConfig.of(options_from_args(ClassicalOptions, args))
+    results = train(args.source, out_dir=args.out, split=args.split, config=config,
                     scheduler=args.scheduler, workers=args.workers, split_seed=args.split_seed,
                     subset=args.subset, storage_options=args.storage_options)
-    print(results_markdown(results), end="")
+    # the threshold it ran with: the table alone would state the default's
+    print(results_markdown(results, threshold=config.scale_threshold), end="")
     return 0
 
 
