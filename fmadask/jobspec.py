@@ -29,7 +29,7 @@ from fmadask.fma.layout import METADATA_DIR
 from fmadask.options import (SPEC_SECTIONS, ClassicalSection, CnnSection, ClusterOptions,
                              DataOptions, FeaturizeSection, FusionSection, JobOptions,
                              OptionError, OutputOptions, option_fields)
-from fmadask.storage import exists, filesystem, is_url, local_path
+from fmadask.storage import exists, filesystem, is_url, local_path, redact
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -292,7 +292,8 @@ def check_spec_paths(spec: JobSpec) -> None:
 
 
 def format_spec(spec: JobSpec) -> str:
-    """The resolved spec as TOML-like text, every key with its value (defaults included)."""
+    """The resolved spec as TOML-like text, every key with its value (defaults included), for
+    ``run --check`` and the run folder's ``job.toml``: without any URL's password."""
     lines = [f"# {spec.source} (resolved, with defaults)"]
     for section, values in spec.to_dict().items():
         lines.append(f"[{section}]")
@@ -305,7 +306,7 @@ def format_spec(spec: JobSpec) -> str:
             else:
                 lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return redact("\n".join(lines).rstrip() + "\n")
 
 
 def _toml_value(value: Any) -> str:

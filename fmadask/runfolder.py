@@ -357,8 +357,8 @@ def write_json(obj: object, location: str | Path, storage_options: Options = Non
 
         write_local(obj, location)
         return
-    storage.write_bytes(location, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(),
-                        storage_options)
+    text = storage.redact(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    storage.write_bytes(location, text.encode(), storage_options)
 
 
 #: Names that make a folder an fmadask run folder (what ``featurize`` and ``run`` write first).
