@@ -153,8 +153,9 @@ def read_marker(run_dir: str | Path, stage: str,
 
 
 def _write_text(location: str | Path, text: str, storage_options: dict[str, Any]) -> None:
-    """Write a record of the run whole: an atomic rename on disk, one PUT for a URL."""
-    storage.write_bytes(location, text.encode("utf-8"), storage_options)
+    """Write a record of the run whole: an atomic rename on disk, one PUT for a URL (without
+    any URL's password)."""
+    storage.write_bytes(location, redact(text).encode("utf-8"), storage_options)
 
 
 def plan(spec: JobSpec) -> list[StagePlan]:

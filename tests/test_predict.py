@@ -189,3 +189,15 @@ def test_train_command_writes_the_table_on_an_existing_scheduler(run, local_clie
     assert pd.read_csv(out / "results.csv")["name"].tolist() == ["logistic_regression",
                                                                  "decision_tree"]
     assert main(["train", str(run), "--models", "knn", "--out", str(out)]) == 2
+
+
+def test_train_command_reports_the_scale_threshold_it_used(run, local_client, tmp_path,
+                                                            capsys):
+    """``--scale-threshold 0`` (swap always) used to be reported as the default, 10,000."""
+    out = tmp_path / "classical"
+    assert main(["train", str(run), "--models", "decision_tree", "--split", "stratified",
+                 "--no-unsupervised", "--scale-threshold", "0", "--out", str(out),
+                 "--scheduler", local_client.scheduler.address]) == 0
+    printed = capsys.readouterr().out
+    assert "past 0:" in printed and "10,000" not in printed, printed
+    assert "past 0:" in (out / "table.md").read_text()

@@ -168,6 +168,8 @@ def _index_table(tracks: list[Track], frames: list[int], shard: str) -> pa.Table
 
 
 def _errors_table(rows: list[tuple[int, str, str, str]]) -> pa.Table:
+    # A track's message may name its URL: stored without the URL's password.
+    rows = [(track, stage, kind, redact(message)) for track, stage, kind, message in rows]
     names = ERRORS_SCHEMA.names
     return _table(ERRORS_SCHEMA, {name: [row[j] for row in rows] for j, name in enumerate(names)})
 
