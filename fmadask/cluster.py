@@ -21,7 +21,7 @@ import dask
 from distributed import Client, LocalCluster, Security
 
 from fmadask.errors import ClusterError, ConfigError
-from fmadask.options import setting
+from fmadask.options import OPTIONS, setting
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ _UNSET_ENV = {"MALLOC_TRIM_THRESHOLD_": None}
 
 #: How long to wait for an existing scheduler before giving up.
 CONNECT_TIMEOUT_S = 10
+#: How long to wait for a first worker (``cluster.worker_timeout``).
+WORKER_TIMEOUT_S: float = OPTIONS["cluster.worker_timeout"].default
 #: ``scheduler`` values that start a cluster; anything else is a scheduler address.
 CLUSTER_KINDS = ("local", "slurm", "kubernetes")
 #: The optional extra each cluster kind needs.
@@ -167,6 +169,29 @@ def lost_scheduler_error(address: str | None) -> ClusterError:
                         "resumed")
 
 
+def await_workers(client: Client, timeout: float, where: str) -> None:
+    """Return once the cluster has a worker; say once that it waits; give up after ``timeout``.
+
+    Without this, work submitted to a scheduler without workers waits forever, silently.
+
+    Raises
+    ------
+    ClusterError
+        When no worker joined within ``timeout`` seconds; names the scheduler and the fix.
+    """
+    if workers_info(client):
+        return
+    logger.info(f"waiting up to {timeout:g} s for Dask workers to join {where} "
+                f"({setting('cluster.worker_timeout')} sets how long)")
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(f"no Dask worker joined {where} in {timeout:g} s: start workers "
+                           f"for it ('dask worker {client.scheduler.address}') or choose another "
+                           f"scheduler, or wait longer with {setting('cluster.worker_timeout')}"
+                           ) from None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
@@ -258,6 +283,7 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
                threads_per_worker: int = 1, memory_limit: str | float = "auto",
                quiet: bool = False, *, security: Security | None = None,
                connect_timeout: float = CONNECT_TIMEOUT_S,
+               worker_timeout: float | None = WORKER_TIMEOUT_S,
                cluster_options: Mapping[str, Any] | None = None) -> Iterator[Client]:
     """Yield a connected ``distributed.Client`` and clean up afterwards.
 
@@ -285,6 +311,9 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         configuration.
     connect_timeout : float
         Seconds to wait for an existing scheduler.
+    worker_timeout : float or None
+        Seconds to wait for a first worker when the cluster has none (see
+        :func:`await_workers`); None: do not wait (a client that only talks to the scheduler).
     cluster_options : mapping, optional
         Extra settings of a SLURM (``queue``, ``account``, ``walltime``, ``cores``, ...) or
         Kubernetes (``image``, ``namespace``, ``cluster_spec``) cluster.
@@ -293,7 +322,8 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
     ------
     ClusterError
         When the scheduler cannot be reached within ``connect_timeout`` seconds, refuses the
-        TLS certificate, or the optional package of a cluster kind is missing.
+        TLS certificate, has no worker after ``worker_timeout`` seconds, or the optional
+        package of a cluster kind is missing.
     """
     kind = scheduler if scheduler in CLUSTER_KINDS else ("local" if not scheduler else "address")
     cluster = None
@@ -308,9 +338,13 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         else:
             cluster = _kubernetes_cluster(workers or 0, memory_limit, options)
         client = Client(cluster)
-    if not quiet:
-        logger.info(f"Dask dashboard: {client.dashboard_link}")
     try:
+        if not quiet:
+            logger.info(f"Dask dashboard: {client.dashboard_link}")
+        if worker_timeout is not None:
+            await_workers(client, worker_timeout, f"the Dask scheduler at "
+                          f"{client.scheduler.address}" if kind == "address" else
+                          f"the {kind} cluster")
         yield client
     finally:
         client.close()
