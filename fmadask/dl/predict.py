@@ -55,8 +55,10 @@ def save_model(out_dir: str | Path, model: nn.Module, arch: str, width: int | No
             "segment_seconds": segment_seconds, "segment_frames": int(seg),
             "n_mels": int(params["n_mels"]), "norm": {"mean": norm[0], "std": norm[1]},
             "torch": torch.__version__, "training": extra or {}}
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    # Saved through a file object: given a path, torch.save names the zip's inner folder after
+    # the (random) temporary file, and identical weights would give different bytes.
+    with atomic_path(out / "model.pt") as tmp, open(tmp, "wb") as fh:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, fh)
     meta["files"] = describe(out, {"weights": "model.pt"})
     write_json(meta, out / MODEL_CARD)
     return out
