@@ -169,6 +169,26 @@ def lost_scheduler_error(address: str | None) -> ClusterError:
                         "resumed")
 
 
+def served_dashboard(client: Client, timeout: float = 2.0) -> str | None:
+    """The link of the cluster's dashboard if one is served there now, else None.
+
+    A scheduler without bokeh (or started with ``--no-dashboard``) still announces a link, whose
+    page only says that bokeh is missing (or is a 404). So the dashboard is asked for the list
+    of its plots, which only a real one fills.
+    """
+    import json
+    import urllib.parse
+    import urllib.request
+
+    try:
+        link = client.dashboard_link
+        plots = urllib.parse.urljoin(link, "individual-plots.json")
+        with urllib.request.urlopen(plots, timeout=timeout) as response:
+            return link if json.loads(response.read()) else None
+    except (KeyError, TypeError, ValueError, OSError):  # no dashboard service, no answer, 404
+        return None
+
+
 def await_workers(client: Client, timeout: float, where: str) -> None:
     """Return once the cluster has a worker; say once that it waits; give up after ``timeout``.
 
@@ -305,7 +325,7 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         Memory limit per worker (Dask's syntax, e.g. ``"4GiB"``); ``"auto"`` lets the cluster
         decide.
     quiet : bool
-        Do not print the dashboard link.
+        Do not print the dashboard link (printed only where a dashboard answers).
     security : distributed.Security, optional
         TLS settings for an address (see :func:`make_security`); by default Dask's
         configuration.
@@ -339,8 +359,9 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
             cluster = _kubernetes_cluster(workers or 0, memory_limit, options)
         client = Client(cluster)
     try:
-        if not quiet:
-            logger.info(f"Dask dashboard: {client.dashboard_link}")
+        link = None if quiet else served_dashboard(client)
+        if link:
+            logger.info(f"Dask dashboard: {link}")
         if worker_timeout is not None:
             await_workers(client, worker_timeout, f"the Dask scheduler at "
                           f"{client.scheduler.address}" if kind == "address" else

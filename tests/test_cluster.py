@@ -458,3 +458,19 @@ def test_every_command_needing_workers_stops_in_one_line_when_none_join(
         for word in (address, f"dask worker {address}", "--worker-timeout"):
             assert word in last, (name, last)
         assert "Traceback" not in err, (name, err)
+
+
+def test_dashboard_link_is_printed_only_where_one_is_served(tmp_path: Path, caplog) -> None:
+    """A scheduler without bokeh still announces a dashboard, whose page only says that bokeh is
+    missing: its link is printed only where bokeh serves the dashboard."""
+    import importlib.util
+    import logging
+
+    served = importlib.util.find_spec("bokeh") is not None   # the scheduler runs in this venv
+    with external_cluster(tmp_path / "cluster", workers=0) as address:
+        with caplog.at_level(logging.INFO, logger="fmadask.cluster"):
+            with get_client(address, worker_timeout=None) as client:
+                link = client.dashboard_link
+    assert link.startswith("http://127.0.0.1:")     # announced all the same
+    printed = [r.getMessage() for r in caplog.records if "Dask dashboard" in r.getMessage()]
+    assert printed == ([f"Dask dashboard: {link}"] if served else []), printed

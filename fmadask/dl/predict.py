@@ -134,7 +134,7 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
         ``genre_vote``, ``n_segments``, then one float column per genre (probability);
         ``attrs['classes']`` and ``attrs['outputs'] = 'probability'``.
     """
-    from fmadask.audio import AudioError, load_audio, segments
+    from fmadask.audio import EXCERPT_FIX, AudioError, load_audio, segments
     from fmadask.features import log_mel
     from fmadask.options import default
 
@@ -148,7 +148,8 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
     for path in paths:
         row = {"path": str(path), "genre": None, "error": None, "genre_vote": None, "n_segments": 0}
         try:
-            y, sr = load_audio(path, sr=decode_sr, max_seconds=default("featurize.max_seconds"))
+            y, sr = load_audio(path, sr=decode_sr, max_seconds=default("featurize.max_seconds"),
+                               too_long_fix=EXCERPT_FIX)
             clips = [log_mel(piece, sr, params) for piece in segments(y, sr, params.seconds)]
         except AudioError as exc:
             row["error"] = f"{exc.kind}: {exc}"
