@@ -13,6 +13,8 @@ import contextlib
 import gc
 import logging
 import shlex
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,9 +48,25 @@ _EXTRAS = {"slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
            "kubernetes": ("dask_kubernetes.operator", "dask-kubernetes", "kubernetes")}
 
 
+#: The Dask config entry of the worker processes' environment.
+_ENVIRON_KEY = "distributed.nanny.pre-spawn-environ"
+
+
 def worker_config() -> dict:
-    """Dask config entries fmadask applies to the worker processes it starts."""
-    return {"distributed.nanny.pre-spawn-environ": {**_WORKER_ENV, **_UNSET_ENV}}
+    """Dask config entries fmadask applies to the worker processes it starts: their environment,
+    and this module as their preload (:func:`dask_setup`)."""
+    return {_ENVIRON_KEY: {**_WORKER_ENV, **_UNSET_ENV}, "distributed.worker.preload": [__name__]}
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload of the local worker processes: they ignore SIGINT.
+
+    Ctrl-C in a terminal signals the whole foreground process group, the local workers with it;
+    each printed a KeyboardInterrupt traceback beside the command's one line and hung until its
+    nanny killed it. The command alone handles Ctrl-C and closes its cluster.
+    """
+    if threading.current_thread() is threading.main_thread():  # where signals can be set
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def worker_environ() -> dict[str, str]:
@@ -62,8 +80,8 @@ def worker_environ() -> dict[str, str]:
     >>> sorted(worker_environ())
     ['DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON']
     """
-    (key, value), = worker_config().items()
-    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): repr(value)}
+    value = worker_config()[_ENVIRON_KEY]
+    return {"DASK_" + _ENVIRON_KEY.upper().replace(".", "__").replace("-", "_"): repr(value)}
 
 
 def workers_info(client: Client) -> dict[str, dict[str, Any]]:
@@ -358,6 +376,7 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         else:
             cluster = _kubernetes_cluster(workers or 0, memory_limit, options)
         client = Client(cluster)
+    interrupted = False
     try:
         link = None if quiet else served_dashboard(client)
         if link:
@@ -367,10 +386,31 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
                           f"{client.scheduler.address}" if kind == "address" else
                           f"the {kind} cluster")
         yield client
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
+        _close(client, cluster, quietly=interrupted)
+
+
+def _close(client: Client, cluster: Any, quietly: bool) -> None:
+    """Close ``client`` and the ``cluster`` it started; ``quietly`` after Ctrl-C, where the
+    command's one line is all the user should see (closing a cluster whose tasks were cut short
+    logs warnings and tracebacks: workers killed, broadcasts failed)."""
+    if quietly:
+        logging.disable(logging.CRITICAL)
+        if cluster is not None:    # our own workers, about to go: cancelled tasks log warnings
+            with contextlib.suppress(Exception):
+                client.run(logging.disable, logging.CRITICAL)
+    try:
         client.close()
         if cluster is not None:
             cluster.close()
+        if quietly:
+            gc.collect()     # futures nobody retrieved are reported when collected: now
+    finally:
+        if quietly:
+            logging.disable(logging.NOTSET)
 
 
 def _cuda_devices() -> int:
