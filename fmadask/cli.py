@@ -34,6 +34,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
                        help="address of an existing Dask scheduler (tcp://host:8786 or tls://...)")
     # No default here: a command left without --workers lets the cluster code choose.
     add_option(group, "cluster.workers", default=None)
+    add_option(parser, "cluster.worker_timeout")
 
 
 class _StorageOption(argparse.Action):
@@ -202,7 +203,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _require_drivers(args.source, args.out)
     config = ClassicalConfig.of(options_from_args(ClassicalOptions, args))
     results = train(args.source, out_dir=args.out, split=args.split, config=config,
-                    scheduler=args.scheduler, workers=args.workers, split_seed=args.split_seed,
+                    scheduler=args.scheduler, workers=args.workers,
+                    worker_timeout=args.worker_timeout, split_seed=args.split_seed,
                     subset=args.subset, storage_options=args.storage_options)
     # the threshold it ran with: the table alone would state the default's
     print(results_markdown(results, threshold=config.scale_threshold), end="")
@@ -272,7 +274,8 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
     config = FeaturizeConfig.of(options_from_args(FeaturizeOptions, args), subset=args.subset,
                                 split=args.split, seed=args.split_seed, overwrite=args.overwrite)
     run_featurize(args.data_dir, out=args.out, config=config, scheduler=args.scheduler,
-                  workers=args.workers, storage_options=args.storage_options)
+                  workers=args.workers, worker_timeout=args.worker_timeout,
+                  storage_options=args.storage_options)
     return 0
 
 
@@ -309,7 +312,7 @@ def _cmd_cnn(args: argparse.Namespace) -> int:
         if location is not None:
             check_run_dir(location)
     workers = None if args.scheduler else (args.workers or args.ranks or 2)
-    with get_client(args.scheduler, workers=workers) as client:
+    with get_client(args.scheduler, workers=workers, worker_timeout=args.worker_timeout) as client:
         result = run_cnn(args.run_dir, ranks=args.ranks, client=client, gpu=args.gpu,
                          resume=args.resume, storage_options=args.storage_options,
                          **config_options(args))

@@ -467,6 +467,10 @@ class ClusterOptions(Options):
                                        "number of bytes")
     connect_timeout: float = option(10.0, "seconds to wait for a scheduler", minimum=0.1,
                                     maximum=3600.0, cli=False, result=False)
+    worker_timeout: float = option(
+        60.0, "seconds to wait for a first Dask worker when the cluster has none (a scheduler "
+        "nobody started workers for, SLURM jobs still queued) before stopping in one line",
+        minimum=0.1, maximum=7 * 24 * 3600.0, metavar="S", result=False)
     tls_ca_file: str = option("", "CA certificate (PEM) for tls:// addresses", path=True,
                               flag="--tls-ca", metavar="PEM", result=False,
                               cli_help="CA certificate for a tls:// scheduler")

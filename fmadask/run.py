@@ -233,6 +233,7 @@ def client_settings(spec: JobSpec) -> tuple[str | None, dict[str, Any]]:
     kwargs: dict[str, Any] = {
         "workers": c.workers, "threads_per_worker": c.threads_per_worker,
         "memory_limit": c.memory, "connect_timeout": c.connect_timeout,
+        "worker_timeout": c.worker_timeout,
         "security": make_security(c.tls_ca_file or None, c.tls_cert or None, c.tls_key or None),
     }
     if c.kind == "slurm":

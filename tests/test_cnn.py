@@ -474,3 +474,15 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
     assert next(batches) == 0
     batches.close()                     # the consumer stopped (an error in a training step)
     assert not [t for t in threading.enumerate() if t.name == "fmadask-prefetch"]
+
+
+def test_identical_trainings_write_identical_model_files(run_dir: Path, local_client) -> None:
+    """Reproducible bytes: the same data, seed and ranks give the same model.pt and model.json
+    (torch.save named the zip's inner folder after the temporary file)."""
+    outs = [run_dir / f"same-{name}" for name in ("a", "b")]
+    for out in outs:
+        run_cnn(run_dir, "naive", epochs=1, ranks=2, client=local_client, progress=False,
+                out_dir=str(out), **SMALL)
+    for name in ("model.pt", "model.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    load_model(outs[1])    # the checksum its card records still holds

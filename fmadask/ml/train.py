@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fmadask.cluster import workers_info
+from fmadask.cluster import WORKER_TIMEOUT_S, workers_info
 from fmadask import storage
 from fmadask.lock import hold
 from fmadask.options import ClassicalOptions, OptionError, option_values
@@ -96,7 +96,8 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
           client: Any = None, scaler: str = "minmax", seed: int = 0, *,
           search_models: str | Sequence[str] = "xgboost",
           scheduler: str | None = None, workers: int | None = None,
-          split_seed: int = 42, subset: str = "small", cv: int = 5,
+          worker_timeout: float = WORKER_TIMEOUT_S, split_seed: int = 42,
+          subset: str = "small", cv: int = 5,
           distributed_xgb: bool = False, unsupervised: bool = True,
           model_params: Mapping[str, Mapping[str, Any]] | None = None,
           search_spaces: Mapping[str, Mapping[str, Dimension]] | None = None,
@@ -140,6 +141,9 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         study's search), 'all' for every model.
     scheduler, workers : optional
         Where to run when no ``client`` is given (see above).
+    worker_timeout : float
+        Seconds to wait for a first worker of a cluster that has none, when no ``client`` is
+        given (:func:`fmadask.cluster.await_workers`).
     split_seed : int
         Seed of the stratified split.
     subset : str
@@ -213,7 +217,8 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None, split
         state = read_classical_state(out)
         plan = plan_classical(config, dataset, state, out=out, owner=owner)
         return execute_classical(plan, dataset, client, scheduler=scheduler, workers=workers,
-                                 log=_Log(progress), storage_options=storage_options)
+                                 worker_timeout=worker_timeout, log=_Log(progress),
+                                 storage_options=storage_options)
 
 
 def output_folder(out: str | Path) -> str | Path:
@@ -433,6 +438,7 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
 
 def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None, *,
                       scheduler: str | None = None, workers: int | None = None,
+                      worker_timeout: float = WORKER_TIMEOUT_S,
                       log: Callable[[str], None] = lambda message: None,
                       storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Run a :class:`ClassicalPlan` under its folder's lock: scale, fit, search, refit, score,
@@ -449,7 +455,7 @@ def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None,
     client : distributed.Client, optional
         Cluster to run on; without one, :func:`fmadask.cluster.get_client` connects to
         ``scheduler`` or starts a local cluster of ``workers`` processes.
-    scheduler, workers : optional
+    scheduler, workers, worker_timeout : optional
         See ``client``.
     log : callable, optional
         Called with a line per step and per finished model (progress).
@@ -474,7 +480,8 @@ def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None,
         if client is None:
             from fmadask.cluster import get_client
 
-            client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
+            client = stack.enter_context(get_client(scheduler=scheduler, workers=workers,
+                                                    worker_timeout=worker_timeout))
         results = _Stage(plan, dataset, client, out, log).run()
         if remote is not None:
             storage.upload_folder(out, remote, storage_options, last=MANIFESTS)
