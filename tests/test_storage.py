@@ -162,6 +162,22 @@ def test_https_style_data_folder_reads_with_retries(http_sample, sample_dir) -> 
         {p.lstrip("/") for p in _FlakyHandler.failed}
 
 
+def test_get_file_of_a_missing_object_leaves_no_folder_behind(s3_server, tmp_path) -> None:
+    """Probing ``cnn/<entry>/model.json`` for an entry that is a file must not make a local
+    folder of that name: the file itself could not be downloaded there afterwards."""
+    fs = s3_server.filesystem()
+    fs.mkdir("get-file")
+    fs.pipe_file("get-file/cnn/predictions.parquet", b"rows")
+    with pytest.raises(FileNotFoundError):
+        storage.get_file("s3://get-file/cnn/predictions.parquet/model.json",
+                         tmp_path / "cnn" / "predictions.parquet" / "model.json",
+                         s3_server.options)
+    assert not (tmp_path / "cnn").exists()
+    storage.get_file("s3://get-file/cnn/predictions.parquet",
+                     tmp_path / "cnn" / "predictions.parquet", s3_server.options)
+    assert (tmp_path / "cnn" / "predictions.parquet").read_bytes() == b"rows"
+
+
 # ------------------------------------------------------------------------ run-folder lock
 
 
