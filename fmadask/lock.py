@@ -90,8 +90,12 @@ class LocalLockStore:
         try:
             os.write(fd, data)
             os.fsync(fd)
-        finally:
+        except BaseException:
+            # A full disk: no empty lock may stay behind to refuse the re-run as a live holder.
             os.close(fd)
+            (self.folder / name).unlink(missing_ok=True)
+            raise
+        os.close(fd)
         return True
 
     def read(self, name: str) -> bytes | None:

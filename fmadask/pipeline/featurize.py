@@ -844,10 +844,12 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
                                                             workers=workers))
                 _check_worker_memory(client, plan.config.subset, job.max_seconds)
                 record["decoders"] = _worker_decoders(client)
+                # The record first: it makes the folder a run folder, so a job cut off after it
+                # (a full disk) is resumed by a re-run instead of refused as someone else's.
+                write_json(record, job_file, so)
                 if job.mel is not None:
                     write_json(_mel_record(job.mel, job.sr, record["decoders"], job.mel_device),
                                storage.join(run_dir, *MEL_PARAMS_FILE.split("/")), so)
-                write_json(record, job_file, so)
                 _compute(client, list(plan.todo), plan.config.partition_size, run_dir, job,
                          progress, stats, so)
         elif not storage.isfile(job_file, so):
