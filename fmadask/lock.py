@@ -304,8 +304,14 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.release()
+        except storage.StoreUnavailable:
+            if exc is None:
+                raise
+            # The store went away (what ``exc`` says already): the lock stays, and a re-run on
+            # this host takes a dead holder's lock over.
 
 
 def _parse(data: bytes | None) -> dict | None:

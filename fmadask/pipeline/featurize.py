@@ -263,10 +263,10 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
     files = PartitionFiles(run_dir if url else Path(run_dir), partitions.pop(), storage_options)
     stats = {"partition": files.partition, "tracks": len(tracks), "failed": 0, "seconds": 0.0,
              "skipped": True}
-    if files.complete(job.what):
-        return [stats]
     start = time.perf_counter()
     try:
+        if files.complete(job.what):
+            return [stats]
         if url:
             # Written and recorded in a private local folder, then uploaded file by file with
             # the completion record last (the same order as the renames on disk).
@@ -276,6 +276,11 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
                 files.publish(staged, job.what)
         else:
             stats["failed"] = _write_partition(tracks, files, job, storage_options)
+    except StoreUnavailable as exc:
+        # The store is gone (after this access's retries): the job stops on the first such
+        # result rather than every partition retrying it (returned, so Dask neither logs a
+        # traceback nor runs the task again).
+        return [{**stats, "skipped": False, "store_error": str(exc)}]
     except OSError as exc:
         # The disk is full or the folder unwritable: the partition failed, say why (retrying
         # elsewhere would fail the same way, and the worker need not log a traceback).
@@ -707,6 +712,9 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
             try:
                 results = future.result()
             except Exception as exc:  # a whole partition failed: disk, permissions, a dead worker
+                if isinstance(exc, StoreUnavailable):
+                    client.cancel(futures)
+                    raise
                 if scheduler_lost(exc):   # every other future fails the same way: stop here
                     raise lost_scheduler_error(getattr(client.scheduler, "address", None)
                                                ) from None
@@ -716,6 +724,9 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
                 stats.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
                 continue
             for result in results:
+                if result.get("store_error"):   # gone for every partition: stop the job now
+                    client.cancel(futures)
+                    raise StoreUnavailable(result["store_error"])
                 if result.get("error"):
                     stats.failures.append(result["error"])
                     continue
