@@ -254,7 +254,8 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
     list of dict
         One dict (a bag partition of one element): ``partition``, ``tracks``, ``failed``,
         ``seconds`` (wall time of the task) and ``skipped`` (files were already complete); with
-        ``error`` when its files could not be written (a full disk).
+        ``error`` when its files could not be written (a full disk), ``store_error`` when a
+        store could not be reached (the job stops).
     """
     partitions = {t.partition for t in tracks}
     if len(partitions) != 1:
