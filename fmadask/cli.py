@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fmadask import __version__
-from fmadask.errors import FmadaskError
+from fmadask.errors import FmadaskError, os_error_line
 from fmadask.logs import show_progress
 from fmadask.options import (ClassicalOptions, ClusterOptions, DataOptions, FeaturizeOptions,
                              OptionError, PredictOptions, SampleOptions, add_option, add_options,
@@ -432,10 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(exc)
         return 2
     except OSError as exc:
-        # A full disk, a read-only or vanished folder: the file and the reason, one line.
-        where = f" {exc.filename}" if exc.filename else ""
-        _say(f"cannot write{where}: {exc.strerror or exc}: free space or choose another folder, "
-             "then re-run the same command")
+        _say(os_error_line(exc))     # the file and the reason, one line (redacted)
         return 2
     except Exception as exc:
         from fmadask.cluster import lost_scheduler_error, scheduler_lost

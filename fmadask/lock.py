@@ -100,8 +100,12 @@ class LocalLockStore:
         try:
             os.write(fd, data)
             os.fsync(fd)
-        finally:
+        except BaseException:
+            # A full disk: no empty lock may stay behind to refuse the re-run as a live holder.
             os.close(fd)
+            (self.folder / name).unlink(missing_ok=True)
+            raise
+        os.close(fd)
         return True
 
     def read(self, name: str) -> bytes | None:
@@ -372,8 +376,14 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.release()
+        except storage.StoreUnavailable:
+            if exc is None:
+                raise
+            # The store went away (what ``exc`` says already): the lock stays, and a re-run on
+            # this host takes a dead holder's lock over.
 
 
 @contextlib.contextmanager

@@ -273,9 +273,24 @@ def parquet_source(path: str | Path, storage_options: Options = None) -> Any:
     return path
 
 
+def _read_part(path: str | Path, schema: pa.Schema, storage_options: Options = None) -> pa.Table:
+    """One part file of a complete partition, or a one-line DataError naming it when it cannot
+    be read (damaged since its completion record was written: a featurize re-run, which
+    compares every file with its record's checksum, redoes its partition)."""
+    try:
+        return pq.read_table(parquet_source(path, storage_options), schema=schema)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        record = f"{RECORDS_DIR}/{storage.name(path).rsplit('.', 1)[0]}.json"
+        raise DataError(f"{storage.redact(path)} is damaged ({type(exc).__name__}: {reason}): "
+                        "re-run the 'fmadask featurize' command that wrote it, which redoes the "
+                        "partition of a file that does not match its record (or delete "
+                        f"{record} in the run folder, then re-run it)") from None
+
+
 def _read_parts(files: list[str | Path], schema: pa.Schema, storage_options: Options = None
                 ) -> pd.DataFrame:
-    tables = [pq.read_table(parquet_source(f, storage_options), schema=schema) for f in files]
+    tables = [_read_part(f, schema, storage_options) for f in files]
     return (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
 
 

@@ -376,11 +376,25 @@ def put_file(local: str | Path, location: str, storage_options: Mapping[str, Any
 
 def get_file(location: str, local: str | Path,
              storage_options: Mapping[str, Any] | None = None) -> Path:
-    """Download one object to a local file (FileNotFoundError if there is none)."""
+    """Download one object to a local file (FileNotFoundError if there is none).
+
+    The local file's missing folders are created for it, and removed again when the download
+    fails: a probe for an object that is not there (``cnn/<entry>/model.json``) must not leave
+    a folder named like a file that is downloaded next (``cnn/predictions.parquet``)."""
     fs, path = filesystem(location, storage_options)
-    Path(local).parent.mkdir(parents=True, exist_ok=True)
-    guarded(location, lambda: fs.get_file(path, str(local)))
-    return Path(local)
+    local = Path(local)
+    created = [p for p in local.parents if not p.exists()]     # deepest first
+    local.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        guarded(location, lambda: fs.get_file(path, str(local)))
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break       # not empty: something else was put there meanwhile
+        raise
+    return local
 
 
 def remove(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> None:

@@ -486,3 +486,31 @@ def test_identical_trainings_write_identical_model_files(run_dir: Path, local_cl
     for name in ("model.pt", "model.json"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     load_model(outs[1])    # the checksum its card records still holds
+
+
+def test_an_output_folder_on_a_read_only_file_system_is_refused_before_any_work(tmp_path):
+    """``cnn --out`` on a read-only mount: one line, exit 2, before a cluster starts (not a
+    rank's failure after the workers, the data and the net were set up)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to mount a read-only tmpfs")
+    run = tmp_path / "run"
+    write_synthetic_spectrograms(run, tracks_per_genre=3, n_mels=16, seconds=2.0,
+                                 tracks_per_shard=8)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    command = (f"mount -t tmpfs -o ro,size=1m tmpfs {ro} || exit 3; exec {sys.executable} -m "
+               f"fmadask.cli cnn {run} --out {ro / 'cnn'} --epochs 1 --arch naive_bn --width 4 "
+               "--segment-seconds 1 --crops 1 --batch-size 4 --workers 1")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", command], env=env, capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode == 3:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("fmadask: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert str(ro / "cnn") in proc.stderr and "read-only" in proc.stderr, proc.stderr
+    assert "rank" not in proc.stderr and "dashboard" not in proc.stderr.lower(), proc.stderr

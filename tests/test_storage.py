@@ -4,8 +4,11 @@ The servers run on 127.0.0.1 as separate processes or threads; nothing is mocked
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,6 +168,22 @@ def test_https_style_data_folder_reads_with_retries(http_sample, sample_dir) -> 
     np.testing.assert_array_equal(y_remote, y_local)
     assert remote.loc[tid, "path"].split("127.0.0.1")[1].split("/", 1)[1] in \
         {p.lstrip("/") for p in _FlakyHandler.failed}
+
+
+def test_get_file_of_a_missing_object_leaves_no_folder_behind(s3_server, tmp_path) -> None:
+    """Probing ``cnn/<entry>/model.json`` for an entry that is a file must not make a local
+    folder of that name: the file itself could not be downloaded there afterwards."""
+    fs = s3_server.filesystem()
+    fs.mkdir("get-file")
+    fs.pipe_file("get-file/cnn/predictions.parquet", b"rows")
+    with pytest.raises(FileNotFoundError):
+        storage.get_file("s3://get-file/cnn/predictions.parquet/model.json",
+                         tmp_path / "cnn" / "predictions.parquet" / "model.json",
+                         s3_server.options)
+    assert not (tmp_path / "cnn").exists()
+    storage.get_file("s3://get-file/cnn/predictions.parquet",
+                     tmp_path / "cnn" / "predictions.parquet", s3_server.options)
+    assert (tmp_path / "cnn" / "predictions.parquet").read_bytes() == b"rows"
 
 
 # ------------------------------------------------------------------------ run-folder lock
@@ -587,3 +606,82 @@ def test_a_data_url_password_is_never_written_or_printed(tmp_path: Path) -> None
     leaks += [p for p in files if p.suffix == ".parquet" and
               secret in pq.read_table(p).to_pandas().to_string()]
     assert leaks == [] and not any(secret in text for text in printed), (leaks, printed)
+
+
+class _VanishingStore:
+    """A TCP relay to the S3 server that the store "leaves" when a client sends ``cut_on``
+    (the request line of some PUT): from then on every connection is accepted and closed at
+    once, before any answer, as a store that went away mid-job."""
+
+    def __init__(self, target: int, cut_on: bytes) -> None:
+        from conftest import free_port
+
+        self.target, self.cut_on, self.port = target, cut_on, free_port()
+        self.gone, self.conns = False, []
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.gone:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, upstream]
+            for a, b, watch in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, watch), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if watch and self.cut_on in data:
+                    self.gone = True
+                    for conn in self.conns:
+                        with contextlib.suppress(OSError):
+                            conn.shutdown(socket.SHUT_RDWR)
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.slow      # a local cluster in a subprocess, cut off from its store mid-job
+def test_a_store_gone_mid_featurize_stops_the_job_once_in_one_line(s3_server, s3_sample) -> None:
+    """The store goes away mid-job: the job stops at the first partition that finds it gone
+    (the tasks in flight end, the others are cancelled), in one line and without Dask's
+    "Compute Failed" blocks (before: every partition tried twice, each with its retries, a
+    block each, then the summary's reads retried too)."""
+    import subprocess
+    import sys
+
+    s3_server.filesystem().mkdir("gone")
+    store = _VanishingStore(s3_server.port, b"PUT /gone/runs/r1/_partitions/part-00001.json")
+    try:
+        env = {**os.environ, **s3_server.env,
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.run(
+            [sys.executable, "-m", "fmadask.cli", "featurize", s3_sample, "--out",
+             "s3://gone/runs/r1", "--partition-size", "2", "--what", "features", "--workers",
+             "2", "--storage-option", f"endpoint_url=http://127.0.0.1:{store.port}",
+             "--storage-option", "config_kwargs.retries.max_attempts=1"],
+            env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        store.close()
+    assert store.gone, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert lines[-1].startswith("fmadask: cannot reach s3://gone/runs/r1/"), proc.stderr[-3000:]
+    assert "re-run the same command" in lines[-1]
+    assert [line.startswith("fmadask:") for line in lines].count(True) == 1
+    assert "Compute Failed" not in proc.stderr and "StoreUnavailable" not in proc.stderr

@@ -116,13 +116,19 @@ def rank_specs(workers: list[str], port: int) -> list[DistSpec]:
 
 def check_run_dir(run_dir: str | Path) -> None:
     """Refuse, in one line and before a cluster starts, a run folder the cnn stage cannot use:
-    a URL whose fsspec driver is not installed, or a read-only one (``https://``): the stage
-    takes the run folder's lock and writes ``RUN_DIR/cnn`` there."""
+    a URL whose fsspec driver is not installed, or a read-only one (``https://``), or a local
+    folder that cannot be written (a read-only file system): the stage takes the run folder's
+    lock and writes ``RUN_DIR/cnn`` (or ``--out``, checked the same way) there."""
+    from fmadask.atomic import check_writable
+
     storage.require_driver(run_dir)
     if storage.is_read_only(run_dir):
         raise ConfigError(f"{storage.redact(run_dir)}: this URL is read-only, and the cnn "
                           "stage writes RUN_DIR/cnn and the run folder's lock: copy the run "
                           "folder to a bucket (s3://, gs://) or a disk the workers share")
+    local = storage.local_path(run_dir)
+    if local is not None:
+        check_writable(local)
 
 
 def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),

@@ -257,7 +257,8 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
     list of dict
         One dict (a bag partition of one element): ``partition``, ``tracks``, ``failed``,
         ``seconds`` (wall time of the task) and ``skipped`` (files were already complete); with
-        ``error`` when its files could not be written (a full disk).
+        ``error`` when its files could not be written (a full disk), ``store_error`` when a
+        store could not be reached (the job stops).
     """
     partitions = {t.partition for t in tracks}
     if len(partitions) != 1:
@@ -266,10 +267,10 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
     files = PartitionFiles(run_dir if url else Path(run_dir), partitions.pop(), storage_options)
     stats = {"partition": files.partition, "tracks": len(tracks), "failed": 0, "seconds": 0.0,
              "skipped": True}
-    if files.complete(job.what):
-        return [stats]
     start = time.perf_counter()
     try:
+        if files.complete(job.what):
+            return [stats]
         if url:
             # Written and recorded in a private local folder, then uploaded file by file with
             # the completion record last (the same order as the renames on disk).
@@ -279,6 +280,11 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
                 files.publish(staged, job.what)
         else:
             stats["failed"] = _write_partition(tracks, files, job, storage_options)
+    except StoreUnavailable as exc:
+        # The store is gone (after this access's retries): the job stops on the first such
+        # result rather than every partition retrying it (returned, so Dask neither logs a
+        # traceback nor runs the task again).
+        return [{**stats, "skipped": False, "store_error": str(exc)}]
     except OSError as exc:
         # The disk is full or the folder unwritable: the partition failed, say why (retrying
         # elsewhere would fail the same way, and the worker need not log a traceback).
@@ -710,6 +716,9 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
             try:
                 results = future.result()
             except Exception as exc:  # a whole partition failed: disk, permissions, a dead worker
+                if isinstance(exc, StoreUnavailable):
+                    client.cancel(futures)
+                    raise
                 if scheduler_lost(exc):   # every other future fails the same way: stop here
                     raise lost_scheduler_error(getattr(client.scheduler, "address", None)
                                                ) from None
@@ -719,6 +728,9 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
                 stats.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
                 continue
             for result in results:
+                if result.get("store_error"):   # gone for every partition: stop the job now
+                    client.cancel(futures)
+                    raise StoreUnavailable(result["store_error"])
                 if result.get("error"):
                     stats.failures.append(result["error"])
                     continue
@@ -848,10 +860,12 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
                                                             worker_timeout=worker_timeout))
                 _check_worker_memory(client, plan.config.subset, job.max_seconds)
                 record["decoders"] = _worker_decoders(client)
+                # The record first: it makes the folder a run folder, so a job cut off after it
+                # (a full disk) is resumed by a re-run instead of refused as someone else's.
+                write_json(record, job_file, so)
                 if job.mel is not None:
                     write_json(_mel_record(job.mel, job.sr, record["decoders"], job.mel_device),
                                storage.join(run_dir, *MEL_PARAMS_FILE.split("/")), so)
-                write_json(record, job_file, so)
                 _compute(client, list(plan.todo), plan.config.partition_size, run_dir, job,
                          progress, stats, so)
         elif not storage.isfile(job_file, so):
