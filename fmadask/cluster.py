@@ -20,7 +20,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster, Security
 
-from fmadask.errors import ClusterError, ConfigError
+from fmadask.errors import ClusterError, ConfigError, WorkersLeft
 from fmadask.options import setting
 
 logger = logging.getLogger(__name__)
@@ -167,6 +167,25 @@ def lost_scheduler_error(address: str | None) -> ClusterError:
                         "resumed")
 
 
+def workers_left(exc: BaseException) -> bool:
+    """Whether ``exc`` says work was lost with the workers that held it (they left the cluster:
+    a SLURM job past its lifetime or cancelled, a lost node), so that the same work can go on
+    once other workers are there, as opposed to a failure of the work itself."""
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:   # through "raise ... from"
+        seen.add(id(exc))
+        text = str(exc)
+        if isinstance(exc, (KilledWorker, FutureCancelledError, WorkersLeft)) or any(
+                words in text for words in ("No valid workers found", "lost dependencies",
+                                            "Worker holding Actor was lost")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
@@ -185,27 +204,38 @@ def _import_extra(kind: str) -> Any:
 
 def _slurm_cluster(workers: int, memory_limit: str | float,
                    options: Mapping[str, Any]) -> Any:
-    """A dask-jobqueue ``SLURMCluster`` scaled to ``workers`` worker processes.
+    """A dask-jobqueue ``SLURMCluster`` kept at ``workers`` worker processes.
 
-    Cores, processes per job, memory, partition, account and walltime come from the
-    ``jobqueue.slurm`` Dask configuration (deploy/slurm/jobqueue.yaml) unless ``options`` or
-    ``memory_limit`` say otherwise; the job script exports :func:`worker_environ`.
+    The jobs' cores, processes, memory, walltime, partition, account and extra directives come
+    from ``options`` (``[cluster]``, see :func:`fmadask.slurm.job_settings`), the rest from the
+    ``jobqueue.slurm`` Dask configuration (deploy/slurm/jobqueue.yaml); the job script exports
+    :func:`worker_environ`. SLURM is asked first whether such a job can ever run. The cluster
+    adapts to ``workers`` rather than scaling once, so that a worker that retires before its
+    walltime (or whose job is cancelled) is replaced by a new job.
     """
+    from fmadask import slurm
+
     jobqueue = _import_extra("slurm")
-    kwargs = {k: v for k, v in options.items() if v not in (None, "")}
-    if memory_limit not in (None, "auto"):
-        kwargs.setdefault("memory", memory_limit)
-    prologue = list(kwargs.pop("job_script_prologue", None)
-                    or dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
-    prologue += [f"export {k}={_shell_quote(v)}" for k, v in worker_environ().items()]
+    settings = slurm.job_settings({**options, "memory": memory_limit})
+    prologue = slurm_prologue(options)
+    slurm.preflight(slurm.job_script(settings, prologue))
     try:
-        cluster = jobqueue.SLURMCluster(job_script_prologue=prologue, **kwargs)
-    except ValueError as exc:  # e.g. cores/memory set nowhere
+        cluster = jobqueue.SLURMCluster(job_script_prologue=prologue, **settings)
+    except ValueError as exc:  # e.g. a setting dask-jobqueue refuses
         raise ClusterError(f"cannot configure the SLURM cluster: {_first_line(exc)} (see "
                            "deploy/slurm/jobqueue.yaml)") from None
     if workers:
-        cluster.scale(n=workers)
+        cluster.adapt(minimum=workers, maximum=workers)
+        slurm.replace_lost_jobs(cluster)
     return cluster
+
+
+def slurm_prologue(options: Mapping[str, Any]) -> list[str]:
+    """The shell lines of a worker job before ``dask worker``: the configuration's (activate
+    the environment) and fmadask's worker environment."""
+    prologue = list(options.get("job_script_prologue")
+                    or dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
+    return prologue + [f"export {k}={_shell_quote(v)}" for k, v in worker_environ().items()]
 
 
 def _shell_quote(value: str) -> str:
@@ -308,6 +338,15 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         else:
             cluster = _kubernetes_cluster(workers or 0, memory_limit, options)
         client = Client(cluster)
+        if kind == "slurm":
+            from fmadask import slurm
+
+            try:
+                slurm.wait_for_workers(client, cluster, float(options.get("worker_wait", 300)))
+            except BaseException:   # no worker came (or Ctrl-C): cancel the jobs, then say so
+                client.close()
+                cluster.close()
+                raise
     if not quiet:
         logger.info(f"Dask dashboard: {client.dashboard_link}")
     try:

@@ -24,3 +24,8 @@ class ClusterError(FmadaskError):
 
 class DownloadError(FmadaskError):
     """A download failed, or its checksum did not match."""
+
+
+class WorkersLeft(ClusterError):
+    """Workers left the cluster with work of theirs unfinished (a SLURM job past its lifetime or
+    cancelled, a lost node): the work can go on from what is complete once others are there."""

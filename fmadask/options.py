@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -91,6 +93,8 @@ class Option:
         None is allowed (an unset value).
     path : bool
         A local path or URL.
+    pattern : str
+        A regular expression a string value must match whole (a walltime ``04:00:00``).
     expected_text : str
         What a valid value looks like, when the type's name does not say it well.
     flag : str
@@ -116,6 +120,7 @@ class Option:
     words: tuple[str, ...] = ()
     nullable: bool = False
     path: bool = False
+    pattern: str = ""
     expected_text: str = ""
     flag: str = ""
     metavar: str = ""
@@ -157,6 +162,9 @@ class Option:
             return list(value)
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if self.type is str and isinstance(value, datetime.time):
+            # TOML reads an unquoted 04:00:00 as a time of day: for a string it is its text
+            value = value.isoformat()
         if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
             raise OptionError(self.key, f"must be {self.expected()}, not {value!r}")
         if self.type is float and not math.isfinite(value):
@@ -165,6 +173,8 @@ class Option:
             raise OptionError(self.key, f"must be at least {self.minimum:g}, not {value!r}")
         if self.maximum is not None and value > self.maximum:
             raise OptionError(self.key, f"must be at most {self.maximum:g}, not {value!r}")
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise OptionError(self.key, f"must be {self.expected()}, not {value!r}")
         self._check_choice(value)
         return value
 
@@ -410,6 +420,10 @@ class DataOptions(Options):
         minimum=0.0, maximum=1.0, flag="--overlap", metavar="P")
 
 
+#: A SLURM walltime: [days-]hours:minutes:seconds.
+WALLTIME_PATTERN = r"(\d+-)?\d{1,3}:[0-5]\d:[0-5]\d"
+
+
 @section("cluster")
 class ClusterOptions(Options):
     """``[cluster]``: where the work runs (where, never what: no option here is a result)."""
@@ -419,13 +433,14 @@ class ClusterOptions(Options):
     address: str = option("", "scheduler address for kind='address' (tcp://, tls://); empty: "
                           "Dask's 'scheduler-address' config / DASK_SCHEDULER_ADDRESS",
                           cli=False, result=False)
-    workers: int = option(2, "worker processes (local), jobs (slurm) or pods", minimum=1,
+    workers: int = option(2, "Dask worker processes, on any kind of cluster (slurm: in jobs of "
+                             "`processes` each; kubernetes: one per pod)", minimum=1,
                           maximum=100_000, metavar="N", result=False,
-                          cli_help="start a local Dask cluster of N worker processes "
-                                   "(default 2)")
+                          cli_help="start a Dask cluster of N worker processes (default 2)")
     threads_per_worker: int = option(1, "task threads per worker", minimum=1, maximum=1024,
                                      cli=False, result=False)
-    memory: str = option("auto", "memory per worker in Dask's syntax, e.g. '8GiB'", cli=False,
+    memory: str = option("auto", "memory per worker process in Dask's syntax, e.g. '4GiB' "
+                         "('auto': local, a share of the machine; slurm, 4GiB)", cli=False,
                          result=False)
     connect_timeout: float = option(10.0, "seconds to wait for a scheduler", minimum=0.1,
                                     maximum=3600.0, cli=False, result=False)
@@ -440,7 +455,24 @@ class ClusterOptions(Options):
                         result=False)
     account: str = option("", "slurm: account (default: jobqueue.slurm config)", cli=False,
                           result=False)
-    walltime: str = option("", "slurm: job walltime, e.g. '04:00:00'", cli=False, result=False)
+    walltime: str = option("04:00:00", "slurm: walltime of each worker job, [D-]HH:MM:SS",
+                           pattern=WALLTIME_PATTERN, cli=False, result=False,
+                           expected_text="a walltime [D-]HH:MM:SS such as 04:00:00")
+    cores: int = option(1, "slurm: CPU cores of each worker job", minimum=1, maximum=4096,
+                        cli=False, result=False)
+    processes: int = option(1, "slurm: worker processes in each job (they share its cores)",
+                            minimum=1, maximum=4096, cli=False, result=False)
+    lifetime: float | str = option(
+        "auto", "slurm: seconds a worker lives before it retires and a new job replaces it "
+        "('auto': the walltime less a margin; 'none': until SLURM ends the job)",
+        minimum=10.0, maximum=366 * 24 * 3600.0, words=("auto", "none"), cli=False, result=False)
+    job_directives: list[str] = option([], "slurm: extra #SBATCH directives of each worker job, "
+                                       "e.g. [\"--gres=gpu:1\", \"--exclusive\"]", cli=False,
+                                       result=False)
+    worker_wait: float = option(300.0, "seconds to wait for the first worker of a cluster fmadask "
+                                "starts (slurm: jobs queued) before stopping with what the queue "
+                                "says", minimum=1.0, maximum=7 * 24 * 3600.0, cli=False,
+                                result=False)
     image: str = option("", "kubernetes: container image of scheduler and workers", cli=False,
                         result=False)
     namespace: str = option("", "kubernetes: namespace (default: the current context's)",
@@ -534,6 +566,9 @@ class CnnOptions(Options):
                                     maximum=60.0, metavar="S")
     crops: int = option(3, "random training segments per clip and epoch (the study's: 1)",
                         minimum=1, maximum=1000, metavar="N")
+    restarts: int = option(3, "times in a row a training whose worker left (a walltime, a lost "
+                           "node) goes on from its last checkpoint on other workers",
+                           minimum=0, maximum=1000, metavar="N", result=False)
     batch_size: int = option(32, "segments per rank per step", minimum=1, maximum=65_536,
                              metavar="B")
     lr: float = option(1e-3, "peak learning rate", minimum=1e-9, maximum=10.0, metavar="LR")
