@@ -111,9 +111,11 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically (a record: without any URL's password)."""
+    from fmadask.storage import redact
+
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(redact(text))
 
 
 def write_json(obj: object, path: str | Path) -> None:

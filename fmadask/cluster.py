@@ -13,6 +13,8 @@ import contextlib
 import gc
 import logging
 import shlex
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import dask
 from distributed import Client, LocalCluster, Security
 
 from fmadask.errors import ClusterError, ConfigError, WorkersLeft
-from fmadask.options import setting
+from fmadask.options import OPTIONS, setting
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ _UNSET_ENV = {"MALLOC_TRIM_THRESHOLD_": None}
 
 #: How long to wait for an existing scheduler before giving up.
 CONNECT_TIMEOUT_S = 10
+#: How long to wait for a first worker (``cluster.worker_timeout``).
+WORKER_TIMEOUT_S: float = OPTIONS["cluster.worker_timeout"].default
 #: ``scheduler`` values that start a cluster; anything else is a scheduler address.
 CLUSTER_KINDS = ("local", "slurm", "kubernetes")
 #: The optional extra each cluster kind needs.
@@ -44,9 +48,25 @@ _EXTRAS = {"slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
            "kubernetes": ("dask_kubernetes.operator", "dask-kubernetes", "kubernetes")}
 
 
+#: The Dask config entry of the worker processes' environment.
+_ENVIRON_KEY = "distributed.nanny.pre-spawn-environ"
+
+
 def worker_config() -> dict:
-    """Dask config entries fmadask applies to the worker processes it starts."""
-    return {"distributed.nanny.pre-spawn-environ": {**_WORKER_ENV, **_UNSET_ENV}}
+    """Dask config entries fmadask applies to the worker processes it starts: their environment,
+    and this module as their preload (:func:`dask_setup`)."""
+    return {_ENVIRON_KEY: {**_WORKER_ENV, **_UNSET_ENV}, "distributed.worker.preload": [__name__]}
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload of the local worker processes: they ignore SIGINT.
+
+    Ctrl-C in a terminal signals the whole foreground process group, the local workers with it;
+    each printed a KeyboardInterrupt traceback beside the command's one line and hung until its
+    nanny killed it. The command alone handles Ctrl-C and closes its cluster.
+    """
+    if threading.current_thread() is threading.main_thread():  # where signals can be set
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def worker_environ() -> dict[str, str]:
@@ -60,8 +80,8 @@ def worker_environ() -> dict[str, str]:
     >>> sorted(worker_environ())
     ['DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON']
     """
-    (key, value), = worker_config().items()
-    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): repr(value)}
+    value = worker_config()[_ENVIRON_KEY]
+    return {"DASK_" + _ENVIRON_KEY.upper().replace(".", "__").replace("-", "_"): repr(value)}
 
 
 def workers_info(client: Client) -> dict[str, dict[str, Any]]:
@@ -186,6 +206,49 @@ def workers_left(exc: BaseException) -> bool:
     return False
 
 
+def served_dashboard(client: Client, timeout: float = 2.0) -> str | None:
+    """The link of the cluster's dashboard if one is served there now, else None.
+
+    A scheduler without bokeh (or started with ``--no-dashboard``) still announces a link, whose
+    page only says that bokeh is missing (or is a 404). So the dashboard is asked for the list
+    of its plots, which only a real one fills.
+    """
+    import json
+    import urllib.parse
+    import urllib.request
+
+    try:
+        link = client.dashboard_link
+        plots = urllib.parse.urljoin(link, "individual-plots.json")
+        with urllib.request.urlopen(plots, timeout=timeout) as response:
+            return link if json.loads(response.read()) else None
+    except (KeyError, TypeError, ValueError, OSError):  # no dashboard service, no answer, 404
+        return None
+
+
+def await_workers(client: Client, timeout: float, where: str) -> None:
+    """Return once the cluster has a worker; say once that it waits; give up after ``timeout``.
+
+    Without this, work submitted to a scheduler without workers waits forever, silently.
+
+    Raises
+    ------
+    ClusterError
+        When no worker joined within ``timeout`` seconds; names the scheduler and the fix.
+    """
+    if workers_info(client):
+        return
+    logger.info(f"waiting up to {timeout:g} s for Dask workers to join {where} "
+                f"({setting('cluster.worker_timeout')} sets how long)")
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(f"no Dask worker joined {where} in {timeout:g} s: start workers "
+                           f"for it ('dask worker {client.scheduler.address}') or choose another "
+                           f"scheduler, or wait longer with {setting('cluster.worker_timeout')}"
+                           ) from None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
@@ -288,6 +351,7 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
                threads_per_worker: int = 1, memory_limit: str | float = "auto",
                quiet: bool = False, *, security: Security | None = None,
                connect_timeout: float = CONNECT_TIMEOUT_S,
+               worker_timeout: float | None = WORKER_TIMEOUT_S,
                cluster_options: Mapping[str, Any] | None = None) -> Iterator[Client]:
     """Yield a connected ``distributed.Client`` and clean up afterwards.
 
@@ -309,12 +373,15 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         Memory limit per worker (Dask's syntax, e.g. ``"4GiB"``); ``"auto"`` lets the cluster
         decide.
     quiet : bool
-        Do not print the dashboard link.
+        Do not print the dashboard link (printed only where a dashboard answers).
     security : distributed.Security, optional
         TLS settings for an address (see :func:`make_security`); by default Dask's
         configuration.
     connect_timeout : float
         Seconds to wait for an existing scheduler.
+    worker_timeout : float or None
+        Seconds to wait for a first worker when the cluster has none (see
+        :func:`await_workers`); None: do not wait (a client that only talks to the scheduler).
     cluster_options : mapping, optional
         Extra settings of a SLURM (``queue``, ``account``, ``walltime``, ``cores``, ...) or
         Kubernetes (``image``, ``namespace``, ``cluster_spec``) cluster.
@@ -323,7 +390,8 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
     ------
     ClusterError
         When the scheduler cannot be reached within ``connect_timeout`` seconds, refuses the
-        TLS certificate, or the optional package of a cluster kind is missing.
+        TLS certificate, has no worker after ``worker_timeout`` seconds, or the optional
+        package of a cluster kind is missing.
     """
     kind = scheduler if scheduler in CLUSTER_KINDS else ("local" if not scheduler else "address")
     cluster = None
@@ -338,23 +406,45 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         else:
             cluster = _kubernetes_cluster(workers or 0, memory_limit, options)
         client = Client(cluster)
-        if kind == "slurm":
+    interrupted = False
+    try:
+        link = None if quiet else served_dashboard(client)
+        if link:
+            logger.info(f"Dask dashboard: {link}")
+        if worker_timeout is not None and kind == "slurm":   # what the queue says, too
             from fmadask import slurm
 
-            try:
-                slurm.wait_for_workers(client, cluster, float(options.get("worker_wait", 300)))
-            except BaseException:   # no worker came (or Ctrl-C): cancel the jobs, then say so
-                client.close()
-                cluster.close()
-                raise
-    if not quiet:
-        logger.info(f"Dask dashboard: {client.dashboard_link}")
-    try:
+            slurm.wait_for_workers(client, cluster, worker_timeout)
+        elif worker_timeout is not None:
+            await_workers(client, worker_timeout, f"the Dask scheduler at "
+                          f"{client.scheduler.address}" if kind == "address" else
+                          f"the {kind} cluster")
         yield client
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
+        _close(client, cluster, quietly=interrupted)
+
+
+def _close(client: Client, cluster: Any, quietly: bool) -> None:
+    """Close ``client`` and the ``cluster`` it started; ``quietly`` after Ctrl-C, where the
+    command's one line is all the user should see (closing a cluster whose tasks were cut short
+    logs warnings and tracebacks: workers killed, broadcasts failed)."""
+    if quietly:
+        logging.disable(logging.CRITICAL)
+        if cluster is not None:    # our own workers, about to go: cancelled tasks log warnings
+            with contextlib.suppress(Exception):
+                client.run(logging.disable, logging.CRITICAL)
+    try:
         client.close()
         if cluster is not None:
             cluster.close()
+        if quietly:
+            gc.collect()     # futures nobody retrieved are reported when collected: now
+    finally:
+        if quietly:
+            logging.disable(logging.NOTSET)
 
 
 def _cuda_devices() -> int:

@@ -153,8 +153,9 @@ def read_marker(run_dir: str | Path, stage: str,
 
 
 def _write_text(location: str | Path, text: str, storage_options: dict[str, Any]) -> None:
-    """Write a record of the run whole: an atomic rename on disk, one PUT for a URL."""
-    storage.write_bytes(location, text.encode("utf-8"), storage_options)
+    """Write a record of the run whole: an atomic rename on disk, one PUT for a URL (without
+    any URL's password)."""
+    storage.write_bytes(location, redact(text).encode("utf-8"), storage_options)
 
 
 def plan(spec: JobSpec) -> list[StagePlan]:
@@ -232,6 +233,7 @@ def client_settings(spec: JobSpec) -> tuple[str | None, dict[str, Any]]:
     kwargs: dict[str, Any] = {
         "workers": c.workers, "threads_per_worker": c.threads_per_worker,
         "memory_limit": c.memory, "connect_timeout": c.connect_timeout,
+        "worker_timeout": c.worker_timeout,
         "security": make_security(c.tls_ca_file or None, c.tls_cert or None, c.tls_key or None),
     }
     if c.kind == "slurm":
@@ -245,7 +247,7 @@ def client_settings(spec: JobSpec) -> tuple[str | None, dict[str, Any]]:
 def slurm_options(c: Any) -> dict[str, Any]:
     """The SLURM settings of a ``[cluster]`` section (:func:`fmadask.slurm.job_settings`)."""
     return {k: getattr(c, k) for k in ("queue", "account", "walltime", "cores", "processes",
-                                        "lifetime", "job_directives", "worker_wait")}
+                                        "lifetime", "job_directives")}
 
 
 def ensure_data(spec: JobSpec, file: IO[str]) -> None:
@@ -350,7 +352,7 @@ def _run_stage_resuming(spec: JobSpec, p: StagePlan, client: Any, run_dir: str |
                   f"it once workers are back (retry {attempt + 1} of {STAGE_RETRIES})",
                   file=file, flush=True)
             try:
-                client.wait_for_workers(1, timeout=spec.cluster.worker_wait)
+                client.wait_for_workers(1, timeout=spec.cluster.worker_timeout)
             except TimeoutError:
                 raise exc from None
             p = StagePlan(p.stage, "run", p.params, p.reason)   # resume, never redo again
@@ -411,7 +413,7 @@ def _cnn(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[s
     if spec.cluster.kind == "slurm":   # worker jobs may still be queued: wait for every rank's
         try:
             client.wait_for_workers(n.ranks or spec.cluster.workers,
-                                    timeout=spec.cluster.worker_wait)
+                                    timeout=spec.cluster.worker_timeout)
         except TimeoutError:
             pass                       # the launcher says how many there are
     gpu = n.device == "cuda" or (n.device == "auto" and bool(gpu_workers(client)))

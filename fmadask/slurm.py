@@ -316,7 +316,7 @@ def wait_for_workers(client: Any, cluster: Any, wait_s: float) -> None:
                                "SLURM says (squeue -u $USER; lower "
                                f"{setting('cluster.cores')}/{setting('cluster.memory')}, choose "
                                f"another {setting('cluster.queue')}), or wait longer with "
-                               f"{setting('cluster.worker_wait')}")
+                               f"{setting('cluster.worker_timeout')}")
         if now - said >= SAY_EVERY_S:
             log.info("waiting for SLURM workers: %s", describe_queue(queue_state(job_ids(cluster))))
             said = now

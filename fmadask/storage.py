@@ -7,8 +7,8 @@ environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_UR
 botocore), fsspec's own configuration, and ``storage_options`` (the job spec's ``[data]`` /
 ``[output] storage_options``, the command line's ``--storage-option KEY=VALUE``), passed to the
 filesystem as keyword arguments. Those options are secrets: they are handed to the workers as
-task arguments but never printed, logged or written to a run folder; :func:`redact` removes any
-``user:password@`` from a URL before it is shown or recorded.
+task arguments but never printed, logged or written to a run folder; :func:`redact` removes the
+``user:password@`` of any URL from what is shown or recorded.
 
 Objects are written whole (one PUT), so a reader never sees half an object; the completion
 record of a partition is written after its files, exactly as on disk.
@@ -60,9 +60,18 @@ def local_path(location: str | Path) -> Path | None:
     return None
 
 
-def redact(location: str | Path) -> str:
-    """``location`` as text without any ``user:password@`` part (safe to print and record)."""
-    return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1", str(location))
+#: The ``user:password@`` of a URL, anywhere in a text (it ends at the first ``/``, blank or
+#: quote after ``scheme://``).
+_USERINFO = re.compile(r"\b([a-zA-Z][\w+.-]*://)[^/@\s'\"]*@")
+
+
+def redact(text: str | Path) -> str:
+    """``text`` (a location, a message, a record) without the ``user:password@`` of any URL
+    in it: safe to print and record.
+
+    The one redaction, applied where text leaves fmadask: the command line's messages and
+    logged lines, the records and ``job.toml`` of a run folder, the errors it stores."""
+    return _USERINFO.sub(r"\1", str(text))
 
 
 def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:

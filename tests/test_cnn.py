@@ -437,6 +437,22 @@ def test_a_data_error_on_the_ranks_is_raised_as_itself_and_spares_the_workers(tm
     assert set(local_client.run(os.getpid).values()) == pids
 
 
+def test_a_second_cnn_into_the_same_out_folder_is_refused(tmp_path, local_client):
+    """Two runs' cnn with one --out: the second would remove the first's results and write
+    over them. The output folder has its own lock, whatever run folder it serves."""
+    from fmadask.lock import LOCK_NAME, LockedError
+    from lock_holder import held_lock
+
+    run = tmp_path / "run"
+    write_synthetic_spectrograms(run, tracks_per_genre=2, n_mels=16, seconds=2.0)
+    out = tmp_path / "shared-out"
+    with held_lock(out, "fmadask cnn") as holder:
+        with pytest.raises(LockedError, match=f"fmadask cnn \\(pid {holder.pid} "):
+            run_cnn(run, "naive", epochs=1, ranks=1, client=local_client, progress=False,
+                    out_dir=str(out), segment_seconds=0.5)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]     # nothing written
+
+
 def test_prefetch_yields_every_batch_in_order_and_raises_the_loaders_error():
     assert list(prefetch(range(100), depth=3)) == list(range(100))
 
@@ -458,3 +474,15 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
     assert next(batches) == 0
     batches.close()                     # the consumer stopped (an error in a training step)
     assert not [t for t in threading.enumerate() if t.name == "fmadask-prefetch"]
+
+
+def test_identical_trainings_write_identical_model_files(run_dir: Path, local_client) -> None:
+    """Reproducible bytes: the same data, seed and ranks give the same model.pt and model.json
+    (torch.save named the zip's inner folder after the temporary file)."""
+    outs = [run_dir / f"same-{name}" for name in ("a", "b")]
+    for out in outs:
+        run_cnn(run_dir, "naive", epochs=1, ranks=2, client=local_client, progress=False,
+                out_dir=str(out), **SMALL)
+    for name in ("model.pt", "model.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    load_model(outs[1])    # the checksum its card records still holds

@@ -32,7 +32,7 @@ FMADASK = [sys.executable, "-m", "fmadask.cli"]
 SMALL = ["--set", "data.sample_tracks_per_genre=3", "--set", "data.sample_seconds=5",
          "--set", 'classical.models=["logistic_regression", "random_forest"]',
          "--set", "classical.search=none", "--set", "cnn.epochs=8", "--set", "cnn.crops=1",
-         "--set", "cluster.workers=2"]
+         "--set", "cluster.workers=2", "--set", "cluster.worker_timeout=600"]
 
 
 # ----------------------------------------------------------------- settings (no SLURM needed)
@@ -198,7 +198,7 @@ def test_jobs_that_cannot_start_end_in_one_line_and_leave_no_job(slurm, tmp_path
     assert "512 cores" in line and "cluster.cores" in line
     assert _queue(slurm) == []
     never = _run(slurm, tmp_path, "r2", "--set", 'cluster.job_directives=["--begin=now+1hour"]',
-                 "--set", "cluster.worker_wait=8", timeout=120)
+                 "--set", "cluster.worker_timeout=8", timeout=120)
     assert never.returncode == 2
     line = never.stderr.strip().splitlines()[-1]
     assert "no SLURM worker joined within 8 s: 2 worker jobs pending (BeginTime" in line, line

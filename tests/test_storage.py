@@ -37,6 +37,11 @@ def test_redact_removes_credentials_from_urls_only() -> None:
     assert storage.redact("s3://AKIA:sEcReT@bucket/fma") == "s3://bucket/fma"
     assert storage.redact("https://user:pw@host/fma") == "https://host/fma"
     assert storage.redact("/data/a@b/fma") == "/data/a@b/fma"
+    # anywhere in a message or a record, every URL of it
+    assert storage.redact("read 'https://u:p@h/a.mp3' then s3://k:s@b/x, mail me@host") == \
+        "read 'https://h/a.mp3' then s3://b/x, mail me@host"
+    assert storage.redact('{"dir": "http://u:p@h/fma", "at": "http://h/a@b"}') == \
+        '{"dir": "http://h/fma", "at": "http://h/a@b"}'
 
 
 def test_join_keeps_local_paths_as_paths() -> None:
@@ -163,6 +168,66 @@ def test_https_style_data_folder_reads_with_retries(http_sample, sample_dir) -> 
 
 
 # ------------------------------------------------------------------------ run-folder lock
+
+
+def test_a_live_holder_is_refused_naming_it_and_the_lock_file(tmp_path: Path) -> None:
+    from lock_holder import held_lock
+
+    from fmadask.lock import LOCK_NAME, LockedError, RunLock
+
+    with held_lock(tmp_path, "fmadask cnn") as holder:
+        with pytest.raises(LockedError) as refused:
+            RunLock(tmp_path, "fmadask train").acquire()
+    message = str(refused.value)
+    assert "\n" not in message and f"pid {holder.pid}" in message and "fmadask cnn" in message
+    assert str(tmp_path / LOCK_NAME) in message
+
+
+def test_a_stale_lock_whose_pid_was_reused_is_taken_over(tmp_path: Path) -> None:
+    """After a container restart pids repeat: the dead holder's pid may now name another live
+    process (here this test's own, or a child's). Its start time tells them apart."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lock_holder import held_lock
+
+    from fmadask.lock import LOCK_NAME, RunLock
+
+    with held_lock(tmp_path, "fmadask featurize"):
+        pass                                 # killed: its lock is left behind
+    lock = tmp_path / LOCK_NAME
+    left = json.loads(lock.read_text())
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for reused in (os.getpid(), other.pid):
+            lock.write_text(json.dumps({**left, "pid": reused}))
+            with RunLock(tmp_path, "fmadask train"):
+                assert json.loads(lock.read_text())["owner"] == "fmadask train"
+            assert not lock.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("pid", [10 ** 30, 2 ** 40, -1, 0, "7", True, None])
+def test_a_damaged_lock_file_is_one_line_naming_it(sample_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture, pid) -> None:
+    import json
+    import socket
+
+    from fmadask.lock import LOCK_NAME
+
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    lock.write_text(json.dumps({"owner": "fmadask featurize", "host": socket.gethostname(),
+                                "pid": pid, "started": "x", "token": "t"}))
+    assert main(["featurize", str(sample_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(lock) in err and "pid" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]        # nothing else written
 
 
 def test_s3_lock_conditional_create_has_one_winner(s3_server) -> None:
@@ -473,3 +538,52 @@ def test_run_job_trains_the_cnn_and_fuses_in_a_bucket_run_folder(s3_server, s3_s
     assert list((tmp_path / "shards").glob("*.npy"))             # the workers' cache
     again = run_job(spec, file=io.StringIO())
     assert set(again["stages"].values()) == {"skip"}
+
+
+# ---------------------------------------------------------------------------- credentials
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_data_url_password_is_never_written_or_printed(tmp_path: Path) -> None:
+    """A job reads its data from ``http://reader:PASSWORD@host/``: no file the run writes, and
+    nothing ``run --check`` or the run prints, holds the password (errors, records, job.toml,
+    logs, the Parquet tables read back as text too, in case a page is compressed)."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from fmadask.fma.sample import make_sample
+
+    secret = "pw-s3cr3t-77"
+    make_sample(tmp_path / "fma", tracks_per_genre=3, seconds=4.0)     # with FMA's defects
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "fma"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    run = tmp_path / "run"
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'[data]\ndir = "http://reader:{secret}@127.0.0.1:{server.server_address[1]}"'
+                    f'\n[cluster]\nworkers = 1\n[featurize]\nwhat = ["features"]\n'
+                    f'[classical]\nmodels = ["logistic_regression"]\nunsupervised = false\n'
+                    f'[cnn]\nenabled = false\n[output]\ndir = "{run}"\n')
+    fmadask = str(Path(sys.executable).with_name("fmadask"))
+    try:
+        printed = []
+        for args in (["run", "--check", str(spec)], ["run", str(spec)]):
+            done = subprocess.run([fmadask, *args], capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr
+            printed.append(done.stdout + done.stderr)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f'dir = "http://127.0.0.1:{server.server_address[1]}"' in printed[0]
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.parent.name == "errors" for p in files)    # the defective clips were recorded
+    leaks = [p for p in files if secret.encode() in p.read_bytes()]
+    leaks += [p for p in files if p.suffix == ".parquet" and
+              secret in pq.read_table(p).to_pandas().to_string()]
+    assert leaks == [] and not any(secret in text for text in printed), (leaks, printed)

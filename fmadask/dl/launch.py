@@ -50,7 +50,7 @@ from fmadask.dl.outputs import (fetch_checkpoints, is_remote, out_location,
 from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, check_resume,
                                 free_port, fresh_start, load_checkpoint, train)
 from fmadask.errors import ClusterError, ConfigError, FmadaskError, WorkersLeft
-from fmadask.lock import RunLock
+from fmadask.lock import hold
 from fmadask.logs import show_progress
 from fmadask.options import check, default, setting
 
@@ -193,8 +193,9 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     open_spectrograms(run_dir, storage_options, config.shard_cache())
     if progress:
         show_progress(defer_to_root=True)
-    # one writer per run folder
-    with RunLock(run_dir, "fmadask cnn", storage_options=storage_options):
+    # one writer per run folder and per output folder (two runs' cnn with one --out would
+    # remove and overwrite each other's results)
+    with hold([run_dir, out_location(run_dir, config.out_dir)], "fmadask cnn", storage_options):
         if client is None:
             from fmadask.cluster import get_client
 

@@ -60,7 +60,8 @@ import numpy as np
 import pyarrow as pa
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from fmadask.cluster import gpu_workers, lost_scheduler_error, scheduler_lost, workers_info
+from fmadask.cluster import (WORKER_TIMEOUT_S, gpu_workers, lost_scheduler_error, scheduler_lost,
+                             workers_info)
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import NpyShard, remove_temp_files, write_parquet
 from fmadask.lock import RunLock
@@ -168,6 +169,8 @@ def _index_table(tracks: list[Track], frames: list[int], shard: str) -> pa.Table
 
 
 def _errors_table(rows: list[tuple[int, str, str, str]]) -> pa.Table:
+    # A track's message may name its URL: stored without the URL's password.
+    rows = [(track, stage, kind, redact(message)) for track, stage, kind, message in rows]
     names = ERRORS_SCHEMA.names
     return _table(ERRORS_SCHEMA, {name: [row[j] for row in rows] for j, name in enumerate(names)})
 
@@ -797,7 +800,7 @@ class FeaturizeResult(NamedTuple):
 
 def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
                       scheduler: str | None = None, workers: int | None = None,
-                      progress: bool = True,
+                      worker_timeout: float = WORKER_TIMEOUT_S, progress: bool = True,
                       storage_options: Mapping[str, Any] | None = None) -> FeaturizeResult:
     """Run a :class:`FeaturizePlan`: under the run folder's lock, remove what an overwrite
     removes, compute the remaining partitions and record the summary in ``featurize.json``.
@@ -811,7 +814,7 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
     client : distributed.Client, optional
         Cluster to run on; without one, :func:`fmadask.cluster.get_client` (``scheduler``,
         ``workers``) is opened when there is work to do and closed at the end.
-    scheduler, workers : optional
+    scheduler, workers, worker_timeout : optional
         See ``client``.
     progress : bool
         Show a progress bar.
@@ -841,7 +844,8 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
                     from fmadask.cluster import get_client
 
                     client = stack.enter_context(get_client(scheduler=scheduler,
-                                                            workers=workers))
+                                                            workers=workers,
+                                                            worker_timeout=worker_timeout))
                 _check_worker_memory(client, plan.config.subset, job.max_seconds)
                 record["decoders"] = _worker_decoders(client)
                 if job.mel is not None:
@@ -871,8 +875,8 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
                   overwrite: bool = False, max_seconds: float | None = DEFAULT_MAX_SECONDS,
                   split: str = "official", seed: int = 42, progress: bool = True,
                   file: IO[str] | None = None, scheduler: str | None = None,
-                  workers: int | None = None, mel_device: str = "cpu",
-                  storage_options: Mapping[str, Any] | None = None,
+                  workers: int | None = None, worker_timeout: float = WORKER_TIMEOUT_S,
+                  mel_device: str = "cpu", storage_options: Mapping[str, Any] | None = None,
                   config: FeaturizeConfig | None = None) -> dict:
     """Featurize the tracks of an FMA subset on a Dask cluster into ``out``.
 
@@ -913,6 +917,9 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         Address of an existing scheduler, used when no ``client`` is given.
     workers : int, optional
         Local worker processes to start, when neither ``client`` nor ``scheduler`` is given.
+    worker_timeout : float
+        Seconds to wait for a first worker of a cluster that has none, when no ``client`` is
+        given (:func:`fmadask.cluster.await_workers`).
     mel_device : {'cpu', 'cuda'}
         Where log-mels are computed: librosa on the CPU (the reference), or torch on the
         workers' GPU (:mod:`fmadask.torchmel`; only GPU workers then take partitions).
@@ -959,7 +966,8 @@ def run_featurize(data_dir: str | Path, subset: str = "small", out: str | Path =
         state = read_featurize_state(run_dir, record, config.overwrite, storage_options)
         plan = plan_featurize(config, table, state, out=run_dir, data_dir=data_dir)
         summary, failures = execute_featurize(plan, client, scheduler=scheduler,
-                                              workers=workers, progress=progress,
+                                              workers=workers, worker_timeout=worker_timeout,
+                                              progress=progress,
                                               storage_options=storage_options)
     if progress:
         print_summary(summary, file=file)
