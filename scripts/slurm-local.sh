@@ -32,7 +32,8 @@ install_packages() {
     # policy-rc.d 101: the packages' postinst must not try to start services (no systemd here)
     local policy=/usr/sbin/policy-rc.d created=0
     if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$DIR/apt.log" 2>&1 \
+    apt-get update -qq >"$DIR/apt.log" 2>&1 || true    # a fresh machine has no package lists
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >>"$DIR/apt.log" 2>&1 \
         || { [ $created -eq 1 ] && rm -f "$policy"; die "apt-get install failed: see $DIR/apt.log"; }
     [ $created -eq 1 ] && rm -f "$policy"
     return 0
