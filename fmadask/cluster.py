@@ -254,8 +254,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def _import_extra(kind: str) -> Any:
+def import_extra(kind: str) -> Any:
+    """The optional package of a cluster kind (``dask_jobqueue``), or a one-line ClusterError
+    naming the extra to install."""
     module, package, extra = _EXTRAS[kind]
+    handler = signal.getsignal(signal.SIGINT)
     try:
         import importlib
 
@@ -263,6 +266,11 @@ def _import_extra(kind: str) -> Any:
     except ImportError:
         raise ClusterError(f"scheduler '{kind}' needs {package}: pip install "
                            f"'fmadask[{extra}]'") from None
+    finally:
+        # dask-jobqueue (0.9) replaces the SIGINT handler on import with sys.exit(): Ctrl-C then
+        # ended fmadask with status 0, or was swallowed inside a callback, and the run went on
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def _slurm_cluster(workers: int, memory_limit: str | float,
@@ -278,7 +286,7 @@ def _slurm_cluster(workers: int, memory_limit: str | float,
     """
     from fmadask import slurm
 
-    jobqueue = _import_extra("slurm")
+    jobqueue = import_extra("slurm")
     settings = slurm.job_settings({**options, "memory": memory_limit})
     prologue = slurm_prologue(options)
     slurm.preflight(slurm.job_script(settings, prologue))
@@ -316,7 +324,7 @@ def _kubernetes_cluster(workers: int, memory_limit: str | float,
     to start as is; otherwise the operator's default pod spec is used with ``options['image']``,
     ``memory_limit`` and :func:`worker_environ`.
     """
-    operator = _import_extra("kubernetes")
+    operator = import_extra("kubernetes")
     namespace = options.get("namespace") or None
     manifest = options.get("cluster_spec")
     if manifest:

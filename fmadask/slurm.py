@@ -166,10 +166,10 @@ def job_settings(options: Mapping[str, Any]) -> dict[str, Any]:
 def job_script(settings: Mapping[str, Any], prologue: list[str]) -> str:
     """The batch script dask-jobqueue submits for each worker job (for ``run --check``), with
     the scheduler's address left as ``SCHEDULER_ADDRESS``: it exists only once a run starts."""
-    from dask_jobqueue.slurm import SLURMJob
+    from fmadask.cluster import import_extra
 
-    job = SLURMJob(scheduler="tcp://SCHEDULER_ADDRESS:8786", job_script_prologue=prologue,
-                   **settings)
+    job = import_extra("slurm").slurm.SLURMJob(scheduler="tcp://SCHEDULER_ADDRESS:8786",
+                                               job_script_prologue=prologue, **settings)
     return job.job_script()
 
 
