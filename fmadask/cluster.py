@@ -22,7 +22,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster, Security
 
-from fmadask.errors import ClusterError, ConfigError
+from fmadask.errors import ClusterError, ConfigError, WorkersLeft
 from fmadask.options import OPTIONS, setting
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,25 @@ def lost_scheduler_error(address: str | None) -> ClusterError:
                         "resumed")
 
 
+def workers_left(exc: BaseException) -> bool:
+    """Whether ``exc`` says work was lost with the workers that held it (they left the cluster:
+    a SLURM job past its lifetime or cancelled, a lost node), so that the same work can go on
+    once other workers are there, as opposed to a failure of the work itself."""
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:   # through "raise ... from"
+        seen.add(id(exc))
+        text = str(exc)
+        if isinstance(exc, (KilledWorker, FutureCancelledError, WorkersLeft)) or any(
+                words in text for words in ("No valid workers found", "lost dependencies",
+                                            "Worker holding Actor was lost")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def served_dashboard(client: Client, timeout: float = 2.0) -> str | None:
     """The link of the cluster's dashboard if one is served there now, else None.
 
@@ -235,8 +254,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def _import_extra(kind: str) -> Any:
+def import_extra(kind: str) -> Any:
+    """The optional package of a cluster kind (``dask_jobqueue``), or a one-line ClusterError
+    naming the extra to install."""
     module, package, extra = _EXTRAS[kind]
+    handler = signal.getsignal(signal.SIGINT)
     try:
         import importlib
 
@@ -244,31 +266,47 @@ def _import_extra(kind: str) -> Any:
     except ImportError:
         raise ClusterError(f"scheduler '{kind}' needs {package}: pip install "
                            f"'fmadask[{extra}]'") from None
+    finally:
+        # dask-jobqueue (0.9) replaces the SIGINT handler on import with sys.exit(): Ctrl-C then
+        # ended fmadask with status 0, or was swallowed inside a callback, and the run went on
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def _slurm_cluster(workers: int, memory_limit: str | float,
                    options: Mapping[str, Any]) -> Any:
-    """A dask-jobqueue ``SLURMCluster`` scaled to ``workers`` worker processes.
+    """A dask-jobqueue ``SLURMCluster`` kept at ``workers`` worker processes.
 
-    Cores, processes per job, memory, partition, account and walltime come from the
-    ``jobqueue.slurm`` Dask configuration (deploy/slurm/jobqueue.yaml) unless ``options`` or
-    ``memory_limit`` say otherwise; the job script exports :func:`worker_environ`.
+    The jobs' cores, processes, memory, walltime, partition, account and extra directives come
+    from ``options`` (``[cluster]``, see :func:`fmadask.slurm.job_settings`), the rest from the
+    ``jobqueue.slurm`` Dask configuration (deploy/slurm/jobqueue.yaml); the job script exports
+    :func:`worker_environ`. SLURM is asked first whether such a job can ever run. The cluster
+    adapts to ``workers`` rather than scaling once, so that a worker that retires before its
+    walltime (or whose job is cancelled) is replaced by a new job.
     """
-    jobqueue = _import_extra("slurm")
-    kwargs = {k: v for k, v in options.items() if v not in (None, "")}
-    if memory_limit not in (None, "auto"):
-        kwargs.setdefault("memory", memory_limit)
-    prologue = list(kwargs.pop("job_script_prologue", None)
-                    or dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
-    prologue += [f"export {k}={_shell_quote(v)}" for k, v in worker_environ().items()]
+    from fmadask import slurm
+
+    jobqueue = import_extra("slurm")
+    settings = slurm.job_settings({**options, "memory": memory_limit})
+    prologue = slurm_prologue(options)
+    slurm.preflight(slurm.job_script(settings, prologue))
     try:
-        cluster = jobqueue.SLURMCluster(job_script_prologue=prologue, **kwargs)
-    except ValueError as exc:  # e.g. cores/memory set nowhere
+        cluster = jobqueue.SLURMCluster(job_script_prologue=prologue, **settings)
+    except ValueError as exc:  # e.g. a setting dask-jobqueue refuses
         raise ClusterError(f"cannot configure the SLURM cluster: {_first_line(exc)} (see "
                            "deploy/slurm/jobqueue.yaml)") from None
     if workers:
-        cluster.scale(n=workers)
+        cluster.adapt(minimum=workers, maximum=workers)
+        slurm.replace_lost_jobs(cluster)
     return cluster
+
+
+def slurm_prologue(options: Mapping[str, Any]) -> list[str]:
+    """The shell lines of a worker job before ``dask worker``: the configuration's (activate
+    the environment) and fmadask's worker environment."""
+    prologue = list(options.get("job_script_prologue")
+                    or dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
+    return prologue + [f"export {k}={_shell_quote(v)}" for k, v in worker_environ().items()]
 
 
 def _shell_quote(value: str) -> str:
@@ -286,7 +324,7 @@ def _kubernetes_cluster(workers: int, memory_limit: str | float,
     to start as is; otherwise the operator's default pod spec is used with ``options['image']``,
     ``memory_limit`` and :func:`worker_environ`.
     """
-    operator = _import_extra("kubernetes")
+    operator = import_extra("kubernetes")
     namespace = options.get("namespace") or None
     manifest = options.get("cluster_spec")
     if manifest:
@@ -381,7 +419,11 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         link = None if quiet else served_dashboard(client)
         if link:
             logger.info(f"Dask dashboard: {link}")
-        if worker_timeout is not None:
+        if worker_timeout is not None and kind == "slurm":   # what the queue says, too
+            from fmadask import slurm
+
+            slurm.wait_for_workers(client, cluster, worker_timeout)
+        elif worker_timeout is not None:
             await_workers(client, worker_timeout, f"the Dask scheduler at "
                           f"{client.scheduler.address}" if kind == "address" else
                           f"the {kind} cluster")

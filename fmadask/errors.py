@@ -52,3 +52,8 @@ def os_error_line(exc: OSError) -> str:
                 "data can be reached, then re-run the same command")
     return (f"{where.strip() + ': ' if where else ''}{reason} ({type(exc).__name__}): fix "
             "that, then re-run the same command")
+
+
+class WorkersLeft(ClusterError):
+    """Workers left the cluster with work of theirs unfinished (a SLURM job past its lifetime or
+    cancelled, a lost node): the work can go on from what is complete once others are there."""

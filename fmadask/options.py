@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import difflib
 import math
 import re
@@ -253,6 +254,19 @@ def memory_size(value: Any) -> Any:
     raise ValueError(f"not a memory size: {value!r}")
 
 
+_WALLTIME = re.compile(r"(\d+-)?\d{1,3}:[0-5]\d:[0-5]\d")
+
+
+def walltime(value: Any) -> str:
+    """``value`` as a SLURM walltime ``[D-]HH:MM:SS``; ValueError otherwise. TOML reads an
+    unquoted ``04:00:00`` as a time of day: that is taken as its text."""
+    if isinstance(value, datetime.time) and not value.microsecond and value.tzinfo is None:
+        value = value.isoformat()
+    if isinstance(value, str) and _WALLTIME.fullmatch(value):
+        return value
+    raise ValueError(f"not a walltime: {value!r}")
+
+
 #: Every option, by ``section.key`` (filled by :func:`section`).
 OPTIONS: dict[str, Option] = {}
 #: The job spec's sections: name -> dataclass, in the order a spec is written and printed.
@@ -455,13 +469,14 @@ class ClusterOptions(Options):
     address: str = option("", "scheduler address for kind='address' (tcp://, tls://); empty: "
                           "Dask's 'scheduler-address' config / DASK_SCHEDULER_ADDRESS",
                           cli=False, result=False)
-    workers: int = option(2, "worker processes (local), jobs (slurm) or pods", minimum=1,
+    workers: int = option(2, "Dask worker processes, on any kind of cluster (slurm: in jobs of "
+                             "`processes` each; kubernetes: one per pod)", minimum=1,
                           maximum=100_000, metavar="N", result=False,
-                          cli_help="start a local Dask cluster of N worker processes "
-                                   "(default 2)")
+                          cli_help="start a Dask cluster of N worker processes (default 2)")
     threads_per_worker: int = option(1, "task threads per worker", minimum=1, maximum=1024,
                                      cli=False, result=False)
-    memory: str = option("auto", "memory per worker in Dask's syntax, e.g. '8GiB'", cli=False,
+    memory: str = option("auto", "memory per worker process in Dask's syntax, e.g. '4GiB' "
+                         "('auto': local, a share of the machine; slurm, 4GiB)", cli=False,
                          result=False, form=memory_size,
                          expected_text="'auto', a memory size such as '8GiB' or '4 GB', or a "
                                        "number of bytes")
@@ -482,7 +497,20 @@ class ClusterOptions(Options):
                         result=False)
     account: str = option("", "slurm: account (default: jobqueue.slurm config)", cli=False,
                           result=False)
-    walltime: str = option("", "slurm: job walltime, e.g. '04:00:00'", cli=False, result=False)
+    walltime: str = option("04:00:00", "slurm: walltime of each worker job, [D-]HH:MM:SS",
+                           form=walltime, cli=False, result=False,
+                           expected_text="a walltime [D-]HH:MM:SS such as 04:00:00")
+    cores: int = option(1, "slurm: CPU cores of each worker job", minimum=1, maximum=4096,
+                        cli=False, result=False)
+    processes: int = option(1, "slurm: worker processes in each job (they share its cores)",
+                            minimum=1, maximum=4096, cli=False, result=False)
+    lifetime: float | str = option(
+        "auto", "slurm: seconds a worker lives before it retires and a new job replaces it "
+        "('auto': the walltime less a margin; 'none': until SLURM ends the job)",
+        minimum=10.0, maximum=366 * 24 * 3600.0, words=("auto", "none"), cli=False, result=False)
+    job_directives: list[str] = option([], "slurm: extra #SBATCH directives of each worker job, "
+                                       "e.g. [\"--gres=gpu:1\", \"--exclusive\"]", cli=False,
+                                       result=False)
     image: str = option("", "kubernetes: container image of scheduler and workers", cli=False,
                         result=False)
     namespace: str = option("", "kubernetes: namespace (default: the current context's)",
@@ -577,6 +605,9 @@ class CnnOptions(Options):
                                     maximum=60.0, metavar="S")
     crops: int = option(3, "random training segments per clip and epoch (the study's: 1)",
                         minimum=1, maximum=1000, metavar="N")
+    restarts: int = option(3, "times in a row a training whose worker left (a walltime, a lost "
+                           "node) goes on from its last checkpoint on other workers",
+                           minimum=0, maximum=1000, metavar="N", result=False)
     batch_size: int = option(32, "segments per rank per step", minimum=1, maximum=65_536,
                              metavar="B")
     lr: float = option(1e-3, "peak learning rate", minimum=1e-9, maximum=10.0, metavar="LR")

@@ -237,12 +237,17 @@ def client_settings(spec: JobSpec) -> tuple[str | None, dict[str, Any]]:
         "security": make_security(c.tls_ca_file or None, c.tls_cert or None, c.tls_key or None),
     }
     if c.kind == "slurm":
-        kwargs["cluster_options"] = {"queue": c.queue, "account": c.account,
-                                     "walltime": c.walltime}
+        kwargs["cluster_options"] = slurm_options(c)
     elif c.kind == "kubernetes":
         kwargs["cluster_options"] = {"image": c.image, "namespace": c.namespace,
                                      "cluster_spec": c.cluster_spec, "name": spec.name}
     return scheduler, kwargs
+
+
+def slurm_options(c: Any) -> dict[str, Any]:
+    """The SLURM settings of a ``[cluster]`` section (:func:`fmadask.slurm.job_settings`)."""
+    return {k: getattr(c, k) for k in ("queue", "account", "walltime", "cores", "processes",
+                                        "lifetime", "job_directives")}
 
 
 def ensure_data(spec: JobSpec, file: IO[str]) -> None:
@@ -312,7 +317,7 @@ def _run_locked(spec: JobSpec, run_dir: str | Path, file: IO[str]) -> dict[str, 
         scheduler, kwargs = client_settings(spec)
         with get_client(scheduler, **kwargs) as client:
             for p in todo:
-                _run_stage(spec, p, client, run_dir, file)
+                _run_stage_resuming(spec, p, client, run_dir, file)
     results = result_files(run_dir, options)
     print(f"results of {spec.name} in {redact(run_dir)}:", file=file)
     for name, path in results.items():
@@ -323,6 +328,34 @@ def _run_locked(spec: JobSpec, run_dir: str | Path, file: IO[str]) -> dict[str, 
 def _describe_action(p: StagePlan) -> str:
     words = {"skip": "complete, skipped", "run": "to run", "redo": "to redo", "off": "off"}
     return words[p.action] + (f" ({p.reason})" if p.reason else "")
+
+
+#: How many times in a row a stage whose workers left is resumed on the workers that replace them.
+STAGE_RETRIES = 3
+
+
+def _run_stage_resuming(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
+                        file: IO[str]) -> None:
+    """Run a stage; on a SLURM cluster, whose workers retire before their walltime and are
+    replaced, a stage that lost work with its workers goes on (resuming what is complete) once
+    workers are back, at most :data:`STAGE_RETRIES` times."""
+    from fmadask.cluster import workers_left
+
+    for attempt in range(STAGE_RETRIES + 1):
+        try:
+            _run_stage(spec, p, client, run_dir, file)
+            return
+        except Exception as exc:
+            if spec.cluster.kind != "slurm" or attempt == STAGE_RETRIES or not workers_left(exc):
+                raise
+            print(f"== {p.stage}: work was lost with workers that left the cluster; resuming "
+                  f"it once workers are back (retry {attempt + 1} of {STAGE_RETRIES})",
+                  file=file, flush=True)
+            try:
+                client.wait_for_workers(1, timeout=spec.cluster.worker_timeout)
+            except TimeoutError:
+                raise exc from None
+            p = StagePlan(p.stage, "run", p.params, p.reason)   # resume, never redo again
 
 
 def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
@@ -377,6 +410,12 @@ def _cnn(spec: JobSpec, client: Any, run_dir: str | Path, redo: bool, file: IO[s
 
     n = spec.cnn
     options = run_options(spec)
+    if spec.cluster.kind == "slurm":   # worker jobs may still be queued: wait for every rank's
+        try:
+            client.wait_for_workers(n.ranks or spec.cluster.workers,
+                                    timeout=spec.cluster.worker_timeout)
+        except TimeoutError:
+            pass                       # the launcher says how many there are
     gpu = n.device == "cuda" or (n.device == "auto" and bool(gpu_workers(client)))
     for arch in n.archs:
         out = cnn_dir(run_dir, arch)
@@ -445,4 +484,25 @@ def check_report(spec: JobSpec) -> Iterator[str]:
         scheduler = "the address of --scheduler or DASK_SCHEDULER_ADDRESS (not set now)"
     where = "a local cluster" if scheduler == "local" else scheduler
     yield f"# cluster: {where}"
+    if spec.cluster.kind == "slurm":
+        yield from _slurm_check(spec)
+
+
+def _slurm_check(spec: JobSpec) -> Iterator[str]:
+    """The job script dask-jobqueue will submit for each worker job, as comment lines."""
+    import importlib.util
+
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        yield "# slurm: pip install 'fmadask[slurm]' to see the worker job script"
+        return
+    from fmadask import slurm
+    from fmadask.cluster import slurm_prologue
+
+    c = spec.cluster
+    settings = slurm.job_settings({**slurm_options(c), "memory": c.memory})
+    jobs = -(-c.workers // c.processes)
+    yield (f"# slurm: {c.workers} worker processes in {jobs} job(s) of {c.processes}; each job "
+           "runs this script (the scheduler's address is filled in at run time):")
+    for line in slurm.job_script(settings, slurm_prologue({})).splitlines():
+        yield f"#   {line}"
 

@@ -49,7 +49,7 @@ from fmadask.dl.outputs import (fetch_checkpoints, is_remote, out_location,
                                 remove_remote_outputs)
 from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, check_resume,
                                 free_port, fresh_start, load_checkpoint, train)
-from fmadask.errors import ClusterError, ConfigError, FmadaskError
+from fmadask.errors import ClusterError, ConfigError, FmadaskError, WorkersLeft
 from fmadask.lock import hold
 from fmadask.logs import show_progress
 from fmadask.options import check, default, setting
@@ -64,15 +64,20 @@ class TrainingError(ClusterError):
     """A rank of a CNN training job failed; the other ranks were stopped."""
 
 
+
+
 #: How long to wait for the workers ``--ranks`` needs: clusters grow (SLURM jobs starting, a
 #: nanny restarting a worker that died) and a short wait beats failing the job.
 WAIT_FOR_WORKERS_S = 60
+#: ... and after a worker left mid-training: its replacement may be a new SLURM job in a queue.
+RESTART_WAIT_S = 600
 
 
-def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
+def pick_workers(client: Client, ranks: int | None, gpu: bool,
+                 wait_s: float = WAIT_FOR_WORKERS_S) -> list[str]:
     """Addresses of the workers that will hold ranks 0..ranks-1 (sorted, so rank 0 is stable).
 
-    Waits up to :data:`WAIT_FOR_WORKERS_S` seconds for ``ranks`` workers to be there.
+    Waits up to ``wait_s`` seconds for ``ranks`` workers to be there.
 
     Raises
     ------
@@ -81,7 +86,7 @@ def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
     """
     if ranks:
         try:
-            client.wait_for_workers(ranks, timeout=WAIT_FOR_WORKERS_S)
+            client.wait_for_workers(ranks, timeout=wait_s)
         except TimeoutError:
             pass                        # reported below with the count there is
     workers = sorted(workers_info(client))
@@ -226,7 +231,33 @@ def _check_resume(out_dir: str | Path, config: TrainConfig, world_size: int,
 def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int | None,
             gpu: bool, resume: bool, progress: bool, callbacks: tuple[Callback, ...],
             storage_options: Mapping[str, Any] | None) -> dict:
-    workers = pick_workers(client, ranks, gpu)
+    """Train; when a rank's worker leaves the cluster, go on from the last checkpoint on the
+    workers there are then (clusters replace workers: a SLURM job past its lifetime, a nanny),
+    at most ``config.restarts`` times in a row without a new epoch."""
+    metrics = _Metrics(storage.join(out_location(run_dir, config.out_dir), "metrics.csv"),
+                       storage_options)
+    failed = 0
+    while True:
+        before = _epochs_done(metrics) if resume else 0
+        try:
+            return _launch_once(client, run_dir, config, ranks, gpu, resume, progress, callbacks,
+                                storage_options, wait_s=RESTART_WAIT_S if failed else
+                                WAIT_FOR_WORKERS_S)
+        except WorkersLeft as exc:
+            failed = 1 if _epochs_done(metrics) > before else failed + 1
+            if failed > config.restarts:
+                raise TrainingError(f"{exc} (resumed {config.restarts} time(s) in a row without "
+                                    "finishing an epoch)") from None
+            log.warning("%s: resuming from the last checkpoint on the workers there are now "
+                        "(restart %d of at most %d in a row)", str(exc).split(";")[0], failed,
+                        config.restarts)
+            resume = True
+
+
+def _launch_once(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int | None,
+                 gpu: bool, resume: bool, progress: bool, callbacks: tuple[Callback, ...],
+                 storage_options: Mapping[str, Any] | None, wait_s: float) -> dict:
+    workers = pick_workers(client, ranks, gpu, wait_s)
     out_dir = out_location(run_dir, config.out_dir)
     if not resume:  # a fresh run: do not show (or resume from) an older run's epochs
         if is_remote(out_dir):
@@ -255,7 +286,7 @@ def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int
         raise
     if failure is not None:
         stuck = any(f.status == "pending" for f in futures)
-        if stuck or isinstance(failure, TrainingError):
+        if stuck or isinstance(failure, (TrainingError, WorkersLeft)):
             _stop(client, futures, workers)
         raise failure
     results = [f.result() for f in futures]
@@ -294,10 +325,11 @@ def _watch(client: Client, futures: list[Future], workers: list[str], metrics: _
         alive = set(workers_info(client))
         for rank, (f, w) in enumerate(zip(futures, workers)):
             if w not in alive and f.status != "finished":
-                return TrainingError(f"CNN training failed: the worker {w} of rank {rank} left "
-                                     "the cluster (killed, out of memory or lost); the other "
-                                     f"ranks were stopped. Re-run with {setting('cnn.resume')} "
-                                     "to continue from the last checkpoint")
+                return WorkersLeft(f"CNN training failed: the worker {w} of rank {rank} left "
+                                  "the cluster (killed, out of memory, lost or past its "
+                                  "lifetime); the other ranks were stopped. Re-run with "
+                                  f"{setting('cnn.resume')} to continue from the last "
+                                  "checkpoint")
 
 
 def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -> FmadaskError:
