@@ -49,6 +49,30 @@ def writable_folder(path: str | Path) -> Path:
     return path
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise a one-line DataError when the folder ``path`` (there or still to be made) could not
+    be written: its nearest existing folder is a file, on a read-only file system or not
+    writable by this process. Nothing is created (a check before any work starts).
+
+    Raises
+    ------
+    DataError
+        The folder could not be written; the message names it and why.
+    """
+    from fmadask.errors import DataError
+
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise DataError(f"cannot write into {path}: {existing} is a file, not a folder: choose "
+                        "a writable output folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = ("is on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY
+               else "is not writable by this user")
+        raise DataError(f"cannot write into {path}: {existing} {why}: choose a writable output "
+                        "folder")
+
+
 def fsync_file(path: Path) -> None:
     """Flush ``path``'s data to disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -111,9 +135,11 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically (a record: without any URL's password)."""
+    from fmadask.errors import redact
+
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(redact(text))
 
 
 def write_json(obj: object, path: str | Path) -> None:

@@ -27,6 +27,7 @@ import io
 import logging
 import math
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,6 +56,10 @@ TRUNCATED_FRACTION = 0.9
 #: Length of FMA's clips, in seconds: the pieces a long file is cut into for a model trained on
 #: them (:func:`segments`).
 SEGMENT_SECONDS = 30.0
+
+#: A too-long file's advice where no option sets the limit (predict, whose limit is the one the
+#: model's features were made with).
+EXCERPT_FIX = "predict an excerpt instead (e.g. ffmpeg -i FILE -t {limit:g} excerpt.mp3)"
 
 #: Frames per block when decoding with libsndfile (about 6 s at 44.1 kHz).
 BLOCK_FRAMES = 1 << 18
@@ -140,7 +145,8 @@ class TooLongAudio(AudioError):
 
 def load_audio(path: str | os.PathLike, sr: int | None = None,
                max_seconds: float | None = None,
-               storage_options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, int]:
+               storage_options: Mapping[str, Any] | None = None,
+               too_long_fix: str | None = None) -> tuple[np.ndarray, int]:
     """Decode an audio file to a mono float32 signal.
 
     Parameters
@@ -157,6 +163,9 @@ def load_audio(path: str | os.PathLike, sr: int | None = None,
         Refuse files longer than this many seconds (from the header, before decoding).
     storage_options : mapping, optional
         fsspec options of a URL (credentials, endpoint).
+    too_long_fix : str, optional
+        Advice of a too-long file's error (``{limit}``: ``max_seconds``), e.g.
+        :data:`EXCERPT_FIX`; by default: raise ``featurize.max_seconds``.
 
     Returns
     -------
@@ -179,17 +188,40 @@ def load_audio(path: str | os.PathLike, sr: int | None = None,
     url = storage.is_url(path)
     path = path if url else Path(path)
     if not url and not path.is_file():
-        raise MissingAudio(path, "no such file; check the data directory")
+        raise _not_a_file(path)
     try:
         size = storage.size(path, storage_options)
     except (FileNotFoundError, IsADirectoryError):
         raise MissingAudio(path, "no such file; check the data directory") from None
     if size == 0:
         raise EmptyAudio(path, "the file is empty (0 bytes)")
+    try:
+        return _decode(path, url, size, sr, max_seconds, storage_options)
+    except TooLongAudio as exc:     # the advice depends on who sets the limit
+        fix = (too_long_fix or f"raise {setting('featurize.max_seconds')} to include it")
+        raise TooLongAudio(path, f"{exc.reason}; {fix.format(limit=max_seconds)}") from None
+
+
+def _not_a_file(path: Path) -> UnreadableAudio:
+    """Why ``path``, which is not a regular file, is not read. It is never opened: reading a
+    FIFO would wait forever for a writer."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return MissingAudio(path, "no such file; check the data directory")
+    except OSError as exc:          # a symbolic link loop, a folder above it not readable
+        return UnreadableAudio(path, f"cannot be opened: {exc.strerror}")
+    what = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device")
+    return UnreadableAudio(path, f"{what}, not a regular file: pass audio files")
+
+
+def _decode(path: str | Path, url: bool, size: int, sr: int | None, max_seconds: float | None,
+            storage_options: Mapping[str, Any] | None) -> tuple[np.ndarray, int]:
+    """:func:`load_audio` of a file known to exist, of ``size`` bytes."""
     if max_seconds is not None and size > max_file_bytes(path, max_seconds):
         raise TooLongAudio(path, f"{size / 2**20:.0f} MiB, more than {max_seconds:g} s of audio "
-                                 f"can take in this format; raise "
-                                 f"{setting('featurize.max_seconds')} if it is audio")
+                                 "can take in this format")
     # A URL is decoded from memory: a failed fetch is retried as a whole and is never mistaken
     # for a damaged file (a decoder reading a network stream cannot tell the two apart).
     source: str | Path | BinaryIO = (io.BytesIO(storage.read_bytes(path, storage_options))
@@ -273,8 +305,8 @@ def segments(y: np.ndarray, sr: int, seconds: float = SEGMENT_SECONDS) -> list[n
 
 def _refuse_if_too_long(path: str | Path, seconds: float | None, max_seconds: float | None) -> None:
     if max_seconds is not None and seconds is not None and seconds > max_seconds:
-        raise TooLongAudio(path, f"{seconds:.0f} s long, more than max_seconds={max_seconds:g}; "
-                                 f"raise {setting('featurize.max_seconds')} to include it")
+        raise TooLongAudio(path, f"{seconds:.0f} s long, more than the limit of "
+                                 f"{max_seconds:g} s")
 
 
 def _rewound(source: str | Path | BinaryIO) -> str | Path | BinaryIO:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fmadask import __version__
-from fmadask.errors import FmadaskError
+from fmadask.errors import FmadaskError, os_error_line
 from fmadask.logs import show_progress
 from fmadask.flags import add_option, add_options, cli_name, options_from_args, resolve_options
 from fmadask.options import (ClassicalOptions, ClusterOptions, DataOptions, FeaturizeOptions,
@@ -34,6 +34,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
                        help="address of an existing Dask scheduler (tcp://host:8786 or tls://...)")
     # No default here: a command left without --workers lets the cluster code choose.
     add_option(group, "cluster.workers", default=None)
+    add_option(parser, "cluster.worker_timeout")
 
 
 class _StorageOption(argparse.Action):
@@ -201,11 +202,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     # train() checks the options and reads the data before it starts or joins a cluster.
     _require_drivers(args.source, args.out)
-    results = train(args.source, out_dir=args.out,
-                    config=ClassicalConfig.of(options_from_args(ClassicalOptions, args)),
+    config = ClassicalConfig.of(options_from_args(ClassicalOptions, args))
+    results = train(args.source, out_dir=args.out, config=config,
                     data=options_from_args(DatasetOptions, args), scheduler=args.scheduler,
-                    workers=args.workers, storage_options=args.storage_options)
-    print(results_markdown(results), end="")
+                    workers=args.workers, worker_timeout=args.worker_timeout,
+                    storage_options=args.storage_options)
+    # the threshold it ran with: the table alone would state the default's
+    print(results_markdown(results, threshold=config.scale_threshold), end="")
     return 0
 
 
@@ -272,7 +275,8 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
     config = FeaturizeConfig.of(options_from_args(FeaturizeOptions, args), subset=args.subset,
                                 split=args.split, seed=args.split_seed, overwrite=args.overwrite)
     run_featurize(args.data_dir, out=args.out, config=config, scheduler=args.scheduler,
-                  workers=args.workers, storage_options=args.storage_options)
+                  workers=args.workers, worker_timeout=args.worker_timeout,
+                  storage_options=args.storage_options)
     return 0
 
 
@@ -309,7 +313,7 @@ def _cmd_cnn(args: argparse.Namespace) -> int:
         if location is not None:
             check_run_dir(location)
     workers = None if args.scheduler else (args.workers or args.ranks or 2)
-    with get_client(args.scheduler, workers=workers) as client:
+    with get_client(args.scheduler, workers=workers, worker_timeout=args.worker_timeout) as client:
         result = run_cnn(args.run_dir, ranks=args.ranks, client=client, gpu=args.gpu,
                          resume=args.resume, storage_options=args.storage_options,
                          **config_options(args))
@@ -405,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(message: object) -> None:
+    """The command's one error line, on stderr, without any URL's password."""
+    from fmadask.storage import redact
+
+    print(f"fmadask: {redact(message)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
@@ -416,24 +427,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolve_options(args)     # each option's one definition: type, range, finiteness
         return args.handler(args)
     except OptionError as exc:    # named as the user wrote it: the flag
-        print(f"fmadask: {exc.named(cli_name(args, exc.key))}", file=sys.stderr)
+        _say(exc.named(cli_name(args, exc.key)))
         return 2
     except FmadaskError as exc:
-        print(f"fmadask: {exc}", file=sys.stderr)
+        _say(exc)
         return 2
     except OSError as exc:
-        # A full disk, a read-only or vanished folder: the file and the reason, one line.
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"fmadask: cannot write{where}: {exc.strerror or exc}: free space or choose "
-              "another folder, then re-run the same command", file=sys.stderr)
+        _say(os_error_line(exc))     # the file and the reason, one line (redacted)
         return 2
     except Exception as exc:
         from fmadask.cluster import lost_scheduler_error, scheduler_lost
 
         if not scheduler_lost(exc):
             raise
-        print(f"fmadask: {lost_scheduler_error(getattr(args, 'scheduler', None))}",
-              file=sys.stderr)
+        _say(lost_scheduler_error(getattr(args, "scheduler", None)))
         return 2
     except KeyboardInterrupt:
         print("fmadask: interrupted; re-run the same command to resume", file=sys.stderr)

@@ -13,6 +13,8 @@ import contextlib
 import gc
 import logging
 import shlex
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster, Security
 
-from fmadask.errors import ClusterError, ConfigError
-from fmadask.options import CLUSTER_KINDS, setting
+from fmadask.errors import ClusterError, ConfigError, WorkersLeft
+from fmadask.options import CLUSTER_KINDS, OPTIONS, setting
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ _UNSET_ENV = {"MALLOC_TRIM_THRESHOLD_": None}
 
 #: How long to wait for an existing scheduler before giving up.
 CONNECT_TIMEOUT_S = 10
+#: How long to wait for a first worker (``cluster.worker_timeout``).
+WORKER_TIMEOUT_S: float = OPTIONS["cluster.worker_timeout"].default
 #: ``scheduler`` values that start a cluster (the ``[cluster] kind`` choices but 'address');
 #: anything else is a scheduler address.
 STARTED_KINDS = tuple(k for k in CLUSTER_KINDS if k != "address")
@@ -45,9 +49,25 @@ _EXTRAS = {"slurm": ("dask_jobqueue", "dask-jobqueue", "slurm"),
            "kubernetes": ("dask_kubernetes.operator", "dask-kubernetes", "kubernetes")}
 
 
+#: The Dask config entry of the worker processes' environment.
+_ENVIRON_KEY = "distributed.nanny.pre-spawn-environ"
+
+
 def worker_config() -> dict:
-    """Dask config entries fmadask applies to the worker processes it starts."""
-    return {"distributed.nanny.pre-spawn-environ": {**_WORKER_ENV, **_UNSET_ENV}}
+    """Dask config entries fmadask applies to the worker processes it starts: their environment,
+    and this module as their preload (:func:`dask_setup`)."""
+    return {_ENVIRON_KEY: {**_WORKER_ENV, **_UNSET_ENV}, "distributed.worker.preload": [__name__]}
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload of the local worker processes: they ignore SIGINT.
+
+    Ctrl-C in a terminal signals the whole foreground process group, the local workers with it;
+    each printed a KeyboardInterrupt traceback beside the command's one line and hung until its
+    nanny killed it. The command alone handles Ctrl-C and closes its cluster.
+    """
+    if threading.current_thread() is threading.main_thread():  # where signals can be set
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def worker_environ() -> dict[str, str]:
@@ -61,8 +81,8 @@ def worker_environ() -> dict[str, str]:
     >>> sorted(worker_environ())
     ['DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON']
     """
-    (key, value), = worker_config().items()
-    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): repr(value)}
+    value = worker_config()[_ENVIRON_KEY]
+    return {"DASK_" + _ENVIRON_KEY.upper().replace(".", "__").replace("-", "_"): repr(value)}
 
 
 def workers_info(client: Client) -> dict[str, dict[str, Any]]:
@@ -168,13 +188,78 @@ def lost_scheduler_error(address: str | None) -> ClusterError:
                         "resumed")
 
 
+def workers_left(exc: BaseException) -> bool:
+    """Whether ``exc`` says work was lost with the workers that held it (they left the cluster:
+    a SLURM job past its lifetime or cancelled, a lost node), so that the same work can go on
+    once other workers are there, as opposed to a failure of the work itself."""
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:   # through "raise ... from"
+        seen.add(id(exc))
+        text = str(exc)
+        if isinstance(exc, (KilledWorker, FutureCancelledError, WorkersLeft)) or any(
+                words in text for words in ("No valid workers found", "lost dependencies",
+                                            "Worker holding Actor was lost")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def served_dashboard(client: Client, timeout: float = 2.0) -> str | None:
+    """The link of the cluster's dashboard if one is served there now, else None.
+
+    A scheduler without bokeh (or started with ``--no-dashboard``) still announces a link, whose
+    page only says that bokeh is missing (or is a 404). So the dashboard is asked for the list
+    of its plots, which only a real one fills.
+    """
+    import json
+    import urllib.parse
+    import urllib.request
+
+    try:
+        link = client.dashboard_link
+        plots = urllib.parse.urljoin(link, "individual-plots.json")
+        with urllib.request.urlopen(plots, timeout=timeout) as response:
+            return link if json.loads(response.read()) else None
+    except (KeyError, TypeError, ValueError, OSError):  # no dashboard service, no answer, 404
+        return None
+
+
+def await_workers(client: Client, timeout: float, where: str) -> None:
+    """Return once the cluster has a worker; say once that it waits; give up after ``timeout``.
+
+    Without this, work submitted to a scheduler without workers waits forever, silently.
+
+    Raises
+    ------
+    ClusterError
+        When no worker joined within ``timeout`` seconds; names the scheduler and the fix.
+    """
+    if workers_info(client):
+        return
+    logger.info(f"waiting up to {timeout:g} s for Dask workers to join {where} "
+                f"({setting('cluster.worker_timeout')} sets how long)")
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise ClusterError(f"no Dask worker joined {where} in {timeout:g} s: start workers "
+                           f"for it ('dask worker {client.scheduler.address}') or choose another "
+                           f"scheduler, or wait longer with {setting('cluster.worker_timeout')}"
+                           ) from None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def _import_extra(kind: str) -> Any:
+def import_extra(kind: str) -> Any:
+    """The optional package of a cluster kind (``dask_jobqueue``), or a one-line ClusterError
+    naming the extra to install."""
     module, package, extra = _EXTRAS[kind]
+    handler = signal.getsignal(signal.SIGINT)
     try:
         import importlib
 
@@ -182,31 +267,47 @@ def _import_extra(kind: str) -> Any:
     except ImportError:
         raise ClusterError(f"scheduler '{kind}' needs {package}: pip install "
                            f"'fmadask[{extra}]'") from None
+    finally:
+        # dask-jobqueue (0.9) replaces the SIGINT handler on import with sys.exit(): Ctrl-C then
+        # ended fmadask with status 0, or was swallowed inside a callback, and the run went on
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def _slurm_cluster(workers: int, memory_limit: str | float,
                    options: Mapping[str, Any]) -> Any:
-    """A dask-jobqueue ``SLURMCluster`` scaled to ``workers`` worker processes.
+    """A dask-jobqueue ``SLURMCluster`` kept at ``workers`` worker processes.
 
-    Cores, processes per job, memory, partition, account and walltime come from the
-    ``jobqueue.slurm`` Dask configuration (deploy/slurm/jobqueue.yaml) unless ``options`` or
-    ``memory_limit`` say otherwise; the job script exports :func:`worker_environ`.
+    The jobs' cores, processes, memory, walltime, partition, account and extra directives come
+    from ``options`` (``[cluster]``, see :func:`fmadask.slurm.job_settings`), the rest from the
+    ``jobqueue.slurm`` Dask configuration (deploy/slurm/jobqueue.yaml); the job script exports
+    :func:`worker_environ`. SLURM is asked first whether such a job can ever run. The cluster
+    adapts to ``workers`` rather than scaling once, so that a worker that retires before its
+    walltime (or whose job is cancelled) is replaced by a new job.
     """
-    jobqueue = _import_extra("slurm")
-    kwargs = {k: v for k, v in options.items() if v not in (None, "")}
-    if memory_limit not in (None, "auto"):
-        kwargs.setdefault("memory", memory_limit)
-    prologue = list(kwargs.pop("job_script_prologue", None)
-                    or dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
-    prologue += [f"export {k}={_shell_quote(v)}" for k, v in worker_environ().items()]
+    from fmadask import slurm
+
+    jobqueue = import_extra("slurm")
+    settings = slurm.job_settings({**options, "memory": memory_limit})
+    prologue = slurm_prologue(options)
+    slurm.preflight(slurm.job_script(settings, prologue, jobqueue))
     try:
-        cluster = jobqueue.SLURMCluster(job_script_prologue=prologue, **kwargs)
-    except ValueError as exc:  # e.g. cores/memory set nowhere
+        cluster = jobqueue.SLURMCluster(job_script_prologue=prologue, **settings)
+    except ValueError as exc:  # e.g. a setting dask-jobqueue refuses
         raise ClusterError(f"cannot configure the SLURM cluster: {_first_line(exc)} (see "
                            "deploy/slurm/jobqueue.yaml)") from None
     if workers:
-        cluster.scale(n=workers)
+        cluster.adapt(minimum=workers, maximum=workers)
+        slurm.replace_lost_jobs(cluster)
     return cluster
+
+
+def slurm_prologue(options: Mapping[str, Any]) -> list[str]:
+    """The shell lines of a worker job before ``dask worker``: the configuration's (activate
+    the environment) and fmadask's worker environment."""
+    prologue = list(options.get("job_script_prologue")
+                    or dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
+    return prologue + [f"export {k}={_shell_quote(v)}" for k, v in worker_environ().items()]
 
 
 def _shell_quote(value: str) -> str:
@@ -224,7 +325,7 @@ def _kubernetes_cluster(workers: int, memory_limit: str | float,
     to start as is; otherwise the operator's default pod spec is used with ``options['image']``,
     ``memory_limit`` and :func:`worker_environ`.
     """
-    operator = _import_extra("kubernetes")
+    operator = import_extra("kubernetes")
     namespace = options.get("namespace") or None
     manifest = options.get("cluster_spec")
     if manifest:
@@ -259,6 +360,7 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
                threads_per_worker: int = 1, memory_limit: str | float = "auto",
                quiet: bool = False, *, security: Security | None = None,
                connect_timeout: float = CONNECT_TIMEOUT_S,
+               worker_timeout: float | None = WORKER_TIMEOUT_S,
                cluster_options: Mapping[str, Any] | None = None) -> Iterator[Client]:
     """Yield a connected ``distributed.Client`` and clean up afterwards.
 
@@ -280,12 +382,15 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         Memory limit per worker (Dask's syntax, e.g. ``"4GiB"``); ``"auto"`` lets the cluster
         decide.
     quiet : bool
-        Do not print the dashboard link.
+        Do not print the dashboard link (printed only where a dashboard answers).
     security : distributed.Security, optional
         TLS settings for an address (see :func:`make_security`); by default Dask's
         configuration.
     connect_timeout : float
         Seconds to wait for an existing scheduler.
+    worker_timeout : float or None
+        Seconds to wait for a first worker when the cluster has none (see
+        :func:`await_workers`); None: do not wait (a client that only talks to the scheduler).
     cluster_options : mapping, optional
         Extra settings of a SLURM (``queue``, ``account``, ``walltime``, ``cores``, ...) or
         Kubernetes (``image``, ``namespace``, ``cluster_spec``) cluster.
@@ -294,7 +399,8 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
     ------
     ClusterError
         When the scheduler cannot be reached within ``connect_timeout`` seconds, refuses the
-        TLS certificate, or the optional package of a cluster kind is missing.
+        TLS certificate, has no worker after ``worker_timeout`` seconds, or the optional
+        package of a cluster kind is missing.
     """
     kind = scheduler if scheduler in STARTED_KINDS else ("local" if not scheduler else "address")
     cluster = None
@@ -309,14 +415,45 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
         else:
             cluster = _kubernetes_cluster(workers or 0, memory_limit, options)
         client = Client(cluster)
-    if not quiet:
-        logger.info(f"Dask dashboard: {client.dashboard_link}")
+    interrupted = False
     try:
+        link = None if quiet else served_dashboard(client)
+        if link:
+            logger.info(f"Dask dashboard: {link}")
+        if worker_timeout is not None and kind == "slurm":   # what the queue says, too
+            from fmadask import slurm
+
+            slurm.wait_for_workers(client, cluster, worker_timeout)
+        elif worker_timeout is not None:
+            await_workers(client, worker_timeout, f"the Dask scheduler at "
+                          f"{client.scheduler.address}" if kind == "address" else
+                          f"the {kind} cluster")
         yield client
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
+        _close(client, cluster, quietly=interrupted)
+
+
+def _close(client: Client, cluster: Any, quietly: bool) -> None:
+    """Close ``client`` and the ``cluster`` it started; ``quietly`` after Ctrl-C, where the
+    command's one line is all the user should see (closing a cluster whose tasks were cut short
+    logs warnings and tracebacks: workers killed, broadcasts failed)."""
+    if quietly:
+        logging.disable(logging.CRITICAL)
+        if cluster is not None:    # our own workers, about to go: cancelled tasks log warnings
+            with contextlib.suppress(Exception):
+                client.run(logging.disable, logging.CRITICAL)
+    try:
         client.close()
         if cluster is not None:
             cluster.close()
+        if quietly:
+            gc.collect()     # futures nobody retrieved are reported when collected: now
+    finally:
+        if quietly:
+            logging.disable(logging.NOTSET)
 
 
 def _cuda_devices() -> int:

@@ -30,7 +30,7 @@ def inside(folder: str | Path, name: object) -> Path:
     """``folder / name`` when ``name`` is a relative name that stays inside ``folder`` (symlinks
     resolved); a DataError otherwise."""
     root = Path(folder).resolve()
-    if not isinstance(name, str) or not name or Path(name).is_absolute():
+    if not isinstance(name, str) or not name or "\x00" in name or Path(name).is_absolute():
         raise DataError(f"{folder}: file name {name!r} is not a name inside the folder")
     path = (root / name).resolve()
     if path != root and root not in path.parents:

@@ -30,7 +30,7 @@ from fmadask.fma.layout import METADATA_DIR
 from fmadask.options import (SPEC_SECTIONS, ClassicalSection, CnnSection, ClusterOptions,
                              DataOptions, FeaturizeSection, FusionSection, JobOptions,
                              OptionError, OutputOptions, option_fields)
-from fmadask.storage import exists, filesystem, is_url, local_path
+from fmadask.storage import exists, filesystem, is_url, local_path, redact
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -143,6 +143,8 @@ def load_job(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    except RecursionError:      # tomllib recurses once per level of nesting
+        raise ConfigError(f"{source}: {_TOO_DEEP}") from None
     for item in overrides:
         apply_override(raw, item, source)
     spec = build_spec(raw, source)
@@ -163,11 +165,20 @@ def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> Non
     raw.setdefault(section, {})
     if not isinstance(raw[section], dict):
         raise ConfigError(f"{source}: [{section}] must be a table")
-    raw[section][name] = parse_value(text.strip())
+    try:
+        raw[section][name] = parse_value(text.strip())
+    except RecursionError:
+        raise ConfigError(f"--set {key.strip()}: {_TOO_DEEP}") from None
+
+
+#: Why a spec or ``--set`` value whose arrays or tables nest thousands deep is refused.
+_TOO_DEEP = "arrays or tables are nested too deeply to read: no setting nests more than once"
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value as TOML (numbers, booleans, arrays, quoted strings), else the string."""
+    """A ``--set`` value as TOML (numbers, booleans, arrays, quoted strings), else the string.
+
+    Raises RecursionError for arrays nested thousands deep (as ``tomllib`` does)."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -293,7 +304,8 @@ def check_spec_paths(spec: JobSpec) -> None:
 
 
 def format_spec(spec: JobSpec) -> str:
-    """The resolved spec as TOML-like text, every key with its value (defaults included)."""
+    """The resolved spec as TOML-like text, every key with its value (defaults included), for
+    ``run --check`` and the run folder's ``job.toml``: without any URL's password."""
     lines = [f"# {spec.source} (resolved, with defaults)"]
     for section, values in spec.to_dict().items():
         lines.append(f"[{section}]")
@@ -306,7 +318,7 @@ def format_spec(spec: JobSpec) -> str:
             else:
                 lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return redact("\n".join(lines).rstrip() + "\n")
 
 
 def _toml_value(value: Any) -> str:

@@ -5,7 +5,7 @@ The writer creates ``RUN_DIR/.fmadask.lock`` *exclusively* and removes it when d
 writer finds it and is refused with one line naming the holder. The lock file holds JSON::
 
     {"owner": "fmadask featurize", "host": "node7", "pid": 4242, "started": "2026-...",
-     "token": "<random>"}
+     "token": "<random>", "boot_id": "<the kernel's>", "pid_start": 123456}
 
 Where the lock lives is behind :class:`LockStore`, a store that can *create a name only if it
 does not exist yet*, read it and delete it. :class:`LocalLockStore` does that on a file system
@@ -15,17 +15,25 @@ with ``open(O_CREAT | O_EXCL)``, which is atomic on local disks and on NFSv3+;
 the store itself decides which of two concurrent creators wins. :func:`lock_store` picks one
 by the folder's form (a path or a URL).
 
-A lock whose holder is dead is *stale*. On the same host fmadask can tell (the pid no longer
-exists) and takes the lock over; on another host it cannot, and the refusal names the file to
-remove once that holder is known to be gone. Taking over is serialised by a short-lived second
+A lock whose holder is dead is *stale*. On the same host fmadask can tell and takes the lock
+over: the pid no longer exists, or it names another process than the holder (pids repeat after
+a container restart: the process's start time, in clock ticks since boot, differs; after a
+reboot the boot id does). On another host it cannot, and the refusal names the file to remove
+once that holder is known to be gone. Every refusal names the lock file; a lock file fmadask
+cannot have written (a pid out of range, a field of the wrong type) is refused in one line
+naming it, never guessed at. Taking over is serialised by a short-lived second
 lock (``.fmadask.lock.break``), so two processes that find the same stale lock never remove a
 live lock between them.
 
-Locks are re-entrant within a process: ``fmadask run`` holds its run folder and the stages it
-calls take the same lock again without refusing themselves.
+Every folder a command writes has this lock, whatever flag names it: a stage holds its run
+folder's and its output folder's (``--out``: two runs' stages with one ``--out`` would mix their
+outputs), :func:`hold` takes them together. Locks are re-entrant within a process: ``fmadask
+run`` holds its run folder and the stages it calls take the same lock again without refusing
+themselves (a folder named twice is the same lock, taken again).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -33,7 +41,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +52,8 @@ from fmadask.errors import FmadaskError
 LOCK_NAME = ".fmadask.lock"
 #: A break lock older than this (seconds) was left by a process that died while taking over.
 BREAK_STALE_S = 60.0
+#: The largest pid ``os.kill`` takes (a C int); 0 and negative pids name process groups.
+MAX_PID = 2 ** 31 - 1
 
 
 class LockedError(FmadaskError):
@@ -90,8 +100,12 @@ class LocalLockStore:
         try:
             os.write(fd, data)
             os.fsync(fd)
-        finally:
+        except BaseException:
+            # A full disk: no empty lock may stay behind to refuse the re-run as a live holder.
             os.close(fd)
+            (self.folder / name).unlink(missing_ok=True)
+            raise
+        os.close(fd)
         return True
 
     def read(self, name: str) -> bytes | None:
@@ -139,9 +153,9 @@ class ObjectLockStore:
         except FileExistsError:        # the precondition failed: someone else created it
             return False
         except NotImplementedError:
-            raise LockedError(f"{self.folder}: this store cannot create an object only if it "
-                              "is absent, so two writers could not be kept apart: use s3:// "
-                              "(or a local folder) for the run folder") from None
+            raise LockedError(f"{self.where(name)}: this store cannot create an object only "
+                              "if it is absent, so two writers could not be kept apart: use "
+                              "s3:// (or a local folder) for the run folder") from None
         return True
 
     def read(self, name: str) -> bytes | None:
@@ -183,7 +197,7 @@ def lock_store(folder: str | os.PathLike[str],
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
+    """Whether process ``pid`` (1 to :data:`MAX_PID`) exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -193,10 +207,52 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def boot_id() -> str | None:
+    """This host's boot id (Linux), or None where there is none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), or None where that
+    cannot be read (no such process, no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2, in parentheses) may hold spaces and parentheses.
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
 def describe_holder(info: dict) -> str:
     """``'fmadask featurize (pid 4242 on node7, since 2026-...)'``."""
     return (f"{info.get('owner', 'fmadask')} (pid {info.get('pid', '?')} on "
             f"{info.get('host', '?')}, since {info.get('started', '?')})")
+
+
+def check_holder(info: object) -> str | None:
+    """What is wrong with a parsed lock file, or None for one fmadask could have written."""
+    if not isinstance(info, dict):
+        return "it is not a JSON object"
+    pid = info.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 1 <= pid <= MAX_PID:
+        return f"its pid {pid!r} is not a whole number from 1 to {MAX_PID}"
+    for key in ("owner", "host", "started", "token", "boot_id"):
+        if info.get(key) is not None and not isinstance(info[key], str):
+            return f"its {key} {info[key]!r} is not a string"
+    if not isinstance(info.get("host"), str):
+        return "it names no host"
+    start = info.get("pid_start")
+    if start is not None and (not isinstance(start, int) or isinstance(start, bool)
+                              or start < 0):
+        return f"its pid_start {start!r} is not a whole number >= 0"
+    return None
 
 
 # Locks this process holds: store location -> [token, depth].
@@ -235,7 +291,7 @@ class RunLock:
         token = uuid.uuid4().hex
         info = {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
                 "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                "token": token}
+                "token": token, "boot_id": boot_id(), "pid_start": process_start(os.getpid())}
         data = (json.dumps(info) + "\n").encode()
         if not self.store.create(LOCK_NAME, data):
             self._take_over_stale(data)
@@ -252,18 +308,17 @@ class RunLock:
             if entry[1] > 0:
                 return
             del _held[self.key]
-        current = _parse(self.store.read(LOCK_NAME))
-        if current is not None and current.get("token") == entry[0]:
+        if _token(self.store.read(LOCK_NAME)) == entry[0]:
             self.store.delete(LOCK_NAME)
 
     def _take_over_stale(self, data: bytes) -> None:
         """The lock exists: take it over if its holder is dead on this host, else refuse."""
-        holder = _parse(self.store.read(LOCK_NAME))
+        holder = self._holder()
         if holder is None:
             # Vanished since (its holder released it) or half-written by a dying creator.
             if self.store.read(LOCK_NAME) is None and self.store.create(LOCK_NAME, data):
                 return
-            holder = _parse(self.store.read(LOCK_NAME)) or {}
+            holder = self._holder() or {}
         unreadable_and_old = not holder and (self.store.age(LOCK_NAME) or 0) > BREAK_STALE_S
         if not (_is_stale(holder) or unreadable_and_old):
             raise self._refusal(holder)
@@ -277,45 +332,106 @@ class RunLock:
                 raise self._refusal(holder)
         try:
             # Still the same stale holder? (Another process may have taken over meanwhile.)
-            current = _parse(self.store.read(LOCK_NAME))
+            current = self._holder()
             if current is not None and current.get("token") != holder.get("token"):
                 raise self._refusal(current)
             self.store.delete(LOCK_NAME)
             if not self.store.create(LOCK_NAME, data):
-                raise self._refusal(_parse(self.store.read(LOCK_NAME)) or {})
+                raise self._refusal(self._holder() or {})
         finally:
             self.store.delete(brk)
+
+    def _holder(self) -> dict | None:
+        """The lock file's holder; None if it is missing or not JSON (half-written).
+
+        Raises
+        ------
+        LockedError
+            The lock file is JSON but not a lock fmadask could have written.
+        """
+        data = self.store.read(LOCK_NAME)
+        try:
+            info = None if data is None else json.loads(data)
+        except ValueError:
+            return None
+        problem = None if data is None else check_holder(info)
+        if problem is not None:
+            where = self.store.where(LOCK_NAME)
+            raise LockedError(f"{where} is not a lock fmadask wrote ({problem}): if no fmadask "
+                              f"command is writing {where.rsplit('/', 1)[0]}, remove {where}")
+        return info
 
     def _refusal(self, holder: dict) -> LockedError:
         where = self.store.where(LOCK_NAME)
         folder = where.rsplit("/", 1)[0]
         if holder.get("host") == socket.gethostname():
-            hint = "wait for it to finish or stop it"
+            hint = f"wait for it to finish or stop it, or choose another output folder (lock " \
+                   f"file {where})"
         else:
-            hint = f"wait for it to finish; if that process is gone, remove {where}"
-        return LockedError(f"{folder} is being written by {describe_holder(holder)}: {hint}, "
-                           "or choose another output folder")
+            hint = f"wait for it to finish; if that process is gone, remove {where}, or " \
+                   "choose another output folder"
+        return LockedError(f"{folder} is being written by {describe_holder(holder)}: {hint}")
 
     def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.release()
+        except storage.StoreUnavailable:
+            if exc is None:
+                raise
+            # The store went away (what ``exc`` says already): the lock stays, and a re-run on
+            # this host takes a dead holder's lock over.
 
 
-def _parse(data: bytes | None) -> dict | None:
-    if data is None:
-        return None
+@contextlib.contextmanager
+def hold(folders: Iterable[str | os.PathLike[str]], owner: str,
+         storage_options: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Hold the :class:`RunLock` of each folder (in order) for the ``with`` block.
+
+    Parameters
+    ----------
+    folders : iterable of str or PathLike
+        The folders a command writes or must not see change: its run folder, its output folder.
+        A folder named twice (``--out`` is the run folder) is the same lock, taken again.
+    owner : str
+        What holds the locks, e.g. ``'fmadask train'``.
+    storage_options : mapping, optional
+        fsspec options of URL folders.
+
+    Raises
+    ------
+    LockedError
+        Another process holds one of them; those already taken are given back.
+    """
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(RunLock(folder, owner, storage_options=storage_options))
+        yield
+
+
+def _token(data: bytes | None) -> str | None:
+    """The token of a lock file's bytes, or None (missing, unreadable, not a lock)."""
     try:
-        info = json.loads(data)
+        info = None if data is None else json.loads(data)
     except ValueError:
         return None
-    return info if isinstance(info, dict) else None
+    return info.get("token") if isinstance(info, dict) else None
 
 
 def _is_stale(holder: dict) -> bool:
-    """A holder on this host whose process is gone (another host's cannot be checked)."""
-    pid = holder.get("pid")
-    return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
-            and not pid_alive(pid))
+    """A holder on this host whose process is gone (another host's cannot be checked): its pid
+    exists no more, or names a process started at another time (the pid was reused), or the
+    host has rebooted since."""
+    if holder.get("host") != socket.gethostname() or "pid" not in holder:
+        return False
+    pid = holder["pid"]
+    if not pid_alive(pid):
+        return True
+    booted, started = holder.get("boot_id"), holder.get("pid_start")
+    if booted is not None and boot_id() is not None and booted != boot_id():
+        return True
+    now = process_start(pid)
+    return started is not None and now is not None and started != now

@@ -22,6 +22,15 @@ class _StderrHandler(logging.StreamHandler):
         return sys.stderr
 
 
+class _Redacted(logging.Formatter):
+    """Lines without any URL's password (a warning may name a data URL)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from fmadask.storage import redact
+
+        return redact(super().format(record))
+
+
 def show_progress(defer_to_root: bool = False) -> None:
     """Show the ``fmadask`` loggers' INFO records and up on stderr as plain lines.
 
@@ -37,6 +46,6 @@ def show_progress(defer_to_root: bool = False) -> None:
     if logger.handlers or (defer_to_root and logging.getLogger().handlers):
         return
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_Redacted("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

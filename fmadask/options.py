@@ -21,8 +21,10 @@ on the command line, ``featurize.partition_size`` in a job spec, the parameter n
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -89,6 +91,9 @@ class Option:
         None is allowed (an unset value).
     path : bool
         A local path or URL.
+    form : callable, optional
+        Checks a value whose rules the type cannot say (a memory size: :func:`memory_size`):
+        returns it, or raises ValueError; it replaces the type check.
     expected_text : str
         What a valid value looks like, when the type's name does not say it well.
     flag : str
@@ -114,6 +119,7 @@ class Option:
     words: tuple[str, ...] = ()
     nullable: bool = False
     path: bool = False
+    form: typing.Callable[[Any], Any] | None = None
     expected_text: str = ""
     flag: str = ""
     metavar: str = ""
@@ -144,6 +150,11 @@ class Option:
             if self.nullable or self.default is None:
                 return None
             raise OptionError(self.key, f"must be {self.expected()}, not nothing")
+        if self.form is not None:
+            try:
+                return self.form(value)
+            except ValueError:
+                raise OptionError(self.key, f"must be {self.expected()}, not {value!r}") from None
         if self.type is dict:
             return self._check_table(value)
         if self.type is list:
@@ -160,16 +171,16 @@ class Option:
         if self.type is float and not math.isfinite(value):
             raise OptionError(self.key, f"must be a finite number, not {value!r}")
         if self.minimum is not None and value < self.minimum:
-            raise OptionError(self.key, f"must be at least {self.minimum:g}, not {value!r}")
+            raise OptionError(self.key, f"must be at least {_bound(self.minimum)}, not {value!r}")
         if self.maximum is not None and value > self.maximum:
-            raise OptionError(self.key, f"must be at most {self.maximum:g}, not {value!r}")
+            raise OptionError(self.key, f"must be at most {_bound(self.maximum)}, not {value!r}")
         self._check_choice(value)
         return value
 
     def parse(self, text: str) -> Any:
         """A command-line string converted to the option's type, then :meth:`check`-ed."""
-        if text in self.words:
-            return text
+        if text in self.words or self.form is not None:
+            return self.check(text)
         try:
             if self.type is int:
                 value: Any = int(text)
@@ -215,6 +226,43 @@ class Option:
             return dataclasses.field(default_factory=lambda d=self.default: type(d)(d),
                                      metadata=meta)
         return dataclasses.field(default=self.default, metadata=meta)
+
+
+def _bound(number: float) -> str:
+    """A range's bound in a message: whole numbers in full (4294967295, not 4.29497e+09)."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+#: What numpy's and XGBoost's seeds take: an unsigned 32-bit integer.
+SEED_RANGE = {"minimum": 0, "maximum": 2**32 - 1}
+
+_MEMORY = re.compile(r"\s*(\d+(\.\d*)?|\.\d+)\s*([kmgtp]i?b?|b)?\s*", re.IGNORECASE)
+
+
+def memory_size(value: Any) -> Any:
+    """``value`` when it is a memory size Dask reads: 'auto', a positive number of bytes, or a
+    number and a unit (``'8GiB'``, ``'4 GB'``, ``'512MiB'``); ValueError otherwise."""
+    if isinstance(value, str) and (value == "auto" or _MEMORY.fullmatch(value)):
+        number = value if value == "auto" else _MEMORY.fullmatch(value).group(1)
+        if value == "auto" or float(number) > 0:
+            return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value) and value > 0:
+        return value
+    raise ValueError(f"not a memory size: {value!r}")
+
+
+_WALLTIME = re.compile(r"(\d+-)?\d{1,3}:[0-5]\d:[0-5]\d")
+
+
+def walltime(value: Any) -> str:
+    """``value`` as a SLURM walltime ``[D-]HH:MM:SS``; ValueError otherwise. TOML reads an
+    unquoted ``04:00:00`` as a time of day: that is taken as its text."""
+    if isinstance(value, datetime.time) and not value.microsecond and value.tzinfo is None:
+        value = value.isoformat()
+    if isinstance(value, str) and _WALLTIME.fullmatch(value):
+        return value
+    raise ValueError(f"not a walltime: {value!r}")
 
 
 #: Every option, by ``section.key`` (filled by :func:`section`).
@@ -394,7 +442,8 @@ class DataOptions(Options):
                          metavar="NAME")
     split: str = option("official", "FMA's ('set', 'split') or the study's stratified 80/10/10",
                         choices=SPLIT_METHODS, metavar="NAME")
-    seed: int = option(SPLIT_SEED, "seed of the stratified split", flag="--split-seed", metavar="K")
+    seed: int = option(SPLIT_SEED, "seed of the stratified split", flag="--split-seed",
+                       metavar="K", **SEED_RANGE)
     storage_options: dict = option(
         {}, "fsspec options of a URL data folder (credentials, endpoint_url ...); besides them "
         "the environment's AWS_* apply", flag="--storage-option", metavar="KEY=VALUE",
@@ -409,7 +458,8 @@ class DataOptions(Options):
                                           metavar="N")
     sample_seconds: float = option(30.0, "clip duration of the sample in seconds", minimum=1.0,
                                    maximum=600.0, flag="--seconds", metavar="S")
-    sample_seed: int = option(0, "random seed of the sample", flag="--seed", metavar="K")
+    sample_seed: int = option(0, "random seed of the sample", flag="--seed", metavar="K",
+                              **SEED_RANGE)
     sample_overlap: float = option(
         0.0, "chance that each of a sample clip's harmony, timbre and mix comes from a random "
         "genre (its rhythm does at least 1 time in 4): higher makes genres harder to tell apart",
@@ -425,16 +475,23 @@ class ClusterOptions(Options):
     address: str = option("", "scheduler address for kind='address' (tcp://, tls://); empty: "
                           "Dask's 'scheduler-address' config / DASK_SCHEDULER_ADDRESS",
                           cli=False, result=False)
-    workers: int = option(2, "worker processes (local), jobs (slurm) or pods", minimum=1,
+    workers: int = option(2, "Dask worker processes, on any kind of cluster (slurm: in jobs of "
+                             "`processes` each; kubernetes: one per pod)", minimum=1,
                           maximum=100_000, metavar="N", result=False,
-                          cli_help="start a local Dask cluster of N worker processes "
-                                   "(default 2)")
+                          cli_help="start a Dask cluster of N worker processes (default 2)")
     threads_per_worker: int = option(1, "task threads per worker", minimum=1, maximum=1024,
                                      cli=False, result=False)
-    memory: str = option("auto", "memory per worker in Dask's syntax, e.g. '8GiB'", cli=False,
-                         result=False)
+    memory: str = option("auto", "memory per worker process in Dask's syntax, e.g. '4GiB' "
+                         "('auto': local, a share of the machine; slurm, 4GiB)", cli=False,
+                         result=False, form=memory_size,
+                         expected_text="'auto', a memory size such as '8GiB' or '4 GB', or a "
+                                       "number of bytes")
     connect_timeout: float = option(10.0, "seconds to wait for a scheduler", minimum=0.1,
                                     maximum=3600.0, cli=False, result=False)
+    worker_timeout: float = option(
+        60.0, "seconds to wait for a first Dask worker when the cluster has none (a scheduler "
+        "nobody started workers for, SLURM jobs still queued) before stopping in one line",
+        minimum=0.1, maximum=7 * 24 * 3600.0, metavar="S", result=False)
     tls_ca_file: str = option("", "CA certificate (PEM) for tls:// addresses", path=True,
                               flag="--tls-ca", metavar="PEM", result=False,
                               cli_help="CA certificate for a tls:// scheduler")
@@ -446,7 +503,20 @@ class ClusterOptions(Options):
                         result=False)
     account: str = option("", "slurm: account (default: jobqueue.slurm config)", cli=False,
                           result=False)
-    walltime: str = option("", "slurm: job walltime, e.g. '04:00:00'", cli=False, result=False)
+    walltime: str = option("04:00:00", "slurm: walltime of each worker job, [D-]HH:MM:SS",
+                           form=walltime, cli=False, result=False,
+                           expected_text="a walltime [D-]HH:MM:SS such as 04:00:00")
+    cores: int = option(1, "slurm: CPU cores of each worker job", minimum=1, maximum=4096,
+                        cli=False, result=False)
+    processes: int = option(1, "slurm: worker processes in each job (they share its cores)",
+                            minimum=1, maximum=4096, cli=False, result=False)
+    lifetime: float | str = option(
+        "auto", "slurm: seconds a worker lives before it retires and a new job replaces it "
+        "('auto': the walltime less a margin; 'none': until SLURM ends the job)",
+        minimum=10.0, maximum=366 * 24 * 3600.0, words=("auto", "none"), cli=False, result=False)
+    job_directives: list[str] = option([], "slurm: extra #SBATCH directives of each worker job, "
+                                       "e.g. [\"--gres=gpu:1\", \"--exclusive\"]", cli=False,
+                                       result=False)
     image: str = option("", "kubernetes: container image of scheduler and workers", cli=False,
                         result=False)
     namespace: str = option("", "kubernetes: namespace (default: the current context's)",
@@ -518,7 +588,8 @@ class ClassicalOptions(Options):
                                             "(FMA large)")
     unsupervised: bool = option(True, "also draw the PCA, t-SNE and K-means views",
                                 cli_help="skip the PCA, t-SNE and K-means pictures")
-    seed: int = option(0, "random seed of the models, the search and the views", metavar="K")
+    seed: int = option(0, "random seed of the models, the search and the views", metavar="K",
+                       **SEED_RANGE)
 
 
 @section("classical")
@@ -540,6 +611,9 @@ class CnnOptions(Options):
                                     maximum=60.0, metavar="S")
     crops: int = option(3, "random training segments per clip and epoch (the study's: 1)",
                         minimum=1, maximum=1000, metavar="N")
+    restarts: int = option(3, "times in a row a training whose worker left (a walltime, a lost "
+                           "node) goes on from its last checkpoint on other workers",
+                           minimum=0, maximum=1000, metavar="N", result=False)
     batch_size: int = option(32, "segments per rank per step", minimum=1, maximum=65_536,
                              metavar="B")
     lr: float = option(1e-3, "peak learning rate", minimum=1e-9, maximum=10.0, metavar="LR")
@@ -567,7 +641,8 @@ class CnnOptions(Options):
                         maximum=0.99999, metavar="DECAY")
     width: int | None = option(None, "channel width (default: the net's)", minimum=1,
                                maximum=4096, metavar="C")
-    seed: int = option(0, "seed of initial weights, shuffling and segment offsets", metavar="K")
+    seed: int = option(0, "seed of initial weights, shuffling and segment offsets", metavar="K",
+                       **SEED_RANGE)
     # Where the ranks run; fmadask cnn chooses it with --gpu instead.
     device: str = option("auto", "'cuda' for GPU workers (NCCL)", choices=DEVICES,
                          result=False, metavar="DEVICE")

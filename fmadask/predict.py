@@ -53,13 +53,15 @@ def resolve_model_dir(model: str | Path) -> Path:
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files named in ``paths``; a folder stands for its audio files (recursively, sorted).
 
-    A path that does not exist is kept, so that it gets its own error row.
+    A path that does not exist is kept, so that it gets its own error row; so is anything in a
+    folder named like audio that is not a folder (a FIFO, a symbolic link loop): never skipped
+    without a line.
     """
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             files += sorted(f for f in p.rglob("*")
-                            if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+                            if not f.is_dir() and f.suffix.lower() in AUDIO_SUFFIXES)
         else:
             files.append(p)
     return files

@@ -122,8 +122,9 @@ def read_marker(run_dir: str | Path, stage: str,
 
 
 def _write_text(location: str | Path, text: str, storage_options: dict[str, Any]) -> None:
-    """Write a record of the run whole: an atomic rename on disk, one PUT for a URL."""
-    storage.write_bytes(location, text.encode("utf-8"), storage_options)
+    """Write a record of the run whole: an atomic rename on disk, one PUT for a URL (without
+    any URL's password)."""
+    storage.write_bytes(location, redact(text).encode("utf-8"), storage_options)
 
 
 def plan(spec: JobSpec) -> list[StagePlan]:
@@ -193,15 +194,21 @@ def client_settings(spec: JobSpec) -> tuple[str | None, dict[str, Any]]:
     kwargs: dict[str, Any] = {
         "workers": c.workers, "threads_per_worker": c.threads_per_worker,
         "memory_limit": c.memory, "connect_timeout": c.connect_timeout,
+        "worker_timeout": c.worker_timeout,
         "security": make_security(c.tls_ca_file or None, c.tls_cert or None, c.tls_key or None),
     }
     if c.kind == "slurm":
-        kwargs["cluster_options"] = {"queue": c.queue, "account": c.account,
-                                     "walltime": c.walltime}
+        kwargs["cluster_options"] = slurm_options(c)
     elif c.kind == "kubernetes":
         kwargs["cluster_options"] = {"image": c.image, "namespace": c.namespace,
                                      "cluster_spec": c.cluster_spec, "name": spec.name}
     return scheduler, kwargs
+
+
+def slurm_options(c: Any) -> dict[str, Any]:
+    """The SLURM settings of a ``[cluster]`` section (:func:`fmadask.slurm.job_settings`)."""
+    return {k: getattr(c, k) for k in ("queue", "account", "walltime", "cores", "processes",
+                                        "lifetime", "job_directives")}
 
 
 def ensure_data(spec: JobSpec, file: IO[str]) -> None:
@@ -271,7 +278,7 @@ def _run_locked(spec: JobSpec, run_dir: str | Path, file: IO[str]) -> dict[str, 
         scheduler, kwargs = client_settings(spec)
         with get_client(scheduler, **kwargs) as client:
             for p in todo:
-                _run_stage(spec, p, client, run_dir, file)
+                _run_stage_resuming(spec, p, client, run_dir, file)
     results = result_files(run_dir, options)
     print(f"results of {spec.name} in {redact(run_dir)}:", file=file)
     for name, path in results.items():
@@ -282,6 +289,34 @@ def _run_locked(spec: JobSpec, run_dir: str | Path, file: IO[str]) -> dict[str, 
 def _describe_action(p: StagePlan) -> str:
     words = {"skip": "complete, skipped", "run": "to run", "redo": "to redo", "off": "off"}
     return words[p.action] + (f" ({p.reason})" if p.reason else "")
+
+
+#: How many times in a row a stage whose workers left is resumed on the workers that replace them.
+STAGE_RETRIES = 3
+
+
+def _run_stage_resuming(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
+                        file: IO[str]) -> None:
+    """Run a stage; on a SLURM cluster, whose workers retire before their walltime and are
+    replaced, a stage that lost work with its workers goes on (resuming what is complete) once
+    workers are back, at most :data:`STAGE_RETRIES` times."""
+    from fmadask.cluster import workers_left
+
+    for attempt in range(STAGE_RETRIES + 1):
+        try:
+            _run_stage(spec, p, client, run_dir, file)
+            return
+        except Exception as exc:
+            if spec.cluster.kind != "slurm" or attempt == STAGE_RETRIES or not workers_left(exc):
+                raise
+            print(f"== {p.stage}: work was lost with workers that left the cluster; resuming "
+                  f"it once workers are back (retry {attempt + 1} of {STAGE_RETRIES})",
+                  file=file, flush=True)
+            try:
+                client.wait_for_workers(1, timeout=spec.cluster.worker_timeout)
+            except TimeoutError:
+                raise exc from None
+            p = StagePlan(p.stage, "run", p.params, p.reason)   # resume, never redo again
 
 
 def _run_stage(spec: JobSpec, p: StagePlan, client: Any, run_dir: str | Path,
@@ -327,4 +362,26 @@ def check_report(spec: JobSpec) -> Iterator[str]:
         scheduler = "the address of --scheduler or DASK_SCHEDULER_ADDRESS (not set now)"
     where = "a local cluster" if scheduler == "local" else scheduler
     yield f"# cluster: {where}"
+    if spec.cluster.kind == "slurm":
+        yield from _slurm_check(spec)
+
+
+def _slurm_check(spec: JobSpec) -> Iterator[str]:
+    """The job script dask-jobqueue will submit for each worker job, as comment lines."""
+    import importlib.util
+
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        yield "# slurm: pip install 'fmadask[slurm]' to see the worker job script"
+        return
+    from fmadask import slurm
+    from fmadask.cluster import import_extra, slurm_prologue
+
+    c = spec.cluster
+    settings = slurm.job_settings({**slurm_options(c), "memory": c.memory})
+    jobs = -(-c.workers // c.processes)
+    yield (f"# slurm: {c.workers} worker processes in {jobs} job(s) of {c.processes}; each job "
+           "runs this script (the scheduler's address is filled in at run time):")
+    for line in slurm.job_script(settings, slurm_prologue({}),
+                                 import_extra("slurm")).splitlines():
+        yield f"#   {line}"
 

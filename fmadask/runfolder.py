@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.integrity import file_digest
-from fmadask.options import setting
+from fmadask.options import ARCHS, Option, OptionError, setting
 
 Options = Mapping[str, Any] | None
 
@@ -300,9 +300,24 @@ def parquet_source(path: str | Path, storage_options: Options = None) -> Any:
     return path
 
 
+def _read_part(path: str | Path, schema: pa.Schema, storage_options: Options = None) -> pa.Table:
+    """One part file of a complete partition, or a one-line DataError naming it when it cannot
+    be read (damaged since its completion record was written: a featurize re-run, which
+    compares every file with its record's checksum, redoes its partition)."""
+    try:
+        return pq.read_table(parquet_source(path, storage_options), schema=schema)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        record = f"{RECORDS_DIR}/{storage.name(path).rsplit('.', 1)[0]}.json"
+        raise DataError(f"{storage.redact(path)} is damaged ({type(exc).__name__}: {reason}): "
+                        "re-run the 'fmadask featurize' command that wrote it, which redoes the "
+                        "partition of a file that does not match its record (or delete "
+                        f"{record} in the run folder, then re-run it)") from None
+
+
 def _read_parts(files: list[str | Path], schema: pa.Schema, storage_options: Options = None
                 ) -> pd.DataFrame:
-    tables = [pq.read_table(parquet_source(f, storage_options), schema=schema) for f in files]
+    tables = [_read_part(f, schema, storage_options) for f in files]
     return (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
 
 
@@ -384,8 +399,8 @@ def write_json(obj: object, location: str | Path, storage_options: Options = Non
 
         write_local(obj, location)
         return
-    storage.write_bytes(location, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(),
-                        storage_options)
+    text = storage.redact(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    storage.write_bytes(location, text.encode(), storage_options)
 
 
 #: Names that make a folder an fmadask run folder (what ``featurize`` and ``run`` write first).
@@ -419,9 +434,107 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
                         "RUN_DIR/cnn/<arch> or RUN_DIR/fusion)")
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DataError(f"{path} is not valid JSON ({type(exc).__name__}): train the model "
                         "again") from None
     if not isinstance(card, dict) or "kind" not in card:
         raise DataError(f"{path} does not say its kind: train the model again")
+    check_card(card, path)
     return card
+
+
+def _card_rules() -> dict[str, dict[str, Option]]:
+    """What each value of a model card may be, by kind and dotted key, with the options' rules
+    (:class:`fmadask.options.Option`: type, range, finiteness, choices)."""
+    def rule(key: str, kind: type, **rules: Any) -> Option:
+        # A card has no defaults: a value present must be valid; None only where nullable.
+        return Option(key, kind, default="no default", **rules)
+
+    name = {"expected_text": "a file name inside the model folder"}
+    mel = {f"mel_params.{k}": rule(k, int, minimum=1, maximum=2**20)
+           for k in ("n_fft", "hop_length", "n_mels")}
+    return {
+        "classical": {
+            "format": rule("format", int, minimum=1, maximum=1000),
+            "feature_columns": rule("feature_columns", list),
+            "outputs": rule("outputs", str, choices=("probability", "softmax")),
+            "features.sr": rule("sr", int, minimum=1000, maximum=192_000, nullable=True,
+                                words=("native",)),
+            "features.fma_compat": rule("fma_compat", bool, nullable=True),
+            "features.max_seconds": rule("max_seconds", float, minimum=1.0, nullable=True,
+                                         words=("none",)),
+        },
+        "cnn": {
+            "arch": rule("arch", str, choices=ARCHS),
+            "width": rule("width", int, minimum=1, maximum=4096, nullable=True),
+            "n_mels": rule("n_mels", int, minimum=1, maximum=2**20),
+            "segment_frames": rule("segment_frames", int, minimum=1, maximum=2**31),
+            "norm.mean": rule("mean", float),
+            "norm.std": rule("std", float, minimum=1e-12),
+            "decode_sr": rule("decode_sr", int, minimum=1000, maximum=192_000, nullable=True,
+                              words=("native",)),
+            "mel_params.sr": rule("sr", int, minimum=1000, maximum=192_000),
+            "mel_params.fmin": rule("fmin", float, minimum=0.0),
+            "mel_params.fmax": rule("fmax", float, minimum=0.0, nullable=True),
+            "mel_params.seconds": rule("seconds", float, minimum=1e-3, maximum=7 * 24 * 3600.0),
+            "mel_params.top_db": rule("top_db", float, minimum=1e-3, maximum=1e4),
+            **mel,
+        },
+        "fusion": {
+            "weights.classical": rule("classical", float, minimum=0.0, maximum=1.0),
+            "weights.cnn": rule("cnn", float, minimum=0.0, maximum=1.0),
+            "parts.classical": rule("classical", str, **name),
+            "parts.cnn": rule("cnn", str, **name),
+        },
+    }
+
+
+def check_card(card: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse, in one line, a model card whose values the loaders could not use.
+
+    Each value present is checked as an option is (type, range, finiteness, choices); ``classes``
+    must be a non-empty list of distinct names and a file name must be text without NUL bytes.
+    Which keys a kind requires is left to its loader (it names what is missing), and so is a
+    kind fmadask does not know.
+
+    Raises
+    ------
+    DataError
+        Naming the card, the key and what it must be.
+    """
+    def refuse(what: str) -> DataError:
+        again = "re-run 'fmadask fuse'" if card["kind"] == "fusion" else "train the model again"
+        return DataError(f"{path}: {what}: the card is damaged; {again}")
+
+    rules = _card_rules()
+    if card["kind"] not in rules:       # the caller names the kinds it knows
+        return
+    classes = card.get("classes")
+    if "classes" in card and (not isinstance(classes, list) or not classes or
+                              not all(isinstance(c, str) and c for c in classes) or
+                              len(set(classes)) != len(classes)):
+        raise refuse(f"classes must be a list of distinct genre names, not {classes!r}")
+    for key, rule in rules[card["kind"]].items():
+        *parents, last = key.split(".")
+        table: Any = card
+        for depth, parent in enumerate(parents):
+            table = table.get(parent)
+            if table is None:
+                break
+            if not isinstance(table, dict):
+                raise refuse(f"{'.'.join(parents[:depth + 1])} must be a table of values, "
+                             f"not {table!r}")
+        if table is None or last not in table:
+            continue
+        if isinstance(table[last], str) and "\x00" in table[last]:
+            raise refuse(f"{key} holds a NUL byte")
+        try:
+            rule.check(table[last])
+        except OptionError as exc:
+            raise refuse(str(exc.named(key))) from None
+    files = card.get("files")
+    for role, entry in files.items() if isinstance(files, dict) else ():
+        # (an entry of another layout is the loader's to refuse: "written by an older fmadask")
+        name = entry.get("name", "") if isinstance(entry, dict) else ""
+        if not isinstance(name, str) or "\x00" in name:
+            raise refuse(f"files.{role}.name {name!r} is not a name inside the model folder")

@@ -7,8 +7,8 @@ environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_UR
 botocore), fsspec's own configuration, and ``storage_options`` (the job spec's ``[data]`` /
 ``[output] storage_options``, the command line's ``--storage-option KEY=VALUE``), passed to the
 filesystem as keyword arguments. Those options are secrets: they are handed to the workers as
-task arguments but never printed, logged or written to a run folder; :func:`redact` removes any
-``user:password@`` from a URL before it is shown or recorded.
+task arguments but never printed, logged or written to a run folder; :func:`redact` removes the
+``user:password@`` of any URL from what is shown or recorded.
 
 Objects are written whole (one PUT), so a reader never sees half an object; the completion
 record of a partition is written after its files, exactly as on disk.
@@ -24,7 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fmadask.errors import ConfigError, DataError
+# storage.redact is the one redaction (fmadask.errors): locations are what it is mostly for.
+from fmadask.errors import ConfigError, DataError, redact
 
 T = TypeVar("T")
 
@@ -72,11 +73,6 @@ def location(where: str | Path) -> str | Path:
     if is_remote(where):
         return str(where).rstrip("/")
     return local_path(where) if is_url(where) else Path(where)
-
-
-def redact(location: str | Path) -> str:
-    """``location`` as text without any ``user:password@`` part (safe to print and record)."""
-    return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1", str(location))
 
 
 def parse_storage_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -381,11 +377,25 @@ def put_file(local: str | Path, location: str, storage_options: Mapping[str, Any
 
 def get_file(location: str, local: str | Path,
              storage_options: Mapping[str, Any] | None = None) -> Path:
-    """Download one object to a local file (FileNotFoundError if there is none)."""
+    """Download one object to a local file (FileNotFoundError if there is none).
+
+    The local file's missing folders are created for it, and removed again when the download
+    fails: a probe for an object that is not there (``cnn/<entry>/model.json``) must not leave
+    a folder named like a file that is downloaded next (``cnn/predictions.parquet``)."""
     fs, path = filesystem(location, storage_options)
-    Path(local).parent.mkdir(parents=True, exist_ok=True)
-    guarded(location, lambda: fs.get_file(path, str(local)))
-    return Path(local)
+    local = Path(local)
+    created = [p for p in local.parents if not p.exists()]     # deepest first
+    local.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        guarded(location, lambda: fs.get_file(path, str(local)))
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break       # not empty: something else was put there meanwhile
+        raise
+    return local
 
 
 def remove(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> None:

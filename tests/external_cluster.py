@@ -117,10 +117,11 @@ def _wait_for_file(path: Path, procs: list[subprocess.Popen], log: Path, timeout
 
 @contextlib.contextmanager
 def external_cluster(folder: Path, workers: int = 2, tls: TLSFiles | None = None,
-                     timeout: float = 120.0) -> Iterator[str]:
-    """Start a scheduler and ``workers`` single-threaded worker processes; yield its address."""
+                     timeout: float = 120.0, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start a scheduler and ``workers`` single-threaded worker processes (with ``env`` added
+    to their environment); yield its address."""
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **worker_environ()}
+    env = {**os.environ, **worker_environ(), **(env or {})}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     tls_args = tls.scheduler_args() if tls else []
     scheduler_file = folder / "scheduler.json"

@@ -458,6 +458,20 @@ def test_sample_features_train_all_models_well_above_chance(audio_run):
         assert (audio_run / "classical" / "unsupervised" / name).is_file()
 
 
+def test_train_refuses_an_out_folder_another_train_is_writing(audio_run, tmp_path, local_client):
+    """Two runs' train with one --out would leave models of both runs and a results.csv naming
+    some: the output folder has its own lock, whatever run folder the features come from."""
+    from fmadask.lock import LOCK_NAME, LockedError
+    from lock_holder import held_lock
+
+    out = tmp_path / "shared-out"
+    with held_lock(out, "fmadask train") as holder:
+        with pytest.raises(LockedError, match=f"fmadask train \\(pid {holder.pid} "):
+            train(audio_run, out_dir=out, config=ClassicalConfig(models=["logistic_regression"]),
+                  client=local_client, progress=False)
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
 def test_run_split_handling_keeps_or_recomputes_the_split(audio_run):
     from fmadask.fma.tracks import track_table
     from fmadask.runfolder import read_features, read_job
@@ -484,3 +498,25 @@ def test_nusvc_nu_bound_pairs_the_smallest_genre_with_the_largest():
     assert nu_bound(y) == pytest.approx(6 / 63)
     model = FeasibleNuSVC(nu=0.5).fit(X, y)
     assert model.nu_ == pytest.approx(0.95 * 6 / 63)
+
+
+def test_identical_trainings_write_identical_model_files(local_client, tmp_path):
+    """Reproducible bytes: the same data and seed give the same pipeline.skops, xgboost.json and
+    model.json (skops named arrays by memory address and stamped the time of writing)."""
+    dataset = synthetic_dataset(per_genre=8)
+    outs = [tmp_path / name for name in ("a", "b")]
+    for out in outs:
+        train(dataset, out, ClassicalConfig(models=["random_forest", "xgboost"],
+                                            model_params=SMALL, unsupervised=False),
+              client=local_client, progress=False)
+    names = sorted(p.relative_to(outs[0]) for p in (outs[0] / "models").rglob("*")
+                   if p.is_file())
+    assert {n.name for n in names} == {"model.json", "pipeline.skops", "xgboost.json"}
+    assert names == sorted(p.relative_to(outs[1]) for p in (outs[1] / "models").rglob("*")
+                           if p.is_file())
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    loaded, _ = load_classical(outs[1] / "models" / "random_forest")
+    X, _ = dataset.xy("test")
+    assert list(loaded.predict(X)) == list(load_classical(outs[0] / "models" /
+                                                          "random_forest")[0].predict(X))

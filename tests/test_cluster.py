@@ -6,6 +6,7 @@ files are checked for what the tools would read.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
@@ -110,7 +111,7 @@ def test_tls_client_with_certificates_connects(tls_scheduler: tuple[str, TLSFile
     address, tls = tls_scheduler
     assert address.startswith("tls://")
     security = make_security(tls.ca, tls.cert, tls.key)
-    with get_client(address, security=security, quiet=True) as client:
+    with get_client(address, security=security, quiet=True, worker_timeout=None) as client:
         assert client.scheduler_info()["address"] == address
 
 
@@ -119,7 +120,8 @@ def test_tls_certificates_from_the_dask_config(tls_scheduler: tuple[str, TLSFile
     config = {"distributed.comm.tls.ca-file": str(tls.ca),
               "distributed.comm.tls.client.cert": str(tls.cert),
               "distributed.comm.tls.client.key": str(tls.key)}
-    with dask.config.set(config), get_client(address, quiet=True) as client:
+    with dask.config.set(config), get_client(address, quiet=True,
+                                             worker_timeout=None) as client:
         assert client.scheduler_info()["address"] == address
 
 
@@ -179,7 +181,8 @@ def test_slurm_job_script_from_deploy_config(tmp_path: Path) -> None:
     options = {"scheduler_options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
                "log_directory": str(tmp_path / "logs"), "queue": "cpu", "walltime": "01:00:00"}
     with dask.config.set(config), get_client("slurm", workers=0, memory_limit="16GiB",
-                                             quiet=True, cluster_options=options) as client:
+                                             quiet=True, cluster_options=options,
+                                             worker_timeout=None) as client:
         script = client.cluster.job_script()
     assert "#SBATCH -p cpu" in script
     assert "#SBATCH -t 01:00:00" in script
@@ -401,3 +404,73 @@ def test_compose_s3_variant_shares_no_volume() -> None:
     spec = load_job(job, args.set, check_paths=False)
     assert spec.data.dir.startswith("s3://fmadask/")
     assert run_path(spec) == "s3://fmadask/runs/demo"     # accepted: no stage it cannot serve
+
+
+# ------------------------------------------------------------------- a cluster without workers
+
+FMADASK = str(Path(sys.executable).with_name("fmadask"))
+
+
+@pytest.fixture(scope="module")
+def featurized(sample_dir: Path, local_client, tmp_path_factory) -> Path:
+    """The session's sample through the real featurize job (features and spectrograms)."""
+    from fmadask.pipeline import run_featurize
+
+    out = tmp_path_factory.mktemp("featurized") / "run"
+    run_featurize(sample_dir, out=out, client=local_client, progress=False)
+    return out
+
+
+def test_every_command_needing_workers_stops_in_one_line_when_none_join(
+        sample_dir: Path, featurized: Path, tmp_path: Path) -> None:
+    """A real scheduler nobody started workers for: each command says once that it waits, then
+    stops within --worker-timeout in one line naming the scheduler and the fix (featurize used
+    to wait forever, train blamed free space)."""
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'[job]\nname = "noworkers"\n[data]\ndir = "{sample_dir}"\n'
+                    f'[output]\ndir = "{tmp_path / "run"}"\n')
+    with external_cluster(tmp_path / "cluster", workers=0) as address:
+        commands = {
+            "featurize": ["featurize", str(sample_dir), "--out", str(tmp_path / "f"),
+                          "--scheduler", address, "--worker-timeout", "2"],
+            "train": ["train", str(featurized), "--out", str(tmp_path / "c"), "--scheduler",
+                      address, "--worker-timeout", "2"],
+            "cnn": ["cnn", str(featurized), "--out", str(tmp_path / "n"), "--scheduler",
+                    address, "--worker-timeout", "2"],
+            "run": ["run", str(spec), "--scheduler", address, "--set",
+                    "cluster.worker_timeout=2"],
+        }
+        env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+        procs = {name: subprocess.Popen([FMADASK, *args], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=env)
+                 for name, args in commands.items()}
+        try:
+            done = {name: (p.communicate(timeout=300), p.returncode) for name, p in procs.items()}
+        finally:
+            for p in procs.values():
+                p.kill()
+    for name, ((_, err), code) in done.items():
+        lines = err.strip().splitlines()
+        assert code == 2, (name, err)
+        assert sum("waiting up to 2 s for Dask workers" in line for line in lines) == 1, (name, err)
+        last = lines[-1]
+        assert last.startswith("fmadask: no Dask worker joined"), (name, err)
+        for word in (address, f"dask worker {address}", "--worker-timeout"):
+            assert word in last, (name, last)
+        assert "Traceback" not in err, (name, err)
+
+
+def test_dashboard_link_is_printed_only_where_one_is_served(tmp_path: Path, caplog) -> None:
+    """A scheduler without bokeh still announces a dashboard, whose page only says that bokeh is
+    missing: its link is printed only where bokeh serves the dashboard."""
+    import importlib.util
+    import logging
+
+    served = importlib.util.find_spec("bokeh") is not None   # the scheduler runs in this venv
+    with external_cluster(tmp_path / "cluster", workers=0) as address:
+        with caplog.at_level(logging.INFO, logger="fmadask.cluster"):
+            with get_client(address, worker_timeout=None) as client:
+                link = client.dashboard_link
+    assert link.startswith("http://127.0.0.1:")     # announced all the same
+    printed = [r.getMessage() for r in caplog.records if "Dask dashboard" in r.getMessage()]
+    assert printed == ([f"Dask dashboard: {link}"] if served else []), printed

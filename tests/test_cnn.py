@@ -438,6 +438,22 @@ def test_a_data_error_on_the_ranks_is_raised_as_itself_and_spares_the_workers(tm
     assert set(local_client.run(os.getpid).values()) == pids
 
 
+def test_a_second_cnn_into_the_same_out_folder_is_refused(tmp_path, local_client):
+    """Two runs' cnn with one --out: the second would remove the first's results and write
+    over them. The output folder has its own lock, whatever run folder it serves."""
+    from fmadask.lock import LOCK_NAME, LockedError
+    from lock_holder import held_lock
+
+    run = tmp_path / "run"
+    write_synthetic_spectrograms(run, tracks_per_genre=2, n_mels=16, seconds=2.0)
+    out = tmp_path / "shared-out"
+    with held_lock(out, "fmadask cnn") as holder:
+        with pytest.raises(LockedError, match=f"fmadask cnn \\(pid {holder.pid} "):
+            run_cnn(run, "naive", epochs=1, ranks=1, client=local_client, progress=False,
+                    out_dir=str(out), segment_seconds=0.5)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]     # nothing written
+
+
 def test_prefetch_yields_every_batch_in_order_and_raises_the_loaders_error():
     assert list(prefetch(range(100), depth=3)) == list(range(100))
 
@@ -459,3 +475,43 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
     assert next(batches) == 0
     batches.close()                     # the consumer stopped (an error in a training step)
     assert not [t for t in threading.enumerate() if t.name == "fmadask-prefetch"]
+
+
+def test_identical_trainings_write_identical_model_files(run_dir: Path, local_client) -> None:
+    """Reproducible bytes: the same data, seed and ranks give the same model.pt and model.json
+    (torch.save named the zip's inner folder after the temporary file)."""
+    outs = [run_dir / f"same-{name}" for name in ("a", "b")]
+    for out in outs:
+        run_cnn(run_dir, "naive", epochs=1, ranks=2, client=local_client, progress=False,
+                out_dir=str(out), **SMALL)
+    for name in ("model.pt", "model.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    load_model(outs[1])    # the checksum its card records still holds
+
+
+def test_an_output_folder_on_a_read_only_file_system_is_refused_before_any_work(tmp_path):
+    """``cnn --out`` on a read-only mount: one line, exit 2, before a cluster starts (not a
+    rank's failure after the workers, the data and the net were set up)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to mount a read-only tmpfs")
+    run = tmp_path / "run"
+    write_synthetic_spectrograms(run, tracks_per_genre=3, n_mels=16, seconds=2.0,
+                                 tracks_per_shard=8)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    command = (f"mount -t tmpfs -o ro,size=1m tmpfs {ro} || exit 3; exec {sys.executable} -m "
+               f"fmadask.cli cnn {run} --out {ro / 'cnn'} --epochs 1 --arch naive_bn --width 4 "
+               "--segment-seconds 1 --crops 1 --batch-size 4 --workers 1")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", command], env=env, capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode == 3:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("fmadask: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert str(ro / "cnn") in proc.stderr and "read-only" in proc.stderr, proc.stderr
+    assert "rank" not in proc.stderr and "dashboard" not in proc.stderr.lower(), proc.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from fmadask.cli import main
 from fmadask.errors import ConfigError, DownloadError
 from fmadask.fma.download import ARCHIVES, MARKER, fetch, sha1sum
 from fmadask.fma.layout import AUDIO_SUBSETS
@@ -578,3 +579,21 @@ def test_fetch_into_a_protocol_without_its_driver_fails_before_downloading(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install gcsfs" in err
     assert server.log == [] and not (tmp_path / "staging").exists()
+
+
+@pytest.mark.parametrize("mirror", ["notaurl", "http://[::1", "ftp://host/fma", "http://",
+                                    "https:///fma/", "http://host:port/"])
+def test_a_malformed_mirror_is_one_line_before_anything_is_written(
+        mirror: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["fetch", "metadata", "--to", str(tmp_path / "fma"), "--mirror", mirror]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fmadask: ") and err.count("\n") == 1 and "--mirror" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mirror_password_is_never_printed(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    mirror = "http://reader:pw5ecret@127.0.0.1:9/fma/"
+    assert main(["fetch", "metadata", "--to", str(tmp_path / "fma"), "--mirror", mirror]) == 2
+    captured = capsys.readouterr()
+    assert "pw5ecret" not in captured.err + captured.out and "--mirror" in captured.err

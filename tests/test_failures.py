@@ -82,3 +82,41 @@ def test_a_disk_that_fills_up_ends_in_one_line(sample_dir: Path, tmp_path: Path)
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and "No space left on device" in lines[0], proc.stderr
     assert "SIGBUS" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_disk_full_before_the_run_is_recorded_resumes_once_space_is_freed(
+        sample_dir: Path, tmp_path: Path) -> None:
+    """The disk fills up at the very start, before ``featurize.json`` is written (nothing free,
+    room for the lock only, room for the lock and one more page): the job ends in one line that
+    says to free space and re-run, and the same command re-run once space is free resumes
+    (the folder is not refused as "not an fmadask run folder", no empty lock is left)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to mount a small tmpfs")
+    full, logs = tmp_path / "full", tmp_path / "logs"
+    full.mkdir()
+    logs.mkdir()
+    featurize = (f"{sys.executable} -m fmadask.cli featurize {sample_dir} --out {full / 'run'} "
+                 "--partition-size 8 --workers 1")
+    steps = [f"mount -t tmpfs -o size=64m tmpfs {full} || exit 3"]
+    for leave in (0, 4, 8):      # KiB left free
+        steps += [f"dd if=/dev/zero of={full / 'filler'} bs=64k 2>/dev/null",
+                  f"truncate -s -{leave}K {full / 'filler'}",
+                  f"{featurize} >/dev/null 2>{logs}/{leave}-full.err",
+                  f"echo $? >{logs}/{leave}-full.rc",
+                  f"rm {full / 'filler'}",
+                  f"{featurize} >/dev/null 2>{logs}/{leave}-rerun.err",
+                  f"echo $? >{logs}/{leave}-rerun.rc",
+                  f"rm -r {full / 'run'}"]
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", "; ".join(steps)], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode == 3:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    for leave in (0, 4, 8):
+        err = (logs / f"{leave}-full.err").read_text()
+        lines = _error_lines(err)
+        assert (logs / f"{leave}-full.rc").read_text().strip() == "2", err
+        assert len(lines) == 1 and "No space left on device" in lines[0] \
+            and "re-run the same command" in lines[0], err
+        err = (logs / f"{leave}-rerun.err").read_text()
+        assert (logs / f"{leave}-rerun.rc").read_text().strip() == "0", (leave, err)

@@ -565,3 +565,40 @@ def test_a_truncated_featurize_json_is_one_line(clean_run, tmp_path, capsys):
     assert main(["train", str(out), "--no-unsupervised"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fmadask: ") and err.count("\n") == 1 and "damaged" in err
+
+
+def test_a_damaged_features_part_is_reported_as_damaged_and_a_rerun_redoes_it(
+        sample_dir, local_client, clean_run, tmp_path, capsys):
+    """Bytes of a features part changed after its record (same size: the readers' size check
+    passes): ``train`` says which file is damaged and how to redo it, not "free space"; the
+    featurize re-run it names redoes that partition only."""
+    out = tmp_path / "run"
+    shutil.copytree(clean_run, out)
+    features = PartitionFiles(out, 3).features
+    data = bytearray(features.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 200] = b"\xff" * 200
+    features.write_bytes(bytes(data))
+    assert main(["train", str(out), "--models", "logistic_regression", "--no-unsupervised",
+                 "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fmadask: ") and err.count("\n") == 1, err
+    assert f"{features} is damaged" in err and "fmadask featurize" in err, err
+    assert "_partitions/part-00003.json" in err and "free space" not in err, err
+    summary = _run(sample_dir, out, local_client)
+    assert summary["partitions_run"] == 1
+    assert_same_output(out, clean_run)
+
+
+def test_only_a_full_disk_is_told_to_free_space():
+    """The command line's line for an OSError: "free space" for ENOSPC and EDQUOT only."""
+    import errno
+
+    from fmadask.errors import os_error_line
+
+    full = os_error_line(OSError(errno.ENOSPC, "No space left on device", "/r/x.parquet"))
+    assert full.startswith("cannot write /r/x.parquet: No space left on device: free space")
+    assert "free space" in os_error_line(OSError(errno.EDQUOT, "Disk quota exceeded", "/r/y"))
+    timeout = os_error_line(TimeoutError("No valid workers found"))
+    assert "free space" not in timeout and "timed out" in timeout and "workers" in timeout
+    damaged = os_error_line(OSError("Couldn't deserialize thrift:\n don't know what type"))
+    assert "free space" not in damaged and "\n" not in damaged

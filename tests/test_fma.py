@@ -283,8 +283,25 @@ def _cut_in_genre_top(lines: list[str]) -> list[str]:
     return lines[:last] + [lines[last][:cut]]
 
 
+def _cut_after_subset(lines: list[str]) -> list[str]:
+    """Cut the file right after the set.subset cell of its last small track: every cell up to
+    the subset is whole, the row just ends there (no track.* cell, not even empty ones)."""
+    last = max(i for i, line in enumerate(lines[3:], 3) if ",small," in line)
+    return lines[:last] + [lines[last][:lines[last].index(",small,") + len(",small")]]
+
+
+def _bogus_split(lines: list[str]) -> list[str]:
+    """The split of line 5's track is not one of FMA's three."""
+    split = next(s for s in ("training", "validation", "test") if f",{s},small," in lines[4])
+    return lines[:4] + [lines[4].replace(f",{split},small,", ",bogus,small,", 1)] + lines[5:]
+
+
 @pytest.mark.parametrize("damage, words", [
     (_cut_in_genre_top, ["column track.genre_top", "is not a top-level genre"]),
+    (_cut_after_subset, ["track_id", "33 of the 53 cells", "cut short"]),
+    (lambda lines: _cut_after_subset(lines)[:-1] + [_cut_after_subset(lines)[-1] + "\n"],
+     ["track_id", "33 of the 53 cells", "cut short"]),
+    (_bogus_split, ["line 5", "column set.split", "'bogus'", "training, validation or test"]),
     (lambda lines: lines[:-1] + [lines[-1][:40]], ["column set.", "is empty"]),
     (lambda lines: lines[:5] + ["," + lines[5].split(",", 1)[1]] + lines[6:],
      ["line 6", "track_id nan", "not a whole number"]),
@@ -321,3 +338,53 @@ def test_sample_never_writes_over_a_data_set(tmp_path: Path,
     assert main([*argv, "--force"]) == 0                        # asked for: written
     assert (data / "fma_small").is_dir() and (data / "notes.txt").read_bytes() == b"mine"
     assert main(argv) == 0                                      # an earlier sample: rewritten
+
+
+def test_a_second_sample_into_the_same_folder_is_refused(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from fmadask.lock import LOCK_NAME
+    from lock_holder import held_lock
+
+    out = tmp_path / "fma"
+    with held_lock(out, "fmadask sample") as holder:
+        assert main(["sample", str(out), "--tracks-per-genre", "3", "--seconds", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"fmadask sample (pid {holder.pid} " in err, err
+        assert str(out / LOCK_NAME) in err
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
+def _small_clips(out: Path) -> set[Path]:
+    """The mp3 paths of the small tracks the sample's tracks.csv lists."""
+    tracks = load_tracks(out)
+    return {audio_path(out, t, "small") for t in tracks.index[tracks["set", "subset"] == "small"]}
+
+
+def test_sample_over_an_earlier_sample_replaces_only_what_that_sample_wrote(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No clip of the earlier sample is left beside the new tracks.csv; a file the sample did
+    not write (the user's own) is never touched."""
+    from fmadask.fma.sample import SAMPLE_MARKER, make_sample
+
+    out = tmp_path / "fma"
+    make_sample(out, tracks_per_genre=4, seconds=1.0, seed=1)
+    first = _small_clips(out)
+    mine = {out / "notes.txt": b"mine", out / "fma_small" / "000" / "000001.mp3": b"my clip"}
+    for path, content in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    make_sample(out, tracks_per_genre=3, seconds=1.0, seed=2)
+    second = _small_clips(out)
+    assert first - second                                     # other tracks: orphans possible
+    on_disk = set((out / "fma_small").rglob("*.mp3"))
+    assert on_disk == second | {out / "fma_small" / "000" / "000001.mp3"}
+    assert {p: p.read_bytes() for p in mine} == mine
+    assert all(p.is_dir() and any(p.iterdir()) for p in (out / "fma_small").iterdir())
+    # A sample by an fmadask that did not record its files is not known to be only a sample.
+    old = tmp_path / "old"
+    (old / "fma_small").mkdir(parents=True)
+    (old / SAMPLE_MARKER).write_text("written by fmadask sample\n")
+    assert main(["sample", str(old), "--tracks-per-genre", "3", "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and "record" in err, err

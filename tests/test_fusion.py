@@ -156,6 +156,15 @@ def test_fuse_refuses_a_run_folder_another_command_is_writing(fused_run: Path, t
     assert {p: p.read_bytes() for p in (run / "fusion").rglob("*") if p.is_file()} == before
 
 
+def test_fuse_refuses_an_out_folder_another_command_is_writing(tmp_path: Path):
+    """Another run's fuse writing the same --out: refused before anything is read."""
+    out = tmp_path / "shared-out"
+    with held_lock(out, "fmadask fuse") as holder:
+        with pytest.raises(LockedError, match=f"fmadask fuse \\(pid {holder.pid} "):
+            fuse(tmp_path / "run", out_dir=out)
+        assert [p.name for p in out.iterdir()] == [".fmadask.lock"]
+
+
 @pytest.mark.slow
 def test_the_fused_model_round_trips_through_predict(fused_run: Path, sample_dir: Path,
                                                      capsys):

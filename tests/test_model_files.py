@@ -11,16 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io as sio
+import soundfile as sf
 import torch
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from fmadask.cli import main
 from fmadask.dl.launch import run_cnn
 from fmadask.dl.nets import build_net
 from fmadask.dl.predict import load_model, save_model
 from fmadask.dl.synthetic import write_synthetic_spectrograms
 from fmadask.dl.trainer import load_checkpoint
 from fmadask.errors import DataError
+from fmadask.features import FEATURE_COLUMNS
 from fmadask.integrity import describe
 from fmadask.ml.models import make_pipeline
 from fmadask.ml.persist import load_classical, save_classical
@@ -152,3 +155,113 @@ def test_cnn_resume_from_a_crafted_checkpoint_is_refused_before_any_rank_starts(
         run_cnn(tmp_path, "naive", epochs=1, ranks=1, client=local_client, progress=False,
                 resume=True, segment_seconds=0.5, out_dir=str(out))
     assert not marker.exists()
+
+
+# ------------------------------------------------- damaged cards: validated as options are
+
+
+def _wav(path: Path, seconds: float = 30.0) -> Path:
+    rng = np.random.default_rng(0)
+    sf.write(path, (0.1 * rng.standard_normal(int(seconds * 22050))).astype(np.float32), 22050)
+    return path
+
+
+def _edit_card(folder: Path, change) -> None:
+    card = json.loads((folder / "model.json").read_text())
+    change(card)
+    (folder / "model.json").write_text(json.dumps(card))
+
+
+def _predict_line(capsys, folder: Path, audio: Path) -> str:
+    """``fmadask predict`` on a damaged model: exit status 2 and one line."""
+    assert main(["predict", str(folder), str(audio)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fmadask: ") and "\n" not in err, err
+    return err
+
+
+def _set(card: dict, dotted: str, value: object) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        card = card[key]
+    card[last] = value
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("norm.mean", "x", "norm.mean must be a number"),
+    ("norm.std", 0.0, "norm.std must be at least"),
+    ("norm.std", float("nan"), "norm.std must be a finite number"),
+    ("mel_params.n_fft", -1, "mel_params.n_fft must be at least 1"),
+    ("mel_params.hop_length", "512", "mel_params.hop_length must be an integer"),
+    ("segment_frames", 0, "segment_frames must be at least 1"),
+    ("arch", "resnet9000", "unknown arch 'resnet9000'"),
+    ("classes", "Rock", "classes must be a list"),
+    ("norm", 5, "norm must be a table"),
+])
+def test_a_damaged_cnn_card_is_one_line_naming_the_value(tmp_path: Path, capsys, key: str,
+                                                         value: object, words: str) -> None:
+    folder = _cnn(tmp_path)
+    _edit_card(folder, lambda card: _set(card, key, value))
+    with pytest.raises(DataError, match="model.json"):
+        load_model(folder)
+    assert words in _predict_line(capsys, folder, _wav(tmp_path / "a.wav", 2.0))
+
+
+def _classical_for_audio(folder: Path) -> Path:
+    """A classical model over the 518 features (random data: what it predicts is not tested)."""
+    X = np.random.default_rng(0).random((30, len(FEATURE_COLUMNS))).astype(np.float32)
+    return save_classical(folder, make_pipeline("logistic_regression").fit(X, np.arange(30) % 3),
+                          {"classes": GENRES, "feature_columns": list(FEATURE_COLUMNS),
+                           "features": {"sr": None, "fma_compat": True, "max_seconds": None}})
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("classes", "Rock", "classes must be a list"),
+    ("classes", [], "classes"),
+    ("files.pipeline.name", "pipeline\x00.skops", "not a name inside"),
+    ("features.sr", "fast", "features.sr must be"),
+])
+def test_a_damaged_classical_card_is_one_line(tmp_path: Path, capsys, key: str, value: object,
+                                              words: str) -> None:
+    folder = _classical_for_audio(tmp_path / "model")
+    _edit_card(folder, lambda card: _set(card, key, value))
+    with pytest.raises(DataError):
+        load_classical(folder)
+    assert words in _predict_line(capsys, folder, _wav(tmp_path / "a.wav", 2.0))
+
+
+@pytest.fixture
+def fused_model(tmp_path: Path) -> Path:
+    """A fusion folder of a classical model and a tiny CNN, as ``fmadask fuse`` lays it out."""
+    folder = tmp_path / "fusion"
+    _classical_for_audio(folder / "parts" / "classical")
+    _cnn(folder / "parts")                                   # parts/cnn
+    (folder / "model.json").write_text(json.dumps(
+        {"kind": "fusion", "format": 1, "classes": GENRES, "rule": "geometric",
+         "weights": {"classical": 0.5, "cnn": 0.5},
+         "parts": {"classical": "parts/classical", "cnn": "parts/cnn"}}))
+    return folder
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("weights.classical", float("nan"), "weights.classical must be a finite number"),
+    ("weights.cnn", "0.5", "weights.cnn must be a number"),
+    ("weights.cnn", -0.5, "weights.cnn must be at least 0"),
+    ("parts.cnn", 5, "parts.cnn"),
+    ("parts.classical", "parts/\x00classical", "parts.classical"),
+])
+def test_a_damaged_fusion_card_is_refused_not_predicted(fused_model: Path, tmp_path: Path,
+                                                        capsys, key: str, value: object,
+                                                        words: str) -> None:
+    """A NaN weight used to give NaN for every genre with exit status 0."""
+    audio = _wav(tmp_path / "song.wav")
+    assert main(["predict", str(fused_model), str(audio)]) == 0     # as written: it predicts
+    assert "nan" not in capsys.readouterr().out
+    _edit_card(fused_model, lambda card: _set(card, key, value))
+    assert words in _predict_line(capsys, fused_model, audio)
+
+
+def test_a_card_nested_too_deeply_is_one_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "model.json").write_text('{"kind": "cnn", "x": ' + "[" * 100_000 + "]" * 100_000
+                                         + "}")
+    assert "model.json" in _predict_line(capsys, tmp_path, tmp_path / "a.wav")

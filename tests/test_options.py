@@ -44,6 +44,10 @@ def _one_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     (["train", "R", "--search", "grid"], "unknown --search 'grid'"),
     (["train", "R", "--n-iter", "x"], "--n-iter must be an integer, not 'x'"),
     (["featurize", "D", "--out", "R", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "R", "--seed", "-1"], "--seed must be at least 0, not -1"),
+    (["train", "R", "--split-seed", "4294967296"], "--split-seed must be at most 4294967295"),
+    (["cnn", "R", "--seed", "-3"], "--seed must be at least 0"),
+    (["sample", "S", "--seed", "99999999999"], "--seed must be at most 4294967295"),
 ])
 def test_bad_options_are_one_line_naming_the_flag(argv: list[str], words: str, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture,
@@ -60,6 +64,13 @@ def test_bad_options_are_one_line_naming_the_flag(argv: list[str], words: str, t
     ("cnn.width=0", "cnn.width must be at least 1"),
     ("cnn.lr=0", "cnn.lr must be at least"),
     ("data.sample_seconds=1e7", "data.sample_seconds must be at most 600"),
+    ("cluster.memory=lots", "cluster.memory must be 'auto', a memory size such as '8GiB'"),
+    ("cluster.memory=-4GiB", "cluster.memory must be"),
+    ("cluster.memory=0", "cluster.memory must be"),
+    ("classical.seed=-1", "classical.seed must be at least 0"),
+    ("cnn.seed=4294967296", "cnn.seed must be at most 4294967295"),
+    ("data.seed=-7", "data.seed must be at least 0"),
+    ("data.sample_seed=4294967296", "data.sample_seed must be at most 4294967295"),
 ])
 def test_bad_spec_values_pass_no_check(override: str, words: str, sample_dir: Path,
                                        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -237,3 +248,36 @@ def test_an_output_that_is_a_file_is_refused_before_training(tmp_path: Path) -> 
     out.write_text("not a folder")
     with pytest.raises(DataError, match="is a file, not a folder"):
         train(synthetic_dataset(per_genre=4), out, progress=False)      # no cluster is started
+
+
+def test_every_seed_takes_the_range_numpy_and_xgboost_take() -> None:
+    seeds = [key for key in OPTIONS if key.rsplit(".", 1)[-1].endswith("seed")]
+    assert len(seeds) >= 4
+    for key in seeds:
+        assert options.check(key, 0) == 0 and options.check(key, 2**32 - 1) == 2**32 - 1
+        for bad in (-1, 2**32):
+            with pytest.raises(options.OptionError):
+                options.check(key, bad)
+
+
+@pytest.mark.parametrize("memory", ["auto", "8GiB", "4 GB", "512MiB", "1.5gb", "2000000000",
+                                    2_000_000_000])
+def test_a_memory_size_passes_the_check(memory: object, sample_dir: Path,
+                                        tmp_path: Path) -> None:
+    spec = load_job(ROOT / "jobs" / "demo.toml", check_paths=False,
+                    overrides=[f"data.dir={sample_dir}", f"output.dir={tmp_path / 'run'}",
+                               f"cluster.memory={memory!r}" if isinstance(memory, str)
+                               else f"cluster.memory={memory}"])
+    assert spec.cluster.memory == memory
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_a_spec_nested_too_deeply_is_one_line(depth: int, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """tomllib recurses per level: RecursionError, not a TOML error, used to end in a traceback."""
+    nested = "[" * depth + "]" * depth
+    spec = tmp_path / "deep.toml"
+    spec.write_text(f"[data]\ndir = {nested}\n")
+    assert "nested too deeply" in _one_line(capsys, ["run", "--check", str(spec)])
+    assert "nested too deeply" in _one_line(capsys, ["run", "--check", str(ROOT / "jobs" /
+                                                     "demo.toml"), "--set", f"data.dir={nested}"])

@@ -8,6 +8,7 @@ are scored.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,40 @@ def test_bad_files_get_their_error_and_the_others_are_scored(run, files, tmp_pat
     assert "cannot predict" not in lines[0] and "cannot predict" not in lines[-1]
     assert lines[-2] == f"{missing}: cannot predict ({table['error'].iloc[-2]})"
     assert all(": cannot predict (" in line for line in lines[1:-1])
+
+
+def test_a_fifo_and_a_symlink_loop_get_a_clear_line_each_even_in_a_folder(run, files,
+                                                                           tmp_path):
+    """Named or found in a folder, neither is called "no such file" nor skipped silently, and
+    the FIFO is never opened (reading it would wait forever for a writer)."""
+    folder = tmp_path / "music"
+    folder.mkdir()
+    shutil.copy(files["good"][0], folder / "a.mp3")
+    os.mkfifo(folder / "pipe.mp3")
+    (folder / "loop.mp3").symlink_to(folder / "loop.mp3")
+    model = run / "classical" / "models" / "logistic_regression"
+    for paths in ([folder], [folder / "pipe.mp3", folder / "loop.mp3", folder / "a.mp3"]):
+        table = predict(model, paths)
+        errors = dict(zip(table["path"], table["error"]))
+        assert set(errors) == {str(folder / n) for n in ("pipe.mp3", "loop.mp3", "a.mp3")}
+        assert pd.isna(errors[str(folder / "a.mp3")])
+        assert "FIFO" in errors[str(folder / "pipe.mp3")]
+        assert "symbolic links" in errors[str(folder / "loop.mp3")]
+        for path in ("pipe.mp3", "loop.mp3"):
+            assert "no such file" not in errors[str(folder / path)]
+
+
+def test_a_too_long_file_is_told_what_predict_takes(run, tmp_path):
+    """The limit is the one the model's features were made with; predict has no
+    --max-seconds, so the line says what to pass instead."""
+    limit = json.loads((run / "classical" / "models" / "logistic_regression" / "model.json")
+                       .read_text())["features"]["max_seconds"]
+    path = tmp_path / "hours.wav"
+    sf.write(path, np.zeros(int((limit + 10) * 1000), dtype=np.int16), 1000, subtype="PCM_16")
+    table = predict(run / "classical" / "models" / "logistic_regression", [path])
+    error = table["error"].iloc[0]
+    assert error.startswith("too_long: ") and "--max-seconds" not in error, error
+    assert "excerpt.mp3" in error and f"-t {limit:g}" in error, error
 
 
 def test_svm_scores_are_marked_as_softmax(run, files):
@@ -193,3 +228,15 @@ def test_train_command_writes_the_table_on_an_existing_scheduler(run, local_clie
     assert pd.read_csv(out / "results.csv")["name"].tolist() == ["logistic_regression",
                                                                  "decision_tree"]
     assert main(["train", str(run), "--models", "knn", "--out", str(out)]) == 2
+
+
+def test_train_command_reports_the_scale_threshold_it_used(run, local_client, tmp_path,
+                                                            capsys):
+    """``--scale-threshold 0`` (swap always) used to be reported as the default, 10,000."""
+    out = tmp_path / "classical"
+    assert main(["train", str(run), "--models", "decision_tree", "--split", "stratified",
+                 "--no-unsupervised", "--scale-threshold", "0", "--out", str(out),
+                 "--scheduler", local_client.scheduler.address]) == 0
+    printed = capsys.readouterr().out
+    assert "past 0:" in printed and "10,000" not in printed, printed
+    assert "past 0:" in (out / "table.md").read_text()

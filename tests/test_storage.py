@@ -4,8 +4,11 @@ The servers run on 127.0.0.1 as separate processes or threads; nothing is mocked
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +40,11 @@ def test_redact_removes_credentials_from_urls_only() -> None:
     assert storage.redact("s3://AKIA:sEcReT@bucket/fma") == "s3://bucket/fma"
     assert storage.redact("https://user:pw@host/fma") == "https://host/fma"
     assert storage.redact("/data/a@b/fma") == "/data/a@b/fma"
+    # anywhere in a message or a record, every URL of it
+    assert storage.redact("read 'https://u:p@h/a.mp3' then s3://k:s@b/x, mail me@host") == \
+        "read 'https://h/a.mp3' then s3://b/x, mail me@host"
+    assert storage.redact('{"dir": "http://u:p@h/fma", "at": "http://h/a@b"}') == \
+        '{"dir": "http://h/fma", "at": "http://h/a@b"}'
 
 
 def test_join_keeps_local_paths_as_paths() -> None:
@@ -164,7 +172,83 @@ def test_https_style_data_folder_reads_with_retries(http_sample, sample_dir) -> 
         {p.lstrip("/") for p in _FlakyHandler.failed}
 
 
+def test_get_file_of_a_missing_object_leaves_no_folder_behind(s3_server, tmp_path) -> None:
+    """Probing ``cnn/<entry>/model.json`` for an entry that is a file must not make a local
+    folder of that name: the file itself could not be downloaded there afterwards."""
+    fs = s3_server.filesystem()
+    fs.mkdir("get-file")
+    fs.pipe_file("get-file/cnn/predictions.parquet", b"rows")
+    with pytest.raises(FileNotFoundError):
+        storage.get_file("s3://get-file/cnn/predictions.parquet/model.json",
+                         tmp_path / "cnn" / "predictions.parquet" / "model.json",
+                         s3_server.options)
+    assert not (tmp_path / "cnn").exists()
+    storage.get_file("s3://get-file/cnn/predictions.parquet",
+                     tmp_path / "cnn" / "predictions.parquet", s3_server.options)
+    assert (tmp_path / "cnn" / "predictions.parquet").read_bytes() == b"rows"
+
+
 # ------------------------------------------------------------------------ run-folder lock
+
+
+def test_a_live_holder_is_refused_naming_it_and_the_lock_file(tmp_path: Path) -> None:
+    from lock_holder import held_lock
+
+    from fmadask.lock import LOCK_NAME, LockedError, RunLock
+
+    with held_lock(tmp_path, "fmadask cnn") as holder:
+        with pytest.raises(LockedError) as refused:
+            RunLock(tmp_path, "fmadask train").acquire()
+    message = str(refused.value)
+    assert "\n" not in message and f"pid {holder.pid}" in message and "fmadask cnn" in message
+    assert str(tmp_path / LOCK_NAME) in message
+
+
+def test_a_stale_lock_whose_pid_was_reused_is_taken_over(tmp_path: Path) -> None:
+    """After a container restart pids repeat: the dead holder's pid may now name another live
+    process (here this test's own, or a child's). Its start time tells them apart."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lock_holder import held_lock
+
+    from fmadask.lock import LOCK_NAME, RunLock
+
+    with held_lock(tmp_path, "fmadask featurize"):
+        pass                                 # killed: its lock is left behind
+    lock = tmp_path / LOCK_NAME
+    left = json.loads(lock.read_text())
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for reused in (os.getpid(), other.pid):
+            lock.write_text(json.dumps({**left, "pid": reused}))
+            with RunLock(tmp_path, "fmadask train"):
+                assert json.loads(lock.read_text())["owner"] == "fmadask train"
+            assert not lock.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("pid", [10 ** 30, 2 ** 40, -1, 0, "7", True, None])
+def test_a_damaged_lock_file_is_one_line_naming_it(sample_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture, pid) -> None:
+    import json
+    import socket
+
+    from fmadask.lock import LOCK_NAME
+
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    lock.write_text(json.dumps({"owner": "fmadask featurize", "host": socket.gethostname(),
+                                "pid": pid, "started": "x", "token": "t"}))
+    assert main(["featurize", str(sample_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(lock) in err and "pid" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]        # nothing else written
 
 
 def test_s3_lock_conditional_create_has_one_winner(s3_server) -> None:
@@ -478,6 +562,134 @@ def test_run_job_trains_the_cnn_and_fuses_in_a_bucket_run_folder(s3_server, s3_s
     assert list((tmp_path / "shards").glob("*.npy"))             # the workers' cache
     again = run_job(spec, file=io.StringIO())
     assert set(again["stages"].values()) == {"skip"}
+
+
+# ---------------------------------------------------------------------------- credentials
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_data_url_password_is_never_written_or_printed(tmp_path: Path) -> None:
+    """A job reads its data from ``http://reader:PASSWORD@host/``: no file the run writes, and
+    nothing ``run --check`` or the run prints, holds the password (errors, records, job.toml,
+    logs, the Parquet tables read back as text too, in case a page is compressed)."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from fmadask.fma.sample import make_sample
+
+    secret = "pw-s3cr3t-77"
+    make_sample(tmp_path / "fma", tracks_per_genre=3, seconds=4.0)     # with FMA's defects
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "fma"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    run = tmp_path / "run"
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'[data]\ndir = "http://reader:{secret}@127.0.0.1:{server.server_address[1]}"'
+                    f'\n[cluster]\nworkers = 1\n[featurize]\nwhat = ["features"]\n'
+                    f'[classical]\nmodels = ["logistic_regression"]\nunsupervised = false\n'
+                    f'[cnn]\nenabled = false\n[output]\ndir = "{run}"\n')
+    fmadask = str(Path(sys.executable).with_name("fmadask"))
+    try:
+        printed = []
+        for args in (["run", "--check", str(spec)], ["run", str(spec)]):
+            done = subprocess.run([fmadask, *args], capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr
+            printed.append(done.stdout + done.stderr)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f'dir = "http://127.0.0.1:{server.server_address[1]}"' in printed[0]
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.parent.name == "errors" for p in files)    # the defective clips were recorded
+    leaks = [p for p in files if secret.encode() in p.read_bytes()]
+    leaks += [p for p in files if p.suffix == ".parquet" and
+              secret in pq.read_table(p).to_pandas().to_string()]
+    assert leaks == [] and not any(secret in text for text in printed), (leaks, printed)
+
+
+class _VanishingStore:
+    """A TCP relay to the S3 server that the store "leaves" when a client sends ``cut_on``
+    (the request line of some PUT): from then on every connection is accepted and closed at
+    once, before any answer, as a store that went away mid-job."""
+
+    def __init__(self, target: int, cut_on: bytes) -> None:
+        from conftest import free_port
+
+        self.target, self.cut_on, self.port = target, cut_on, free_port()
+        self.gone, self.conns = False, []
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.gone:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [client, upstream]
+            for a, b, watch in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, watch), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if watch and self.cut_on in data:
+                    self.gone = True
+                    for conn in self.conns:
+                        with contextlib.suppress(OSError):
+                            conn.shutdown(socket.SHUT_RDWR)
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.slow      # a local cluster in a subprocess, cut off from its store mid-job
+def test_a_store_gone_mid_featurize_stops_the_job_once_in_one_line(s3_server, s3_sample) -> None:
+    """The store goes away mid-job: the job stops at the first partition that finds it gone
+    (the tasks in flight end, the others are cancelled), in one line and without Dask's
+    "Compute Failed" blocks (before: every partition tried twice, each with its retries, a
+    block each, then the summary's reads retried too)."""
+    import subprocess
+    import sys
+
+    s3_server.filesystem().mkdir("gone")
+    store = _VanishingStore(s3_server.port, b"PUT /gone/runs/r1/_partitions/part-00001.json")
+    try:
+        env = {**os.environ, **s3_server.env,
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.run(
+            [sys.executable, "-m", "fmadask.cli", "featurize", s3_sample, "--out",
+             "s3://gone/runs/r1", "--partition-size", "2", "--what", "features", "--workers",
+             "2", "--storage-option", f"endpoint_url=http://127.0.0.1:{store.port}",
+             "--storage-option", "config_kwargs.retries.max_attempts=1"],
+            env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        store.close()
+    assert store.gone, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert lines[-1].startswith("fmadask: cannot reach s3://gone/runs/r1/"), proc.stderr[-3000:]
+    assert "re-run the same command" in lines[-1]
+    assert [line.startswith("fmadask:") for line in lines].count(True) == 1
+    assert "Compute Failed" not in proc.stderr and "StoreUnavailable" not in proc.stderr
 
 
 def test_one_rule_says_where_a_stage_writes(tmp_path: Path) -> None:

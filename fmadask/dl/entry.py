@@ -97,6 +97,12 @@ def execute(plan: CnnPlan, client: Any, context: StageContext) -> list[dict]:
     from fmadask.dl.launch import run_cnn
 
     c = plan.config
+    cluster = context.section("cluster")
+    if cluster.kind == "slurm":   # worker jobs may still be queued: wait for every rank's
+        try:
+            client.wait_for_workers(c.ranks or cluster.workers, timeout=cluster.worker_timeout)
+        except TimeoutError:
+            pass                  # the launcher says how many there are
     gpu = c.device == "cuda" or (c.device == "auto" and bool(gpu_workers(client)))
     done = []
     for run in c.runs:

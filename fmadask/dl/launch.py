@@ -49,8 +49,8 @@ from fmadask.dl.outputs import (fetch_checkpoints, out_location,
                                 remove_remote_outputs)
 from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, check_resume,
                                 free_port, fresh_start, load_checkpoint, train)
-from fmadask.errors import ClusterError, ConfigError, FmadaskError
-from fmadask.lock import RunLock
+from fmadask.errors import ClusterError, ConfigError, FmadaskError, WorkersLeft
+from fmadask.lock import hold
 from fmadask.logs import show_progress
 from fmadask.options import check, default, setting
 from fmadask.runfolder import CHECKPOINTS, LAST_CHECKPOINT, METRICS_FILE, REPORT_FILE
@@ -65,15 +65,20 @@ class TrainingError(ClusterError):
     """A rank of a CNN training job failed; the other ranks were stopped."""
 
 
+
+
 #: How long to wait for the workers ``--ranks`` needs: clusters grow (SLURM jobs starting, a
 #: nanny restarting a worker that died) and a short wait beats failing the job.
 WAIT_FOR_WORKERS_S = 60
+#: ... and after a worker left mid-training: its replacement may be a new SLURM job in a queue.
+RESTART_WAIT_S = 600
 
 
-def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
+def pick_workers(client: Client, ranks: int | None, gpu: bool,
+                 wait_s: float = WAIT_FOR_WORKERS_S) -> list[str]:
     """Addresses of the workers that will hold ranks 0..ranks-1 (sorted, so rank 0 is stable).
 
-    Waits up to :data:`WAIT_FOR_WORKERS_S` seconds for ``ranks`` workers to be there.
+    Waits up to ``wait_s`` seconds for ``ranks`` workers to be there.
 
     Raises
     ------
@@ -82,7 +87,7 @@ def pick_workers(client: Client, ranks: int | None, gpu: bool) -> list[str]:
     """
     if ranks:
         try:
-            client.wait_for_workers(ranks, timeout=WAIT_FOR_WORKERS_S)
+            client.wait_for_workers(ranks, timeout=wait_s)
         except TimeoutError:
             pass                        # reported below with the count there is
     workers = sorted(workers_info(client))
@@ -117,13 +122,19 @@ def rank_specs(workers: list[str], port: int) -> list[DistSpec]:
 
 def check_run_dir(run_dir: str | Path) -> None:
     """Refuse, in one line and before a cluster starts, a run folder the cnn stage cannot use:
-    a URL whose fsspec driver is not installed, or a read-only one (``https://``): the stage
-    takes the run folder's lock and writes ``RUN_DIR/cnn`` there."""
+    a URL whose fsspec driver is not installed, or a read-only one (``https://``), or a local
+    folder that cannot be written (a read-only file system): the stage takes the run folder's
+    lock and writes ``RUN_DIR/cnn`` (or ``--out``, checked the same way) there."""
+    from fmadask.atomic import check_writable
+
     storage.require_driver(run_dir)
     if storage.is_read_only(run_dir):
         raise ConfigError(f"{storage.redact(run_dir)}: this URL is read-only, and the cnn "
                           "stage writes RUN_DIR/cnn and the run folder's lock: copy the run "
                           "folder to a bucket (s3://, gs://) or a disk the workers share")
+    local = storage.local_path(run_dir)
+    if local is not None:
+        check_writable(local)
 
 
 def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
@@ -189,8 +200,9 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     open_spectrograms(run_dir, storage_options, config.shard_cache())
     if progress:
         show_progress(defer_to_root=True)
-    # one writer per run folder
-    with RunLock(run_dir, "fmadask cnn", storage_options=storage_options):
+    # one writer per run folder and per output folder (two runs' cnn with one --out would
+    # remove and overwrite each other's results)
+    with hold([run_dir, out_location(run_dir, config.out_dir)], "fmadask cnn", storage_options):
         if client is None:
             from fmadask.cluster import get_client
 
@@ -220,7 +232,33 @@ def _check_resume(out_dir: str | Path, config: TrainConfig, world_size: int,
 def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int | None,
             gpu: bool, resume: bool, progress: bool, callbacks: tuple[Callback, ...],
             storage_options: Mapping[str, Any] | None) -> dict:
-    workers = pick_workers(client, ranks, gpu)
+    """Train; when a rank's worker leaves the cluster, go on from the last checkpoint on the
+    workers there are then (clusters replace workers: a SLURM job past its lifetime, a nanny),
+    at most ``config.restarts`` times in a row without a new epoch."""
+    metrics = _Metrics(storage.join(out_location(run_dir, config.out_dir), "metrics.csv"),
+                       storage_options)
+    failed = 0
+    while True:
+        before = _epochs_done(metrics) if resume else 0
+        try:
+            return _launch_once(client, run_dir, config, ranks, gpu, resume, progress, callbacks,
+                                storage_options, wait_s=RESTART_WAIT_S if failed else
+                                WAIT_FOR_WORKERS_S)
+        except WorkersLeft as exc:
+            failed = 1 if _epochs_done(metrics) > before else failed + 1
+            if failed > config.restarts:
+                raise TrainingError(f"{exc} (resumed {config.restarts} time(s) in a row without "
+                                    "finishing an epoch)") from None
+            log.warning("%s: resuming from the last checkpoint on the workers there are now "
+                        "(restart %d of at most %d in a row)", str(exc).split(";")[0], failed,
+                        config.restarts)
+            resume = True
+
+
+def _launch_once(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int | None,
+                 gpu: bool, resume: bool, progress: bool, callbacks: tuple[Callback, ...],
+                 storage_options: Mapping[str, Any] | None, wait_s: float) -> dict:
+    workers = pick_workers(client, ranks, gpu, wait_s)
     out_dir = out_location(run_dir, config.out_dir)
     if not resume:  # a fresh run: do not show (or resume from) an older run's epochs
         if storage.is_remote(out_dir):
@@ -249,7 +287,7 @@ def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int
         raise
     if failure is not None:
         stuck = any(f.status == "pending" for f in futures)
-        if stuck or isinstance(failure, TrainingError):
+        if stuck or isinstance(failure, (TrainingError, WorkersLeft)):
             _stop(client, futures, workers)
         raise failure
     results = [f.result() for f in futures]
@@ -288,10 +326,11 @@ def _watch(client: Client, futures: list[Future], workers: list[str], metrics: _
         alive = set(workers_info(client))
         for rank, (f, w) in enumerate(zip(futures, workers)):
             if w not in alive and f.status != "finished":
-                return TrainingError(f"CNN training failed: the worker {w} of rank {rank} left "
-                                     "the cluster (killed, out of memory or lost); the other "
-                                     f"ranks were stopped. Re-run with {setting('cnn.resume')} "
-                                     "to continue from the last checkpoint")
+                return WorkersLeft(f"CNN training failed: the worker {w} of rank {rank} left "
+                                  "the cluster (killed, out of memory, lost or past its "
+                                  "lifetime); the other ranks were stopped. Re-run with "
+                                  f"{setting('cnn.resume')} to continue from the last "
+                                  "checkpoint")
 
 
 def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -> FmadaskError:

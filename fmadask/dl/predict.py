@@ -55,8 +55,10 @@ def save_model(out_dir: str | Path, model: nn.Module, arch: str, width: int | No
             "segment_seconds": segment_seconds, "segment_frames": int(seg),
             "n_mels": int(params["n_mels"]), "norm": {"mean": norm[0], "std": norm[1]},
             "torch": torch.__version__, "training": extra or {}}
-    with atomic_path(out / WEIGHTS_FILE) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    # Saved through a file object: given a path, torch.save names the zip's inner folder after
+    # the (random) temporary file, and identical weights would give different bytes.
+    with atomic_path(out / WEIGHTS_FILE) as tmp, open(tmp, "wb") as fh:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, fh)
     meta["files"] = describe(out, {"weights": WEIGHTS_FILE})
     write_json(meta, out / MODEL_CARD)
     return out
@@ -132,7 +134,7 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
         ``genre_vote``, ``n_segments``, then one float column per genre (probability);
         ``attrs['classes']`` and ``attrs['outputs'] = 'probability'``.
     """
-    from fmadask.audio import AudioError, load_audio, segments
+    from fmadask.audio import EXCERPT_FIX, AudioError, load_audio, segments
     from fmadask.features import log_mel
     from fmadask.options import default
 
@@ -146,7 +148,8 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
     for path in paths:
         row = {"path": str(path), "genre": None, "error": None, "genre_vote": None, "n_segments": 0}
         try:
-            y, sr = load_audio(path, sr=decode_sr, max_seconds=default("featurize.max_seconds"))
+            y, sr = load_audio(path, sr=decode_sr, max_seconds=default("featurize.max_seconds"),
+                               too_long_fix=EXCERPT_FIX)
             clips = [log_mel(piece, sr, params) for piece in segments(y, sr, params.seconds)]
         except AudioError as exc:
             row["error"] = f"{exc.kind}: {exc}"

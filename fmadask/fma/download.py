@@ -49,6 +49,7 @@ import shutil
 import stat
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Mapping
@@ -167,6 +168,7 @@ def fetch(archive: str, data_dir: str | os.PathLike[str], mirror: str = DEFAULT_
     """
     if archive not in ARCHIVES:
         raise ConfigError(f"unknown FMA archive {archive!r}: choose one of {', '.join(ARCHIVES)}")
+    check_mirror(mirror)
     spec = ARCHIVES[archive]
     want = (checksums or {}).get(archive, spec.sha1).lower()
     if storage.is_url(data_dir):
@@ -330,6 +332,26 @@ def _size_bytes(size: str) -> float:
     """Bytes of a published size such as ``'7.2 GiB'``."""
     number, unit = size.split()
     return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+
+
+def check_mirror(mirror: str) -> None:
+    """Refuse, before anything is written, a mirror that is no http(s):// or file:// base URL
+    (ConfigError; the URL is shown without any password)."""
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"--mirror {storage.redact(mirror)!r} {why}: give a base URL such as "
+                           f"{DEFAULT_MIRROR}")
+
+    try:
+        parts = urllib.parse.urlsplit(str(mirror))
+        parts.port      # (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise refuse(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https", "file"):
+        raise refuse("is not an http://, https:// or file:// URL")
+    if parts.scheme != "file" and not parts.hostname:
+        raise refuse("names no host")
+    if parts.username is not None or parts.password is not None:
+        raise refuse("holds credentials (user:password@), which fmadask does not send")
 
 
 def _download(url: str, part: Path, progress: bool, chunk_size: int, timeout: float,

@@ -15,6 +15,7 @@ files works on ours and vice versa.
 from __future__ import annotations
 
 import ast
+import csv
 import io
 import posixpath
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ import pandas as pd
 from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.fma.layout import AUDIO_SUBSETS, SUBSETS, check_subset, metadata_path
+from fmadask.fma.splits import SPLITS
 
 #: Columns of tracks.csv without which nothing downstream works.
 REQUIRED_TRACK_COLUMNS = [("set", "subset"), ("set", "split"), ("track", "genre_top"),
@@ -56,14 +58,21 @@ def _resolve(path_or_dir: str | Path, name: str, storage_options: Options = None
     return metadata_path(path, name)
 
 
-def _read_csv(path: str | Path, header: list[int], storage_options: Options = None
-              ) -> pd.DataFrame:
-    source: Any = path
-    if storage.is_url(path):
-        try:   # read whole (retried): metadata files are small next to the audio
-            source = io.BytesIO(storage.read_bytes(path, storage_options))
-        except FileNotFoundError:
-            raise DataError(f"{storage.redact(path)} not found: pass the right folder") from None
+def _source(path: str | Path, storage_options: Options = None) -> str | Path | io.BytesIO:
+    """What pandas reads: a local path, or an object's bytes."""
+    if not storage.is_url(path):
+        return path
+    try:   # read whole (retried): metadata files are small next to the audio
+        return io.BytesIO(storage.read_bytes(path, storage_options))
+    except FileNotFoundError:
+        raise DataError(f"{storage.redact(path)} not found: pass the right folder") from None
+
+
+def _read_csv(path: str | Path, header: list[int], storage_options: Options = None,
+              source: str | Path | io.BytesIO | None = None) -> pd.DataFrame:
+    """Read ``path`` (or its ``source``, :func:`_source`) as an FMA CSV file."""
+    if source is None:
+        source = _source(path, storage_options)
     try:
         return pd.read_csv(source, index_col=0, header=header, low_memory=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, IndexError) as exc:
@@ -142,6 +151,14 @@ def _check_cells(tracks: pd.DataFrame, path: str | Path, storage_options: Option
             pos = int(blank.nonzero()[0][0])
             raise DataError(f"{_where(path, pos, tracks.index[pos], column)} is empty (a file "
                             "cut short?): re-download it with 'fmadask fetch metadata'")
+    split = tracks["set", "split"]
+    unknown = (~split.astype(str).isin(SPLITS)).to_numpy()
+    if unknown.any():                       # its track would belong to no split, unseen
+        pos = int(unknown.nonzero()[0][0])
+        raise DataError(f"{_where(path, pos, tracks.index[pos], ('set', 'split'))}: "
+                        f"{split.iloc[pos]!r} is not a split ({', '.join(SPLITS[:-1])} or "
+                        f"{SPLITS[-1]}) (a damaged file?): re-download it with 'fmadask fetch "
+                        "metadata'")
     genres_path = storage.join(posixpath.dirname(str(path)) if storage.is_url(path)
                                else Path(path).parent, "genres.csv")
     if not storage.isfile(genres_path, storage_options):
@@ -155,6 +172,40 @@ def _check_cells(tracks: pd.DataFrame, path: str | Path, storage_options: Option
         raise DataError(f"{_where(path, pos, tracks.index[pos], ('track', 'genre_top'))}: "
                         f"{given.iloc[pos]!r} is not a top-level genre of {storage.name(genres_path)} "
                         "(a damaged file?): re-download it with 'fmadask fetch metadata'")
+
+
+#: Bytes read from the end of tracks.csv to count the cells of its last row.
+_TAIL_BYTES = 1 << 20
+
+
+def _tail(source: str | Path | io.BytesIO) -> bytes:
+    """The last :data:`_TAIL_BYTES` of a :func:`_source`."""
+    if isinstance(source, io.BytesIO):
+        return source.getvalue()[-_TAIL_BYTES:]
+    with open(source, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, io.SEEK_END) - _TAIL_BYTES))
+        return fh.read()
+
+
+def _check_last_row(tracks: pd.DataFrame, path: str | Path, tail: bytes) -> None:
+    """The last row has every cell: pandas fills the missing cells of a row cut short with
+    NaN, so a file cut right after a cell (a whole subset, no genre) would lose its track
+    without a word. ``tail`` is the file's end; a row longer than it is not checked."""
+    if tracks.empty:
+        return
+    track_id = int(tracks.index[-1])
+    start = tail.rfind(b"\n%d," % track_id)         # the row starts with its track_id
+    if start < 0:
+        return
+    try:
+        rows = [r for r in csv.reader(io.StringIO(tail[start + 1:].decode("utf-8"))) if r]
+    except (UnicodeDecodeError, csv.Error):
+        return                       # pandas read it: a quoted cell it parses otherwise
+    expected = tracks.shape[1] + 1                  # the cells, and the track_id
+    if len(rows) == 1 and len(rows[0]) < expected:
+        raise DataError(f"{_where(path, len(tracks) - 1, track_id, None)} has {len(rows[0])} of "
+                        f"the {expected} cells (a file cut short?): re-download it with "
+                        "'fmadask fetch metadata'")
 
 
 def load_tracks(path_or_dir: str | Path, storage_options: Options = None) -> pd.DataFrame:
@@ -181,11 +232,13 @@ def load_tracks(path_or_dir: str | Path, storage_options: Options = None) -> pd.
     DataError
         If the file is missing or is not FMA's tracks.csv schema, or a cell is damaged: a blank,
         non-integral or repeated track_id, an unparseable list cell, an empty subset or split,
-        or a genre_top that is not a top-level genre of the genres.csv beside it (all three
-        are what a file cut mid-row looks like). The message names the line and column.
+        a split other than FMA's three, a genre_top that is not a top-level genre of the
+        genres.csv beside it, or a last row with fewer cells than the header (what a file cut
+        mid-row looks like). The message names the line and column.
     """
     path = _resolve(path_or_dir, "tracks.csv", storage_options)
-    tracks = _read_csv(path, header=[0, 1], storage_options=storage_options)
+    source = _source(path, storage_options)
+    tracks = _read_csv(path, header=[0, 1], source=source)
     if not isinstance(tracks.columns, pd.MultiIndex):
         raise DataError(f"{path} is not FMA's tracks.csv: expected two header rows "
                         "(e.g. 'set','subset')")
@@ -195,6 +248,7 @@ def load_tracks(path_or_dir: str | Path, storage_options: Options = None) -> pd.
         raise DataError(f"{path} is not FMA's tracks.csv: missing columns {names}")
     tracks.index = _check_ids(tracks, path)
     _check_cells(tracks, path, storage_options)
+    _check_last_row(tracks, path, _tail(source))
     for column in _LIST_COLUMNS:
         if column in tracks.columns:
             tracks[column] = _parse_lists(tracks, column, path)

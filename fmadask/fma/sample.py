@@ -19,21 +19,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import multiprocessing
 import os
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from fmadask.atomic import atomic_path
+from fmadask.atomic import atomic_path, write_text
 from fmadask.errors import DataError
 from fmadask.fma.layout import METADATA_DIR, audio_path
 from fmadask.fma.metadata import parse_list
+from fmadask.lock import LOCK_NAME, RunLock
 from fmadask.options import OptionError, check
 
 SAMPLE_RATE = 44100
@@ -362,7 +364,9 @@ def _write_clips(clips: list[_Clip], processes: int) -> None:
 _ID3_ONLY = b"ID3\x03\x00\x00\x00\x00\x02\x00" + b"\x00" * 256
 
 
-#: Written first into a sample folder: a folder holding it is a sample fmadask may write over.
+#: The record of a sample folder, written before anything else: the files the sample wrote
+#: (JSON, ``{"written_by": "fmadask sample", "files": [relative paths]}``). A folder holding it
+#: is a sample fmadask may write over; those files, and only those, are replaced.
 SAMPLE_MARKER = ".fmadask-sample"
 
 
@@ -389,7 +393,9 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
         and the fusion").
     force : bool
         Write into a folder that holds other files (an existing data set's files of the same
-        names are then replaced). By default only a new, empty or earlier sample folder is used.
+        names are then replaced). By default only a new, empty or earlier sample folder is used:
+        the files an earlier sample recorded writing (:data:`SAMPLE_MARKER`) are replaced, so
+        none of its clips is left beside the new ``tracks.csv``; others are never touched.
 
     Returns
     -------
@@ -402,7 +408,16 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
     check("data.sample_overlap", overlap)
     check("sample.processes", processes)
     out = Path(out_dir)
-    _claim(out, force)
+    with RunLock(out, "fmadask sample"):          # one writer per folder
+        _write_sample(out, _claim(out, force), tracks_per_genre, seconds, seed, overlap,
+                      processes)
+    return out
+
+
+def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: float, seed: int,
+                  overlap: float, processes: int) -> None:
+    """Write the sample into ``out`` (claimed and locked), replacing the files ``earlier`` (an
+    earlier sample's record) names."""
     rng = np.random.default_rng(seed)
     genres = _genres_table()
     children = {r.genre_id: list(genres.index[genres["parent"] == r.genre_id]) for r in RECIPES}
@@ -410,6 +425,7 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
     track_id = 1
     defects = ["empty", "empty", "empty", "short:0.25", "short:0.5", "short:0.8", "truncated"]
     clips: list[_Clip] = []
+    empties: dict[Path, bytes] = {}
 
     def next_id() -> int:
         nonlocal track_id
@@ -429,11 +445,20 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
             path = audio_path(out, tid, "small")
             defect = defects[g] if rank == count - 1 and g < len(defects) else None
             if defect == "empty":
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(b"" if g == 0 else _ID3_ONLY)
+                empties[path] = b"" if g == 0 else _ID3_ONLY
                 continue
             length = float(defect.split(":")[1]) if defect and defect.startswith("short") else seconds
             clips.append(_Clip(path, recipe, length, seed, tid, overlap, defect == "truncated"))
+    meta = out / METADATA_DIR
+    written = {p.relative_to(out).as_posix() for p in [*empties, *(c.path for c in clips)]}
+    written |= {f"{METADATA_DIR}/tracks.csv", f"{METADATA_DIR}/genres.csv"}
+    # Recorded before anything is written or removed: a sample cut short by a crash leaves no
+    # file the next one does not know of.
+    _record(out, earlier | written)
+    _remove(out, earlier - written)
+    for path, content in empties.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
     _write_clips(clips, processes)
     # Metadata-only tracks of the bigger subsets (their audio is in fma_medium / fma_large, which the
     # sample does not ship). Half of the large ones have no genre_top: two of them are derivable
@@ -459,29 +484,80 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
         for genre_id in parse_list(ids):
             counts[genre_id] += 1
     genres["#tracks"] = counts
-    meta = out / METADATA_DIR
     meta.mkdir(parents=True, exist_ok=True)
     _write_csv(tracks, meta / "tracks.csv")
     _write_csv(genres, meta / "genres.csv")
-    return out
+    _record(out, written)
 
 
-def _claim(out: Path, force: bool) -> None:
-    """Refuse a folder that holds anything but an earlier sample (unless ``force``), then mark
-    it as a sample folder."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out} is a file, not a folder: choose another output folder")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if entries and SAMPLE_MARKER not in entries and not force:
-        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise OptionError("sample.force", f"{out} is not empty (it holds {shown}): fmadask "
-                          "sample never writes over a data set; choose a new or empty folder, "
-                          "or set {option} to write into it anyway")
+def _claim(out: Path, force: bool) -> set[str]:
+    """The files an earlier sample in ``out`` recorded writing (relative paths); a folder that
+    holds anything but such a sample is refused unless ``force`` (then nothing is replaced but
+    files of the sample's names)."""
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(LOCK_NAME))
+    if not entries:
+        return set()
+    recorded = _recorded(out / SAMPLE_MARKER) if SAMPLE_MARKER in entries else None
+    if recorded is not None or force:
+        return recorded or set()
+    if SAMPLE_MARKER in entries:
+        raise OptionError("sample.force", f"{out} holds a sample by an older fmadask, which did "
+                          "not record the files it wrote: fmadask sample never writes over a "
+                          "data set; remove it or choose a new or empty folder, or set {option} "
+                          "to write into it anyway")
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    raise OptionError("sample.force", f"{out} is not empty (it holds {shown}): fmadask "
+                      "sample never writes over a data set; choose a new or empty folder, "
+                      "or set {option} to write into it anyway")
+
+
+def _recorded(marker: Path) -> set[str] | None:
+    """The relative paths a sample's record names; None for an older fmadask's marker (plain
+    text, no record).
+
+    Raises
+    ------
+    DataError
+        The record is damaged, or names a path outside its folder.
+    """
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / SAMPLE_MARKER).write_text("written by fmadask sample\n")
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    except OSError as exc:
+        raise DataError(f"cannot read {marker}: {exc.strerror}") from None
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, list) or not all(
+            isinstance(f, str) and f and "\0" not in f and "\\" not in f
+            and not PurePosixPath(f).is_absolute() and ".." not in PurePosixPath(f).parts
+            for f in files):
+        raise DataError(f"{marker} is not the record of a sample (no list of the files it "
+                        "wrote inside its folder): remove the folder or choose another")
+    return set(files)
+
+
+def _record(out: Path, files: set[str]) -> None:
+    """Write the sample's record: ``files`` (relative paths) are the sample's to replace."""
+    try:
+        write_text(out / SAMPLE_MARKER, json.dumps({"written_by": "fmadask sample",
+                                                   "files": sorted(files)}, indent=1) + "\n")
     except OSError as exc:
         raise DataError(f"cannot write {out}: {exc.strerror}: choose a writable folder") from None
+
+
+def _remove(out: Path, files: set[str]) -> None:
+    """Remove the files an earlier sample recorded writing, and the folders that leaves empty."""
+    for rel in sorted(files):
+        path = out / rel
+        if path.is_file():
+            path.unlink()
+        for folder in path.parents:
+            if folder == out or out not in folder.parents:
+                break
+            try:
+                folder.rmdir()        # only an empty one: a file of someone else's stays
+            except OSError:
+                break
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:

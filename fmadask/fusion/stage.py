@@ -47,7 +47,7 @@ from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.fma.splits import EVAL_SPLITS
 from fmadask.fusion.pool import fit_weight, pool
-from fmadask.lock import RunLock
+from fmadask.lock import hold
 from fmadask.options import SPLIT_SEED
 from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD,
                                MODELS_DIR, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
@@ -195,11 +195,12 @@ def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = No
     DataError
         A part is missing, or the parts disagree on the classes or share no track.
     LockedError
-        Another command is writing the run folder (its models could change under the fusion).
+        Another command is writing the run folder (its models could change under the fusion)
+        or the output folder.
     """
     run_dir = _local_or_url(run_dir)
     out = _local_or_url(out_dir if out_dir is not None else storage.join(run_dir, FUSION_DIR))
-    with RunLock(run_dir, "fmadask fuse", storage_options=storage_options):
+    with hold([run_dir, out], "fmadask fuse", storage_options):
         return _fuse_to(run_dir, out, classical, cnn, storage_options)
 
 

@@ -19,6 +19,9 @@ by earlier fmadask versions as pickles (``pipeline.joblib``) are refused: train 
 """
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +70,7 @@ def save_classical(model_dir: str | Path, pipeline: Any, card: dict[str, Any]) -
     model_dir = Path(model_dir)
     names = {"pipeline": PIPELINE_FILE}
     with atomic_path(model_dir / PIPELINE_FILE) as tmp:
-        sio.dump(pipeline, tmp)
+        tmp.write_bytes(stable_skops(sio.dumps(pipeline)))
     estimator = pipeline.named_steps["model"]
     if hasattr(estimator, "get_booster"):
         raw = estimator.get_booster().save_raw(raw_format="json")
@@ -78,6 +81,57 @@ def save_classical(model_dir: str | Path, pipeline: Any, card: dict[str, Any]) -
     write_json(jsonable({**card, "kind": "classical", "format": CARD_FORMAT, "files": files}),
                model_dir / MODEL_CARD)
     return model_dir
+
+
+def stable_skops(data: bytes) -> bytes:
+    """The same skops file, its bytes fixed by its content alone.
+
+    skops names objects and their array files by ``id()`` (memory addresses) or a random UUID
+    and stamps each zip member with the time of writing, so identical models gave different
+    files (and checksums). Here every id and every member name becomes its rank of first
+    appearance in the schema (equal ids stay equal: shared objects stay shared) and every
+    timestamp 1980-01-01.
+
+    Examples
+    --------
+    >>> import skops.io as sio
+    >>> stable_skops(sio.dumps([1.5, {"a": 2}])) == stable_skops(sio.dumps([1.5, {"a": 2}]))
+    True
+    """
+    source = zipfile.ZipFile(io.BytesIO(data))
+    ids: dict[int, int] = {}
+    renames: dict[str, str] = {}   # old member name -> new
+
+    def renumber(node: Any) -> Any:
+        if isinstance(node, list):
+            return [renumber(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                value = ids.setdefault(value, len(ids))
+            elif key == "file" and isinstance(value, str):
+                renamed = renames.setdefault(value, f"{len(renames)}{Path(value).suffix}")
+                files[renamed] = value
+                value = renamed
+            else:
+                value = renumber(value)
+            out[key] = value
+        return out
+
+    files: dict[str, str] = {}     # new member name -> old
+    schema = renumber(json.loads(source.read("schema.json")))
+    for name in set(source.namelist()) - set(files.values()) - {"schema.json"}:
+        files[name] = name         # not named by id: kept as it is
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as target:
+        for name, data in [*((new, source.read(old)) for new, old in sorted(files.items())),
+                           ("schema.json", json.dumps(schema, indent=2).encode())]:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = source.getinfo(files.get(name, name)).compress_type
+            target.writestr(info, data)
+    return buffer.getvalue()
 
 
 def load_classical(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:

@@ -53,14 +53,14 @@ def clip_features(path: Path, sr: int | None, fma_compat: bool = True,
     """
     from threadpoolctl import threadpool_limits
 
-    from fmadask.audio import load_audio, segments
+    from fmadask.audio import EXCERPT_FIX, load_audio, segments
     from fmadask.features import fma_features
 
     # One BLAS/OpenMP thread, as on the featurize job's workers: multi-threaded sums change the
     # last bits of some features, enough to move a value across a tree's split threshold. With
     # one thread a clip gets exactly its featurized row.
     with threadpool_limits(1):
-        y, rate = load_audio(path, sr=sr, max_seconds=max_seconds)
+        y, rate = load_audio(path, sr=sr, max_seconds=max_seconds, too_long_fix=EXCERPT_FIX)
         return np.stack([fma_features(piece, rate, fma_compat=fma_compat)
                          for piece in segments(y, rate)])
 

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fmadask.cluster import workers_info
+from fmadask.cluster import WORKER_TIMEOUT_S, workers_info
 from fmadask import storage
-from fmadask.lock import RunLock
+from fmadask.lock import hold
 from fmadask.fma.splits import EVAL_SPLITS
 from fmadask.options import ClassicalOptions, OptionError, option_values
 from fmadask.records import package_versions
@@ -102,7 +102,8 @@ def default_out_dir(source: str | Path) -> str | Path:
 def train(source: str | Path | Dataset, out_dir: str | Path | None = None,
           config: ClassicalConfig | None = None, client: Any = None, *,
           data: DatasetOptions | None = None, scheduler: str | None = None,
-          workers: int | None = None, progress: bool = True,
+          workers: int | None = None, worker_timeout: float = WORKER_TIMEOUT_S,
+          progress: bool = True,
           storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Train, score and save the study's classical models; write their table and figures.
 
@@ -129,6 +130,9 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None,
         ``features.csv``, the subset (:class:`~fmadask.ml.data.DatasetOptions`).
     scheduler, workers : optional
         Where to run when no ``client`` is given (see above).
+    worker_timeout : float
+        Seconds to wait for a first worker of a cluster that has none, when no ``client`` is
+        given (:func:`fmadask.cluster.await_workers`).
     progress : bool
         Print a line per finished model.
     storage_options : mapping, optional
@@ -160,13 +164,14 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None,
     out = output_folder(out_dir if out_dir is not None
                         else default_out_dir(dataset.info.get("path", ".")))
     owner = lock_owner(source, out, storage_options)
-    with RunLock(owner, "fmadask train", storage_options=storage_options):
+    with hold([owner, out], "fmadask train", storage_options):
         # Read and planned under the lock that execute_classical takes again: no other writer
         # changes the trials between the plan and its execution.
         state = read_classical_state(out)
         plan = plan_classical(config, dataset, state, out=out, owner=owner)
         return execute_classical(plan, dataset, client, scheduler=scheduler, workers=workers,
-                                 log=ProgressLog(progress), storage_options=storage_options)
+                                 worker_timeout=worker_timeout, log=ProgressLog(progress),
+                                 storage_options=storage_options)
 
 
 def output_folder(out: str | Path) -> str | Path:
@@ -182,8 +187,9 @@ def _names(models: Sequence[str]) -> str | list[str]:
 
 def lock_owner(source: str | Path | Dataset, out: str | Path,
            storage_options: Mapping[str, Any] | None) -> str | Path:
-    """The folder whose lock the stage holds: the featurize run it reads (a re-featurize would
-    change the features under it), or the output folder when the features are FMA's own."""
+    """The folder whose lock the stage holds besides the output folder's: the featurize run it
+    reads (a re-featurize would change the features under it), or the output folder when the
+    features are FMA's own."""
     run_dir = storage.resolve(source) if not isinstance(source, Dataset) else None
     if run_dir is not None and storage.isfile(storage.join(run_dir, JOB_FILE),
                                                storage_options):
@@ -301,7 +307,7 @@ class ClassicalPlan:
 
     #: The output folder (a URL is written into a local folder and uploaded at the end).
     out: str | Path
-    #: The folder whose lock the stage holds.
+    #: The folder whose lock the stage holds besides ``out``'s (:func:`lock_owner`).
     owner: str | Path
     config: ClassicalConfig
     #: Tracks per split ('training', 'validation', 'test').
@@ -338,7 +344,7 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
     out : str or Path
         The output folder.
     owner : str or Path, optional
-        The folder whose lock the stage holds (default ``out``).
+        The folder whose lock the stage holds besides ``out``'s (default ``out``).
     """
     out = output_folder(out)
     counts = {s: int(dataset.rows(s).sum()) for s in ("training", *EVAL_SPLITS)}
@@ -385,6 +391,7 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
 
 def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None, *,
                       scheduler: str | None = None, workers: int | None = None,
+                      worker_timeout: float = WORKER_TIMEOUT_S,
                       log: Callable[[str], None] = lambda message: None,
                       storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Run a :class:`ClassicalPlan` under its folder's lock: scale, fit, search, refit, score,
@@ -401,7 +408,7 @@ def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None,
     client : distributed.Client, optional
         Cluster to run on; without one, :func:`fmadask.cluster.get_client` connects to
         ``scheduler`` or starts a local cluster of ``workers`` processes.
-    scheduler, workers : optional
+    scheduler, workers, worker_timeout : optional
         See ``client``.
     log : callable, optional
         Called with a line per step and per finished model (progress).
@@ -417,7 +424,7 @@ def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None,
     """
     remote = plan.out if isinstance(plan.out, str) else None
     with contextlib.ExitStack() as stack:
-        stack.enter_context(RunLock(plan.owner, "fmadask train", storage_options=storage_options))
+        stack.enter_context(hold([plan.owner, plan.out], "fmadask train", storage_options))
         out = plan.out
         if remote is not None:
             # The client writes the outputs: into a private local folder, uploaded whole below.
@@ -426,7 +433,8 @@ def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None,
         if client is None:
             from fmadask.cluster import get_client
 
-            client = stack.enter_context(get_client(scheduler=scheduler, workers=workers))
+            client = stack.enter_context(get_client(scheduler=scheduler, workers=workers,
+                                                    worker_timeout=worker_timeout))
         results = _Stage(plan, dataset, client, out, log).run()
         if remote is not None:
             storage.upload_folder(out, remote, storage_options, last=MANIFESTS)

@@ -60,7 +60,8 @@ import numpy as np
 import pyarrow as pa
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from fmadask.cluster import gpu_workers, lost_scheduler_error, scheduler_lost, workers_info
+from fmadask.cluster import (WORKER_TIMEOUT_S, gpu_workers, lost_scheduler_error, scheduler_lost,
+                             workers_info)
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import NpyShard, remove_temp_files, write_parquet
 from fmadask.lock import RunLock
@@ -168,6 +169,8 @@ def _index_table(tracks: list[Track], frames: list[int], shard: str) -> pa.Table
 
 
 def _errors_table(rows: list[tuple[int, str, str, str]]) -> pa.Table:
+    # A track's message may name its URL: stored without the URL's password.
+    rows = [(track, stage, kind, redact(message)) for track, stage, kind, message in rows]
     names = ERRORS_SCHEMA.names
     return _table(ERRORS_SCHEMA, {name: [row[j] for row in rows] for j, name in enumerate(names)})
 
@@ -254,7 +257,8 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
     list of dict
         One dict (a bag partition of one element): ``partition``, ``tracks``, ``failed``,
         ``seconds`` (wall time of the task) and ``skipped`` (files were already complete); with
-        ``error`` when its files could not be written (a full disk).
+        ``error`` when its files could not be written (a full disk), ``store_error`` when a
+        store could not be reached (the job stops).
     """
     partitions = {t.partition for t in tracks}
     if len(partitions) != 1:
@@ -263,10 +267,10 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
     files = PartitionFiles(run_dir if url else Path(run_dir), partitions.pop(), storage_options)
     stats = {"partition": files.partition, "tracks": len(tracks), "failed": 0, "seconds": 0.0,
              "skipped": True}
-    if files.complete(job.what):
-        return [stats]
     start = time.perf_counter()
     try:
+        if files.complete(job.what):
+            return [stats]
         if url:
             # Written and recorded in a private local folder, then uploaded file by file with
             # the completion record last (the same order as the renames on disk).
@@ -276,6 +280,11 @@ def featurize_partition(tracks: list[Track], run_dir: str, job: JobParams,
                 files.publish(staged, job.what)
         else:
             stats["failed"] = _write_partition(tracks, files, job, storage_options)
+    except StoreUnavailable as exc:
+        # The store is gone (after this access's retries): the job stops on the first such
+        # result rather than every partition retrying it (returned, so Dask neither logs a
+        # traceback nor runs the task again).
+        return [{**stats, "skipped": False, "store_error": str(exc)}]
     except OSError as exc:
         # The disk is full or the folder unwritable: the partition failed, say why (retrying
         # elsewhere would fail the same way, and the worker need not log a traceback).
@@ -707,6 +716,9 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
             try:
                 results = future.result()
             except Exception as exc:  # a whole partition failed: disk, permissions, a dead worker
+                if isinstance(exc, StoreUnavailable):
+                    client.cancel(futures)
+                    raise
                 if scheduler_lost(exc):   # every other future fails the same way: stop here
                     raise lost_scheduler_error(getattr(client.scheduler, "address", None)
                                                ) from None
@@ -716,6 +728,9 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
                 stats.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
                 continue
             for result in results:
+                if result.get("store_error"):   # gone for every partition: stop the job now
+                    client.cancel(futures)
+                    raise StoreUnavailable(result["store_error"])
                 if result.get("error"):
                     stats.failures.append(result["error"])
                     continue
@@ -797,7 +812,7 @@ class FeaturizeResult(NamedTuple):
 
 def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
                       scheduler: str | None = None, workers: int | None = None,
-                      progress: bool = True,
+                      worker_timeout: float = WORKER_TIMEOUT_S, progress: bool = True,
                       storage_options: Mapping[str, Any] | None = None) -> FeaturizeResult:
     """Run a :class:`FeaturizePlan`: under the run folder's lock, remove what an overwrite
     removes, compute the remaining partitions and record the summary in ``featurize.json``.
@@ -811,7 +826,7 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
     client : distributed.Client, optional
         Cluster to run on; without one, :func:`fmadask.cluster.get_client` (``scheduler``,
         ``workers``) is opened when there is work to do and closed at the end.
-    scheduler, workers : optional
+    scheduler, workers, worker_timeout : optional
         See ``client``.
     progress : bool
         Show a progress bar.
@@ -841,13 +856,16 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
                     from fmadask.cluster import get_client
 
                     client = stack.enter_context(get_client(scheduler=scheduler,
-                                                            workers=workers))
+                                                            workers=workers,
+                                                            worker_timeout=worker_timeout))
                 _check_worker_memory(client, plan.config.subset, job.max_seconds)
                 record["decoders"] = _worker_decoders(client)
+                # The record first: it makes the folder a run folder, so a job cut off after it
+                # (a full disk) is resumed by a re-run instead of refused as someone else's.
+                write_json(record, job_file, so)
                 if job.mel is not None:
                     write_json(_mel_record(job.mel, job.sr, record["decoders"], job.mel_device),
                                storage.join(run_dir, *MEL_PARAMS_FILE.split("/")), so)
-                write_json(record, job_file, so)
                 _compute(client, list(plan.todo), plan.config.partition_size, run_dir, job,
                          progress, stats, so)
         elif not storage.isfile(job_file, so):
@@ -867,8 +885,8 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
 
 def run_featurize(data_dir: str | Path, out: str | Path = "run",
                   config: FeaturizeConfig | None = None, client: Client | None = None, *,
-                  progress: bool = True, file: IO[str] | None = None,
-                  scheduler: str | None = None, workers: int | None = None,
+                  progress: bool = True, scheduler: str | None = None,
+                  workers: int | None = None, worker_timeout: float = WORKER_TIMEOUT_S,
                   storage_options: Mapping[str, Any] | None = None) -> dict:
     """Featurize the tracks of an FMA subset on a Dask cluster into ``out``.
 
@@ -891,13 +909,14 @@ def run_featurize(data_dir: str | Path, out: str | Path = "run",
         :mod:`fmadask.cluster` is opened when there is work to do (a local cluster of 2 worker
         processes by default) and closed at the end.
     progress : bool
-        Show a progress bar and print the closing summary.
-    file : file object, optional
-        Where the summary is printed (default standard output).
+        Show a progress bar and print the closing summary (on standard output).
     scheduler : str, optional
         Address of an existing scheduler, used when no ``client`` is given.
     workers : int, optional
         Local worker processes to start, when neither ``client`` nor ``scheduler`` is given.
+    worker_timeout : float
+        Seconds to wait for a first worker of a cluster that has none, when no ``client`` is
+        given (:func:`fmadask.cluster.await_workers`).
     storage_options : mapping, optional
         fsspec options of a URL ``data_dir`` (credentials, endpoint); besides them the standard
         environment (``AWS_*``) applies. Never printed or recorded.
@@ -933,9 +952,10 @@ def run_featurize(data_dir: str | Path, out: str | Path = "run",
         state = read_featurize_state(run_dir, record, config.overwrite, storage_options)
         plan = plan_featurize(config, table, state, out=run_dir, data_dir=data_dir)
         summary, failures = execute_featurize(plan, client, scheduler=scheduler,
-                                              workers=workers, progress=progress,
+                                              workers=workers, worker_timeout=worker_timeout,
+                                              progress=progress,
                                               storage_options=storage_options)
-    return report(FeaturizeResult(summary, failures), progress, file)
+    return report(FeaturizeResult(summary, failures), progress)
 
 
 def report(result: FeaturizeResult, progress: bool = True, file: IO[str] | None = None) -> dict:
