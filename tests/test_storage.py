@@ -278,7 +278,8 @@ def test_a_resume_on_s3_reads_no_data_object_of_a_complete_partition(s3_server, 
     features = read_features(out, storage_options=options)
 
     def data_gets(partition: int) -> list[str]:
-        keys = {"/" + str(f)[len("s3://"):] for f in PartitionFiles(out, partition).outputs(OUTPUTS)}
+        keys = {"/" + str(f)[len("s3://"):]
+                for f in PartitionFiles(out, partition).outputs(OUTPUTS)}
         return [r for r in relay.requests if r.startswith("GET ") and r[4:].split("?")[0] in keys]
 
     try:

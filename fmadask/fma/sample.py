@@ -465,7 +465,8 @@ def write_metadata(out: Path, rows: Mapping[int, dict], genres: pd.DataFrame) ->
     tracks.columns = pd.MultiIndex.from_tuples(TRACK_COLUMNS)
     tracks.index.name = "track_id"
     # Counted outside pandas: one Series update per genre of each track is slow at 100k tracks.
-    counts = collections.Counter(g for ids in tracks["track", "genres_all"] for g in parse_list(ids))
+    counts = collections.Counter(g for ids in tracks["track", "genres_all"]
+                                 for g in parse_list(ids))
     genres["#tracks"] = [counts[g] for g in genres.index]
     meta = out / METADATA_DIR
     meta.mkdir(parents=True, exist_ok=True)

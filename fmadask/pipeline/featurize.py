@@ -751,7 +751,8 @@ def partition_counts(features: int | None, spectrograms: int | None,
     for _, error_type in pairs:
         by_type[error_type] = by_type.get(error_type, 0) + 1
     return {"features": features, "spectrograms": spectrograms,
-            "failed": len({tid for tid, _ in pairs}), "failed_by_type": dict(sorted(by_type.items()))}
+            "failed": len({tid for tid, _ in pairs}),
+            "failed_by_type": dict(sorted(by_type.items()))}
 
 
 def _recorded_counts(record: Mapping[str, Any], what: Sequence[str]) -> dict | None:
