@@ -23,7 +23,10 @@ A model folder (``classical/models/<name>``, ``cnn/<arch>``, ``fusion``) has a c
 A partition is *complete* when its completion record exists and the files match it: the job
 writes the record last, after the partition's files, each fsynced and published by an atomic
 rename. Readers check sizes (cheap: a truncated or missing file makes its partition incomplete);
-a featurize re-run also checks the checksums and redoes any partition that does not match. The
+a featurize re-run also checks the checksums and redoes any partition that does not match. In a
+bucket, sizes come from one listing and an object whose entity tag is the one its record kept at
+upload counts as unchanged without being read: a resume downloads no data of a complete
+partition. A record also counts its partition's rows and failed tracks, for the summary. The
 readers here read complete partitions only, so a later stage never trains on a half-finished or
 damaged run by accident.
 
@@ -173,26 +176,37 @@ class PartitionFiles:
             return str(path)[len(str(self.run_dir).rstrip("/")) + 1:]
         return str(Path(path).relative_to(self.run_dir))
 
-    def write_record(self, what: Sequence[str]) -> None:
+    def write_record(self, what: Sequence[str], counts: Mapping[str, Any] | None = None) -> None:
         """Record size and SHA-256 of the partition's files: the partition is now complete.
 
+        ``counts`` (``features`` and ``spectrograms`` rows, ``failed`` tracks and
+        ``failed_by_type``) go into the record too, so that a run's summary needs no data file.
         A local run directory only: a partition for a URL is written in a local folder and
         then published by :meth:`publish`."""
         from fmadask.atomic import write_json
 
         files = {self.name(p): file_digest(p) for p in self.outputs(what)}
-        write_json({"partition": self.partition, "files": files}, self.record)
+        record: dict[str, Any] = {"partition": self.partition, "files": files}
+        if counts is not None:
+            record["counts"] = dict(counts)
+        write_json(record, self.record)
 
     def publish(self, staged: PartitionFiles, what: Sequence[str]) -> None:
         """Upload a partition written (and recorded) in a local folder to this URL run dir.
 
         Each file goes up whole (an object appears only once all of it is stored), and the
         completion record last, so the partition counts as complete only when every file is
-        there with the size and checksum it records.
+        there with the size and checksum it records. The record also keeps the entity tag the
+        store gave each object: a resume finds an unchanged object by its tag in a listing,
+        without reading it (:func:`complete_partitions`).
         """
-        for local, remote in zip([*staged.outputs(what), staged.record],
-                                 [*self.outputs(what), self.record]):
+        record = json.loads(Path(staged.record).read_bytes())
+        for local, remote in zip(staged.outputs(what), self.outputs(what)):
             storage.put_file(local, remote, self.storage_options)
+            tag = storage.etag(storage.info(remote, self.storage_options))
+            if tag is not None:
+                record["files"][self.name(remote)]["etag"] = tag
+        write_json(record, self.record, self.storage_options)
 
     def complete(self, what: Sequence[str], checksums: bool = False) -> bool:
         """True when the completion record exists and every file matches it.
@@ -204,32 +218,54 @@ class PartitionFiles:
         checksums : bool
             Also compare SHA-256 digests (reads every byte); by default sizes only.
         """
+        return self.matching_record(what, checksums) is not None
+
+    def matching_record(self, what: Sequence[str], checksums: bool = False,
+                        listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict | None:
+        """The partition's completion record when it exists and every file matches it, else None.
+
+        Parameters
+        ----------
+        what, checksums
+            See :meth:`complete`.
+        listed : mapping, optional
+            What one listing of the run folder says of its files (:func:`_listing`): sizes and
+            entity tags come from it instead of a request per file, and with ``checksums`` a
+            file whose tag is the one recorded at upload is not read (only a changed one is).
+        """
+        url = storage.is_url(self.run_dir)
+        if listed is not None and self.name(self.record) not in listed:
+            return None     # never finished (in flight when its run stopped): nothing to read
         try:
-            recorded = json.loads(storage.read_bytes(self.record, self.storage_options))["files"]
+            record = json.loads(storage.read_bytes(self.record, self.storage_options))
+            recorded = record["files"]
         except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return False
+            return None
         except OSError:
-            if storage.is_url(self.run_dir):
+            if url:
                 raise       # a store that cannot be reached must not look like "redo it all"
-            return False
+            return None
         expected = [self.name(p) for p in self.outputs(what)]
         if not isinstance(recorded, dict) or sorted(recorded) != sorted(expected):
-            return False
+            return None
         for name, want in recorded.items():
             path = storage.join(self.run_dir, *name.split("/"))
             try:
-                if storage.size(path, self.storage_options) != want["size"]:
-                    return False
-                if checksums and storage.digest(path, self.storage_options)["sha256"] != \
-                        want["sha256"]:
-                    return False
-            except (FileNotFoundError, IsADirectoryError, KeyError, TypeError):
-                return False
+                found = (listed.get(name) if listed is not None else
+                         {"size": storage.size(path, self.storage_options), "etag": None})
+                if found is None or found["size"] != want["size"]:
+                    return None
+                unchanged = found["etag"] is not None and found["etag"] == want.get("etag")
+                if checksums and not unchanged and \
+                        storage.digest(path, self.storage_options)["sha256"] != want["sha256"]:
+                    return None
+            except (FileNotFoundError, IsADirectoryError, KeyError, TypeError, AttributeError):
+                return None
             except OSError:
-                if storage.is_url(self.run_dir):
+                if url:
                     raise
-                return False
-        return True
+                return None
+        return record
 
 
 def read_job(run_dir: str | Path, storage_options: Options = None) -> dict:
@@ -259,12 +295,25 @@ def _read_json(path: str | Path, storage_options: Options = None) -> dict:
     return value
 
 
-def complete_partitions(run_dir: str | Path, job: dict | None = None,
-                        checksums: bool = False, storage_options: Options = None) -> list[int]:
-    """Numbers of the partitions of a run whose files match their completion records.
+def _listing(run_dir: str, storage_options: Options = None) -> dict[str, dict]:
+    """Size and entity tag of every part file and completion record of a URL run folder, by
+    name relative to it: one listing of each folder, no object read."""
+    found = {}
+    for folder in (*PART_DIRS, RECORDS_DIR):
+        listed = storage.list_files(storage.join(run_dir, *folder.split("/")), storage_options)
+        found.update({f"{folder}/{name}": entry for name, entry in listed.items()})
+    return found
+
+
+def complete_records(run_dir: str | Path, job: dict | None = None, checksums: bool = False,
+                     storage_options: Options = None) -> dict[int, dict]:
+    """The completion records of the partitions of a run whose files match them, by partition.
 
     ``checksums`` also compares SHA-256 digests (in a few threads: hashing releases the GIL;
-    on object storage the threads also hide the round trips).
+    on object storage the threads also hide the round trips). In a bucket, sizes and entity
+    tags come from one listing and only records are read: an object whose tag is the one its
+    record keeps is unchanged, so only changed objects (or those recorded without a tag, by
+    an older fmadask) are downloaded to be hashed.
     """
     url = storage.is_url(run_dir)
     run_dir = run_dir if url else Path(run_dir)
@@ -272,9 +321,17 @@ def complete_partitions(run_dir: str | Path, job: dict | None = None,
     what = job["params"]["what"]
     parts = [PartitionFiles(run_dir, p, storage_options)
              for p in range(job["plan"]["partitions"])]
+    listed = _listing(str(run_dir), storage_options) if url else None
     with ThreadPoolExecutor(max_workers=16 if url else 4 if checksums else 1) as pool:
-        ok = list(pool.map(lambda f: f.complete(what, checksums), parts))
-    return [f.partition for f, good in zip(parts, ok) if good]
+        records = list(pool.map(lambda f: f.matching_record(what, checksums, listed), parts))
+    return {f.partition: r for f, r in zip(parts, records) if r is not None}
+
+
+def complete_partitions(run_dir: str | Path, job: dict | None = None,
+                        checksums: bool = False, storage_options: Options = None) -> list[int]:
+    """Numbers of the partitions of a run whose files match their completion records (sorted;
+    see :func:`complete_records`)."""
+    return sorted(complete_records(run_dir, job, checksums, storage_options))
 
 
 def _complete_files(run_dir: str | Path, kind: str, allow_partial: bool,

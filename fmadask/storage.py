@@ -425,6 +425,34 @@ def listdir(location: str | Path, storage_options: Mapping[str, Any] | None = No
     return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
 
+def etag(entry: Mapping[str, Any]) -> str | None:
+    """The entity tag of an object in an fsspec ``info`` or ``ls`` entry, unquoted: S3's
+    ``ETag``, the ``etag`` of GCS and Azure; None when the store reports none. A store gives an
+    object a new tag whenever its content is written, so an unchanged tag means unchanged bytes
+    without reading them."""
+    tag = entry.get("ETag", entry.get("etag"))
+    return str(tag).strip('"') if tag else None
+
+
+def list_files(location: str | Path, storage_options: Mapping[str, Any] | None = None
+               ) -> dict[str, dict]:
+    """Files directly under a folder or URL prefix with what the store says of each, from one
+    listing (no object is read): ``{name: {"size": bytes, "etag": str or None}}``; {} when
+    there is no such folder. Local files have no entity tag."""
+    if not is_url(location):
+        folder = Path(location)
+        return ({p.name: {"size": p.stat().st_size, "etag": None}
+                 for p in sorted(folder.iterdir()) if p.is_file()} if folder.is_dir() else {})
+    fs, path = filesystem(str(location), storage_options)
+    fs.invalidate_cache(path)
+    try:
+        entries = guarded(location, lambda: fs.ls(path, detail=True))
+    except FileNotFoundError:
+        return {}
+    return {posixpath.basename(e["name"].rstrip("/")): {"size": int(e["size"]), "etag": etag(e)}
+            for e in entries if e.get("type") == "file"}
+
+
 def upload_folder(local: str | Path, location: str,
                   storage_options: Mapping[str, Any] | None = None,
                   last: Sequence[str] = ()) -> int:

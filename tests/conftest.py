@@ -1,6 +1,7 @@
 """Shared fixtures: a generated FMA-shaped sample and a real local Dask cluster."""
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -127,17 +128,27 @@ def s3_sample(s3_server: S3Server, sample_dir: Path) -> str:
     return "s3://fma-sample/fma"
 
 
+#: An HTTP request line, as a relay sees it go by.
+_REQUEST = re.compile(rb"(GET|HEAD|PUT|POST|DELETE) (/\S*) HTTP/1\.[01]\r\n")
+
+
 class TcpRelay:
     """A TCP relay 127.0.0.1:port -> the S3 server, which the test can cut and restore: the
     server stops answering mid-job while its data stays (moto keeps objects in memory).
 
     ``cut_on``: bytes that cut the relay when a client sends them (e.g. the request line of a
-    PUT of some key), before they reach the server."""
+    PUT of some key), before they reach the server. ``requests`` lists the request lines that
+    went through (``'GET /bucket/key'``), so a test can count what a client asked for."""
 
     def __init__(self, target: int, cut_on: bytes | None = None) -> None:
         self.target, self.port, self.cut_on = target, free_port(), cut_on
         self.listener: socket.socket | None = None
         self.conns: list[socket.socket] = []
+        self.requests: list[str] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
@@ -170,6 +181,9 @@ class TcpRelay:
                 if watch and self.cut_on is not None and self.cut_on in data:
                     self.stop()
                     return
+                if watch:   # clients send a request's head in one piece (botocore, aiohttp)
+                    self.requests += [f"{m.decode()} {p.decode()}"
+                                      for m, p in _REQUEST.findall(data)]
                 dst.sendall(data)
         except OSError:
             pass

@@ -183,6 +183,25 @@ def test_the_fused_model_round_trips_through_predict(fused_run: Path, sample_dir
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_fuse_on_a_bucket_finds_a_cnn_trained_into_the_cnn_folder_itself(fused_run: Path,
+                                                                          s3_server, tmp_path):
+    """``fmadask cnn RUN_DIR`` (no ``--out``) writes its model into ``RUN_DIR/cnn`` itself, next
+    to whatever model folders are there: fuse from a bucket fetches that model's files (a file
+    in ``cnn/`` is not taken for a model folder) and fuses as on disk."""
+    run = tmp_path / "run"
+    shutil.copytree(fused_run, run)
+    shutil.rmtree(run / "fusion")
+    for path in (run / "cnn" / "naive_bn").iterdir():
+        shutil.move(path, run / "cnn" / path.name)
+    (run / "cnn" / "naive_bn").rmdir()
+    url = s3_server.upload_run(run, "fusion-s3-cnn-dir")
+    remote = fuse(url, storage_options=s3_server.options)
+    local = fuse(run)
+    numbers = ["validation_accuracy", "test_accuracy", "test_f1_macro"]
+    pd.testing.assert_frame_equal(remote[numbers], local[numbers])
+
+
 def test_fuse_on_a_bucket_copy_of_the_run_equals_fuse_on_disk(fused_run: Path, s3_server,
                                                               sample_dir: Path, capsys):
     """``fmadask fuse s3://...`` reads the parts from the bucket (verified by their cards),

@@ -343,6 +343,59 @@ def test_featurize_writes_a_run_folder_on_s3_that_resumes(s3_server, s3_sample, 
                                   read_features(local_dir))
 
 
+def test_a_resume_on_s3_reads_no_data_object_of_a_complete_partition(s3_server, sample_dir,
+                                                                     local_client) -> None:
+    """A re-run in a bucket decides which partitions are complete from their completion records
+    and the sizes and entity tags of one listing: it downloads no data object of a complete
+    partition (every GET the client and the workers send is seen by a relay), yet redoes a
+    partition whose object was changed (same size, other bytes), one cut short and one whose
+    record is missing (in flight when the client died)."""
+    from conftest import TcpRelay
+    from fmadask.pipeline import run_featurize
+    from fmadask.runfolder import OUTPUTS, PartitionFiles, read_features
+
+    relay = TcpRelay(s3_server.port)
+    relay.start()
+    options = {**s3_server.options, "endpoint_url": relay.endpoint}
+    s3_server.filesystem().mkdir("runs-resume")
+    out = "s3://runs-resume/r1"
+    kwargs = dict(out=out, client=local_client, partition_size=8, progress=False,
+                  storage_options=options)
+    first = run_featurize(sample_dir, **kwargs)
+    assert first["partitions_run"] == first["partitions"] == 4
+    features = read_features(out, storage_options=options)
+
+    def data_gets(partition: int) -> list[str]:
+        keys = {"/" + str(f)[len("s3://"):]
+                for f in PartitionFiles(out, partition).outputs(OUTPUTS)}
+        return [r for r in relay.requests if r.startswith("GET ") and r[4:].split("?")[0] in keys]
+
+    try:
+        relay.requests.clear()
+        again = run_featurize(sample_dir, **kwargs)
+        assert (again["partitions_run"], again["partitions_skipped"]) == (0, 4)
+        assert [data_gets(p) for p in range(4)] == [[], [], [], []]
+        assert any(r.startswith("GET /runs-resume/r1/_partitions/") for r in relay.requests)
+
+        fs = s3_server.filesystem()
+        changed = "runs-resume/r1/features/part-00001.parquet"
+        data = bytearray(fs.cat_file(changed))
+        data[-10] ^= 0xFF                                           # same size, other bytes
+        fs.pipe_file(changed, bytes(data))
+        cut = "runs-resume/r1/errors/part-00002.parquet"
+        fs.pipe_file(cut, fs.cat_file(cut)[:-20])                   # cut short
+        fs.rm_file("runs-resume/r1/_partitions/part-00003.json")    # in flight
+        relay.requests.clear()
+        third = run_featurize(sample_dir, **kwargs)
+        assert (third["partitions_run"], third["partitions_skipped"]) == (3, 1)
+        assert data_gets(0) == []
+        assert (third["ok"], third["failed"], third["features"]) == \
+            (first["ok"], first["failed"], first["features"])
+        pd.testing.assert_frame_equal(read_features(out, storage_options=options), features)
+    finally:
+        relay.stop()
+
+
 def test_train_reads_s3_writes_back_and_predict_loads_from_s3(s3_server, s3_run, sample_dir,
                                                                local_client) -> None:
     """train s3://run -> s3://run/classical equals a local train; predict from the s3 model

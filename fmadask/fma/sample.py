@@ -17,6 +17,7 @@ learn the genres but not perfectly.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -262,10 +263,11 @@ def _genres_table() -> pd.DataFrame:
     return table.set_index("genre_id")[["#tracks", "parent", "title", "top_level"]]
 
 
-def _ancestors(genre_id: int, genres: pd.DataFrame) -> list[int]:
+def _ancestors(genre_id: int, parents: Mapping[int, int]) -> list[int]:
+    """``genre_id`` and the genres above it (``parents``: genre id -> parent id, 0 at the top)."""
     chain = [genre_id]
-    while genres.at[chain[-1], "parent"] != 0:
-        chain.append(int(genres.at[chain[-1], "parent"]))
+    while parents[chain[-1]] != 0:
+        chain.append(parents[chain[-1]])
     return chain
 
 
@@ -281,9 +283,9 @@ def _split_of(rank: int, count: int) -> str:
 
 
 def _track_row(track_id: int, genre_ids: list[int], genre_top: str | None, subset: str,
-               split: str, duration: float, genres: pd.DataFrame,
+               split: str, duration: float, parents: Mapping[int, int],
                rng: np.random.Generator) -> dict:
-    genres_all = sorted({a for g in genre_ids for a in _ancestors(g, genres)})
+    genres_all = sorted({a for g in genre_ids for a in _ancestors(g, parents)})
     created = pd.Timestamp("2008-11-26") + pd.Timedelta(seconds=int(rng.integers(0, 2.5e8)))
     artist = int(rng.integers(1, 20000))
     values = {
@@ -421,6 +423,7 @@ def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: 
     rng = np.random.default_rng(seed)
     genres = _genres_table()
     children = {r.genre_id: list(genres.index[genres["parent"] == r.genre_id]) for r in RECIPES}
+    parents = {int(g): int(p) for g, p in genres["parent"].items()}
     rows: dict[int, dict] = {}
     track_id = 1
     defects = ["empty", "empty", "empty", "short:0.25", "short:0.5", "short:0.8", "truncated"]
@@ -441,7 +444,7 @@ def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: 
                 genre_ids.append(recipe.genre_id)
             split = _split_of(rank, count)
             rows[tid] = _track_row(tid, sorted(genre_ids), recipe.title, "small", split, seconds,
-                                   genres, rng)
+                                   parents, rng)
             path = audio_path(out, tid, "small")
             defect = defects[g] if rank == count - 1 and g < len(defects) else None
             if defect == "empty":
@@ -449,7 +452,6 @@ def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: 
                 continue
             length = float(defect.split(":")[1]) if defect and defect.startswith("short") else seconds
             clips.append(_Clip(path, recipe, length, seed, tid, overlap, defect == "truncated"))
-    meta = out / METADATA_DIR
     written = {p.relative_to(out).as_posix() for p in [*empties, *(c.path for c in clips)]}
     written |= {f"{METADATA_DIR}/tracks.csv", f"{METADATA_DIR}/genres.csv"}
     # Recorded before anything is written or removed: a sample cut short by a crash leaves no
@@ -473,21 +475,27 @@ def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: 
             genre_top = None
             if i % 4 == 3:
                 genre_ids.append(RECIPES[(i + 1) % len(RECIPES)].genre_id)
-        rows[tid] = _track_row(tid, genre_ids, genre_top, subset, "training", seconds, genres, rng)
+        rows[tid] = _track_row(tid, genre_ids, genre_top, subset, "training", seconds, parents,
+                               rng)
+    write_metadata(out, rows, genres)
+    _record(out, written)
 
+
+def write_metadata(out: Path, rows: Mapping[int, dict], genres: pd.DataFrame) -> None:
+    """Write ``fma_metadata/tracks.csv`` of ``rows`` (:func:`_track_row` values by track id)
+    and ``genres.csv`` with each genre's ``#tracks`` counted from the rows' ``genres_all``."""
     tracks = pd.DataFrame.from_dict(rows, orient="index")
     tracks = tracks[list(TRACK_COLUMNS)]
     tracks.columns = pd.MultiIndex.from_tuples(TRACK_COLUMNS)
     tracks.index.name = "track_id"
-    counts = pd.Series(0, index=genres.index)
-    for ids in tracks["track", "genres_all"]:
-        for genre_id in parse_list(ids):
-            counts[genre_id] += 1
-    genres["#tracks"] = counts
+    # Counted outside pandas: one Series update per genre of each track is slow at 100k tracks.
+    counts = collections.Counter(g for ids in tracks["track", "genres_all"]
+                                 for g in parse_list(ids))
+    genres["#tracks"] = [counts[g] for g in genres.index]
+    meta = out / METADATA_DIR
     meta.mkdir(parents=True, exist_ok=True)
     _write_csv(tracks, meta / "tracks.csv")
     _write_csv(genres, meta / "genres.csv")
-    _record(out, written)
 
 
 def _claim(out: Path, force: bool) -> set[str]:

@@ -259,8 +259,11 @@ def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | No
         except FileNotFoundError:
             pass
     copy(CNN_DIR, MODEL_CARD)
+    # Model folders only: a file there (a CNN trained into cnn/ itself) is no folder, and
+    # fetching "<file>/model.json" would make a local folder of the file's name.
+    files = storage.list_files(storage.join(run_dir, CNN_DIR), storage_options)
     for arch in storage.listdir(storage.join(run_dir, CNN_DIR), storage_options):
-        if arch != MODEL_CARD:
+        if arch not in files:
             copy(CNN_DIR, arch, MODEL_CARD)
     try:
         chosen = cnn_model_dir(local, cnn)

@@ -73,7 +73,7 @@ from fmadask.records import describe_change, package_versions
 from fmadask.runfolder import (ERRORS_SCHEMA, FEATURES_DIR, INDEX_DIR, INDEX_SCHEMA, JOB_FILE,
                                MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, RECORDS_DIR,
                                SPECTROGRAMS_DIR, ERRORS_DIR, PartitionFiles, complete_partitions,
-                               features_schema, foreign_entries, parquet_source, read_errors,
+                               complete_records, features_schema, foreign_entries, parquet_source,
                                read_job, write_json)
 
 if TYPE_CHECKING:
@@ -228,7 +228,10 @@ def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams,
                                        files.spectrograms.name), files.index)
         write_parquet(_errors_table(errors), files.errors)
         # Written last: sizes and checksums of the files above; the partition is now complete.
-        files.write_record(job.what)
+        files.write_record(job.what, partition_counts(
+            len(featurized) if want_features else None,
+            len(spectrogram_tracks) if shard is not None else None,
+            [(row[0], row[2]) for row in errors]))
     except BaseException:
         if shard is not None:
             shard.discard()
@@ -481,7 +484,8 @@ def read_featurize_state(run_dir: str | Path, record: Mapping[str, Any], overwri
 
     Only what can matter is read: with ``overwrite``, the files earlier runs wrote; else the
     folder's ``featurize.json`` and, when its parameters are ``record``'s, which partitions are
-    complete (checksums read every byte: a run with other parameters is refused without them).
+    complete (checksums read every byte on disk, and in a bucket only the objects whose entity
+    tag changed since upload: a run with other parameters is refused without them).
 
     Parameters
     ----------
@@ -740,11 +744,56 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
     stats.seconds = time.perf_counter() - start
 
 
-def _count_rows(files: Iterable[str | Path],
-                storage_options: Mapping[str, Any] | None = None) -> int:
+def partition_counts(features: int | None, spectrograms: int | None,
+                     errors: Iterable[tuple[int, str]]) -> dict:
+    """What a partition's completion record counts for the run's summary.
+
+    Parameters
+    ----------
+    features, spectrograms : int or None
+        Rows written (None: that output is not made).
+    errors : iterable of (int, str)
+        ``(track_id, error_type)`` of each errors row.
+
+    Returns
+    -------
+    dict
+        ``features``, ``spectrograms``, ``failed`` (tracks with an errors row) and
+        ``failed_by_type`` ({error_type: tracks}).
+    """
+    pairs = set(errors)
+    by_type: dict[str, int] = {}
+    for _, error_type in pairs:
+        by_type[error_type] = by_type.get(error_type, 0) + 1
+    return {"features": features, "spectrograms": spectrograms,
+            "failed": len({tid for tid, _ in pairs}),
+            "failed_by_type": dict(sorted(by_type.items()))}
+
+
+def _recorded_counts(record: Mapping[str, Any], what: Sequence[str]) -> dict | None:
+    """The counts a completion record keeps, or None (a record of an older fmadask)."""
+    counts = record.get("counts")
+    try:
+        numbers = [counts["failed"], *counts["failed_by_type"].values(),
+                   *(counts[o] for o in OUTPUTS if o in what)]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return counts if all(isinstance(n, int) for n in numbers) else None
+
+
+def _counts_from_files(files: PartitionFiles, what: Sequence[str],
+                       storage_options: Mapping[str, Any] | None = None) -> dict:
+    """:func:`partition_counts` of a complete partition, read from its files."""
     import pyarrow.parquet as pq
 
-    return sum(pq.read_metadata(parquet_source(f, storage_options)).num_rows for f in files)
+    def rows(path: str | Path) -> int:
+        return pq.read_metadata(parquet_source(path, storage_options)).num_rows
+
+    errors = pq.read_table(parquet_source(files.errors, storage_options),
+                           columns=["track_id", "error_type"]).to_pydict()
+    return partition_counts(rows(files.features) if "features" in what else None,
+                            rows(files.index) if "spectrograms" in what else None,
+                            zip(errors["track_id"], errors["error_type"]))
 
 
 def summarize(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict:
@@ -760,12 +809,19 @@ def summarize(run_dir: str | Path, storage_options: Mapping[str, Any] | None = N
     """
     run_dir = run_dir if storage.is_url(run_dir) else Path(run_dir)
     job = read_job(run_dir, storage_options)
-    done = complete_partitions(run_dir, job, storage_options=storage_options)
-    errors = read_errors(run_dir, allow_partial=True, storage_options=storage_options)
-    by_type = errors.drop_duplicates(["track_id", "error_type"])["error_type"].value_counts()
-    files = [PartitionFiles(run_dir, p) for p in done]
     what = job["params"]["what"]
-    failed = int(errors["track_id"].nunique())
+    # Counted from the completion records: a summary reads no data file (in a bucket, a
+    # resume's summary would otherwise download part of every complete partition).
+    records = complete_records(run_dir, job, storage_options=storage_options)
+    done = sorted(records)
+    counts = [_recorded_counts(records[p], what)
+              or _counts_from_files(PartitionFiles(run_dir, p), what, storage_options)
+              for p in done]
+    by_type: dict[str, int] = {}
+    for c in counts:
+        for error_type, n in c["failed_by_type"].items():
+            by_type[error_type] = by_type.get(error_type, 0) + n
+    failed = sum(c["failed"] for c in counts)
     tracks, size = job["plan"]["tracks"], job["params"]["partition_size"]
     finished = sum(min(size, tracks - p * size) for p in done)
     return {
@@ -773,10 +829,9 @@ def summarize(run_dir: str | Path, storage_options: Mapping[str, Any] | None = N
         "ok": finished - failed,
         "failed": failed,
         "pending": tracks - finished,
-        "failed_by_type": {str(k): int(v) for k, v in sorted(by_type.items())},
-        "features": (_count_rows((f.features for f in files), storage_options)
-                     if "features" in what else None),
-        "spectrograms": (_count_rows((f.index for f in files), storage_options)
+        "failed_by_type": dict(sorted(by_type.items())),
+        "features": sum(c["features"] for c in counts) if "features" in what else None,
+        "spectrograms": (sum(c["spectrograms"] for c in counts)
                          if "spectrograms" in what else None),
         "partitions": job["plan"]["partitions"],
         "partitions_complete": len(done),

@@ -1,0 +1,237 @@
+"""Scale benchmark: every stage on FMA-large-shaped data sets of growing size, as a user runs it.
+
+Run ``.venv/bin/python tests/benchmarks/bench_scale.py [--sizes 200 1000] [--where local bucket]``
+(the issue's sizes: ``--sizes 1000 25000 106574``; the default is small enough for ``make
+bench``). For each size it writes a data set with :func:`fmadask.fma.scale.make_large_sample`
+(a pool of short clips hard-linked under every id), starts a scheduler and 2 workers of its own
+(fmadask's worker environment) and runs the ``fmadask`` commands against them, the data and the
+run folder on local disk or in a bucket (moto's S3 server on 127.0.0.1, started here):
+
+- ``featurize`` (features and spectrograms of the large subset, 64 tracks a partition), then the
+  same command again: the resume check of a complete run (it must find everything done);
+- ``train`` (logistic regression on the features, official split);
+- ``cnn`` (one epoch of the study's naive net over the full spectrogram index, 2 ranks);
+- ``fuse`` and ``info``.
+
+It prints, per size and place: wall time per stage, its time per track against the smallest
+size, featurize's planning/start-up time (wall time less the timed compute and the workers'
+warm-up), the peak memory (RSS) of the client (the command), the scheduler and each worker
+(sampled every 0.2 s), and the run folder's size and number of files. Figures of one run only;
+tests never assert on them. In a bucket, moto keeps every object in memory: the data set is
+uploaded one object per track (links do not survive), some 40 KB a 2 s clip.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import S3_KEY, S3_SECRET, free_port, wait_for_port  # noqa: E402
+from fmadask.cluster import worker_environ  # noqa: E402
+from fmadask.fma.scale import make_large_sample  # noqa: E402
+
+GIB = 2.0 ** 30
+
+
+@contextmanager
+def _process(args: list[str], env: dict, log: Path) -> Iterator[subprocess.Popen]:
+    """A background process (its output to ``log``), stopped with its group at the end."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)
+
+
+def _rss(proc: psutil.Process) -> dict[int, int]:
+    """RSS in bytes of a process and each of its descendants, by pid."""
+    found = {}
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            found[p.pid] = p.memory_info().rss
+        except psutil.Error:
+            pass
+    return found
+
+
+def _peaks(client: subprocess.Popen, scheduler: psutil.Process,
+           workers: list[psutil.Process]) -> dict[str, float]:
+    """Wait for ``client`` while sampling memory: peak GiB of the client (the command and its
+    children), the scheduler and the largest process of each worker."""
+    peak = {"client": 0.0, "scheduler": 0.0, "worker": 0.0}
+    me = psutil.Process(client.pid)
+    while client.poll() is None:
+        try:
+            peak["client"] = max(peak["client"], sum(_rss(me).values()) / GIB)
+        except psutil.Error:
+            pass
+        peak["scheduler"] = max(peak["scheduler"], sum(_rss(scheduler).values()) / GIB)
+        for w in workers:
+            peak["worker"] = max(peak["worker"], max(_rss(w).values(), default=0) / GIB)
+        time.sleep(0.2)
+    return peak
+
+
+def _folder_size(fs, path: str) -> tuple[int, int]:
+    """(bytes, files) under a local path or a bucket prefix."""
+    if fs is None:
+        files = [p for p in Path(path).rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files), len(files)
+    found = fs.find(path, detail=True)
+    return sum(e["size"] for e in found.values()), len(found)
+
+
+def run_size(n: int, where: str, work: Path, clips: int, seconds: float) -> dict:
+    """Every stage at ``n`` tracks with data and run folder ``where`` ('local' or 'bucket')."""
+    data = work / f"data-{n}"
+    if not data.exists():
+        start = time.perf_counter()
+        make_large_sample(data, tracks=n, clips=min(clips, n), seconds=seconds)
+        print(f"  data set of {n:,} tracks written in {time.perf_counter() - start:.1f} s",
+              flush=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    log = work / "cluster.log"
+    results: dict = {"tracks": n, "where": where, "stages": {}, "memory": {}, "failed": []}
+    with contextlib.ExitStack() as stack:
+        fs = None
+        data_dir, run_dir = str(data), str(work / f"run-{where}-{n}")
+        if where == "bucket":
+            port = free_port()
+            stack.enter_context(_process([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p",
+                                          str(port)], env, log))
+            wait_for_port(port)
+            env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET,
+                       AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_DEFAULT_REGION="us-east-1")
+            import s3fs
+
+            fs = s3fs.S3FileSystem(key=S3_KEY, secret=S3_SECRET,
+                                   endpoint_url=f"http://127.0.0.1:{port}")
+            fs.mkdir("bench")
+            start = time.perf_counter()
+            fs.put(f"{data}/", "bench/data/", recursive=True)
+            print(f"  data set uploaded in {time.perf_counter() - start:.1f} s", flush=True)
+            data_dir, run_dir = "s3://bench/data", "s3://bench/runs/r1"
+        port = free_port()
+        scheduler = stack.enter_context(_process(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--dashboard-address", ":0", "--no-show"], env, log))
+        wait_for_port(port)
+        address = f"tcp://127.0.0.1:{port}"
+        workers = [stack.enter_context(_process(
+            [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
+             "--memory-limit", "4GiB", "--no-dashboard"], {**env, **worker_environ()}, log))
+            for _ in range(2)]
+        time.sleep(5)                     # the workers register
+        stages = [
+            ("featurize", ["featurize", data_dir, "--out", run_dir, "--subset", "large",
+                           "--partition-size", "64"]),
+            ("resume_check", ["featurize", data_dir, "--out", run_dir, "--subset", "large",
+                              "--partition-size", "64"]),
+            ("train", ["train", run_dir, "--models", "logistic_regression",
+                       "--no-unsupervised"]),
+            ("cnn", ["cnn", run_dir, "--arch", "naive", "--epochs", "1", "--ranks", "2"]),
+            ("fuse", ["fuse", run_dir]),
+            ("info", ["info", data_dir, "--subset", "large"]),
+        ]
+        for name, args in stages:
+            cluster = ["--scheduler", address] if name in ("featurize", "resume_check", "train",
+                                                           "cnn") else []
+            start = time.perf_counter()
+            with open(work / f"{name}-{where}-{n}.log", "wb") as out:
+                proc = subprocess.Popen([str(BIN / "fmadask"), *args, *cluster],
+                                        env=env, stdout=out, stderr=subprocess.STDOUT)
+                peak = _peaks(proc, psutil.Process(scheduler.pid),
+                              [psutil.Process(w.pid) for w in workers])
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:     # shown, and the other stages still measured
+                tail = (work / f"{name}-{where}-{n}.log").read_text().strip().splitlines()[-1:]
+                print(f"  {name} FAILED at {n} tracks ({where}): {' '.join(tail)}", flush=True)
+                results["failed"].append(name)
+                continue
+            results["stages"][name] = wall
+            if name == "featurize":     # before the resume check rewrites its summary
+                job = json.loads(_read(fs, f"{run_dir}/featurize.json"))
+                results["featurize_compute_s"] = job["summary"]["seconds"]
+                results["warm_up_s"] = job["summary"]["warm_up_s"]
+            results["memory"][name] = peak
+            print(f"  {name:13s} {wall:8.1f} s   client {peak['client']:.2f} GiB, scheduler "
+                  f"{peak['scheduler']:.2f} GiB, worker {peak['worker']:.2f} GiB", flush=True)
+        if "featurize" in results["failed"]:
+            raise SystemExit(f"featurize failed at {n} tracks ({where}): see {work}")
+        results["run_bytes"], results["run_files"] = _folder_size(
+            fs, run_dir[len("s3://"):] if fs else run_dir)
+    return results
+
+
+def _read(fs, path: str) -> bytes:
+    return fs.cat_file(path[len("s3://"):]) if fs else Path(path).read_bytes()
+
+
+def report(results: list[dict]) -> None:
+    """The table: wall time per stage, per track against the smallest size, memory, folder."""
+    print("\n(ms/track: per track of the data set, labelled or not)\n"
+          "place   tracks  stage           wall s  ms/track  x smallest  peak GiB client/"
+          "scheduler/worker")
+    base: dict[tuple[str, str], float] = {}
+    for r in results:
+        for stage, wall in r["stages"].items():
+            per = wall / r["tracks"] * 1000
+            ref = base.setdefault((r["where"], stage), per)
+            m = r["memory"][stage]
+            print(f"{r['where']:7s} {r['tracks']:6d}  {stage:13s} {wall:8.1f} {per:9.2f} "
+                  f"{per / ref:11.2f}  {m['client']:.2f}/{m['scheduler']:.2f}/{m['worker']:.2f}")
+        for stage in r["failed"]:
+            print(f"{r['where']:7s} {r['tracks']:6d}  {stage:13s}   failed")
+        overhead = r["stages"]["featurize"] - r["featurize_compute_s"] - r["warm_up_s"]
+        print(f"{r['where']:7s} {r['tracks']:6d}  featurize planning and start-up {overhead:.1f} s"
+              f" (workers' warm-up {r['warm_up_s']:.1f} s apart)"
+              f"; resume check of the complete run {r['stages'].get('resume_check', 0):.1f} s; "
+              f"run folder {r['run_bytes'] / 2**20:.1f} MiB in {r['run_files']} files")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--where", nargs="+", choices=["local", "bucket"],
+                        default=["local", "bucket"])
+    parser.add_argument("--clips", type=int, default=300, help="distinct clips in the pool")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of a pool clip")
+    parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    args = parser.parse_args(argv)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="fmadask-bench-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        for n in sorted(args.sizes):
+            for where in args.where:
+                print(f"{n:,} tracks, {where}:", flush=True)
+                results.append(run_size(n, where, work, args.clips, args.seconds))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    report(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
