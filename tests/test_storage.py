@@ -352,6 +352,7 @@ def test_a_resume_on_s3_reads_no_data_object_of_a_complete_partition(s3_server, 
     record is missing (in flight when the client died)."""
     from conftest import TcpRelay
     from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
     from fmadask.runfolder import OUTPUTS, PartitionFiles, read_features
 
     relay = TcpRelay(s3_server.port)
@@ -359,8 +360,8 @@ def test_a_resume_on_s3_reads_no_data_object_of_a_complete_partition(s3_server, 
     options = {**s3_server.options, "endpoint_url": relay.endpoint}
     s3_server.filesystem().mkdir("runs-resume")
     out = "s3://runs-resume/r1"
-    kwargs = dict(out=out, client=local_client, partition_size=8, progress=False,
-                  storage_options=options)
+    kwargs = dict(out=out, client=local_client, config=FeaturizeConfig(partition_size=8),
+                  progress=False, storage_options=options)
     first = run_featurize(sample_dir, **kwargs)
     assert first["partitions_run"] == first["partitions"] == 4
     features = read_features(out, storage_options=options)
