@@ -235,7 +235,7 @@ def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int
     """Train; when a rank's worker leaves the cluster, go on from the last checkpoint on the
     workers there are then (clusters replace workers: a SLURM job past its lifetime, a nanny),
     at most ``config.restarts`` times in a row without a new epoch."""
-    metrics = _Metrics(storage.join(out_location(run_dir, config.out_dir), "metrics.csv"),
+    metrics = _Metrics(storage.join(out_location(run_dir, config.out_dir), METRICS_FILE),
                        storage_options)
     failed = 0
     while True:

@@ -493,8 +493,8 @@ class _Stage:
                 self.dataset.features.to_numpy(np.float32)), self.dataset.genre.to_numpy(),
                 self.out / UNSUPERVISED_DIR, seed=config.seed)
         self._write_record(n_workers, searches, best, views, time.perf_counter() - start)
-        self.log(f"classical: table in {self.out / 'table.md'}, figures in "
-                 f"{self.out / 'confusion'} and {self.out / 'unsupervised'}")
+        self.log(f"classical: table in {self.out / TABLE_FILE}, figures in "
+                 f"{self.out / CONFUSION_DIR} and {self.out / UNSUPERVISED_DIR}")
         return results
 
     # ---------------------------------------------------------------------------- scaling
