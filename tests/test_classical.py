@@ -294,7 +294,7 @@ def test_saved_table_model_reproduces_its_reported_test_accuracy(table_run):
 def test_loading_a_folder_without_a_model_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="model.json"):
         load_classical(tmp_path)
-    (tmp_path / "model.json").write_text('{"kind": "cnn", "classes": []}')
+    (tmp_path / "model.json").write_text('{"kind": "cnn", "classes": ["Rock", "Pop"]}')
     with pytest.raises(DataError, match="not a classical"):
         load_classical(tmp_path)
 

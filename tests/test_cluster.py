@@ -171,25 +171,29 @@ def test_missing_extra_names_it(kind: str, modules: list[str], extra: str,
     _assert_one_line(str(info.value), kind, extra)
 
 
-def test_slurm_job_script_from_deploy_config(tmp_path: Path) -> None:
-    """dask-jobqueue renders deploy/slurm/jobqueue.yaml into a job script (nothing submitted)."""
+def test_slurm_job_script_from_deploy_config() -> None:
+    """The worker job script of deploy/slurm/jobqueue.yaml (the site's settings) and a spec's
+    [cluster] section (the jobs' size), as dask-jobqueue renders it (nothing submitted)."""
     pytest.importorskip("dask_jobqueue", reason="the 'slurm' extra (dask-jobqueue) is needed")
+    from fmadask import slurm
+    from fmadask.cluster import slurm_prologue
+
     # as Dask reads a YAML file: merged key by key into the defaults (set() would replace them)
     config = {f"jobqueue.slurm.{key}": value for key, value in
               yaml.safe_load((DEPLOY / "slurm" / "jobqueue.yaml").read_text())["jobqueue"]
               ["slurm"].items()}
-    options = {"scheduler_options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
-               "log_directory": str(tmp_path / "logs"), "queue": "cpu", "walltime": "01:00:00"}
-    with dask.config.set(config), get_client("slurm", workers=0, memory_limit="16GiB",
-                                             quiet=True, cluster_options=options,
-                                             worker_timeout=None) as client:
-        script = client.cluster.job_script()
+    with dask.config.set(config):
+        settings = slurm.job_settings({"cores": 8, "processes": 8, "memory": "2GiB",
+                                       "queue": "cpu", "walltime": "01:00:00",
+                                       "lifetime": "auto"})
+        script = slurm.job_script(settings, slurm_prologue({}))
     assert "#SBATCH -p cpu" in script
     assert "#SBATCH -t 01:00:00" in script
     assert "#SBATCH --cpus-per-task=8" in script
-    # 8 worker processes of one thread each, and the memory of the spec, not the yaml's
+    # 8 worker processes of one thread each, 2 GiB each: a job of 16 GiB
     assert "--nworkers 8" in script and "--nthreads 1" in script
     assert "#SBATCH --mem=16G" in script
+    assert 'source "${FMADASK_VENV:-$HOME/fmadask/.venv}/bin/activate"' in script   # the yaml's
     exports = [line for line in script.splitlines() if line.startswith(f"export {WORKER_ENV_KEY}=")]
     assert len(exports) == 1
     # the shell sees exactly the value fmadask's own workers get

@@ -320,21 +320,19 @@ def _watch(client: Client, futures: list[Future], workers: list[str], metrics: _
         if progress:
             logged = _log_epochs(metrics, logged, epochs)
         if any(f.status == "error" for f in futures):
-            return _failure(futures, workers)
+            return _failure(client, futures, workers)
         if all(f.status == "finished" for f in futures):
             return None
-        alive = set(workers_info(client))
-        for rank, (f, w) in enumerate(zip(futures, workers)):
-            if w not in alive and f.status != "finished":
-                return WorkersLeft(f"CNN training failed: the worker {w} of rank {rank} left "
-                                  "the cluster (killed, out of memory, lost or past its "
-                                  "lifetime); the other ranks were stopped. Re-run with "
-                                  f"{setting('cnn.resume')} to continue from the last "
-                                  "checkpoint")
+        left = _left_worker(client, futures, workers, wait_s=0)
+        if left is not None:
+            return left
 
 
-def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -> FmadaskError:
-    """The error naming the rank that failed first (not one that failed because it did)."""
+def _failure(client: Client, futures: list[Future], workers: list[str],
+             settle_s: float = 2.0) -> FmadaskError:
+    """The error naming the rank that failed first (not one that failed because it did); a
+    :class:`WorkersLeft` when the ranks only failed because a rank's worker left the cluster (its
+    peers see a connection reset before the scheduler sees the worker go)."""
     # let the other ranks' consequential errors arrive, so the cause can be told from them
     deadline = time.monotonic() + settle_s
     while time.monotonic() < deadline and any(f.status == "pending" for f in futures):
@@ -342,6 +340,10 @@ def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -
     failures: list[tuple[int, BaseException]] = [
         (rank, f.exception()) for rank, f in enumerate(futures) if f.status == "error"]
     rank_failures = [(r, e) for r, e in failures if isinstance(e, RankFailure)]
+    if rank_failures and all(e.peer for _, e in rank_failures):
+        left = _left_worker(client, futures, workers, settle_s)
+        if left is not None:
+            return left
     if rank_failures:
         # a rank's own error beats a communication error; among equals, the earliest
         rank, exc = min(rank_failures, key=lambda re: (re[1].peer, re[1].when))
@@ -354,6 +356,25 @@ def _failure(futures: list[Future], workers: list[str], settle_s: float = 2.0) -
     rank, exc = failures[0]
     return TrainingError(f"CNN training failed on rank {rank} ({workers[rank]}): "
                          f"{type(exc).__name__}: {exc}; the other ranks were stopped")
+
+
+def _left_worker(client: Client, futures: list[Future], workers: list[str],
+                 wait_s: float) -> WorkersLeft | None:
+    """The WorkersLeft of the first rank whose worker is gone from the cluster (waiting up to
+    ``wait_s`` for the scheduler to notice), or None."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = set(workers_info(client))
+        for rank, (f, w) in enumerate(zip(futures, workers)):
+            if w not in alive and f.status != "finished":
+                return WorkersLeft(f"CNN training failed: the worker {w} of rank {rank} left "
+                                   "the cluster (killed, out of memory, lost or past its "
+                                   "lifetime); the other ranks were stopped. Re-run with "
+                                   f"{setting('cnn.resume')} to continue from the last "
+                                   "checkpoint")
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
 
 
 def _exit_process() -> None:
