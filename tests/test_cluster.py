@@ -176,7 +176,7 @@ def test_slurm_job_script_from_deploy_config() -> None:
     [cluster] section (the jobs' size), as dask-jobqueue renders it (nothing submitted)."""
     pytest.importorskip("dask_jobqueue", reason="the 'slurm' extra (dask-jobqueue) is needed")
     from fmadask import slurm
-    from fmadask.cluster import slurm_prologue
+    from fmadask.cluster import import_extra, slurm_prologue
 
     # as Dask reads a YAML file: merged key by key into the defaults (set() would replace them)
     config = {f"jobqueue.slurm.{key}": value for key, value in
@@ -186,7 +186,7 @@ def test_slurm_job_script_from_deploy_config() -> None:
         settings = slurm.job_settings({"cores": 8, "processes": 8, "memory": "2GiB",
                                        "queue": "cpu", "walltime": "01:00:00",
                                        "lifetime": "auto"})
-        script = slurm.job_script(settings, slurm_prologue({}))
+        script = slurm.job_script(settings, slurm_prologue({}), import_extra("slurm"))
     assert "#SBATCH -p cpu" in script
     assert "#SBATCH -t 01:00:00" in script
     assert "#SBATCH --cpus-per-task=8" in script
