@@ -7,7 +7,6 @@ Skipped, with SLURM's own words, where the one-node SLURM cannot start (not root
 """
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import signal
