@@ -454,10 +454,7 @@ def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: 
             clips.append(_Clip(path, recipe, length, seed, tid, overlap, defect == "truncated"))
     written = {p.relative_to(out).as_posix() for p in [*empties, *(c.path for c in clips)]}
     written |= {f"{METADATA_DIR}/tracks.csv", f"{METADATA_DIR}/genres.csv"}
-    # Recorded before anything is written or removed: a sample cut short by a crash leaves no
-    # file the next one does not know of.
-    _record(out, earlier | written)
-    _remove(out, earlier - written)
+    _start_replacing(out, earlier, written)
     for path, content in empties.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
@@ -542,6 +539,14 @@ def _recorded(marker: Path) -> set[str] | None:
         raise DataError(f"{marker} is not the record of a sample (no list of the files it "
                         "wrote inside its folder): remove the folder or choose another")
     return set(files)
+
+
+def _start_replacing(out: Path, earlier: set[str], written: set[str]) -> None:
+    """Record ``earlier | written`` as the sample's, then remove what only ``earlier`` names:
+    recorded before anything is written or removed, a sample cut short by a crash leaves no file
+    the next one does not know of. :func:`_record` of ``written`` ends the replacement."""
+    _record(out, earlier | written)
+    _remove(out, earlier - written)
 
 
 def _record(out: Path, files: set[str]) -> None:

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from fmadask.fma.layout import METADATA_DIR, SUBSETS, audio_dir, audio_relpath
-from fmadask.fma.sample import (_ID3_ONLY, RECIPES, _Clip, _claim, _record, _remove, _split_of,
-                                _track_row, _write_clips, write_metadata)
+from fmadask.fma.sample import (_ID3_ONLY, RECIPES, _Clip, _claim, _record, _split_of,
+                                _start_replacing, _track_row, _write_clips, write_metadata)
 from fmadask.lock import RunLock
 
 #: Tracks of FMA large, medium and small.
@@ -271,9 +271,7 @@ def _write_large(out: Path, earlier: set[str], tracks: int, clips: int, seconds:
               if SUBSETS.index(track.subset) <= SUBSETS.index(subset)]
     written = {p.relative_to(out).as_posix() for p in [*large, *copies]}
     written |= {f"{METADATA_DIR}/tracks.csv", f"{METADATA_DIR}/genres.csv"}
-    # Recorded before anything is written or removed, as make_sample does.
-    _record(out, earlier | written)
-    _remove(out, earlier - written)
+    _start_replacing(out, earlier, written)
     by_genre = {r.title: [c for c in range(clips) if c % len(RECIPES) == j]
                 for j, r in enumerate(RECIPES)}
     source_of: dict[int, int] = {}        # track (its position) -> pool clip
