@@ -265,7 +265,7 @@ MAX_LINES = 700
 OVER_LIMITS = {
     "fmadask.ml.search:run_search": 15, "fmadask.dl.launch:run_cnn": 11,
     "fmadask.fusion.stage:_write": 11, "fmadask.ml.fit:fold_score": 11,
-    "fmadask.dl.trainer": 924, "fmadask.options": 724,
+    "fmadask.options": 724,
 }
 
 
