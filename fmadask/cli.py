@@ -227,7 +227,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "tracks.csv next to it)")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default RUN_DIR/classical, or ./classical)")
-    add_options(p, DataOptions, "split", "seed")
+    add_options(p, DataOptions, "split", "seed", "target")
     add_option(p, "data.subset", help="FMA subset when reading features.csv")
     add_options(p, ClassicalOptions)
     _add_storage_options(p)
@@ -274,7 +274,8 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 
     _require_drivers(args.data_dir, args.out)
     config = FeaturizeConfig.of(options_from_args(FeaturizeOptions, args), subset=args.subset,
-                                split=args.split, seed=args.split_seed, overwrite=args.overwrite)
+                                split=args.split, seed=args.split_seed, target=args.target,
+                                overwrite=args.overwrite)
     run_featurize(args.data_dir, out=args.out, config=config, scheduler=args.scheduler,
                   workers=args.workers, worker_timeout=args.worker_timeout,
                   storage_options=args.storage_options)
@@ -295,7 +296,7 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
     add_options(p, DataOptions, "subset")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write into")
     add_options(p, FeaturizeOptions)
-    add_options(p, DataOptions, "split", "seed")
+    add_options(p, DataOptions, "split", "seed", "target")
     add_option(p, "output.overwrite")
     _add_storage_options(p)
     _add_cluster_options(p)
