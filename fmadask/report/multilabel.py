@@ -298,6 +298,26 @@ def _f1(y: np.ndarray, pred: np.ndarray, axis: int | None) -> np.ndarray:
                      where=np.asarray(denominator) > 0)
 
 
+def ranking_scores(y_true: np.ndarray, proba: np.ndarray,
+                   min_positives: int = 1) -> dict[str, float]:
+    """Macro ROC-AUC and macro average precision over the labels a split can score.
+
+    The threshold-free part of :func:`scores` (what a training loop follows per epoch).
+
+    Returns
+    -------
+    dict
+        ``roc_auc_macro`` and ``pr_auc_macro``; NaN when no label can be scored.
+    """
+    y, p = _check(y_true, proba)
+    keep = scored_mask(y, min_positives)
+    if not keep.any():
+        return {"roc_auc_macro": float("nan"), "pr_auc_macro": float("nan")}
+    return {"roc_auc_macro": float(roc_auc_score(y[:, keep], p[:, keep], average="macro")),
+            "pr_auc_macro": float(average_precision_score(y[:, keep], p[:, keep],
+                                                          average="macro"))}
+
+
 def scores(y_true: np.ndarray, proba: np.ndarray, pred: np.ndarray, labels: Sequence[int],
            parents: Mapping[int, int], top_true: np.ndarray,
            min_positives: int = 1) -> dict[str, float]:
@@ -336,13 +356,12 @@ def scores(y_true: np.ndarray, proba: np.ndarray, pred: np.ndarray, labels: Sequ
         return dict.fromkeys(SCORE_NAMES, float("nan"))
     keep = scored_mask(y, min_positives)
     nan = float("nan")
-    pooled_ok = y.any() and not y.all()
+    ranking = ranking_scores(y, p, min_positives)
     return {
-        "roc_auc_macro": float(roc_auc_score(y[:, keep], p[:, keep], average="macro"))
-        if keep.any() else nan,
-        "roc_auc_micro": float(roc_auc_score(y.ravel(), p.ravel())) if pooled_ok else nan,
-        "pr_auc_macro": float(average_precision_score(y[:, keep], p[:, keep], average="macro"))
-        if keep.any() else nan,
+        "roc_auc_macro": ranking["roc_auc_macro"],
+        "roc_auc_micro": float(roc_auc_score(y.ravel(), p.ravel()))
+        if y.any() and not y.all() else nan,
+        "pr_auc_macro": ranking["pr_auc_macro"],
         "f1_micro": float(_f1(y, pred, None)),
         "f1_macro": float(np.mean(_f1(y[:, keep], pred[:, keep], 0))) if keep.any() else nan,
         "subset_accuracy": float(np.mean((y == pred).all(axis=1))),
