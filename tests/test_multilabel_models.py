@@ -75,3 +75,20 @@ def test_a_tracks_probabilities_are_its_segments_mean():
     # segments at 0.5: 6 predicted (0.9, 0.6, 0.5, 0.8, 0.6, 0.7), all right; 7 positives
     assert scores["segment_f1_micro"] == pytest.approx(2 * 6 / (7 + 6))
     assert scores["n_tracks"] == 3 and scores["n_segments"] == 6
+
+
+def test_a_multi_label_prediction_lists_the_genres_above_their_thresholds():
+    import pandas as pd
+
+    from fmadask.predict import format_predictions
+
+    table = pd.DataFrame({"path": ["a.mp3", "b.mp3", "c.mp3"], "genre": ["Rock", None, None],
+                          "error": [None, None, "empty: no audio"], "n_segments": [10, 1, 0],
+                          "Rock": [0.91, 0.2, None], "Punk": [0.30, 0.1, None],
+                          "Pop": [0.31, 0.3, None], "Folk": [0.12, 0.05, None]})
+    table.attrs.update(classes=["Rock", "Punk", "Pop", "Folk"],
+                       thresholds={"Rock": 0.5, "Punk": 0.25, "Pop": 0.4, "Folk": 0.5})
+    assert format_predictions(table, top=2) == [
+        "a.mp3: Rock 0.91, Punk 0.30 | below: Pop 0.31, Folk 0.12 [10 segments]",
+        "b.mp3: no genre above its threshold | below: Pop 0.30, Rock 0.20",
+        "c.mp3: cannot predict (empty: no audio)"]
