@@ -198,7 +198,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from fmadask.ml.data import DatasetOptions
-    from fmadask.ml.train import ClassicalConfig, results_markdown, train
+    from fmadask.ml.execute import results_markdown
+    from fmadask.ml.train import ClassicalConfig, train
 
     # train() checks the options and reads the data before it starts or joins a cluster.
     _require_drivers(args.source, args.out)

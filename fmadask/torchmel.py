@@ -8,7 +8,7 @@ power in float32, the mel projection (computed in float64, rounded to float32) a
 conversion in float32. The largest difference from the CPU shards is stated in the README's
 performance section (measured by ``tests/benchmarks/bench_gpu.py``); the tests hold it on the CPU.
 
-This module imports torch; :mod:`fmadask.pipeline.featurize` imports it only for
+This module imports torch; :mod:`fmadask.pipeline.partition` imports it only for
 ``mel_device='cuda'``.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from fmadask.dl.trainer import Callback, Step, digest
+from fmadask.dl.callbacks import Callback, Step, digest
 from fmadask.errors import DataError
 
 

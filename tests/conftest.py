@@ -138,10 +138,15 @@ class TcpRelay:
 
     ``cut_on``: bytes that cut the relay when a client sends them (e.g. the request line of a
     PUT of some key), before they reach the server. ``requests`` lists the request lines that
-    went through (``'GET /bucket/key'``), so a test can count what a client asked for."""
+    went through (``'GET /bucket/key'``), so a test can count what a client asked for.
+    ``refuse_after_cut``: once cut, keep accepting connections and close each at once, before
+    any answer (a store that went away mid-job), instead of refusing them; ``gone`` says it was
+    cut."""
 
-    def __init__(self, target: int, cut_on: bytes | None = None) -> None:
+    def __init__(self, target: int, cut_on: bytes | None = None,
+                 refuse_after_cut: bool = False) -> None:
         self.target, self.port, self.cut_on = target, free_port(), cut_on
+        self.refuse_after_cut, self.gone = refuse_after_cut, False
         self.listener: socket.socket | None = None
         self.conns: list[socket.socket] = []
         self.requests: list[str] = []
@@ -151,11 +156,22 @@ class TcpRelay:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.gone = False
         self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def stop(self) -> None:
         self.listener.close()
+        self._drop_connections()
+
+    def _cut(self) -> None:
+        self.gone = True
+        if self.refuse_after_cut:
+            self._drop_connections()
+        else:
+            self.stop()
+
+    def _drop_connections(self) -> None:
         for conn in self.conns:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -170,6 +186,9 @@ class TcpRelay:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.gone:
+                client.close()
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target))
             self.conns += [client, upstream]
             for a, b, watch in ((client, upstream, True), (upstream, client, False)):
@@ -179,7 +198,7 @@ class TcpRelay:
         try:
             while data := src.recv(1 << 16):
                 if watch and self.cut_on is not None and self.cut_on in data:
-                    self.stop()
+                    self._cut()
                     return
                 if watch:   # clients send a request's head in one piece (botocore, aiohttp)
                     self.requests += [f"{m.decode()} {p.decode()}"

@@ -30,7 +30,8 @@ from fmadask.dl.nets import ARCHS, build_net
 from fmadask.dl.predict import load_model, save_model
 from fmadask.dl.synthetic import GENRES, write_synthetic_spectrograms
 from fmadask.dl.config import TrainConfig
-from fmadask.dl.trainer import RankFailure, check_resume
+from fmadask.dl.checkpoint import check_resume
+from fmadask.dl.ranks import RankFailure
 from fmadask.errors import ConfigError, DataError
 from fmadask.fma.tracks import track_table
 from fmadask.pipeline import run_featurize

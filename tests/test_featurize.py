@@ -31,9 +31,9 @@ from fmadask.features import FEATURE_COLUMNS, MelParams, to_fma_columns
 from fmadask.fma.metadata import load_features
 from fmadask.fma.tracks import track_table
 from fmadask.pipeline import DEFAULT_MAX_SECONDS, DEFAULT_PARTITION_SIZE, run_featurize
-from fmadask.pipeline.featurize import (MIB_PER_AUDIO_SECOND, FeaturizeConfig, JobParams,
-                                        Track, _check_worker_memory, featurize_partition,
-                                        worker_memory_needed)
+from fmadask.pipeline.featurize import (MIB_PER_AUDIO_SECOND, FeaturizeConfig,
+                                        _check_worker_memory, worker_memory_needed)
+from fmadask.pipeline.partition import JobParams, Track, featurize_partition
 from fmadask.atomic import NpyShard, atomic_path
 from fmadask.runfolder import (PART_DIRS, PartitionFiles, read_errors, read_features, read_job,
                                read_mel_params, read_spectrogram_index)
@@ -208,9 +208,9 @@ def test_fma_multiindex_view_has_the_layout_of_fma_features_csv(clean_run, tmp_p
 
 def test_workers_are_warmed_once_before_the_timed_work(clean_run, local_client):
     def warmed() -> int:
-        from fmadask.pipeline import featurize
+        from fmadask.pipeline import partition
 
-        return len(featurize._warmed)
+        return len(partition._warmed)
 
     assert all(n >= 1 for n in local_client.run(warmed).values())
     assert read_job(clean_run)["summary"]["warm_up_s"] >= 0
@@ -323,7 +323,7 @@ def test_complete_run_is_not_redone(sample_dir, clean_run, tmp_path):
 def test_summary_counts_from_the_records_equal_those_read_from_the_files(clean_run, tmp_path):
     """A completion record counts its partition's rows and failed tracks, so a summary reads no
     data file; a record written before it did is counted from its files, with the same result."""
-    from fmadask.pipeline.featurize import summarize
+    from fmadask.pipeline.summary import summarize
 
     out = tmp_path / "run"
     shutil.copytree(clean_run, out)

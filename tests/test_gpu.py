@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fmadask.audio import AudioError, load_audio
-from fmadask.dl.trainer import backend_for
+from fmadask.dl.ranks import backend_for
 from fmadask.errors import ConfigError
 from fmadask.features import MelParams, log_mel
 from fmadask.pipeline import run_featurize

@@ -21,7 +21,7 @@ from fmadask.dl.launch import run_cnn
 from fmadask.dl.nets import build_net
 from fmadask.dl.predict import load_model, save_model
 from fmadask.dl.synthetic import write_synthetic_spectrograms
-from fmadask.dl.trainer import load_checkpoint
+from fmadask.dl.checkpoint import load_checkpoint
 from fmadask.errors import DataError
 from fmadask.features import FEATURE_COLUMNS
 from fmadask.integrity import describe

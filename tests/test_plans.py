@@ -9,8 +9,8 @@ import pytest
 
 from fmadask.errors import ConfigError
 from fmadask.fma.tracks import track_table
-from fmadask.ml.train import (ClassicalConfig, ClassicalState, plan_classical,
-                              read_classical_state)
+from fmadask.ml.plan import (ClassicalConfig, ClassicalState, plan_classical,
+                             read_classical_state)
 from fmadask.pipeline.featurize import (FeaturizeConfig, FeaturizeState, featurize_record,
                                         plan_featurize, read_featurize_state)
 from fmadask.runfolder import JOB_FILE, PartitionFiles, write_json

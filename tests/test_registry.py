@@ -127,8 +127,9 @@ def test_a_classical_model_added_to_the_registry_alone_runs_end_to_end(tmp_path:
 
     from fmadask.ml import models
     from fmadask.ml.persist import load_classical
-    from fmadask.ml.train import ClassicalConfig, ProgressLog, execute_classical, plan_classical
-    from fmadask.ml.train import ClassicalState
+    from fmadask.ml.execute import execute_classical
+    from fmadask.ml.plan import ClassicalConfig, ClassicalState, plan_classical
+    from fmadask.ml.train import ProgressLog
     from synthetic_tables import gaussian_table
 
     monkeypatch.setitem(models.MODELS, "sgd", models.ModelSpec(

@@ -4,11 +4,9 @@ The servers run on 127.0.0.1 as separate processes or threads; nothing is mocked
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.server
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -667,54 +665,6 @@ def test_a_data_url_password_is_never_written_or_printed(tmp_path: Path) -> None
     assert leaks == [] and not any(secret in text for text in printed), (leaks, printed)
 
 
-class _VanishingStore:
-    """A TCP relay to the S3 server that the store "leaves" when a client sends ``cut_on``
-    (the request line of some PUT): from then on every connection is accepted and closed at
-    once, before any answer, as a store that went away mid-job."""
-
-    def __init__(self, target: int, cut_on: bytes) -> None:
-        from conftest import free_port
-
-        self.target, self.cut_on, self.port = target, cut_on, free_port()
-        self.gone, self.conns = False, []
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.gone:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.conns += [client, upstream]
-            for a, b, watch in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=self._pipe, args=(a, b, watch), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, watch: bool) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                if watch and self.cut_on in data:
-                    self.gone = True
-                    for conn in self.conns:
-                        with contextlib.suppress(OSError):
-                            conn.shutdown(socket.SHUT_RDWR)
-                    return
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.mark.slow      # a local cluster in a subprocess, cut off from its store mid-job
 def test_a_store_gone_mid_featurize_stops_the_job_once_in_one_line(s3_server, s3_sample) -> None:
     """The store goes away mid-job: the job stops at the first partition that finds it gone
@@ -724,8 +674,12 @@ def test_a_store_gone_mid_featurize_stops_the_job_once_in_one_line(s3_server, s3
     import subprocess
     import sys
 
+    from conftest import TcpRelay
+
     s3_server.filesystem().mkdir("gone")
-    store = _VanishingStore(s3_server.port, b"PUT /gone/runs/r1/_partitions/part-00001.json")
+    store = TcpRelay(s3_server.port, cut_on=b"PUT /gone/runs/r1/_partitions/part-00001.json",
+                     refuse_after_cut=True)
+    store.start()
     try:
         env = {**os.environ, **s3_server.env,
                "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -736,7 +690,7 @@ def test_a_store_gone_mid_featurize_stops_the_job_once_in_one_line(s3_server, s3
              "--storage-option", "config_kwargs.retries.max_attempts=1"],
             env=env, capture_output=True, text=True, timeout=900)
     finally:
-        store.close()
+        store.stop()
     assert store.gone, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -6,7 +6,9 @@
 - :mod:`fmadask.dl.nets` -- ``naive``, ``naive_bn`` (the study's), ``shortchunk_res`` and
   ``vgg_gap`` (the default of new work);
 - :mod:`fmadask.dl.trainer` -- the function each DDP rank runs (also ``python -m
-  fmadask.dl.trainer`` under torchrun);
+  fmadask.dl.trainer`` under torchrun); :mod:`fmadask.dl.ranks` (a rank's place, device and
+  failure), :mod:`fmadask.dl.checkpoint` (resume and checkpoints), :mod:`fmadask.dl.callbacks`
+  (hooks into its loop);
 - :mod:`fmadask.dl.launch` -- :func:`run_cnn`: one rank per Dask worker;
 - :mod:`fmadask.dl.evaluate` -- segment votes and scores; :mod:`fmadask.dl.predict` -- saved
   models and :func:`~fmadask.dl.predict.predict_cnn` (``fmadask predict`` reaches it through

@@ -47,8 +47,11 @@ from fmadask.cluster import gpu_workers, workers_info
 from fmadask.dl.dataset import open_spectrograms
 from fmadask.dl.outputs import (fetch_checkpoints, out_location,
                                 remove_remote_outputs)
-from fmadask.dl.trainer import (Callback, DistSpec, RankFailure, TrainConfig, check_resume,
-                                free_port, fresh_start, load_checkpoint, train)
+from fmadask.dl.callbacks import Callback
+from fmadask.dl.checkpoint import check_resume, fresh_start, load_checkpoint
+from fmadask.dl.ranks import DistSpec, RankFailure, free_port
+from fmadask.dl.config import TrainConfig
+from fmadask.dl.trainer import train
 from fmadask.errors import ClusterError, ConfigError, FmadaskError, WorkersLeft
 from fmadask.lock import hold
 from fmadask.logs import show_progress
@@ -164,7 +167,7 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     progress : bool
         Report the placement of the ranks and each finished epoch (read from metrics.csv) as
         INFO lines of this module's logger (``fmadask cnn`` shows them on stderr).
-    callbacks : sequence of fmadask.dl.trainer.Callback
+    callbacks : sequence of fmadask.dl.callbacks.Callback
         Hooks into every rank's training loop; each rank runs a copy and reports its state in
         its result (``ranks[i]["callbacks"]``).
     storage_options : mapping, optional

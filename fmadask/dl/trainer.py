@@ -25,17 +25,15 @@ import argparse
 import dataclasses
 import datetime
 import gc
-import hashlib
 import json
 import logging
 import multiprocessing
 import os
-import random
 import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,220 +49,32 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from fmadask.dl.augment import Augmentation, augment_batch, batch_generator
+from fmadask.dl.callbacks import Callback, Step, digest
+from fmadask.dl.checkpoint import (check_resume, fresh_start, load_checkpoint, rng_state,
+                                   set_rng_state, to_plain)
 from fmadask.dl.config import TrainConfig, add_config_arguments, config_options
 from fmadask.dl.dataset import (SegmentDataset, Spectrograms, normalisation, open_spectrograms,
                                 prefetch, segment_frames)
 from fmadask.dl.evaluate import score_segments
 from fmadask.dl.nets import build_net
 from fmadask.dl.outputs import OutputFolder, out_location, output_folder
+from fmadask.dl.ranks import (DistSpec, RankFailure, backend_for, gather_all, is_peer_failure,
+                              select_device, teardown)
 from fmadask.runfolder import (BEST_CHECKPOINT, CHECKPOINTS, CURVES_FILE, LAST_CHECKPOINT,
                                METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE)
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
 from fmadask.flags import resolve_options
-from fmadask.options import setting
 from fmadask.report.tables import markdown_table
 
 log = logging.getLogger(__name__)
-
-#: Config fields a resumed run must share with its checkpoint (the schedule and data order
-#: depend on them).
-_RESUME_KEYS = ("arch", "width", "epochs", "segment_seconds", "batch_size", "lr", "weight_decay",
-                "optimizer", "lr_schedule", "seed", "gain_db", "masks", "mixup",
-                "label_smoothing", "crops", "ema")
-#: What a checkpoint written before a resume key existed was trained with: the behaviour of the
-#: time, not the option's default of today (new work takes 3 crops; those runs took 1).
-_BEFORE_THE_OPTION = {"crops": 1, "ema": 0.0}
-
-
-@dataclass(frozen=True)
-class DistSpec:
-    """Where a rank sits in the job: rank, world size, index among the ranks of its host (and so
-    its GPU), how many ranks share its host, rendezvous address."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 0
-    local_world_size: int = 1
-
-    @classmethod
-    def from_env(cls) -> DistSpec:
-        """torchrun's variables; a single rank on a free local port when RANK is not set."""
-        if "RANK" not in os.environ:
-            return cls(master_port=free_port())
-        try:
-            return cls(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                       local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-                       local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-                       master_addr=os.environ["MASTER_ADDR"],
-                       master_port=int(os.environ["MASTER_PORT"]))
-        except (KeyError, ValueError) as exc:
-            raise ConfigError(f"torch.distributed environment incomplete ({exc}): set RANK, "
-                              "WORLD_SIZE, MASTER_ADDR and MASTER_PORT or run under torchrun"
-                              ) from None
-
-
-@dataclass(eq=False)
-class RankFailure(Exception):
-    """A rank stopped with an exception; carries what the launcher needs to name the cause.
-
-    It crosses processes (a Dask worker to the client), so it pickles as its fields.
-
-    Attributes
-    ----------
-    rank : int
-        The rank that stopped.
-    host : str
-        Its host name.
-    exc_type : str
-        Name of the exception's type.
-    message : str
-        First line of the exception's text.
-    when : float
-        When it was caught, seconds since the epoch.
-    peer : bool
-        True when the exception came from the communication layer: most likely a consequence of
-        another rank's failure.
-    user_error : FmadaskError, optional
-        The exception itself when a user can fix its cause (missing data, a bad option): shown as
-        itself, not as a crash.
-    """
-
-    rank: int
-    host: str
-    exc_type: str
-    message: str
-    when: float
-    peer: bool
-    user_error: FmadaskError | None = None
-
-    def __post_init__(self) -> None:
-        super().__init__(self.rank, self.host, self.exc_type, self.message, self.when, self.peer)
-
-    def __reduce__(self):
-        return (type(self), (self.rank, self.host, self.exc_type, self.message, self.when,
-                             self.peer, self.user_error))
-
-    def __str__(self) -> str:
-        return f"rank {self.rank} on {self.host}: {self.exc_type}: {self.message}"
-
-
-_PEER_HINTS = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
-               "gloo", "nccl", "socket", "peer")
-
-
-def _is_peer_failure(exc: BaseException) -> bool:
-    if isinstance(exc, dist.DistError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(h in text for h in _PEER_HINTS)
-
-
-def free_port() -> int:
-    """A TCP port that is free on this host now (bound and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def select_device(config: TrainConfig, local_rank: int) -> torch.device:
-    """The rank's device: ``cuda:<local_rank mod GPUs>`` when CUDA is asked for or auto."""
-    if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError(f"CUDA requested but not available on {socket.gethostname()}: "
-                          "train on the CPU or on GPU workers")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
-def backend_for(device: torch.device, local_world_size: int) -> str:
-    """The process group backend: NCCL when each rank of a host has a GPU of its own, else gloo.
-
-    NCCL refuses two ranks on one GPU, which is what a host with more ranks than GPUs gets
-    (``select_device`` shares them round-robin); gloo all-reduces CUDA tensors too, only slower.
-    Every rank of a host computes the same answer, so the whole job agrees.
-    """
-    if device.type != "cuda":
-        return "gloo"
-    return "nccl" if local_world_size <= torch.cuda.device_count() else "gloo"
-
-
-def digest(tensors: Iterable[torch.Tensor | None]) -> str:
-    """SHA-1 of the tensors' bytes (as float32, on the CPU): equal digests mean bit-identical
-    tensors. ``None`` entries (a parameter without a gradient) are skipped."""
-    h = hashlib.sha1()
-    for t in tensors:
-        if t is not None:
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, write) -> None:
     """Write through ``write(binary_file)`` to a temporary name, then rename into place."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         write(fh)
-
-
-def _rng_state() -> dict:
-    """The random states as tensors and plain types (what ``torch.load(weights_only=True)``
-    reads back)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
-                       "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
-             "python": [int(version), list(internal), gauss]}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _plain(value):
-    """``value`` with numpy scalars and arrays turned into Python numbers and tensors."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint read with ``weights_only=True``: tensors and plain types only, so a crafted
-    file cannot run code. A damaged or foreign file is a one-line DataError."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states stay on CPU
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError ...
-        raise DataError(f"checkpoint {path} cannot be loaded safely ({type(exc).__name__}): "
-                        "it is damaged or was not written by this fmadask; remove it and train "
-                        "without resuming") from None
-    if not isinstance(ckpt, dict):
-        raise DataError(f"checkpoint {path} is not an fmadask checkpoint: remove it")
-    return ckpt
-
-
-def _gather(obj):
-    """Every rank's ``obj``, in rank order, on every rank."""
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def loader_workers(requested: int) -> int:
@@ -280,13 +90,6 @@ def loader_workers(requested: int) -> int:
     return requested
 
 
-def fresh_start(out_dir: Path) -> None:
-    """Remove an older run's metrics and checkpoints from ``out_dir`` (a run not resuming)."""
-    for name in (METRICS_FILE, f"{CHECKPOINTS}/{LAST_CHECKPOINT}",
-                 f"{CHECKPOINTS}/{BEST_CHECKPOINT}"):
-        (out_dir / name).unlink(missing_ok=True)
-
-
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -299,81 +102,6 @@ def _make_scheduler(config: TrainConfig, optimizer, total_steps: int):
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-
-
-@dataclass
-class Step:
-    """A training step as :class:`Callback` methods see it.
-
-    Attributes
-    ----------
-    rank : int
-        This rank.
-    epoch : int
-        Epoch index, counted from 0.
-    index : int
-        Step within the epoch, from 0.
-    global_step : int
-        ``epoch * steps_per_epoch + index``.
-    steps_per_epoch : int
-        Training steps per epoch on every rank.
-    model : torch.nn.Module
-        The bare net (its parameters and their ``.grad``).
-    ddp : DistributedDataParallel
-        The net as wrapped for training (its forward/backward all-reduce the gradients).
-    optimizer : torch.optim.Optimizer
-        The optimiser.
-    x : torch.Tensor
-        Batch of standardised segments, shape (batch, 1, n_mels, frames), on the rank's device,
-        before training augmentation.
-    y : torch.Tensor
-        Class indices, shape (batch,), on the rank's device.
-    track_ids : torch.Tensor
-        Track id of each segment, shape (batch,), on the CPU.
-    """
-
-    rank: int
-    epoch: int
-    index: int
-    global_step: int
-    steps_per_epoch: int
-    model: nn.Module
-    ddp: DistributedDataParallel
-    optimizer: torch.optim.Optimizer
-    x: torch.Tensor
-    y: torch.Tensor
-    track_ids: torch.Tensor
-
-
-class Callback:
-    """Hooks into a rank's training loop; each method does nothing here, a subclass overrides
-    those it needs (to inspect or test a run: the probes of ``tests/cnn_callbacks.py``).
-
-    Every rank runs its own copy: callbacks travel to the Dask workers pickled with the rank's
-    task, so a class from a module the workers cannot import must travel by value
-    (``cloudpickle.register_pickle_by_value``). What a copy reports comes back in that rank's
-    result, ``result["callbacks"][name]``.
-    """
-
-    #: Key of this callback's :meth:`state` in a rank's result (unique among a run's callbacks).
-    name: str = "callback"
-
-    def on_batch_start(self, step: Step) -> None:
-        """Before the forward pass of a training step."""
-
-    def on_after_backward(self, step: Step) -> None:
-        """After the backward pass (the gradients are all-reduced), before the optimiser step."""
-
-    def on_step_end(self, step: Step) -> None:
-        """After the optimiser and learning-rate scheduler steps."""
-
-    def on_epoch_end(self, metrics: dict) -> None:
-        """After an epoch was trained and validated; ``metrics`` is its row of metrics.csv
-        (``epoch`` counted from 1)."""
-
-    def state(self) -> dict:
-        """What this copy reports in the rank's result (picklable values)."""
-        return {}
 
 
 @dataclass
@@ -529,7 +257,7 @@ def evaluate(run: _Run, loader: DataLoader) -> dict:
             "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
             "probs": np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32),
             "loss": np.concatenate(losses) if losses else np.zeros(0, np.float32)}
-    parts = _gather(mine)
+    parts = gather_all(mine)
     return {k: np.concatenate([p[k] for p in parts]) for k in mine}
 
 
@@ -537,21 +265,6 @@ def _score(run: _Run, seg_out: dict) -> tuple[dict, pd.DataFrame]:
     scores, tracks = score_segments(seg_out["track_id"], seg_out["label"], seg_out["probs"])
     scores["loss"] = float(seg_out["loss"].mean()) if len(seg_out["loss"]) else float("nan")
     return scores, tracks
-
-
-def check_resume(ckpt: dict, config: TrainConfig, world_size: int, path: Path) -> None:
-    """Raise ConfigError when checkpoint ``ckpt`` (read from ``path``) cannot be resumed with
-    ``config`` on ``world_size`` ranks."""
-    saved = {key: ckpt["config"].get(key, _BEFORE_THE_OPTION.get(key)) for key in _RESUME_KEYS}
-    for key in _RESUME_KEYS:
-        if saved[key] != getattr(config, key):
-            raise ConfigError(f"checkpoint {path} was made with {key}={saved[key]!r}, not "
-                              f"{getattr(config, key)!r}: resume with the same settings or drop "
-                              f"{setting('cnn.resume')}")
-    if ckpt["world_size"] != world_size and config.lr_schedule != "constant":
-        raise ConfigError(f"checkpoint {path} was made with {ckpt['world_size']} ranks: resume "
-                          f"on as many, {setting('cnn.ranks')} {ckpt['world_size']} (the "
-                          "learning-rate schedule depends on it)")
 
 
 def _write_outputs_epoch(run: _Run, history: list[dict]) -> None:
@@ -622,7 +335,7 @@ def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None =
         # a user-fixable cause (missing data, bad option) is shown as itself, not as a crash
         failure = RankFailure(spec.rank, socket.gethostname(), type(exc).__name__,
                               str(exc).strip().splitlines()[0] if str(exc).strip() else "",
-                              time.time(), _is_peer_failure(exc),
+                              time.time(), is_peer_failure(exc),
                               exc if isinstance(exc, FmadaskError) else None)
         # The traceback's frames hold the net, its optimiser state and the batch (GPU memory):
         # release them, the exception travels to the launcher without them. Then leave the
@@ -630,24 +343,10 @@ def train(run_dir: str | Path, config: TrainConfig, dist_spec: DistSpec | None =
         # been built (see fmadask.dl.launch): the launcher (or torchrun's agent) ends them.
         traceback.clear_frames(exc.__traceback__)
         gc.collect()
-        _teardown(abort=True)
+        teardown(abort=True)
         raise failure from exc
     finally:
-        _teardown(abort=False)
-
-
-def _teardown(abort: bool) -> None:
-    """Leave the process group (after a failure, NCCL communicators are aborted, not drained)."""
-    if not dist.is_initialized():
-        return
-    try:
-        nccl = dist.get_backend() == "nccl"
-        if abort and nccl and hasattr(dist.distributed_c10d, "_abort_process_group"):
-            dist.distributed_c10d._abort_process_group()
-        else:
-            dist.destroy_process_group()
-    except Exception as exc:  # the group is broken anyway; do not mask the original error
-        log.warning("process group teardown: %s", exc)
+        teardown(abort=False)
 
 
 def _augmentation(config: TrainConfig, std: float) -> Augmentation:
@@ -737,7 +436,7 @@ def _plan(run: _Run, loop: _Loop, resume: bool) -> _Plan:
         loop.scheduler.load_state_dict(ckpt["scheduler"])
         loop.scaler.load_state_dict(ckpt["scaler"])
         if ckpt["world_size"] == run.spec.world_size:
-            _set_rng_state(ckpt["rng"][run.spec.rank])
+            set_rng_state(ckpt["rng"][run.spec.rank])
         if run.is_main:
             log.info("resuming from %s at epoch %d", shown, ckpt["epochs_done"] + 1)
         return _Plan(ckpt["epochs_done"], steps_per_epoch, ckpt["state"], ckpt["history"])
@@ -798,15 +497,15 @@ def _checkpoint(run: _Run, loop: _Loop, epochs_done: int, state: dict,
                 history: list[dict]) -> None:
     """``checkpoints/last.pt`` with every rank's RNG states, metrics.csv and curves.png (written
     by rank 0), and the epoch's line in the log."""
-    rngs = _gather(_rng_state())
+    rngs = gather_all(rng_state())
     if not run.is_main:
         return
     ckpt = {"format": 1, "epochs_done": epochs_done, "config": dataclasses.asdict(run.config),
-            "world_size": run.spec.world_size, "classes": run.classes, "seg": _plain(run.seg),
-            "norm": _plain([run.mean, run.std]), "model": run.model.state_dict(),
+            "world_size": run.spec.world_size, "classes": run.classes, "seg": to_plain(run.seg),
+            "norm": to_plain([run.mean, run.std]), "model": run.model.state_dict(),
             "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
-            "scaler": loop.scaler.state_dict(), "rng": rngs, "state": _plain(dict(state)),
-            "history": _plain(history)}
+            "scaler": loop.scaler.state_dict(), "rng": rngs, "state": to_plain(dict(state)),
+            "history": to_plain(history)}
     if run.ema is not None:
         ckpt["ema"] = run.ema.state_dict()
     _atomic_write(run.out_dir / CHECKPOINTS / LAST_CHECKPOINT, lambda fh: torch.save(ckpt, fh))

@@ -3,7 +3,8 @@
 - :func:`fmadask.ml.train.train`: the study's ten models (scikit-learn, XGBoost) with dask-ml
   scaling, the study's Table 1, confusion matrices, distributed random or Bayesian search (one
   engine on Optuna's samplers, successive halving, resumable) and unsupervised views, written under
-  ``RUN_DIR/classical``; past 10,000 training rows a scale rule swaps the fastest-growing models;
+  ``RUN_DIR/classical``; past 10,000 training rows a scale rule swaps the fastest-growing models
+  (its plan: :mod:`fmadask.ml.plan`; running one: :mod:`fmadask.ml.execute`);
 - :func:`fmadask.ml.data.load_dataset`: the features table of a featurize run (read through
   :mod:`fmadask.runfolder`) or of FMA's ``features.csv``;
 - :mod:`fmadask.ml.models` -- the model registry (:data:`~fmadask.ml.models.MODEL_NAMES`);

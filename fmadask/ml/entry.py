@@ -13,8 +13,8 @@ from fmadask.stages import Stage, StageContext, present, result_options
 
 
 def config(context: StageContext) -> Any:
-    """The stage's :class:`~fmadask.ml.train.ClassicalConfig`: its ``[classical]`` section."""
-    from fmadask.ml.train import ClassicalConfig
+    """The stage's :class:`~fmadask.ml.plan.ClassicalConfig`: its ``[classical]`` section."""
+    from fmadask.ml.plan import ClassicalConfig
 
     return ClassicalConfig.of(context.section("classical"))
 
@@ -57,7 +57,7 @@ def read_state(context: StageContext) -> ClassicalInputs:
     """The job's config, its run's features (split as featurize recorded it) and the output
     folder's trials."""
     from fmadask.ml.data import load_dataset
-    from fmadask.ml.train import output_folder, read_classical_state
+    from fmadask.ml.plan import output_folder, read_classical_state
 
     data = context.section("data")
     dataset = load_dataset(context.run_dir, split=data.split, split_seed=data.seed,
@@ -67,8 +67,9 @@ def read_state(context: StageContext) -> ClassicalInputs:
 
 
 def plan(context: StageContext, inputs: ClassicalInputs) -> ClassicalJob:
-    """:func:`~fmadask.ml.train.plan_classical`, under the run folder's lock."""
-    from fmadask.ml.train import lock_owner, plan_classical
+    """:func:`~fmadask.ml.plan.plan_classical`, under the run folder's lock."""
+    from fmadask.ml.plan import plan_classical
+    from fmadask.ml.train import lock_owner
 
     owner = lock_owner(context.run_dir, inputs.out, context.storage_options)
     return ClassicalJob(plan_classical(inputs.config, inputs.dataset, inputs.state,
@@ -77,7 +78,8 @@ def plan(context: StageContext, inputs: ClassicalInputs) -> ClassicalJob:
 
 def execute(job: ClassicalJob, client: Any, context: StageContext) -> Any:
     """Run the plan on ``client``; results.csv's rows."""
-    from fmadask.ml.train import ProgressLog, execute_classical
+    from fmadask.ml.execute import execute_classical
+    from fmadask.ml.train import ProgressLog
 
     return execute_classical(job.plan, job.dataset, client, log=ProgressLog(True),
                              storage_options=context.storage_options)
