@@ -25,10 +25,11 @@ A model folder (``classical/models/<name>``, ``cnn/<arch>``, ``fusion``) has a c
 A partition is *complete* when its completion record exists and the files match it: the job
 writes the record last, after the partition's files, each fsynced and published by an atomic
 rename. Readers check sizes (cheap: a truncated or missing file makes its partition incomplete);
-a featurize re-run also checks the checksums and redoes any partition that does not match. In a
-bucket, sizes come from one listing and an object whose entity tag is the one its record kept at
-upload counts as unchanged without being read: a resume downloads no data of a complete
-partition. A record also counts its partition's rows and failed tracks, for the summary. The
+a featurize re-run also checks the checksums and redoes any partition that does not match. A
+record keeps each file's tag (a bucket's entity tag at upload; on disk the file's modification and
+change times): a file whose size and tag are those recorded counts as unchanged without being
+read, so a resume reads (or downloads) no data of a complete partition. In a bucket, sizes and
+tags come from one listing. A record also counts its partition's rows and failed tracks, for the summary. The
 readers here read complete partitions only, so a later stage never trains on a half-finished or
 damaged run by accident.
 
@@ -195,7 +196,9 @@ class PartitionFiles:
         then published by :meth:`publish`."""
         from fmadask.atomic import write_json
 
-        files = {self.name(p): file_digest(p) for p in self.outputs(what)}
+        # With each file's tag (its times): a resume that finds the same tag need not hash it.
+        files = {self.name(p): {**file_digest(p), "etag": storage.entry(p)["etag"]}
+                 for p in self.outputs(what)}
         record: dict[str, Any] = {"partition": self.partition, "files": files}
         if counts is not None:
             record["counts"] = dict(counts)
@@ -213,9 +216,9 @@ class PartitionFiles:
         record = json.loads(Path(staged.record).read_bytes())
         for local, remote in zip(staged.outputs(what), self.outputs(what)):
             storage.put_file(local, remote, self.storage_options)
-            tag = storage.etag(storage.info(remote, self.storage_options))
-            if tag is not None:
-                record["files"][self.name(remote)]["etag"] = tag
+            # The store's tag replaces the staged file's (None when the store gives none).
+            record["files"][self.name(remote)]["etag"] = storage.entry(
+                remote, self.storage_options)["etag"]
         write_json(record, self.record, self.storage_options)
 
     def complete(self, what: Sequence[str], checksums: bool = False) -> bool:
@@ -226,7 +229,8 @@ class PartitionFiles:
         what : sequence of str
             The outputs the partition must have.
         checksums : bool
-            Also compare SHA-256 digests (reads every byte); by default sizes only.
+            Also compare SHA-256 digests of the files whose tag is not the one recorded (reads
+            their bytes); by default sizes only.
         """
         return self.matching_record(what, checksums) is not None
 
@@ -240,8 +244,8 @@ class PartitionFiles:
             See :meth:`complete`.
         listed : mapping, optional
             What one listing of the run folder says of its files (:func:`_listing`): sizes and
-            entity tags come from it instead of a request per file, and with ``checksums`` a
-            file whose tag is the one recorded at upload is not read (only a changed one is).
+            tags come from it instead of a request per file. With ``checksums`` a file whose
+            tag is the one recorded is not read (only a changed one is), listed or not.
         """
         url = storage.is_url(self.run_dir)
         if listed is not None and self.name(self.record) not in listed:
@@ -262,7 +266,7 @@ class PartitionFiles:
             path = storage.join(self.run_dir, *name.split("/"))
             try:
                 found = (listed.get(name) if listed is not None else
-                         {"size": storage.size(path, self.storage_options), "etag": None})
+                         storage.entry(path, self.storage_options))
                 if found is None or found["size"] != want["size"]:
                     return None
                 unchanged = found["etag"] is not None and found["etag"] == want.get("etag")
@@ -320,10 +324,10 @@ def complete_records(run_dir: str | Path, job: dict | None = None, checksums: bo
     """The completion records of the partitions of a run whose files match them, by partition.
 
     ``checksums`` also compares SHA-256 digests (in a few threads: hashing releases the GIL;
-    on object storage the threads also hide the round trips). In a bucket, sizes and entity
-    tags come from one listing and only records are read: an object whose tag is the one its
-    record keeps is unchanged, so only changed objects (or those recorded without a tag, by
-    an older fmadask) are downloaded to be hashed.
+    on object storage the threads also hide the round trips), of changed files only: a file
+    whose tag is the one its record keeps (a bucket's entity tag, a local file's times) is
+    unchanged, so only changed files (or those recorded without a tag, by an older fmadask)
+    are read or downloaded to be hashed. In a bucket, sizes and tags come from one listing.
     """
     url = storage.is_url(run_dir)
     run_dir = run_dir if url else Path(run_dir)

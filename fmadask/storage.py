@@ -434,15 +434,37 @@ def etag(entry: Mapping[str, Any]) -> str | None:
     return str(tag).strip('"') if tag else None
 
 
+def _local_entry(path: Path) -> dict:
+    """What :func:`list_files` says of a local file. Its tag is the file's modification and
+    change times, in ns: any write of its bytes changes both, and a change time cannot be set
+    back (setting the modification time back sets it), so an equal tag means bytes unchanged
+    since the tag was taken, short of a write in the same clock tick."""
+    found = path.stat()
+    return {"size": found.st_size, "etag": f"{found.st_mtime_ns}-{found.st_ctime_ns}"}
+
+
+def entry(location: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict:
+    """``{"size": bytes, "etag": str or None}`` of one file or object (as :func:`list_files`
+    says of it; FileNotFoundError if absent, IsADirectoryError for a folder)."""
+    if not is_url(location):
+        if Path(location).is_dir():
+            raise IsADirectoryError(str(location))
+        return _local_entry(Path(location))
+    found = info(location, storage_options)
+    if found.get("type") == "directory":
+        raise IsADirectoryError(str(location))
+    return {"size": int(found["size"]), "etag": etag(found)}
+
+
 def list_files(location: str | Path, storage_options: Mapping[str, Any] | None = None
                ) -> dict[str, dict]:
     """Files directly under a folder or URL prefix with what the store says of each, from one
     listing (no object is read): ``{name: {"size": bytes, "etag": str or None}}``; {} when
-    there is no such folder. Local files have no entity tag."""
+    there is no such folder. A local file's tag is its times (:func:`_local_entry`)."""
     if not is_url(location):
         folder = Path(location)
-        return ({p.name: {"size": p.stat().st_size, "etag": None}
-                 for p in sorted(folder.iterdir()) if p.is_file()} if folder.is_dir() else {})
+        return ({p.name: _local_entry(p) for p in sorted(folder.iterdir()) if p.is_file()}
+                if folder.is_dir() else {})
     fs, path = filesystem(str(location), storage_options)
     fs.invalidate_cache(path)
     try:

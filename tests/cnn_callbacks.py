@@ -38,6 +38,7 @@ class Probe(Callback):
             self.report["synced_grad"] = digest(p.grad for p in step.model.parameters())
 
     def on_step_end(self, step: Step) -> None:
+        self.report["steps"] = self.report.get("steps", 0) + 1
         if step.global_step == 0:
             self.report["params_after_step"] = digest(step.model.parameters())
         if step.epoch == 0:

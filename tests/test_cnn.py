@@ -439,6 +439,28 @@ def test_a_data_error_on_the_ranks_is_raised_as_itself_and_spares_the_workers(tm
     assert set(local_client.run(os.getpid).values()) == pids
 
 
+def test_max_steps_bounds_the_optimisation_steps_of_a_run(tmp_path, local_client):
+    """``max_steps`` stops training after that many steps in all, the last epoch cut short
+    (then validated and checkpointed as any); the learning-rate schedule spans those steps, and
+    the option is recorded with the model."""
+    write_synthetic_spectrograms(tmp_path, tracks_per_genre=6, n_mels=16, seconds=2.0)
+    local_client.wait_for_workers(2, timeout=120)
+    result = run_cnn(tmp_path, "naive", epochs=50, max_steps=6, ranks=2, client=local_client,
+                     progress=False, callbacks=[Probe()], **SMALL)
+    probes = [r["callbacks"]["probe"] for r in result["ranks"]]
+    assert probes[0]["steps_per_epoch"] == 4                    # so the second epoch is cut
+    assert [p["steps"] for p in probes] == [6, 6]
+    assert [p["epochs_ended"] for p in probes] == [[1, 2], [1, 2]]
+    out = Path(result["out_dir"])
+    assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == [1, 2]
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert last["scheduler"]["total_steps"] == 6 and last["config"]["max_steps"] == 6
+    from fmadask.options import CnnSection
+    from fmadask.stages import result_options
+
+    assert result_options(CnnSection(max_steps=6))["max_steps"] == 6   # decides results
+
+
 def test_a_second_cnn_into_the_same_out_folder_is_refused(tmp_path, local_client):
     """Two runs' cnn with one --out: the second would remove the first's results and write
     over them. The output folder has its own lock, whatever run folder it serves."""

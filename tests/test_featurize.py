@@ -517,6 +517,60 @@ def test_damaged_outputs_are_redone_on_resume(sample_dir, local_client, clean_ru
     assert_same_output(out, clean_run)
 
 
+def test_a_local_resume_hashes_only_files_changed_since_their_record(sample_dir, local_client,
+                                                                    clean_run, tmp_path):
+    """The resume check of a complete local run reads no data file: each file's size and stamp
+    (modification and change times) are those its completion record keeps. A file changed in
+    place (same size), cut short, or changed with its modification time set back is redone; one
+    only touched is hashed again and kept. Every file the client opens is seen by an audit hook."""
+    out = tmp_path / "run"
+    first = _run(sample_dir, out, local_client)
+    opened: list[str] = []
+    watching = [False]
+
+    def watch(event: str, args: tuple) -> None:
+        if watching[0] and event == "open" and isinstance(args[0], (str, os.PathLike)):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(watch)
+
+    def data_files_read(run) -> set[str]:
+        watching[0] = True
+        try:
+            summary = _run(sample_dir, out, local_client)
+        finally:
+            watching[0] = False
+        run.update(summary)
+        parts = {str(p) for folder in PART_DIRS for p in (out / folder).glob("part-*")}
+        return {str(Path(p).relative_to(out)) for p in set(opened) & parts}
+
+    again: dict = {}
+    assert data_files_read(again) == set()
+    assert (again["partitions_run"], again["partitions_skipped"]) == (0, first["partitions"])
+
+    changed = PartitionFiles(out, 1).features
+    data = bytearray(changed.read_bytes())
+    data[-10] ^= 0xFF                                         # same size, other bytes
+    changed.write_bytes(bytes(data))
+    cut = PartitionFiles(out, 2).errors
+    cut.write_bytes(cut.read_bytes()[:-20])                   # cut short
+    forged = PartitionFiles(out, 3).spectrograms
+    times = forged.stat()
+    data = bytearray(forged.read_bytes())
+    data[-1] ^= 0xFF
+    forged.write_bytes(bytes(data))
+    os.utime(forged, ns=(times.st_atime_ns, times.st_mtime_ns))    # its old modification time
+    touched = PartitionFiles(out, 4).index
+    os.utime(touched)                                         # same bytes, a new time
+    opened.clear()
+    third: dict = {}
+    hashed = data_files_read(third)
+    assert hashed == {"features/part-00001.parquet", "spectrograms/part-00003.npy",
+                      "spectrograms/index/part-00004.parquet"}       # not the cut one: its size
+    assert (third["partitions_run"], third["partitions_skipped"]) == (3, first["partitions"] - 3)
+    assert_same_output(out, clean_run)
+
+
 def test_a_second_writer_is_refused_naming_the_holder(sample_dir, tmp_path, capsys):
     out = tmp_path / "run"
     with held_lock(out, "fmadask featurize") as holder:

@@ -172,10 +172,22 @@ class _Loop:
     scaler: torch.amp.GradScaler
 
 
+def epoch_steps(epochs: int, steps_per_epoch: int, max_steps: int | None) -> list[int]:
+    """Training steps of each epoch of a run: ``epochs`` of ``steps_per_epoch``, or the first
+    ``max_steps`` of them (the last epoch cut short, the later ones not run).
+
+    >>> epoch_steps(3, 4, None), epoch_steps(3, 4, 6), epoch_steps(3, 4, 100)
+    ([4, 4, 4], [4, 2], [4, 4, 4])
+    """
+    total = epochs * steps_per_epoch if max_steps is None else \
+        min(epochs * steps_per_epoch, max_steps)
+    return [min(steps_per_epoch, total - start) for start in range(0, total, steps_per_epoch)]
+
+
 @dataclass
 class _Plan:
-    """What remains of the run: epochs ``start`` to ``config.epochs - 1`` (counted from 0) of
-    ``steps_per_epoch`` steps, and the early-stopping state and metrics history carried over
+    """What remains of the run: its epochs (:func:`epoch_steps` of ``steps_per_epoch``) from
+    ``start`` (counted from 0), and the early-stopping state and metrics history carried over
     (from a checkpoint when resuming)."""
 
     start: int
@@ -184,14 +196,18 @@ class _Plan:
     history: list[dict]
 
 
-def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int) -> dict:
-    """One pass over this rank's training clips; returns the all-ranks loss and accuracy."""
+def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int,
+                    steps: int | None = None) -> dict:
+    """One pass over this rank's training clips (its first ``steps`` batches when given);
+    returns the all-ranks loss and accuracy."""
     run.ddp.train()
     totals = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, count
     loader = loop.train_loader
     # On a GPU, batches are read in a thread while the GPU computes (see prefetch).
     batches = prefetch(loader) if run.device.type == "cuda" and not run.loader_workers else loader
     for index, (x, y, tid) in enumerate(batches):
+        if index == steps:        # max_steps reached (every rank has as many batches)
+            break
         x = x.to(run.device, non_blocking=True)
         y = y.to(run.device, non_blocking=True)
         step = Step(run.spec.rank, epoch, index, epoch * steps_per_epoch + index, steps_per_epoch,
@@ -415,7 +431,8 @@ def _setup(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device: tor
     train_loader, train_set, sampler = run.loader("training", train=True)
     optimizer = _make_optimizer(config, model.parameters())
     loop = _Loop(train_loader, train_set, sampler, run.loader("validation", train=False)[0],
-                 optimizer, _make_scheduler(config, optimizer, config.epochs * len(train_loader)),
+                 optimizer, _make_scheduler(config, optimizer, sum(epoch_steps(
+                     config.epochs, len(train_loader), config.max_steps))),
                  torch.amp.GradScaler(device.type, enabled=run.amp))
     return run, loop
 
@@ -458,13 +475,15 @@ def _fit(run: _Run, loop: _Loop, plan: _Plan) -> tuple[list[int], dict | None]:
     state, history = plan.state, plan.history
     ran = []
     best_weights = None  # every rank keeps its own copy (identical across ranks)
-    for epoch in range(plan.start, run.config.epochs):
+    steps = epoch_steps(run.config.epochs, plan.steps_per_epoch, run.config.max_steps)
+    for epoch in range(plan.start, len(steps)):
         if state["stopped"]:
             break
         t0 = time.perf_counter()
         loop.sampler.set_epoch(epoch)
         loop.train_set.set_epoch(epoch)
-        row = {"epoch": epoch + 1, **train_one_epoch(run, loop, epoch, plan.steps_per_epoch)}
+        row = {"epoch": epoch + 1,
+               **train_one_epoch(run, loop, epoch, plan.steps_per_epoch, steps[epoch])}
         train_s = time.perf_counter() - t0
         val, _ = _score(run, evaluate(run, loop.val_loader))
         row.update({"val_loss": val["loss"], "val_acc": val["segment_acc"],
@@ -579,7 +598,8 @@ def _report(run: _Run, state: dict, scores: dict) -> str:
              + (f"; evaluated and saved: moving average of the weights (decay {c.ema:g})"
                 if c.ema else ""),
              f"- best epoch {state['best_epoch']} (lowest validation loss)"
-             f"{', stopped early' if state['stopped'] else ''}", "",
+             f"{', stopped early' if state['stopped'] else ''}"
+             f"{f', training stopped at {c.max_steps} steps' if c.max_steps else ''}", "",
              markdown_table(pd.DataFrame([{"split": split, **s} for split, s in scores.items()]),
                             ["split", "segment_acc", "track_acc_vote", "track_acc_mean",
                              "track_f1_mean", "n_tracks"],

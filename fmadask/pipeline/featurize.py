@@ -233,8 +233,9 @@ def read_featurize_state(run_dir: str | Path, record: Mapping[str, Any], overwri
 
     Only what can matter is read: with ``overwrite``, the files earlier runs wrote; else the
     folder's ``featurize.json`` and, when its parameters are ``record``'s, which partitions are
-    complete (checksums read every byte on disk, and in a bucket only the objects whose entity
-    tag changed since upload: a run with other parameters is refused without them).
+    complete (checksums of the files whose tag, on disk their times and in a bucket their
+    entity tag, changed since their record: a run with other parameters is refused without
+    them).
 
     Parameters
     ----------

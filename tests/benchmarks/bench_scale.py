@@ -10,7 +10,9 @@ run folder on local disk or in a bucket (moto's S3 server on 127.0.0.1, started 
 - ``featurize`` (features and spectrograms of the large subset, 64 tracks a partition), then the
   same command again: the resume check of a complete run (it must find everything done);
 - ``train`` (logistic regression on the features, official split);
-- ``cnn`` (one epoch of the study's naive net over the full spectrogram index, 2 ranks);
+- ``cnn`` (the study's naive net over the full spectrogram index, 2 ranks, ``--max-steps 16``:
+  the same training at every size, under one epoch at 1,000 tracks; what grows is opening the
+  index, the normalisation and scoring validation and test);
 - ``fuse`` and ``info``.
 
 It prints, per size and place: wall time per stage, its time per track against the smallest
@@ -111,7 +113,8 @@ def run_size(n: int, where: str, work: Path, clips: int, seconds: float) -> dict
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     log = work / "cluster.log"
-    results: dict = {"tracks": n, "where": where, "stages": {}, "memory": {}, "failed": []}
+    results: dict = {"tracks": n, "where": where, "stages": {}, "memory": {}, "load": {},
+                     "failed": []}
     with contextlib.ExitStack() as stack:
         fs = None
         data_dir, run_dir = str(data), str(work / f"run-{where}-{n}")
@@ -149,7 +152,8 @@ def run_size(n: int, where: str, work: Path, clips: int, seconds: float) -> dict
                               "--partition-size", "64"]),
             ("train", ["train", run_dir, "--models", "logistic_regression",
                        "--no-unsupervised"]),
-            ("cnn", ["cnn", run_dir, "--arch", "naive", "--epochs", "1", "--ranks", "2"]),
+            ("cnn", ["cnn", run_dir, "--arch", "naive", "--epochs", "1", "--max-steps", "16",
+                     "--ranks", "2"]),
             ("fuse", ["fuse", run_dir]),
             ("info", ["info", data_dir, "--subset", "large"]),
         ]
@@ -174,8 +178,10 @@ def run_size(n: int, where: str, work: Path, clips: int, seconds: float) -> dict
                 results["featurize_compute_s"] = job["summary"]["seconds"]
                 results["warm_up_s"] = job["summary"]["warm_up_s"]
             results["memory"][name] = peak
+            results["load"][name] = os.getloadavg()[0]   # the machine may be shared: say so
             print(f"  {name:13s} {wall:8.1f} s   client {peak['client']:.2f} GiB, scheduler "
-                  f"{peak['scheduler']:.2f} GiB, worker {peak['worker']:.2f} GiB", flush=True)
+                  f"{peak['scheduler']:.2f} GiB, worker {peak['worker']:.2f} GiB, load "
+                  f"{results['load'][name]:.1f}", flush=True)
         if "featurize" in results["failed"]:
             raise SystemExit(f"featurize failed at {n} tracks ({where}): see {work}")
         results["run_bytes"], results["run_files"] = _folder_size(
@@ -191,7 +197,7 @@ def report(results: list[dict]) -> None:
     """The table: wall time per stage, per track against the smallest size, memory, folder."""
     print("\n(ms/track: per track of the data set, labelled or not)\n"
           "place   tracks  stage           wall s  ms/track  x smallest  peak GiB client/"
-          "scheduler/worker")
+          "scheduler/worker  load")
     base: dict[tuple[str, str], float] = {}
     for r in results:
         for stage, wall in r["stages"].items():
@@ -199,7 +205,8 @@ def report(results: list[dict]) -> None:
             ref = base.setdefault((r["where"], stage), per)
             m = r["memory"][stage]
             print(f"{r['where']:7s} {r['tracks']:6d}  {stage:13s} {wall:8.1f} {per:9.2f} "
-                  f"{per / ref:11.2f}  {m['client']:.2f}/{m['scheduler']:.2f}/{m['worker']:.2f}")
+                  f"{per / ref:11.2f}  {m['client']:.2f}/{m['scheduler']:.2f}/{m['worker']:.2f}"
+                  f"    {r['load'][stage]:5.1f}")
         for stage in r["failed"]:
             print(f"{r['where']:7s} {r['tracks']:6d}  {stage:13s}   failed")
         overhead = r["stages"]["featurize"] - r["featurize_compute_s"] - r["warm_up_s"]
@@ -207,6 +214,25 @@ def report(results: list[dict]) -> None:
               f" (workers' warm-up {r['warm_up_s']:.1f} s apart)"
               f"; resume check of the complete run {r['stages'].get('resume_check', 0):.1f} s; "
               f"run folder {r['run_bytes'] / 2**20:.1f} MiB in {r['run_files']} files")
+    for where, stage, exponent in growth(results):
+        print(f"{where:7s} growth of {stage:13s} wall ~ n^{exponent:.2f}")
+
+
+def growth(results: list[dict]) -> list[tuple[str, str, float]]:
+    """(place, stage, exponent) of each stage measured at two sizes or more: the slope of a
+    least-squares line through log wall time against log tracks (1: linear; a step whose
+    fixed cost dominates at small sizes shows less)."""
+    import numpy as np
+
+    found = []
+    for where in dict.fromkeys(r["where"] for r in results):
+        runs = [r for r in results if r["where"] == where]
+        for stage in dict.fromkeys(s for r in runs for s in r["stages"]):
+            points = [(r["tracks"], r["stages"][stage]) for r in runs if stage in r["stages"]]
+            if len({n for n, _ in points}) >= 2:
+                n, wall = np.log(np.array(points, dtype=float)).T
+                found.append((where, stage, float(np.polyfit(n, wall, 1)[0])))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
