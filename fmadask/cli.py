@@ -341,6 +341,7 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR",
                    help="run directory holding spectrograms/ (a path or a URL, s3://...)")
     add_config_arguments(p, skip=("device",))     # --gpu chooses it
+    add_options(p, DataOptions, "target")
     add_option(p, "cnn.ranks")
     p.add_argument("--gpu", action="store_true",
                    help="train on the workers' GPUs (mixed precision; NCCL, or gloo where "
@@ -360,7 +361,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
     _require_drivers(args.run_dir, args.out)
     results = fuse(args.run_dir, classical=args.classical, cnn=args.cnn, out_dir=args.out,
-                   storage_options=args.storage_options)
+                   storage_options=args.storage_options, target=args.target)
     out = args.out or f"{args.run_dir.rstrip('/')}/{FUSION_DIR}"
     print(f"fusion of the classical model and the CNN (weight fitted on validation), "
           f"{redact(out)}:")
@@ -385,6 +386,7 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cnn", metavar="ARCH",
                    help="CNN folder under RUN_DIR/cnn (default: best validation accuracy)")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/fusion)")
+    add_options(p, DataOptions, "target")
     _add_storage_options(p)
     p.set_defaults(handler=_cmd_fuse)
 

@@ -136,8 +136,9 @@ def predict(model: str | Path, paths: Sequence[str | Path],
 def format_predictions(table: pd.DataFrame, top: int = 3) -> list[str]:
     """One line per file: the ``top`` genres with their probabilities, or the file's error.
 
-    A multi-label model's table (``attrs['thresholds']``: each genre's decision threshold)
-    gives every genre at or above its threshold, then the ``top`` most probable below it.
+    A multi-label model's table (a ``genres`` column: each file's predicted genres, those at
+    or above their thresholds and their parents) gives the predicted genres, then the ``top``
+    most probable others.
 
     Examples of lines::
 
@@ -155,9 +156,8 @@ def format_predictions(table: pd.DataFrame, top: int = 3) -> list[str]:
             lines.append(f"{row['path']}: cannot predict ({row['error']})")
             continue
         probs = row[classes].astype(float).sort_values(ascending=False)
-        thresholds = table.attrs.get("thresholds")
-        if thresholds:
-            above = probs[[p >= thresholds[g] for g, p in probs.items()]]
+        if "genres" in table:           # multi-label
+            above = probs[probs.index.isin(row["genres"])]
             below = probs.drop(above.index)[:top]
             ranked = (", ".join(f"{genre} {p:.2f}" for genre, p in above.items())
                       or "no genre above its threshold")

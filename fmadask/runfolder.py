@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.integrity import file_digest
-from fmadask.options import ARCHS, Option, OptionError, setting
+from fmadask.options import ARCHS, TARGETS, Option, OptionError, setting
 
 Options = Mapping[str, Any] | None
 
@@ -601,6 +601,7 @@ def _card_rules() -> dict[str, dict[str, Option]]:
                                          words=("none",)),
         },
         "cnn": {
+            "target": rule("target", str, choices=TARGETS),
             "arch": rule("arch", str, choices=ARCHS),
             "width": rule("width", int, minimum=1, maximum=4096, nullable=True),
             "n_mels": rule("n_mels", int, minimum=1, maximum=2**20),
@@ -617,6 +618,7 @@ def _card_rules() -> dict[str, dict[str, Option]]:
             **mel,
         },
         "fusion": {
+            "target": rule("target", str, choices=TARGETS),
             "weights.classical": rule("classical", float, minimum=0.0, maximum=1.0),
             "weights.cnn": rule("cnn", float, minimum=0.0, maximum=1.0),
             "parts.classical": rule("classical", str, **name),

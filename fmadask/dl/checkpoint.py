@@ -20,10 +20,10 @@ from fmadask.runfolder import BEST_CHECKPOINT, CHECKPOINTS, LAST_CHECKPOINT, MET
 #: depend on them).
 _RESUME_KEYS = ("arch", "width", "epochs", "segment_seconds", "batch_size", "lr", "weight_decay",
                 "optimizer", "lr_schedule", "seed", "gain_db", "masks", "mixup",
-                "label_smoothing", "crops", "ema", "max_steps")
+                "label_smoothing", "crops", "ema", "max_steps", "target")
 #: What a checkpoint written before a resume key existed was trained with: the behaviour of the
 #: time, not the option's default of today (new work takes 3 crops; those runs took 1).
-_BEFORE_THE_OPTION = {"crops": 1, "ema": 0.0}
+_BEFORE_THE_OPTION = {"crops": 1, "ema": 0.0, "target": "genre_top"}
 
 
 def rng_state() -> dict:

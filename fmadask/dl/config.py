@@ -31,12 +31,16 @@ class TrainConfig(CnnOptions):
         peer that stopped.
     out_dir : str, optional
         Output folder (default ``RUN_DIR/cnn``).
+    target : {'genre_top', 'genres_all'}
+        What the net learns (``[data] target``): one top-level genre per track, or every genre
+        of a track (:mod:`fmadask.dl.task`).
     """
 
     amp: bool = True
     num_workers: int = 0
     dist_timeout_s: float = 180.0
     out_dir: str | None = None
+    target: str = "genre_top"
 
     def shard_cache(self) -> ShardCache:
         """The shard cache these settings describe (for a run folder in object storage)."""

@@ -335,19 +335,25 @@ class SegmentDataset(Dataset):
     crops : int
         Random segments per clip and epoch in training (more crops: more of each clip seen per
         epoch, at the cost of a longer epoch).
+    targets : numpy.ndarray, optional
+        Each clip's target, in the order of ``tracks`` (:meth:`fmadask.dl.task.Task.targets`:
+        class indices, or float32 0/1 rows for the multi-label task); default: ``genre_top``
+        mapped to its position in ``classes``.
 
-    Items are ``(x, label, track_id)``: ``x`` float32 tensor ``(1, n_mels, seg)``, ``label`` int64,
-    ``track_id`` int64.
+    Items are ``(x, label, track_id)``: ``x`` float32 tensor ``(1, n_mels, seg)``, ``label`` int64
+    (or a float32 tensor ``(k,)`` of 0/1 labels), ``track_id`` int64.
     """
 
     def __init__(self, root: str | Path | ShardFiles, tracks: pd.DataFrame, classes: list[str],
                  seg: int, train: bool, mean: float = 0.0, std: float = 1.0, seed: int = 0,
-                 crops: int = 1):
-        lookup = {c: i for i, c in enumerate(classes)}
-        unknown = sorted(set(tracks["genre_top"]) - set(lookup))
-        if unknown:
-            raise DataError(f"genres {unknown} of the spectrogram index are not among the "
-                            f"model's classes {classes}")
+                 crops: int = 1, targets: np.ndarray | None = None):
+        if targets is None:
+            lookup = {c: i for i, c in enumerate(classes)}
+            unknown = sorted(set(tracks["genre_top"]) - set(lookup))
+            if unknown:
+                raise DataError(f"genres {unknown} of the spectrogram index are not among the "
+                                f"model's classes {classes}")
+            targets = tracks["genre_top"].map(lookup).to_numpy(dtype=np.int64)
         self.reader = ShardReader(root)
         self.seg, self.train, self.seed = int(seg), bool(train), int(seed)
         self.mean, self.std = float(mean), float(std)
@@ -356,7 +362,7 @@ class SegmentDataset(Dataset):
         self._row = tracks["row"].to_numpy(dtype=np.int64)
         self._valid = tracks["frames"].to_numpy(dtype=np.int64)
         self._track_id = tracks["track_id"].to_numpy(dtype=np.int64)
-        self._label = tracks["genre_top"].map(lookup).to_numpy(dtype=np.int64)
+        self._label = np.asarray(targets)
         if self.train:
             # Clip i's crops are items i, i + n, i + 2n ...: one crop keeps the items (and the
             # offsets drawn for them) of the one-crop dataset.
@@ -390,7 +396,9 @@ class SegmentDataset(Dataset):
         x = np.subtract(x, self.mean, dtype=np.float32)
         x /= self.std
         # plain ints: the loader's collation makes int64 tensors of a batch at once
-        return torch.from_numpy(x).unsqueeze(0), int(self._label[clip]), int(self._track_id[clip])
+        label = self._label[clip]
+        label = int(label) if label.ndim == 0 else torch.from_numpy(label)
+        return torch.from_numpy(x).unsqueeze(0), label, int(self._track_id[clip])
 
 
 def standardise_clip(spec: np.ndarray, valid: int, seg: int, mean: float, std: float) -> np.ndarray:

@@ -60,7 +60,8 @@ def config(context: StageContext) -> CnnConfig:
     n = context.section("cnn")
     training = option_values(n, CnnOptions)
     runs = tuple(TrainConfig(**{**training, "arch": arch},
-                             out_dir=str(cnn_dir(context.run_dir, arch))) for arch in n.archs)
+                             out_dir=str(cnn_dir(context.run_dir, arch)),
+                             target=context.section("data").target) for arch in n.archs)
     return CnnConfig(n.ranks, n.device, runs)
 
 
@@ -113,7 +114,7 @@ def execute(plan: CnnPlan, client: Any, context: StageContext) -> list[dict]:
         del training["device"]                  # chosen by gpu
         done.append(run_cnn(plan.run_dir, ranks=c.ranks, client=client, gpu=gpu, resume=resume,
                             out_dir=run.out_dir, storage_options=context.storage_options,
-                            **training))
+                            target=run.target, **training))
     return done
 
 

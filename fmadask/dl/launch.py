@@ -45,6 +45,7 @@ from distributed.comm import get_address_host
 from fmadask import storage
 from fmadask.cluster import gpu_workers, workers_info
 from fmadask.dl.dataset import open_spectrograms
+from fmadask.dl.task import open_task
 from fmadask.dl.outputs import (fetch_checkpoints, out_location,
                                 remove_remote_outputs)
 from fmadask.dl.callbacks import Callback
@@ -195,12 +196,14 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
         raise ConfigError("choose the device with gpu=True/False, not device=")
     config = TrainConfig(arch=arch, epochs=epochs, device="cuda" if gpu else "cpu", **options)
     config.validate()
+    check("data.target", config.target)
     check_run_dir(run_dir)
     if config.out_dir:
         check_run_dir(config.out_dir)
     run_dir = storage.resolve(run_dir)
-    # missing or unfinished data fails here, in one line
-    open_spectrograms(run_dir, storage_options, config.shard_cache())
+    # missing or unfinished data, or data that cannot serve the target, fails here, in one line
+    open_task(config.target, open_spectrograms(run_dir, storage_options, config.shard_cache()),
+              run_dir, storage_options)
     if progress:
         show_progress(defer_to_root=True)
     # one writer per run folder and per output folder (two runs' cnn with one --out would
@@ -447,6 +450,13 @@ def _log_epochs(metrics: _Metrics, logged: int, epochs: int) -> int:
     if len(df) < logged:  # a fresh run replaced an older metrics.csv
         logged = 0
     for row in df.iloc[logged:].itertuples(index=False):
+        if "train_f1_micro" in df:      # a multi-label run
+            log.info("epoch %d/%d: train loss %.4f F1 %.3f | val loss %.4f F1 %.3f, tracks "
+                     "ROC-AUC %.3f PR-AUC %.3f | %.0f segments/s", row.epoch, epochs,
+                     row.train_loss, row.train_f1_micro, row.val_loss, row.val_f1_micro,
+                     row.val_track_roc_auc_macro, row.val_track_pr_auc_macro,
+                     row.segments_per_s)
+            continue
         log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f, tracks vote "
                  "%.3f mean %.3f | %.0f segments/s", row.epoch, epochs, row.train_loss,
                  row.train_acc, row.val_loss, row.val_acc, row.val_track_acc_vote,
@@ -460,6 +470,12 @@ def format_result(result: dict) -> str:
     lines = [f"CNN trained: best epoch {result['best_epoch']}{early}; "
              f"outputs in {storage.redact(result['out_dir'])}"]
     for split, s in result["scores"].items():
+        if "pr_auc_macro" in s:         # a multi-label run (thresholds chosen on validation)
+            lines.append(f"  {split:<10} tracks: ROC-AUC {s['roc_auc_macro']:.3f}, PR-AUC "
+                         f"{s['pr_auc_macro']:.3f}, F1 micro {s['f1_micro']:.3f}, subset acc "
+                         f"{s['subset_accuracy']:.3f}, top-level acc {s['top_accuracy']:.3f} "
+                         f"({s['n_tracks']} tracks)")
+            continue
         lines.append(f"  {split:<10} segment acc {s['segment_acc']:.3f} | track acc: vote "
                      f"{s['track_acc_vote']:.3f}, mean prob {s['track_acc_mean']:.3f} "
                      f"({s['n_tracks']} tracks)")

@@ -46,7 +46,9 @@ def save_model(out_dir: str | Path, model: nn.Module, arch: str, width: int | No
     norm : tuple of float
         Input mean and standard deviation.
     extra : dict, optional
-        Stored under ``model.json['training']`` (scores, best epoch).
+        More card fields: ``training`` (scores, best epoch); a multi-label model's ``target``,
+        ``labels``, ``thresholds`` and ``genre_parents``
+        (:func:`fmadask.dl.multilabel.card_fields`).
     """
     out = Path(out_dir)
     meta = {"kind": MODEL_KIND, "arch": arch, "width": width, "classes": list(classes),
@@ -54,7 +56,7 @@ def save_model(out_dir: str | Path, model: nn.Module, arch: str, width: int | No
             "decode_sr": params.get("decode_sr", "native"), "clip_frames": params.get("frames"),
             "segment_seconds": segment_seconds, "segment_frames": int(seg),
             "n_mels": int(params["n_mels"]), "norm": {"mean": norm[0], "std": norm[1]},
-            "torch": torch.__version__, "training": extra or {}}
+            "torch": torch.__version__, "training": {}, **(extra or {})}
     # Saved through a file object: given a path, torch.save names the zip's inner folder after
     # the (random) temporary file, and identical weights would give different bytes.
     with atomic_path(out / WEIGHTS_FILE) as tmp, open(tmp, "wb") as fh:
@@ -85,6 +87,8 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
     if missing:
         raise DataError(f"{meta_path} lacks {', '.join(missing)}: not a complete CNN model "
                         "(damaged, or written by an older fmadask); train it again")
+    if meta.get("target") == "genres_all":
+        check_multilabel_card(meta, meta_path)
     weights = verified_files(model_dir, meta["files"], MODEL_CARD)["weights"]
     try:
         net = build_net(meta["arch"], len(meta["classes"]), int(meta["n_mels"]),
@@ -94,6 +98,38 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
         raise DataError(f"{model_dir}: the model cannot be rebuilt from its files "
                         f"({type(exc).__name__}): train it again") from None
     return net.to(device).eval(), meta
+
+
+def check_multilabel_card(meta: dict, path: Path) -> None:
+    """Refuse a multi-label card whose labels, thresholds and genre tree do not fit its
+    outputs (one line)."""
+    k = len(meta["classes"])
+    labels, thresholds = meta.get("labels"), meta.get("thresholds")
+    parents = meta.get("genre_parents")
+    if not (isinstance(labels, list) and len(labels) == k
+            and all(isinstance(g, int) for g in labels)
+            and isinstance(thresholds, list) and len(thresholds) == k
+            and all(isinstance(t, (int, float)) for t in thresholds)
+            and isinstance(parents, dict)):
+        raise DataError(f"{path}: a multi-label model needs one genre id and one threshold per "
+                        "class and the genre tree (labels, thresholds, genre_parents): train it "
+                        "again")
+
+
+def multilabel_row(classes: list[str], meta: dict, probs: np.ndarray) -> dict:
+    """One file's multi-label prediction from its segments' probabilities ``(n, k)``:
+    ``genre`` (the most probable genre), ``genres`` (those at or above their threshold, with
+    every predicted genre's parent, :func:`fmadask.report.multilabel.predict_labels`),
+    ``n_segments`` and the mean probability of each genre."""
+    from fmadask.report.multilabel import predict_labels
+
+    mean = np.asarray(probs, dtype=np.float64).mean(axis=0)
+    parents = {int(g): int(p) for g, p in meta["genre_parents"].items()}
+    chosen = predict_labels(mean[None, :], np.asarray(meta["thresholds"], dtype=float),
+                            meta["labels"], parents)[0]
+    return {"genre": classes[int(np.argmax(mean))],
+            "genres": [c for c, on in zip(classes, chosen) if on],
+            "n_segments": int(len(probs)), **dict(zip(classes, mean.astype(float)))}
 
 
 def mel_params(meta: dict):
@@ -132,7 +168,9 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
         The frame of :func:`fmadask.predict.predict`: rows in the order of ``paths``,
         ``path`` (str), ``genre`` (None on error), ``error`` (None, or ``'<kind>: <message>'``),
         ``genre_vote``, ``n_segments``, then one float column per genre (probability);
-        ``attrs['classes']`` and ``attrs['outputs'] = 'probability'``.
+        ``attrs['classes']`` and ``attrs['outputs'] = 'probability'``. A multi-label model
+        (``genres_all``) has no vote: ``genres`` instead (the genres at or above their
+        thresholds, see :func:`multilabel_row`), and ``attrs['thresholds']``.
     """
     from fmadask.audio import EXCERPT_FIX, AudioError, load_audio, segments
     from fmadask.features import log_mel
@@ -141,12 +179,14 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
     net, meta = load_model(model_dir, device)
     params = mel_params(meta)
     classes = list(meta["classes"])
+    multilabel = meta.get("target") == "genres_all"
     seg, mean, std = meta["segment_frames"], meta["norm"]["mean"], meta["norm"]["std"]
     decode_sr = meta.get("decode_sr")
     decode_sr = int(decode_sr) if isinstance(decode_sr, (int, float)) else None
     rows = []
     for path in paths:
-        row = {"path": str(path), "genre": None, "error": None, "genre_vote": None, "n_segments": 0}
+        row = {"path": str(path), "genre": None, "error": None,
+               "genres" if multilabel else "genre_vote": None, "n_segments": 0}
         try:
             y, sr = load_audio(path, sr=decode_sr, max_seconds=default("featurize.max_seconds"),
                                too_long_fix=EXCERPT_FIX)
@@ -160,13 +200,20 @@ def predict_cnn(model_dir: str | Path, paths: Sequence[str | Path],
                                     for spec, valid in clips])
             with torch.no_grad():
                 logits = net(torch.from_numpy(batch).to(device)).float()
-            probs = torch.softmax(logits, 1).cpu().numpy()
-            track = track_predictions(np.zeros(len(probs), dtype=np.int64), probs).iloc[0]
-            row.update(genre=classes[int(track["mean"])], genre_vote=classes[int(track["vote"])],
-                       n_segments=int(track["n_segments"]),
-                       **dict(zip(classes, track["probs"].astype(float))))
+            if multilabel:
+                row.update(multilabel_row(classes, meta, torch.sigmoid(logits).cpu().numpy()))
+            else:
+                probs = torch.softmax(logits, 1).cpu().numpy()
+                track = track_predictions(np.zeros(len(probs), dtype=np.int64), probs).iloc[0]
+                row.update(genre=classes[int(track["mean"])],
+                           genre_vote=classes[int(track["vote"])],
+                           n_segments=int(track["n_segments"]),
+                           **dict(zip(classes, track["probs"].astype(float))))
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["path", "genre", "error", "genre_vote", "n_segments",
-                                        *classes])
+    extra = "genres" if multilabel else "genre_vote"
+    table = pd.DataFrame(rows, columns=["path", "genre", "error", extra, "n_segments", *classes])
     table.attrs.update(classes=classes, outputs="probability")
+    if multilabel:
+        table.attrs.update(target="genres_all",
+                           thresholds=dict(zip(classes, map(float, meta["thresholds"]))))
     return table

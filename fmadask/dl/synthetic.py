@@ -7,6 +7,10 @@ rate) buried in noise, and clips have varied valid lengths. The layout is the fe
 readers accept it: ``spectrograms/part-XXXXX.npy`` float16 ``[n, n_mels, frames]``,
 ``spectrograms/index/part-XXXXX.parquet``, ``spectrograms/params.json``, the (empty) errors parts
 that mark partitions complete, and a ``featurize.json`` naming the plan.
+
+:func:`write_synthetic_multilabel` writes the multi-label variant (``genres_all``): a small genre
+tree, clips of one or two top-level genres, with or without a sub-genre, and the run's
+``labels.parquet`` and ``genres.parquet``.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import pyarrow as pa
 
 from fmadask.atomic import atomic_path, write_json, write_parquet
 from fmadask.runfolder import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MEL_PARAMS_FILE,
-                               PartitionFiles)
+                               PartitionFiles, write_labels)
 
 GENRES = ("Electronic", "Experimental", "Folk", "Hip-Hop", "Instrumental", "International",
           "Pop", "Rock")
@@ -37,6 +41,95 @@ def synthetic_clip(genre: int, n_mels: int, frames: int, valid: int,
     clip = -60.0 + 40.0 * band * pulse + rng.normal(0, noise, size=(n_mels, valid))
     spec[:, :valid] = np.clip(clip, -80.0, 0.0)
     return spec.astype(np.float16)
+
+
+#: The multi-label set's genre tree: (genre id, title, parent id); a sub-genre pulses faster
+#: than its parent.
+GENRE_TREE = ((1, "Electronic", 0), (2, "Folk", 0), (3, "Rock", 0), (4, "Hip-Hop", 0),
+              (11, "Techno", 1), (12, "Freak-Folk", 2), (13, "Punk", 3))
+
+
+def multilabel_clip(tops: list[int], sub: bool, n_mels: int, frames: int, valid: int,
+                    rng: np.random.Generator, noise: float = 6.0) -> np.ndarray:
+    """A clip of the multi-label set, float16 ``(n_mels, frames)`` in dB, padded with -80 dB.
+
+    Each top-level genre of ``tops`` (indices 0-3) is a band at its own height; the first's
+    band pulses every 3 frames with its sub-genre (``sub``), else every 9.
+    """
+    spec = np.full((n_mels, frames), -80.0, dtype=np.float32)
+    mel = np.arange(n_mels)[:, None]
+    t = np.arange(valid)[None, :]
+    clip = -60.0 + rng.normal(0, noise, size=(n_mels, valid))
+    for i, top in enumerate(tops):
+        centre = (top + 0.5) / 4 * n_mels + rng.normal(0, n_mels / 32)
+        band = np.exp(-0.5 * ((mel - centre) / max(1.0, n_mels / 20)) ** 2)
+        period = 3 if sub and i == 0 else 9
+        clip += 40.0 * band * (0.5 + 0.5 * np.cos(2 * np.pi * (t + rng.integers(period))
+                                                  / period))
+    spec[:, :valid] = np.clip(clip, -80.0, 0.0)
+    return spec.astype(np.float16)
+
+
+def write_synthetic_multilabel(run_dir: str | Path, tracks_per_genre: int = 24,
+                               n_mels: int = 32, seconds: float = 4.0, sr: int = 22050,
+                               hop_length: int = 512, tracks_per_shard: int = 16,
+                               seed: int = 0) -> Path:
+    """Write a learnable multi-label spectrogram set into ``RUN_DIR``.
+
+    Per top-level genre of :data:`GENRE_TREE`, ``tracks_per_genre`` clips: half with its
+    sub-genre (Hip-Hop has none), and one in four also carries the next top-level genre (and
+    so no ``genre_top``, as half of FMA large). Splits 60/20/20 per genre. Writes the spectrogram
+    shards and index as :func:`write_synthetic_spectrograms` does, and the run's labels and
+    genre tree (:func:`fmadask.runfolder.write_labels`).
+
+    Returns
+    -------
+    Path
+        ``RUN_DIR/spectrograms``.
+    """
+    run_dir = Path(run_dir)
+    rng = np.random.default_rng(seed)
+    frames = 1 + int(seconds * sr // hop_length)
+    titles = {g: title for g, title, _ in GENRE_TREE}
+    subs = {parent: g for g, _, parent in GENRE_TREE if parent}
+    tops = [g for g, _, parent in GENRE_TREE if not parent]
+    rows = []
+    for i, top in enumerate(tops):
+        for k in range(tracks_per_genre):
+            split = ("training" if k < 0.6 * tracks_per_genre else
+                     "validation" if k < 0.8 * tracks_per_genre else "test")
+            chosen = [i] + ([(i + 1) % len(tops)] if k % 4 == 3 else [])
+            sub = top in subs and k % 2 == 0
+            ids = sorted({tops[j] for j in chosen} | ({subs[top]} if sub else set()))
+            genre_top = titles[top] if len(chosen) == 1 else None
+            rows.append((1000 * (i + 1) + k, chosen, sub, ids, genre_top, split))
+    order = rng.permutation(len(rows))
+    starts = range(0, len(rows), tracks_per_shard)
+    for part, start in enumerate(starts):
+        files = PartitionFiles(run_dir, part)
+        chosen = [rows[i] for i in order[start:start + tracks_per_shard]]
+        valids = [frames if rng.random() > 0.2 else int(frames * rng.uniform(0.5, 0.9))
+                  for _ in chosen]
+        arr = np.stack([multilabel_clip(r[1], r[2], n_mels, frames, v, rng)
+                        for r, v in zip(chosen, valids)])
+        with atomic_path(files.spectrograms) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
+        write_parquet(pa.table({"track_id": [r[0] for r in chosen],
+                                "shard": [files.spectrograms.name] * len(chosen),
+                                "row": list(range(len(chosen))), "frames": valids,
+                                "genre_top": [r[4] for r in chosen],
+                                "split": [r[5] for r in chosen]}, schema=INDEX_SCHEMA), files.index)
+        write_parquet(ERRORS_SCHEMA.empty_table(), files.errors)
+        files.write_record(("spectrograms",))
+    write_labels(run_dir, [(r[0], r[4], r[3]) for r in sorted(rows)],
+                 [(g, title, parent, parent or g) for g, title, parent in GENRE_TREE])
+    params = {"sr": sr, "n_fft": 4 * hop_length, "hop_length": hop_length, "n_mels": n_mels,
+              "seconds": seconds, "top_db": 80.0, "frames": frames, "dtype": "float16",
+              "decode_sr": sr, "decoders": ["synthetic"]}
+    write_json(params, run_dir / MEL_PARAMS_FILE)
+    write_json({"params": {"what": ["spectrograms"], "synthetic": True, "target": "genres_all"},
+                "plan": {"partitions": len(starts)}}, run_dir / JOB_FILE)
+    return run_dir / "spectrograms"
 
 
 def write_synthetic_spectrograms(run_dir: str | Path, tracks_per_genre: int = 8,

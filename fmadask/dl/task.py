@@ -13,17 +13,43 @@ spectrogram index (``genre_top``, ``genres_all``), never from tracks.csv.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from fmadask import storage
+from fmadask.dl.dataset import Spectrograms
 from fmadask.errors import DataError
 
 GENRE_TOP = "genre_top"
 GENRES_ALL = "genres_all"
+
+
+@dataclass(frozen=True)
+class GenreTree:
+    """FMA's genre hierarchy as plain maps (from the run's ``genres`` record).
+
+    Attributes
+    ----------
+    parents : mapping of int to int
+        Genre id -> parent id (0 above the top-level genres).
+    names : mapping of int to str
+        Genre id -> title.
+    """
+
+    parents: Mapping[int, int]
+    names: Mapping[int, str]
+
+    @classmethod
+    def from_frame(cls, genres: pd.DataFrame) -> GenreTree:
+        """From a genres table indexed by genre id with ``parent`` and ``title``."""
+        return cls({int(g): int(p) for g, p in genres["parent"].items()},
+                   {int(g): str(t) for g, t in genres["title"].items()})
 
 
 @dataclass(frozen=True)
@@ -38,15 +64,14 @@ class Task:
         Name of each output, in order: genre titles.
     labels : tuple of int
         ``genres_all``: the genre id of each output (empty for ``genre_top``).
-    parents : mapping of int to int
-        ``genres_all``: genre id -> parent id (0 above the top-level genres), for the genre
-        tree rule (:mod:`fmadask.report.multilabel`).
+    genres : GenreTree, optional
+        ``genres_all``: the genre tree (the parent rule, titles).
     """
 
     target: str
     classes: tuple[str, ...]
     labels: tuple[int, ...] = ()
-    parents: Mapping[int, int] = field(default_factory=dict)
+    genres: GenreTree | None = None
 
     @property
     def multilabel(self) -> bool:
@@ -57,6 +82,18 @@ class Task:
     def score_name(self) -> str:
         """The training score :meth:`hits` counts, as metrics.csv names it."""
         return "f1_micro" if self.multilabel else "acc"
+
+    @property
+    def epoch_columns(self) -> dict[str, str]:
+        """metrics.csv's validation columns of each epoch -> their key in the split's scores
+        (:func:`fmadask.dl.evaluate.score_segments` or ``score_segments_multilabel``); the last
+        is the track-level figure the epoch's log line shows."""
+        if self.multilabel:
+            return {"val_f1_micro": "segment_f1_micro",
+                    "val_track_roc_auc_macro": "track_roc_auc_macro",
+                    "val_track_pr_auc_macro": "track_pr_auc_macro"}
+        return {"val_acc": "segment_acc", "val_track_acc_vote": "track_acc_vote",
+                "val_track_acc_mean": "track_acc_mean"}
 
     def usable(self, tracks: pd.DataFrame) -> pd.DataFrame:
         """The index rows this task can learn from: those with a ``genre_top``, or with at
@@ -113,7 +150,7 @@ class Task:
         return (2 * (truth & predicted).sum()).double(), (truth.sum() + predicted.sum()).double()
 
 
-def task_for(target: str, index: pd.DataFrame, genres: pd.DataFrame | None) -> Task:
+def task_for(target: str, index: pd.DataFrame, genres: GenreTree | None) -> Task:
     """The task of ``target`` on a run's spectrogram index.
 
     Parameters
@@ -123,8 +160,8 @@ def task_for(target: str, index: pd.DataFrame, genres: pd.DataFrame | None) -> T
     index : pandas.DataFrame
         The spectrogram index (``genre_top``, ``split`` and, for ``genres_all``,
         ``genres_all``: a list of genre ids per track).
-    genres : pandas.DataFrame, optional
-        The run's genre tree (``parent``, ``title`` per genre id); ``genres_all`` needs it.
+    genres : GenreTree, optional
+        The run's genre tree; ``genres_all`` needs it.
 
     Returns
     -------
@@ -142,13 +179,55 @@ def task_for(target: str, index: pd.DataFrame, genres: pd.DataFrame | None) -> T
         present = index["genre_top"].dropna()
         return Task(GENRE_TOP, tuple(sorted(present.unique().tolist())))
     if "genres_all" not in index or genres is None:
-        raise DataError("this run's spectrograms record no genres_all: featurize again with "
-                        "target genres_all to train the multi-label CNN")
+        raise DataError("the spectrogram index carries no genres_all: open it with open_task")
     training = index.loc[index["split"] == "training", "genres_all"]
-    labels = sorted({int(g) for ids in training for g in ids if int(g) in genres.index})
+    labels = sorted({int(g) for ids in training for g in ids if int(g) in genres.names})
     if not labels:
         raise DataError("no training track of this run has a genre: the multi-label CNN has "
                         "nothing to learn")
-    parents = {int(g): int(p) for g, p in genres["parent"].items()}
-    return Task(GENRES_ALL, tuple(str(genres.at[g, "title"]) for g in labels), tuple(labels),
-                parents)
+    validation = index.loc[index["split"] == "validation", "genres_all"]
+    if not any(int(g) in labels for ids in validation for g in ids):
+        raise DataError("no validation track of this run has a genre the training tracks have: "
+                        "the multi-label CNN's thresholds cannot be chosen")
+    return Task(GENRES_ALL, tuple(genres.names[g] for g in labels), tuple(labels), genres)
+
+
+
+def open_task(target: str, data: Spectrograms, run_dir: str | Path,
+              storage_options: Mapping[str, Any] | None = None) -> tuple[Task, Spectrograms]:
+    """The task of ``target`` on a run's spectrograms, read from what featurize recorded.
+
+    Parameters
+    ----------
+    target : {'genre_top', 'genres_all'}
+        What to learn.
+    data : Spectrograms
+        The run's spectrograms (:func:`fmadask.dl.dataset.open_spectrograms`).
+    run_dir : str or Path
+        The run folder: ``labels.parquet`` and ``genres.parquet`` (multi-label).
+    storage_options : mapping, optional
+        fsspec options of a URL run folder.
+
+    Returns
+    -------
+    task : Task
+    data : Spectrograms
+        ``data``, its index with each clip's ``genres_all`` for the multi-label task.
+
+    Raises
+    ------
+    DataError
+        The run cannot serve ``target`` (see :func:`task_for`).
+    """
+    if target != GENRES_ALL:
+        return task_for(target, data.index, None), data
+    from fmadask.runfolder import read_labels
+
+    recorded = read_labels(run_dir, storage_options)
+    if recorded is None:
+        raise DataError(f"{storage.redact(run_dir)} records no genres_all (featurized by an "
+                        "older fmadask): featurize it again to train the multi-label CNN")
+    labels, genres = recorded
+    by_track = labels["genres_all"].to_dict()
+    index = data.index.assign(genres_all=[by_track.get(int(t), []) for t in data.index["track_id"]])
+    return task_for(target, index, GenreTree.from_frame(genres)), replace(data, index=index)

@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -55,9 +54,10 @@ from fmadask.dl.checkpoint import (check_resume, fresh_start, load_checkpoint, r
 from fmadask.dl.config import TrainConfig, add_config_arguments, config_options
 from fmadask.dl.dataset import (SegmentDataset, Spectrograms, normalisation, open_spectrograms,
                                 prefetch, segment_frames)
-from fmadask.dl.evaluate import score_segments
+from fmadask.dl.evaluate import score_segments, score_segments_multilabel
 from fmadask.dl.nets import build_net
 from fmadask.dl.outputs import OutputFolder, out_location, output_folder
+from fmadask.dl.task import Task, open_task
 from fmadask.dl.ranks import (DistSpec, RankFailure, backend_for, gather_all, is_peer_failure,
                               select_device, teardown)
 from fmadask.runfolder import (BEST_CHECKPOINT, CHECKPOINTS, CURVES_FILE, LAST_CHECKPOINT,
@@ -113,7 +113,7 @@ class _Run:
     device: torch.device
     data: Spectrograms
     outputs: OutputFolder
-    classes: list[str]
+    task: Task
     seg: int
     mean: float
     std: float
@@ -130,6 +130,15 @@ class _Run:
         return self.spec.rank == 0
 
     @property
+    def classes(self) -> list[str]:
+        """The net's outputs in order (genre titles)."""
+        return list(self.task.classes)
+
+    def tracks(self, split: str) -> pd.DataFrame:
+        """The index rows of ``split`` the task learns from (see :meth:`Task.usable`)."""
+        return self.task.usable(self.data.tracks(split))
+
+    @property
     def net(self) -> nn.Module:
         """The net that is evaluated, kept as best and saved: the moving average of the
         weights when ``config.ema`` is on, else the trained module itself."""
@@ -143,9 +152,10 @@ class _Run:
     def loader(self, split: str,
                train: bool) -> tuple[DataLoader, SegmentDataset, DistributedSampler | None]:
         """Loader of ``split``: this rank's part, random segments (train) or all segments."""
-        ds = SegmentDataset(self.data.shards, self.data.tracks(split), self.classes, self.seg,
+        tracks = self.tracks(split)
+        ds = SegmentDataset(self.data.shards, tracks, self.classes, self.seg,
                             train=train, mean=self.mean, std=self.std, seed=self.config.seed,
-                            crops=self.config.crops)
+                            crops=self.config.crops, targets=self.task.targets(tracks))
         common = {"num_workers": self.loader_workers, "pin_memory": self.device.type == "cuda"}
         if train:
             sampler = DistributedSampler(ds, num_replicas=self.spec.world_size, rank=self.spec.rank,
@@ -201,7 +211,8 @@ def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int,
     """One pass over this rank's training clips (its first ``steps`` batches when given);
     returns the all-ranks loss and accuracy."""
     run.ddp.train()
-    totals = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, count
+    # loss sum, the training score's numerator and denominator (Task.hits), segments
+    totals = torch.zeros(4, dtype=torch.float64, device=run.device)
     loader = loop.train_loader
     # On a GPU, batches are read in a thread while the GPU computes (see prefetch).
     batches = prefetch(loader) if run.device.type == "cuda" and not run.loader_workers else loader
@@ -220,7 +231,7 @@ def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int,
                                       batch_generator(run.config.seed, epoch, index, run.spec.rank))
         with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
             logits = run.ddp(x)
-            loss = F.cross_entropy(logits, target)
+            loss = run.task.loss(logits, target)
         loop.optimizer.zero_grad(set_to_none=True)
         loop.scaler.scale(loss).backward()  # DDP all-reduces (averages) the gradients here
         for cb in run.callbacks:
@@ -234,8 +245,7 @@ def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int,
             cb.on_step_end(step)
         with torch.no_grad():
             n = torch.tensor(float(len(y)), device=run.device, dtype=torch.float64)
-            totals += torch.stack([loss.detach().double() * n,
-                                   (logits.argmax(1) == y).sum().double(), n])
+            totals += torch.stack([loss.detach().double() * n, *run.task.hits(logits, y), n])
     # DDP hands rank 0's buffers to the others before each forward, so after the last step every
     # rank's batch-norm statistics have moved with its own batch: give all ranks rank 0's, so
     # they evaluate (and keep as best) the very net rank 0 saves
@@ -245,9 +255,9 @@ def train_one_epoch(run: _Run, loop: _Loop, epoch: int, steps_per_epoch: int,
         for buffer in run.ema.buffers():
             dist.broadcast(buffer, src=0)
     dist.all_reduce(totals)
-    loss_sum, correct, count = totals.tolist()
-    return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
-            "train_segments": int(count)}
+    loss_sum, hits, out_of, count = totals.tolist()
+    return {"train_loss": loss_sum / max(count, 1),
+            f"train_{run.task.score_name}": hits / max(out_of, 1), "train_segments": int(count)}
 
 
 @torch.no_grad()
@@ -264,13 +274,15 @@ def evaluate(run: _Run, loader: DataLoader) -> dict:
         with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
             logits = net(x)
         logits = logits.float().cpu()
-        losses.append(F.cross_entropy(logits, y, reduction="none").numpy())
-        probs.append(torch.softmax(logits, 1).numpy())
+        losses.append(run.task.loss(logits, y, reduction="none").numpy())
+        probs.append(run.task.probabilities(logits).numpy())
         tids.append(tid.numpy())
         labels.append(y.numpy())
     n_classes = len(run.classes)
     mine = {"track_id": np.concatenate(tids) if tids else np.zeros(0, np.int64),
-            "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
+            "label": np.concatenate(labels) if labels else np.zeros(
+                (0, n_classes) if run.task.multilabel else 0,
+                np.float32 if run.task.multilabel else np.int64),
             "probs": np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32),
             "loss": np.concatenate(losses) if losses else np.zeros(0, np.float32)}
     parts = gather_all(mine)
@@ -278,7 +290,8 @@ def evaluate(run: _Run, loader: DataLoader) -> dict:
 
 
 def _score(run: _Run, seg_out: dict) -> tuple[dict, pd.DataFrame]:
-    scores, tracks = score_segments(seg_out["track_id"], seg_out["label"], seg_out["probs"])
+    score = score_segments_multilabel if run.task.multilabel else score_segments
+    scores, tracks = score(seg_out["track_id"], seg_out["label"], seg_out["probs"])
     scores["loss"] = float(seg_out["loss"].mean()) if len(seg_out["loss"]) else float("nan")
     return scores, tracks
 
@@ -397,7 +410,7 @@ def _train_into(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device
     run.net.load_state_dict(best_weights)
     scores, predictions = _final_scores(run)
     if run.is_main:
-        _write_final(run, plan.state, plan.history, scores, predictions)
+        scores = _write_final(run, plan.state, plan.history, scores, predictions)
         result.update({"out_dir": str(outputs.location), "best_epoch": plan.state["best_epoch"],
                        "stopped_early": plan.state["stopped"], "scores": scores})
     dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
@@ -409,22 +422,23 @@ def _setup(run_dir: str | Path, config: TrainConfig, spec: DistSpec, device: tor
            storage_options: Mapping[str, Any] | None) -> tuple[_Run, _Loop]:
     """Open the data (a URL run folder's shards through the host's cache), build the net, its
     DDP wrapper, the loaders, optimiser and schedule."""
-    data = open_spectrograms(run_dir, storage_options, config.shard_cache())
-    classes = data.classes
+    task, data = open_task(config.target, open_spectrograms(run_dir, storage_options,
+                                                            config.shard_cache()),
+                           run_dir, storage_options)
     for split in ("training", "validation"):
-        if data.tracks(split).empty:
+        if task.usable(data.tracks(split)).empty:
             raise DataError(f"no {split} clips in {data.root}: the CNN needs training and "
                             "validation spectrograms")
     seg = segment_frames(config.segment_seconds, data.params)
-    mean, std = normalisation(data, data.tracks("training"), seed=config.seed)
+    mean, std = normalisation(data, task.usable(data.tracks("training")), seed=config.seed)
     torch.manual_seed(config.seed)  # identical initial weights (DDP also broadcasts rank 0's)
-    model = build_net(config.arch, len(classes), int(data.params["n_mels"]), seg,
+    model = build_net(config.arch, len(task.classes), int(data.params["n_mels"]), seg,
                       config.width).to(device)
     ddp = DistributedDataParallel(model,
                                   device_ids=[device.index] if device.type == "cuda" else None)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
            if config.ema else None)
-    run = _Run(config, spec, device, data, outputs, classes, seg, mean, std, model, ddp,
+    run = _Run(config, spec, device, data, outputs, task, seg, mean, std, model, ddp,
                amp=device.type == "cuda" and config.amp,
                augmentation=_augmentation(config, std),
                loader_workers=loader_workers(config.num_workers), callbacks=callbacks, ema=ema)
@@ -486,9 +500,8 @@ def _fit(run: _Run, loop: _Loop, plan: _Plan) -> tuple[list[int], dict | None]:
                **train_one_epoch(run, loop, epoch, plan.steps_per_epoch, steps[epoch])}
         train_s = time.perf_counter() - t0
         val, _ = _score(run, evaluate(run, loop.val_loader))
-        row.update({"val_loss": val["loss"], "val_acc": val["segment_acc"],
-                    "val_track_acc_vote": val["track_acc_vote"],
-                    "val_track_acc_mean": val["track_acc_mean"],
+        row.update({"val_loss": val["loss"],
+                    **{column: val[key] for column, key in run.task.epoch_columns.items()},
                     "lr": loop.optimizer.param_groups[0]["lr"], "train_seconds": train_s,
                     "segments_per_s": row["train_segments"] / train_s})
         history.append(row)
@@ -530,10 +543,11 @@ def _checkpoint(run: _Run, loop: _Loop, epochs_done: int, state: dict,
     _atomic_write(run.out_dir / CHECKPOINTS / LAST_CHECKPOINT, lambda fh: torch.save(ckpt, fh))
     _write_outputs_epoch(run, history)
     run.outputs.publish_epoch()
-    row = history[-1]
-    log.info("epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (track %.3f)",
-             epochs_done, row["train_loss"], row["train_acc"], row["val_loss"],
-             row["val_acc"], row["val_track_acc_mean"])
+    row, score = history[-1], run.task.score_name
+    segments, *_, track = run.task.epoch_columns
+    log.info("epoch %d: train loss %.4f %s %.3f, val loss %.4f %s %.3f (%s %.3f)",
+             epochs_done, row["train_loss"], score, row[f"train_{score}"], row["val_loss"],
+             score, row[segments], track[len("val_"):], row[track])
 
 
 def _final_scores(run: _Run) -> tuple[dict, pd.DataFrame]:
@@ -541,7 +555,7 @@ def _final_scores(run: _Run) -> tuple[dict, pd.DataFrame]:
     predictions with their ``split``."""
     scores, predictions = {}, []
     for split in ("validation", "test"):
-        if run.data.tracks(split).empty:
+        if run.tracks(split).empty:
             continue
         sc, tracks = _score(run, evaluate(run, run.loader(split, train=False)[0]))
         scores[split] = sc
@@ -551,17 +565,20 @@ def _final_scores(run: _Run) -> tuple[dict, pd.DataFrame]:
 
 
 def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
-                 predictions: pd.DataFrame) -> None:
-    """model.pt/model.json, predictions.parquet, confusion matrices and report.md (rank 0)."""
+                 predictions: pd.DataFrame) -> dict:
+    """model.pt/model.json, predictions.parquet, confusion matrices and report.md (rank 0); the
+    final scores of each split."""
     from fmadask.dl.predict import save_model
     from fmadask.report.metrics import normalized_confusion
     from fmadask.report.plots import confusion_figure
 
     out = run.out_dir
+    if run.task.multilabel:
+        return _write_final_multilabel(run, state, history, predictions)
     save_model(out, run.net, arch=run.config.arch, width=run.config.width, classes=run.classes,
                params=run.data.params, segment_seconds=run.config.segment_seconds, seg=run.seg,
                norm=(run.mean, run.std),
-               extra={"best_epoch": state["best_epoch"], "scores": scores})
+               extra={"training": {"best_epoch": state["best_epoch"], "scores": scores}})
     preds = pd.DataFrame({
         "track_id": predictions.index.to_numpy(dtype=np.int64),
         "split": predictions["split"].to_numpy(),
@@ -583,24 +600,56 @@ def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
     _atomic_write(out / REPORT_FILE,
                   lambda fh: fh.write(_report(run, state, scores).encode()))
     run.outputs.publish_final()
+    return scores
+
+
+def _write_final_multilabel(run: _Run, state: dict, history: list[dict],
+                            predictions: pd.DataFrame) -> dict:
+    """The multi-label run's model (with its thresholds, chosen on validation),
+    predictions.parquet, per-label picture and report.md (rank 0); the final scores."""
+    from fmadask.dl import multilabel
+    from fmadask.dl.predict import save_model
+
+    task, out = run.task, run.out_dir
+    done = multilabel.finish(run.classes, list(task.labels), task.genres, predictions,
+                             run.data.index)
+    scores = {split: {**s, "n_tracks": done.evaluation.n_tracks[split]}
+              for split, s in done.evaluation.scores.items()}
+    save_model(out, run.net, arch=run.config.arch, width=run.config.width, classes=run.classes,
+               params=run.data.params, segment_seconds=run.config.segment_seconds, seg=run.seg,
+               norm=(run.mean, run.std),
+               extra={"training": {"best_epoch": state["best_epoch"], "scores": scores},
+                      **multilabel.card_fields(list(task.labels), task.genres, done)})
+    _atomic_write(out / PREDICTIONS_FILE, lambda fh: done.predictions.to_parquet(fh, index=False))
+    _write_outputs_epoch(run, history)
+    section = multilabel.report_section(out, run.config.arch, done)
+    _atomic_write(out / REPORT_FILE,
+                  lambda fh: fh.write((_report(run, state, {}) + section).encode()))
+    run.outputs.publish_final()
+    return scores
 
 
 def _report(run: _Run, state: dict, scores: dict) -> str:
     c = run.config
-    lines = [f"# CNN `{c.arch}` on mel-spectrograms", "",
+    smoothing = ("off (multi-label targets are not smoothed)" if run.task.multilabel
+                 else f"{c.label_smoothing:g}")
+    lines = [f"# CNN `{c.arch}` on mel-spectrograms"
+             + (" (multi-label, `genres_all`)" if run.task.multilabel else ""), "",
              f"- segments of {c.segment_seconds:g} s ({run.seg} frames x "
              f"{run.data.params['n_mels']} mel bands), batch {c.batch_size} x "
              f"{run.spec.world_size} ranks, {c.optimizer} lr {c.lr:g} ({c.lr_schedule}), "
              f"device {run.device} ({dist.get_backend()}){' with AMP' if run.amp else ''}",
              f"- training augmentation: gain +-{c.gain_db:g} dB, {c.masks} frequency + "
-             f"{c.masks} time masks, mixup {c.mixup:g}, label smoothing {c.label_smoothing:g} "
+             f"{c.masks} time masks, mixup {c.mixup:g}, label smoothing {smoothing} "
              "(none at evaluation)"
              + (f"; evaluated and saved: moving average of the weights (decay {c.ema:g})"
                 if c.ema else ""),
              f"- best epoch {state['best_epoch']} (lowest validation loss)"
              f"{', stopped early' if state['stopped'] else ''}"
-             f"{f', training stopped at {c.max_steps} steps' if c.max_steps else ''}", "",
-             markdown_table(pd.DataFrame([{"split": split, **s} for split, s in scores.items()]),
+             f"{f', training stopped at {c.max_steps} steps' if c.max_steps else ''}", ""]
+    if run.task.multilabel:     # the scores follow (fmadask.dl.multilabel.report_section)
+        return "\n".join(lines + ["![curves](curves.png)", "", ""])
+    lines += [markdown_table(pd.DataFrame([{"split": split, **s} for split, s in scores.items()]),
                             ["split", "segment_acc", "track_acc_vote", "track_acc_mean",
                              "track_f1_mean", "n_tracks"],
                             ["split", "segment acc", "track acc (vote)", "track acc (mean prob)",

@@ -58,7 +58,8 @@ def execute(plan: FusionPlan, client: Any, context: StageContext) -> Any:
     from fmadask.fusion.stage import format_results, fuse
 
     results = fuse(plan.run_dir, classical=plan.classical, cnn=plan.cnn,
-                   storage_options=context.storage_options)
+                   storage_options=context.storage_options,
+                   target=context.section("data").target)
     report = storage.join(plan.run_dir, FUSION_DIR, REPORT_FILE)
     print(f"fusion (weight fitted on validation), {storage.redact(report)}:", file=context.file)
     print(format_results(results), file=context.file, flush=True)

@@ -23,6 +23,10 @@ and test. Writes ``RUN_DIR/fusion/``::
     confusion_test.png    the fusion's test confusion matrix
     report.md             the table, the weight and the confusion matrix
 
+Under the multi-label target (``genres_all``) both parts must have been trained for it; the
+fitting, scoring and files are :mod:`fmadask.fusion.multilabel`'s. A part made for another
+target is refused in one line.
+
 A run folder in object storage (``s3://bucket/runs/r1``) is read by downloading what the fusion
 needs into a local temporary folder laid out the same way -- the classical model's folder (its
 ``model.json`` checksums are verified when it is loaded), the CNNs' cards, and the chosen CNN's
@@ -46,14 +50,16 @@ from fmadask import storage
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.fma.splits import EVAL_SPLITS
-from fmadask.fusion.pool import fit_weight, pool
+from fmadask.fusion.pool import fit_weight, pool, pool_labels
 from fmadask.lock import hold
-from fmadask.options import SPLIT_SEED
+from fmadask.options import SPLIT_SEED, setting
 from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD,
                                MODELS_DIR, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
                                TRAIN_RECORD, read_card)
 
 MODEL_KIND = "fusion"
+#: The targets (``[data] target``): one top-level genre per track, or every genre.
+GENRE_TOP, GENRES_ALL = "genre_top", "genres_all"
 PARTS = ("classical", "cnn")
 #: Files uploaded after all others (a folder in object storage looks complete only then).
 LAST = (REPORT_FILE, MODEL_CARD)
@@ -64,8 +70,24 @@ RESULT_COLUMNS = ("source", "model", "validation_accuracy", "test_accuracy", "te
 # ----------------------------------------------------------------------- reading the parts
 
 
-def classical_model_dir(run_dir: Path, name: str | None = None) -> Path:
-    """``RUN_DIR/classical/models/<name>``, or the stage's best model when ``name`` is None."""
+def made_for(model_dir: Path) -> str:
+    """The target a saved model learnt (``model.json``'s ``target``; before multi-label
+    models, ``genre_top``)."""
+    return read_card(model_dir).get("target", GENRE_TOP)
+
+
+def _refuse_target(model_dir: Path, part: str, target: str) -> None:
+    made = made_for(model_dir)
+    if made != target:
+        raise DataError(f"{model_dir}: the {part} was trained for target {made}, not {target}: "
+                        f"train it with {setting('data.target')} {target}, or fuse with "
+                        f"{made}")
+
+
+def classical_model_dir(run_dir: Path, name: str | None = None,
+                        target: str = GENRE_TOP) -> Path:
+    """``RUN_DIR/classical/models/<name>``, or the stage's best model when ``name`` is None;
+    refused when it was trained for another target."""
     stage = run_dir / CLASSICAL_DIR
     if name is None:
         best = stage / BEST_FILE
@@ -77,26 +99,32 @@ def classical_model_dir(run_dir: Path, name: str | None = None) -> Path:
     if not (folder / MODEL_CARD).is_file():
         raise DataError(f"no classical model {name!r} in {stage / MODELS_DIR}: name one of "
                         f"{', '.join(sorted(p.name for p in (stage / MODELS_DIR).glob('*'))) or 'none'}")
+    _refuse_target(folder, "classical model", target)
     return folder
 
 
-def cnn_model_dir(run_dir: Path, arch: str | None = None) -> Path:
+def cnn_model_dir(run_dir: Path, arch: str | None = None, target: str = GENRE_TOP) -> Path:
     """``RUN_DIR/cnn/<arch>`` (or ``RUN_DIR/cnn`` itself when the CNN was trained there), the one
-    of best validation track accuracy when ``arch`` is None."""
+    of ``target`` with the best validation track accuracy (multi-label: macro PR-AUC) when
+    ``arch`` is None; refused when it was trained for another target."""
     stage = run_dir / CNN_DIR
     candidates = [p.parent for p in sorted(stage.glob(f"*/{MODEL_CARD}"))]
     if (stage / MODEL_CARD).is_file():
         candidates.append(stage)
     if arch is not None:
         candidates = [p for p in candidates if p.name == arch]
+        for folder in candidates:
+            _refuse_target(folder, "CNN", target)
+    candidates = [p for p in candidates if made_for(p) == target]
     if not candidates:
         what = f"CNN {arch!r}" if arch else "CNN"
-        raise DataError(f"no trained {what} in {stage}: run the CNN stage first "
-                        f"('fmadask cnn {run_dir}')")
+        raise DataError(f"no {what} trained for target {target} in {stage}: run the CNN stage "
+                        f"first ('fmadask cnn {run_dir}'{'' if target == GENRE_TOP else ' --target ' + target})")
 
     def validation_accuracy(folder: Path) -> float:
         scores = read_card(folder).get("training", {})
-        return scores.get("scores", {}).get("validation", {}).get("track_acc_mean", -1.0)
+        key = "track_acc_mean" if target == GENRE_TOP else "pr_auc_macro"
+        return scores.get("scores", {}).get("validation", {}).get(key, -1.0)
 
     return max(candidates, key=validation_accuracy)
 
@@ -113,20 +141,11 @@ def classical_probabilities(run_dir: str | Path, model_dir: Path,
         Indexed by ``track_id``: ``split``, ``genre_top``, then one column per class.
     classes : list of str
     """
-    from fmadask.ml.data import load_dataset
     from fmadask.ml.models import class_scores
     from fmadask.ml.persist import load_classical
 
     pipeline, card = load_classical(model_dir)
-    try:
-        record = storage.read_bytes(storage.join(run_dir, CLASSICAL_DIR, TRAIN_RECORD),
-                                    storage_options)
-        data = json.loads(record).get("data", {})
-    except FileNotFoundError:
-        data = {}
-    dataset = load_dataset(run_dir, split=data.get("split") or "official",
-                           split_seed=data.get("split_seed") or SPLIT_SEED,
-                           storage_options=storage_options)
+    dataset = classical_dataset(run_dir, storage_options)
     classes = list(card["classes"])
     mask = dataset.split.isin(EVAL_SPLITS).to_numpy()
     X = dataset.features.to_numpy(np.float32)[mask]
@@ -135,6 +154,24 @@ def classical_probabilities(run_dir: str | Path, model_dir: Path,
     frame.insert(0, "split", dataset.split[mask].to_numpy())
     frame.insert(1, "genre_top", dataset.genre[mask].to_numpy())
     return frame, classes
+
+
+def classical_dataset(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None,
+                      target: str = GENRE_TOP) -> Any:
+    """The run's features and labels, split as the classical stage split them
+    (``classical/train.json``), for ``target``."""
+    from fmadask.ml.data import load_dataset
+
+    try:
+        record = storage.read_bytes(storage.join(run_dir, CLASSICAL_DIR, TRAIN_RECORD),
+                                    storage_options)
+        data = json.loads(record).get("data", {})
+    except FileNotFoundError:
+        data = {}
+    options = {"target": target} if target != GENRE_TOP else {}
+    return load_dataset(run_dir, split=data.get("split") or "official",
+                        split_seed=data.get("split_seed") or SPLIT_SEED,
+                        storage_options=storage_options, **options)
 
 
 def cnn_probabilities(model_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -168,7 +205,8 @@ def align(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
 
 def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = None,
          out_dir: str | Path | None = None,
-         storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+         storage_options: Mapping[str, Any] | None = None,
+         target: str = GENRE_TOP) -> pd.DataFrame:
     """Fit the fusion of a run's classical model and CNN on validation and write its folder.
 
     Parameters
@@ -184,6 +222,8 @@ def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = No
         Output folder (default ``RUN_DIR/fusion``; a URL is written locally and uploaded).
     storage_options : mapping, optional
         fsspec options of URL folders (never written anywhere).
+    target : {'genre_top', 'genres_all'}
+        The task both parts learnt (``genres_all``: :mod:`fmadask.fusion.multilabel`).
 
     Returns
     -------
@@ -193,34 +233,37 @@ def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = No
     Raises
     ------
     DataError
-        A part is missing, or the parts disagree on the classes or share no track.
+        A part is missing or was trained for another target, or the parts disagree on the
+        classes or share no track.
     LockedError
         Another command is writing the run folder (its models could change under the fusion)
         or the output folder.
     """
     run_dir = _local_or_url(run_dir)
     out = _local_or_url(out_dir if out_dir is not None else storage.join(run_dir, FUSION_DIR))
+    parts = {"classical": classical, "cnn": cnn, "target": target}
     with hold([run_dir, out], "fmadask fuse", storage_options):
-        return _fuse_to(run_dir, out, classical, cnn, storage_options)
+        return _fuse_to(run_dir, out, parts, storage_options)
 
 
-def _fuse_to(run_dir: str | Path, out: str | Path, classical: str | None, cnn: str | None,
+def _fuse_to(run_dir: str | Path, out: str | Path, parts: dict[str, str | None],
              storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
-    """:func:`fuse` between resolved locations, under the run folder's lock."""
+    """:func:`fuse` between resolved locations, under the run folder's lock; ``parts`` names
+    the classical model, the CNN and the target."""
     if isinstance(run_dir, Path) and isinstance(out, Path):
-        return _fuse(run_dir, run_dir, classical, cnn, out, None)
+        return _fuse(run_dir, run_dir, parts, out, None)
     with tempfile.TemporaryDirectory(prefix="fmadask-fuse-") as tmp:
         local_run, local_out = Path(tmp) / "run", Path(tmp) / FUSION_DIR
         if isinstance(run_dir, str):
             try:
-                _fetch_parts(run_dir, local_run, classical, cnn, storage_options)
-                results = _fuse(local_run, run_dir, classical, cnn,
+                _fetch_parts(run_dir, local_run, parts, storage_options)
+                results = _fuse(local_run, run_dir, parts,
                                 out if isinstance(out, Path) else local_out, storage_options)
             except DataError as exc:     # name the bucket's folders, not the temporary copy
                 raise DataError(str(exc).replace(str(local_run), storage.redact(run_dir))
                                 ) from None
         else:
-            results = _fuse(run_dir, run_dir, classical, cnn, local_out, None)
+            results = _fuse(run_dir, run_dir, parts, local_out, None)
         if isinstance(out, str):
             storage.upload_folder(local_out, out, storage_options, last=LAST)
         return results
@@ -231,12 +274,14 @@ def _local_or_url(location: str | Path) -> str | Path:
     return storage.location(location)
 
 
-def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | None,
+def _fetch_parts(run_dir: str, local: Path, parts: dict[str, str | None],
                  storage_options: Mapping[str, Any] | None) -> None:
     """Download what :func:`fuse` reads of a run folder in object storage into ``local``, laid
     out as the run folder: ``classical/best.json`` and the classical model's folder, every
     CNN's ``model.json``, and the chosen CNN's weights and ``predictions.parquet``. Whatever is
     missing stays missing: the local readers then say what to run."""
+    classical = parts["classical"]
+
     def copy(*parts: str) -> bool:
         try:
             storage.get_file(storage.join(run_dir, *parts), local.joinpath(*parts),
@@ -266,7 +311,7 @@ def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | No
         if arch not in files:
             copy(CNN_DIR, arch, MODEL_CARD)
     try:
-        chosen = cnn_model_dir(local, cnn)
+        chosen = cnn_model_dir(local, parts["cnn"], parts["target"])
     except DataError:
         return
     rel = chosen.relative_to(local).parts
@@ -274,12 +319,15 @@ def _fetch_parts(run_dir: str, local: Path, classical: str | None, cnn: str | No
         copy(*rel, *name.split("/"))
 
 
-def _fuse(run_dir: Path, data_dir: str | Path, classical: str | None, cnn: str | None,
-          out: Path, storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
+def _fuse(run_dir: Path, data_dir: str | Path, parts: dict[str, str | None], out: Path,
+          storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
     """:func:`fuse` on a local run folder (or a local copy of one, whose features are read from
     ``data_dir``), writing into the local folder ``out``."""
-    dirs = {"classical": classical_model_dir(run_dir, classical),
-            "cnn": cnn_model_dir(run_dir, cnn)}
+    target = parts["target"]
+    dirs = {"classical": classical_model_dir(run_dir, parts["classical"], target),
+            "cnn": cnn_model_dir(run_dir, parts["cnn"], target)}
+    if target == GENRES_ALL:
+        return _fuse_labels(run_dir, data_dir, dirs, out, storage_options)
     cls_frame, classes = classical_probabilities(data_dir, dirs["classical"], storage_options)
     cnn_frame, cnn_classes = cnn_probabilities(dirs["cnn"])
     if cnn_classes != classes:
@@ -300,11 +348,73 @@ def _fuse(run_dir: Path, data_dir: str | Path, classical: str | None, cnn: str |
     results = pd.DataFrame([_result_row(source, names[source], probs[source], labels, split)
                             for source in ("classical", "cnn", "fusion")],
                            columns=list(RESULT_COLUMNS))
-    sources = {p: (str(d) if data_dir == run_dir else
-                   storage.redact(storage.join(data_dir, *d.relative_to(run_dir).parts)))
-               for p, d in dirs.items()}
-    _write(out, dirs, sources, classes, weight, trials, results, cls_frame.index.to_numpy(),
-           split, labels, probs["fusion"])
+    _write(out, dirs, _sources(run_dir, data_dir, dirs), classes, weight, trials, results,
+           cls_frame.index.to_numpy(), split, labels, probs["fusion"])
+    return results
+
+
+def _sources(run_dir: Path, data_dir: str | Path, dirs: dict[str, Path]) -> dict[str, str]:
+    """Where each part came from, as a user names it (the bucket's URL for a local copy)."""
+    return {p: (str(d) if data_dir == run_dir else
+                storage.redact(storage.join(data_dir, *d.relative_to(run_dir).parts)))
+            for p, d in dirs.items()}
+
+
+def _copy_parts(out: Path, dirs: dict[str, Path]) -> None:
+    """Copy the parts' model files into ``out/parts/<part>``: the fused model stays what it
+    was when later runs replace the stages' outputs."""
+    for part, src in dirs.items():
+        for name in _model_files(src):
+            with atomic_path(out / "parts" / part / name) as tmp:
+                shutil.copyfile(src / name, tmp)
+
+
+def _fuse_labels(run_dir: Path, data_dir: str | Path, dirs: dict[str, Path], out: Path,
+                 storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
+    """:func:`_fuse` for the multi-label target (:mod:`fmadask.fusion.multilabel`)."""
+    from fmadask.fusion import multilabel
+    from fmadask.ml.models import label_scores
+    from fmadask.ml.persist import load_classical
+
+    pipeline, card = load_classical(dirs["classical"])
+    cnn_card = read_card(dirs["cnn"])
+    multilabel.check_labels(card.get("labels", []), cnn_card.get("labels", []))
+    dataset = classical_dataset(data_dir, storage_options, GENRES_ALL)
+    multilabel.check_labels(card["labels"], dataset.label_ids)
+    classes = list(card["classes"])
+    cnn = pd.read_parquet(dirs["cnn"] / PREDICTIONS_FILE).set_index("track_id")
+    evaluated = dataset.split.isin(EVAL_SPLITS).to_numpy()
+    ids = dataset.features.index[evaluated].intersection(cnn.index).sort_values()
+    ids = ids[cnn.loc[ids, "split"].to_numpy() == dataset.split.loc[ids].to_numpy()]
+    if ids.empty:
+        raise DataError("the classical and the CNN stages share no validation or test track "
+                        "(other splits or data?): run both on the same run folder and split")
+    X = dataset.features.loc[ids].to_numpy(np.float32)
+    names = {int(g): str(t) for g, t in dataset.genres["title"].items()}
+    parts = multilabel.Parts(
+        track_ids=ids.to_numpy(np.int64), split=dataset.split.loc[ids].to_numpy(),
+        y=dataset.labels.loc[ids].to_numpy(np.int8),
+        top_true=multilabel.top_ids(dataset.genre.loc[ids], names),
+        probs={"classical": label_scores(pipeline, X),
+               "cnn": cnn.loc[ids, [f"p_{c}" for c in classes]].to_numpy(np.float64)},
+        prior=dataset.labels[dataset.rows("training")].to_numpy(float).mean(axis=0),
+        labels=list(card["labels"]),
+        parents={int(g): int(p) for g, p in dataset.genres["parent"].items()}, names=names)
+    fused = multilabel.fit(parts)
+    results = multilabel.results_table(
+        fused, {"classical": dirs["classical"].name, "cnn": dirs["cnn"].name,
+                "fusion": f"{dirs['classical'].name} x {dirs['cnn'].name}",
+                "prior": "label prior (training prevalence)"}, parts)
+    _copy_parts(out, dirs)
+    multilabel.write(out, {"kind": MODEL_KIND, "format": 1, "classes": classes,
+                           "rule": "geometric",
+                           "weights": {"classical": fused.weight, "cnn": 1.0 - fused.weight},
+                           "parts": {p: f"parts/{p}" for p in PARTS},
+                           "sources": _sources(run_dir, data_dir, dirs)},
+                     fused, results, parts,
+                     genres_all=[list(map(int, g)) for g in cnn.loc[ids, "genres_all"]],
+                     genre_top=[t if isinstance(t, str) else None
+                                for t in dataset.genre.loc[ids]])
     return results
 
 
@@ -335,10 +445,7 @@ def _write(out: Path, dirs: dict[str, Path], sources: dict[str, str], classes: l
     from fmadask.report.metrics import normalized_confusion
     from fmadask.report.plots import confusion_figure
 
-    for part, src in dirs.items():
-        for name in _model_files(src):
-            with atomic_path(out / "parts" / part / name) as tmp:
-                shutil.copyfile(src / name, tmp)
+    _copy_parts(out, dirs)
     write_json({"kind": MODEL_KIND, "format": 1, "classes": classes, "rule": "geometric",
                 "weights": {"classical": weight, "cnn": 1.0 - weight},
                 "parts": {p: f"parts/{p}" for p in PARTS},
@@ -385,6 +492,14 @@ def format_results(results: pd.DataFrame) -> str:
     """A few lines for the terminal: each source's validation and test accuracy."""
     lines = []
     width = max(len(m) for m in results["model"])
+    if "test_pr_auc_macro" in results:      # multi-label
+        for row in results.itertuples(index=False):
+            lines.append(f"  {row.source:<9} {row.model:<{width}}  PR-AUC validation "
+                         f"{row.validation_pr_auc_macro:.3f} test {row.test_pr_auc_macro:.3f}"
+                         f"  test F1 micro {row.test_f1_micro:.3f}  subset acc "
+                         f"{row.test_subset_accuracy:.3f}  top-level acc "
+                         f"{row.test_top_accuracy:.3f}")
+        return "\n".join(lines)
     for row in results.itertuples(index=False):
         lines.append(f"  {row.source:<9} {row.model:<{width}}  validation "
                      f"{row.validation_accuracy:.3f}"
@@ -401,11 +516,13 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
 
     Each part scores the files as it does alone (the classical model by 30 s pieces, the CNN by
     its segments, each averaging over a long file), and the file's two probability vectors are
-    pooled with the fitted weight. A file either part cannot score gets that part's error.
+    pooled with the fitted weight. A file either part cannot score gets that part's error. A
+    multi-label fusion pools each genre's probability (:func:`fmadask.fusion.pool.pool_labels`)
+    and lists the genres at or above its thresholds, with their parents (``genres``).
     """
     # Each part's own predictor, called directly: fmadask.predict (which dispatches on a card's
     # kind) sits above this module, and the parts' kinds are fixed.
-    from fmadask.dl.predict import predict_cnn
+    from fmadask.dl.predict import check_multilabel_card, predict_cnn
     from fmadask.ml.predict import predict_classical
 
     predictors = {"classical": predict_classical, "cnn": predict_cnn}
@@ -430,15 +547,27 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
     weights = [card["weights"]["classical"], card["weights"]["cnn"]]
     error = a["error"].where(a["error"].notna(), b["error"])
     ok = error.isna().to_numpy()
+    multilabel = card.get("target") == GENRES_ALL
     fused = np.full((len(a), len(classes)), np.nan)
     if ok.any():
-        fused[ok] = pool([a.loc[ok, classes].to_numpy(float), b.loc[ok, classes].to_numpy(float)],
-                         weights)
+        fused[ok] = (pool_labels if multilabel else pool)(
+            [a.loc[ok, classes].to_numpy(float), b.loc[ok, classes].to_numpy(float)], weights)
     table = pd.DataFrame({"path": a["path"],
                           "genre": [classes[int(np.argmax(p))] if k else None
                                     for p, k in zip(fused, ok)],
                           "error": error.where(~ok, None), "genre_vote": None,
                           "n_segments": a["n_segments"]})
+    if multilabel:
+        from fmadask.report.multilabel import predict_labels
+
+        check_multilabel_card(card, model_dir / MODEL_CARD)
+        parents = {int(g): int(p) for g, p in card["genre_parents"].items()}
+        chosen = predict_labels(np.nan_to_num(fused, nan=-1.0), np.asarray(card["thresholds"]),
+                                card["labels"], parents)
+        table = table.drop(columns="genre_vote")
+        table.insert(3, "genres", [[c for c, on in zip(classes, row) if on] if k else None
+                                   for row, k in zip(chosen, ok)])
+        table.attrs["thresholds"] = dict(zip(classes, map(float, card["thresholds"])))
     for i, c in enumerate(classes):
         table[c] = fused[:, i]
     table.attrs.update(classes=classes, outputs="probability")
