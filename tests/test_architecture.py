@@ -181,11 +181,14 @@ def test_reading_a_run_folder_for_the_classical_stage_stays_light() -> None:
     assert "torch" not in loaded and "distributed" not in loaded
 
 
-def test_reading_a_features_table_does_not_import_librosa() -> None:
+def test_reading_features_or_planning_featurize_does_not_import_librosa() -> None:
     # train, fuse and every completeness check read features tables: librosa's import (seconds,
     # tens of seconds on a busy machine) is for computing them only.
+    # Nor does planning a featurize job (its record holds the mel recipe) on the client.
     assert heavy_after("from fmadask.runfolder import features_schema\nfeatures_schema()\n"
-                       "import fmadask.ml.data", ("librosa",)) == []
+                       "import fmadask.ml.data\n"
+                       "from fmadask.pipeline.featurize import FeaturizeConfig\n"
+                       "FeaturizeConfig().job", ("librosa",)) == []
 
 
 def test_checking_a_job_spec_names_architectures_without_torch() -> None:
