@@ -92,6 +92,10 @@ class Option:
         Offered on the command line; a key of the job spec.
     result : bool
         Decides a stage's outputs (recorded in its marker; :func:`fmadask.stages.stage_params`).
+    omit_default : bool
+        A result option added after run folders were written: recorded only when it differs
+        from its default, so a folder recorded before the option existed (without the key)
+        still matches a run that leaves it at its default, and resumes instead of redoing.
     """
 
     key: str
@@ -112,6 +116,7 @@ class Option:
     cli: bool = True
     spec: bool = True
     result: bool = True
+    omit_default: bool = False
 
     @property
     def name(self) -> str:
@@ -237,7 +242,7 @@ def option(default: Any = MISSING, help: str = "", **rules: Any) -> Any:
 
     ``rules`` are the other :class:`Option` attributes (``minimum``, ``maximum``, ``choices``,
     ``words``, ``path``, ``expected_text``, ``flag``, ``metavar``, ``cli_help``, ``cli``,
-    ``spec``, ``result``); the type comes from the field's annotation (``int | None``: an int
+    ``spec``, ``result``, ``omit_default``); the type comes from the field's annotation (``int | None``: an int
     or unset; ``int | str`` with ``words``: an int or one of the words; ``list[str]``: a list).
     """
     return _Declared(default, dict(help=help, **rules))
@@ -318,9 +323,16 @@ def option_fields(cls: type, *, cli: bool | None = None,
 def option_values(obj: Any, cls: type | None = None, *, result: bool | None = None
                   ) -> dict[str, Any]:
     """``{field: value}`` of the option fields of ``obj`` (those of ``cls`` only, e.g. the
-    training options of a :class:`CnnSection`; those that decide results only)."""
-    return {f.name: getattr(obj, f.name) for f in option_fields(cls or type(obj))
-            if result is None or f.metadata["option"].result == result}
+    training options of a :class:`CnnSection`; those that decide results only, without the
+    ``omit_default`` ones left at their default)."""
+    values = {}
+    for f in option_fields(cls or type(obj)):
+        rule, value = f.metadata["option"], getattr(obj, f.name)
+        if result is not None and (rule.result != result
+                                   or result and rule.omit_default and value == rule.default):
+            continue
+        values[f.name] = value
+    return values
 
 
 def check(key: str, value: Any) -> Any:

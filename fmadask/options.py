@@ -282,7 +282,7 @@ class CnnOptions(Options):
     # these steps, so the learning rate still warms up and decays.
     max_steps: int | None = option(None, "stop after N optimisation steps in all, the last "
                                    "epoch cut short there (default: every step of every epoch)",
-                                   minimum=1, maximum=10**9, metavar="N")
+                                   minimum=1, maximum=10**9, metavar="N", omit_default=True)
     segment_seconds: float = option(3.0, "training segment length in seconds", minimum=0.1,
                                     maximum=60.0, metavar="S")
     crops: int = option(3, "random training segments per clip and epoch (the study's: 1)",

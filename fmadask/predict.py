@@ -136,9 +136,13 @@ def predict(model: str | Path, paths: Sequence[str | Path],
 def format_predictions(table: pd.DataFrame, top: int = 3) -> list[str]:
     """One line per file: the ``top`` genres with their probabilities, or the file's error.
 
+    A multi-label model's table (``attrs['thresholds']``: each genre's decision threshold)
+    gives every genre at or above its threshold, then the ``top`` most probable below it.
+
     Examples of lines::
 
         song.mp3: Rock 0.62, Pop 0.21, Folk 0.07
+        song.mp3: Rock 0.91, Punk 0.72 | below: Pop 0.31, Folk 0.12, Jazz 0.05
         broken.mp3: cannot predict (empty: no audio frames in broken.mp3)
     """
     classes = table.attrs.get("classes") or [c for c in table.columns if c not in
@@ -150,8 +154,16 @@ def format_predictions(table: pd.DataFrame, top: int = 3) -> list[str]:
         if isinstance(row["error"], str):          # None/NaN when the file was scored
             lines.append(f"{row['path']}: cannot predict ({row['error']})")
             continue
-        probs = row[classes].astype(float).sort_values(ascending=False)[:top]
-        ranked = ", ".join(f"{genre} {p:.2f}" for genre, p in probs.items())
+        probs = row[classes].astype(float).sort_values(ascending=False)
+        thresholds = table.attrs.get("thresholds")
+        if thresholds:
+            above = probs[[p >= thresholds[g] for g, p in probs.items()]]
+            below = probs.drop(above.index)[:top]
+            ranked = (", ".join(f"{genre} {p:.2f}" for genre, p in above.items())
+                      or "no genre above its threshold")
+            ranked += " | below: " + ", ".join(f"{genre} {p:.2f}" for genre, p in below.items())
+        else:
+            ranked = ", ".join(f"{genre} {p:.2f}" for genre, p in probs[:top].items())
         segs = int(row["n_segments"]) if "n_segments" in row and pd.notna(row["n_segments"]) else 1
         extra = f" [{segs} segments]" if segs > 1 else ""
         lines.append(f"{row['path']}: {ranked}{suffix}{extra}")

@@ -191,12 +191,13 @@ def test_every_option_is_on_the_cli_and_in_the_spec_unless_marked_one_sided() ->
 
 def test_a_new_option_is_one_field(monkeypatch: pytest.MonkeyPatch) -> None:
     """Declared once, a field is a spec key with its default, a flag, and validated in both."""
-    monkeypatch.setattr(options, "OPTIONS", dict(OPTIONS))
-
     @options.section("fusion", spec=False)
     class Fusion(SECTIONS["fusion"]):
         temperature: float = options.option(1.0, "softmax temperature", minimum=0.1,
                                             maximum=10.0, metavar="T")
+
+    # Declared into the one table of options; taken out of it again when the test ends.
+    monkeypatch.setitem(OPTIONS, "fusion.temperature", OPTIONS.pop("fusion.temperature"))
 
     monkeypatch.setitem(SECTIONS, "fusion", Fusion)
     demo = ROOT / "jobs" / "demo.toml"

@@ -214,3 +214,13 @@ def test_a_stage_added_through_the_registry_alone_runs_with_fmadask_run(
     with pytest.raises(ConfigError, match=r"probe outputs made with other parameters "
                                           r"\(words: 4 -> 5\)"):
         run_job(build_spec(raw, "probe.toml"), file=io.StringIO())
+
+
+def test_an_option_added_later_is_recorded_only_when_set() -> None:
+    # cnn.max_steps came after run folders existed: left at its default it is not in the stage's
+    # parameters (an older marker, without the key, still matches), set it is (and redoes).
+    from fmadask.options import CnnSection
+    from fmadask.stages import result_options
+
+    assert "max_steps" not in result_options(CnnSection())
+    assert result_options(CnnSection(max_steps=16))["max_steps"] == 16

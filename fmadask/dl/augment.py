@@ -15,6 +15,11 @@ Ingredients (each off when its amount is 0):
 - mixup (Zhang et al. 2018): the batch blended with a shuffled copy of itself by
   ``lam ~ Beta(alpha, alpha)``, and the targets blended alike;
 - label smoothing: targets ``(1 - eps) * one_hot + eps / n_classes``.
+
+Multi-label batches (``genres_all``: a 0/1 row of labels per segment) take the same gain, masks
+and mixup; mixup blends two segments' label sets into soft targets for the binary
+cross-entropy. They are not smoothed: spread over 161 mostly absent labels, smoothing would give
+every absent genre a target above the prevalence of most sub-genres.
 """
 from __future__ import annotations
 
@@ -84,9 +89,10 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, n_classes: int, aug: Augment
     x : torch.Tensor
         float ``(batch, 1, n_mels, frames)``, standardised log-mel segments (any device).
     y : torch.Tensor
-        int64 ``(batch,)`` class indices.
+        int64 ``(batch,)`` class indices, or float ``(batch, n_classes)`` 0/1 labels
+        (multi-label; not smoothed, see the module docstring).
     n_classes : int
-        Number of classes.
+        Number of classes (labels).
     aug : Augmentation
         What to apply.
     gen : torch.Generator
@@ -97,12 +103,14 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, n_classes: int, aug: Augment
     x : torch.Tensor
         The perturbed batch, same shape and device (a new tensor; the input is left as it is).
     targets : torch.Tensor
-        float ``(batch, n_classes)``, rows summing to 1, for a cross-entropy with probabilities.
+        float ``(batch, n_classes)``: for class indices, rows summing to 1 (a cross-entropy with
+        probabilities); for multi-label rows, values in [0, 1] (a binary cross-entropy).
     """
     n, _, n_mels, frames = x.shape
     device = x.device
-    targets = torch.nn.functional.one_hot(y, n_classes).float()
-    if aug.label_smoothing > 0:
+    multilabel = y.ndim == 2
+    targets = y.float() if multilabel else torch.nn.functional.one_hot(y, n_classes).float()
+    if aug.label_smoothing > 0 and not multilabel:
         targets = targets * (1 - aug.label_smoothing) + aug.label_smoothing / n_classes
     if aug.gain_db > 0:
         gain = (torch.rand(n, generator=gen) * 2 - 1) * (aug.gain_db / aug.db_per_unit)
