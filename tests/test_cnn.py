@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from fmadask.cli import main
-from fmadask.dl.dataset import (SegmentDataset, eval_offsets, normalisation, open_spectrograms,
-                                prefetch, random_offsets, segment_frames,
+from fmadask.dl.dataset import (SegmentDataset, ShardReader, eval_offsets, normalisation,
+                                open_spectrograms, prefetch, random_offsets, segment_frames,
                                 standardise_clip)
 from fmadask.dl.evaluate import score_segments, track_predictions
 from fmadask.dl.launch import TrainingError, rank_specs, run_cnn
@@ -104,6 +104,35 @@ def test_dataset_serves_standardised_segments_of_the_shards(tmp_path):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone.reader._maps == {}
     np.testing.assert_array_equal(clone[len(ds) - 1][0].numpy(), x.numpy())
+
+
+def test_reading_every_segment_of_the_shards_does_not_grow_the_process(tmp_path, monkeypatch):
+    """A DDP rank reads segments of every clip of the index each epoch. Mapped shards kept each
+    page read resident in the process (its RSS, what a Dask nanny measures against the worker's
+    memory limit: at 25,000 tracks, 3.8 GB of shards got both workers restarted mid-epoch).
+    Reading 160 MB of shards must leave the process about as large as it was."""
+    from numpy.lib.format import open_memmap
+
+    shape = (100, 128, 1292)                                   # 100 clips of 30 s: 33 MB a shard
+    for k in range(5):
+        arr = open_memmap(tmp_path / f"part-{k:05d}.npy", "w+", np.float16, shape)
+        arr[:] = np.arange(shape[2], dtype=np.float16)
+        arr.flush()
+        del arr
+    monkeypatch.setattr("fmadask.dl.dataset.MAX_OPEN_SHARDS", 2)     # nor its open files
+    reader = ShardReader(tmp_path)
+    process = psutil.Process()
+    before, files = process.memory_info().rss, process.num_fds()
+    for k in range(5):
+        for row in range(shape[0]):
+            for offset in (0, 600, 1200):
+                segment = reader.read(f"part-{k:05d}.npy", row, offset, 129)
+    assert segment.shape == (128, 129) and segment.dtype == np.float16
+    np.testing.assert_array_equal(segment[5], np.r_[np.arange(1200, 1292), np.zeros(37)])
+    assert process.memory_info().rss - before < 40 * 2**20
+    assert process.num_fds() - files <= 2
+    del reader
+    assert process.num_fds() == files
 
 
 def test_training_crops_draw_several_segments_of_each_clip_per_epoch(tmp_path):
