@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from fmadask.cli import main
-from fmadask.dl.dataset import (SegmentDataset, eval_offsets, normalisation, open_spectrograms,
-                                prefetch, random_offsets, segment_frames,
+from fmadask.dl.dataset import (SegmentDataset, ShardReader, eval_offsets, normalisation,
+                                open_spectrograms, prefetch, random_offsets, segment_frames,
                                 standardise_clip)
 from fmadask.dl.evaluate import score_segments, track_predictions
 from fmadask.dl.launch import TrainingError, rank_specs, run_cnn
@@ -104,6 +104,35 @@ def test_dataset_serves_standardised_segments_of_the_shards(tmp_path):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone.reader._maps == {}
     np.testing.assert_array_equal(clone[len(ds) - 1][0].numpy(), x.numpy())
+
+
+def test_reading_every_segment_of_the_shards_does_not_grow_the_process(tmp_path, monkeypatch):
+    """A DDP rank reads segments of every clip of the index each epoch. Mapped shards kept each
+    page read resident in the process (its RSS, what a Dask nanny measures against the worker's
+    memory limit: at 25,000 tracks, 3.8 GB of shards got both workers restarted mid-epoch).
+    Reading 160 MB of shards must leave the process about as large as it was."""
+    from numpy.lib.format import open_memmap
+
+    shape = (100, 128, 1292)                                   # 100 clips of 30 s: 33 MB a shard
+    for k in range(5):
+        arr = open_memmap(tmp_path / f"part-{k:05d}.npy", "w+", np.float16, shape)
+        arr[:] = np.arange(shape[2], dtype=np.float16)
+        arr.flush()
+        del arr
+    monkeypatch.setattr("fmadask.dl.dataset.MAX_OPEN_SHARDS", 2)     # nor its open files
+    reader = ShardReader(tmp_path)
+    process = psutil.Process()
+    before, files = process.memory_info().rss, process.num_fds()
+    for k in range(5):
+        for row in range(shape[0]):
+            for offset in (0, 600, 1200):
+                segment = reader.read(f"part-{k:05d}.npy", row, offset, 129)
+    assert segment.shape == (128, 129) and segment.dtype == np.float16
+    np.testing.assert_array_equal(segment[5], np.r_[np.arange(1200, 1292), np.zeros(37)])
+    assert process.memory_info().rss - before < 40 * 2**20
+    assert process.num_fds() - files <= 2
+    del reader
+    assert process.num_fds() == files
 
 
 def test_training_crops_draw_several_segments_of_each_clip_per_epoch(tmp_path):
@@ -226,9 +255,9 @@ def run_dir(sample_dir: Path, local_client, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(run_dir: Path, local_client) -> dict:
     """naive_bn trained for 12 epochs by 2 DDP ranks on the 2 worker processes."""
-    return run_cnn(run_dir, "naive_bn", epochs=12, ranks=2, client=local_client,
-                   progress=False, out_dir=str(run_dir / "cnn-trained"), callbacks=[Probe()],
-                   **SMALL)
+    return run_cnn(run_dir, TrainConfig(arch="naive_bn", epochs=12,
+                                        out_dir=str(run_dir / "cnn-trained"), **SMALL),
+                   local_client, ranks=2, progress=False, callbacks=[Probe()])
 
 
 @pytest.mark.slow
@@ -309,14 +338,16 @@ def test_predict_scores_a_file_as_training_scored_its_spectrogram(trained, run_d
     assert table.attrs["classes"] == classes
 
 
-def _reference_kwargs(run_dir: Path, name: str) -> dict:
-    return dict(epochs=3, ranks=2, progress=False, out_dir=str(run_dir / name),
-                callbacks=[Probe()], **SMALL)
+def _reference(run_dir: Path, name: str, **changes) -> TrainConfig:
+    """The reference training into ``run_dir/name`` (2 ranks, a Probe on each)."""
+    return TrainConfig(arch="naive_bn", epochs=3, out_dir=str(run_dir / name),
+                       **{**SMALL, **changes})
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(run_dir: Path, local_client) -> dict:
-    return run_cnn(run_dir, "naive_bn", client=local_client, **_reference_kwargs(run_dir, "ref"))
+    return run_cnn(run_dir, _reference(run_dir, "ref"), local_client, ranks=2, progress=False,
+                   callbacks=[Probe()])
 
 
 @pytest.fixture(scope="module")
@@ -324,11 +355,11 @@ def failed(run_dir: Path, local_client, uninterrupted) -> dict:
     """The same run, with rank 1 raising in the first step of epoch 1 (epoch 0 is saved)."""
     steps_per_epoch = uninterrupted["ranks"][0]["callbacks"]["probe"]["steps_per_epoch"]
     pids_before = set(local_client.run(os.getpid).values())
-    kwargs = _reference_kwargs(run_dir, "crash")
+    config = _reference(run_dir, "crash")
     with pytest.raises(TrainingError) as info:
-        run_cnn(run_dir, "naive_bn", client=local_client,
-                **{**kwargs, "callbacks": [FailAt(1, steps_per_epoch), *kwargs["callbacks"]]})
-    return {"error": info.value, "pids_before": pids_before, "out_dir": Path(kwargs["out_dir"])}
+        run_cnn(run_dir, config, local_client, ranks=2, progress=False,
+                callbacks=[FailAt(1, steps_per_epoch), Probe()])
+    return {"error": info.value, "pids_before": pids_before, "out_dir": Path(config.out_dir)}
 
 
 @pytest.mark.slow
@@ -350,8 +381,8 @@ def test_resume_continues_at_the_next_epoch_as_if_never_interrupted(failed, unin
                                                                    run_dir, local_client):
     out = failed["out_dir"]
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["epochs_done"] == 1
-    resumed = run_cnn(run_dir, "naive_bn", client=local_client, resume=True,
-                      **_reference_kwargs(run_dir, "crash"))
+    resumed = run_cnn(run_dir, _reference(run_dir, "crash"), local_client, ranks=2,
+                      progress=False, resume=True, callbacks=[Probe()])
     assert resumed["ranks"][0]["epochs"] == [2, 3]                # only the missing epochs ran
     # same data order, same optimiser/scheduler state and RNG: bit-identical to no interruption
     assert resumed["ranks"][0]["params_digest"] == uninterrupted["ranks"][0]["params_digest"]
@@ -369,18 +400,18 @@ def test_resume_continues_at_the_next_epoch_as_if_never_interrupted(failed, unin
 
 @pytest.mark.slow
 def test_resume_with_other_settings_is_refused(failed, run_dir, local_client):
-    kwargs = {**_reference_kwargs(run_dir, "crash"), "lr": 1e-2}
     with pytest.raises(ConfigError, match="lr=0.003"):
-        run_cnn(run_dir, "naive_bn", client=local_client, resume=True, **kwargs)
+        run_cnn(run_dir, _reference(run_dir, "crash", lr=1e-2), local_client, ranks=2,
+                progress=False, resume=True, callbacks=[Probe()])
 
 
 @pytest.mark.slow
 def test_the_moving_average_is_what_is_scored_saved_and_resumed(run_dir, local_client):
     local_client.wait_for_workers(2, timeout=120)      # after the tests that end ranks
-    kwargs = dict(epochs=2, ranks=2, progress=False, ema=0.9, **SMALL)
+    config = TrainConfig(arch="naive_bn", epochs=2, ema=0.9, **SMALL)
     # (no Probe: its extra forward pass would move the batch-norm statistics)
-    ref = run_cnn(run_dir, "naive_bn", client=local_client, out_dir=str(run_dir / "ema"),
-                  **kwargs)
+    ref = run_cnn(run_dir, dataclasses.replace(config, out_dir=str(run_dir / "ema")),
+                  local_client, ranks=2, progress=False)
     out = Path(ref["out_dir"])
     clips = len(open_spectrograms(run_dir).tracks("training"))
     steps = -(-(-(-clips // 2)) // SMALL["batch_size"])         # per rank, padded
@@ -400,11 +431,11 @@ def test_the_moving_average_is_what_is_scored_saved_and_resumed(run_dir, local_c
     # stopped in epoch 2 and resumed: the average carries on as if never interrupted (stopped
     # on every rank at once, so no worker is restarted on the way)
     crash = str(run_dir / "ema-crash")
+    crashed = dataclasses.replace(config, out_dir=crash)
     with pytest.raises(DataError, match=f"stopped at step {steps}"):
-        run_cnn(run_dir, "naive_bn", client=local_client, out_dir=crash,
-                callbacks=[StopAt(steps)], **kwargs)
-    resumed = run_cnn(run_dir, "naive_bn", client=local_client, out_dir=crash, resume=True,
-                      **kwargs)
+        run_cnn(run_dir, crashed, local_client, ranks=2, progress=False,
+                callbacks=[StopAt(steps)])
+    resumed = run_cnn(run_dir, crashed, local_client, ranks=2, progress=False, resume=True)
     assert resumed["ranks"][0]["epochs"] == [2]
     again = torch.load(Path(crash) / "model.pt", weights_only=True)
     assert all(torch.equal(again[k], saved[k]) for k in saved)
@@ -434,8 +465,8 @@ def test_a_data_error_on_the_ranks_is_raised_as_itself_and_spares_the_workers(tm
     local_client.wait_for_workers(2, timeout=120)
     pids = set(local_client.run(os.getpid).values())
     with pytest.raises(DataError, match="no validation clips"):
-        run_cnn(tmp_path, "naive", epochs=1, ranks=2, client=local_client, progress=False,
-                segment_seconds=0.5)
+        run_cnn(tmp_path, TrainConfig(arch="naive", epochs=1, segment_seconds=0.5),
+                local_client, ranks=2, progress=False)
     assert set(local_client.run(os.getpid).values()) == pids
 
 
@@ -472,8 +503,8 @@ def test_a_second_cnn_into_the_same_out_folder_is_refused(tmp_path, local_client
     out = tmp_path / "shared-out"
     with held_lock(out, "fmadask cnn") as holder:
         with pytest.raises(LockedError, match=f"fmadask cnn \\(pid {holder.pid} "):
-            run_cnn(run, "naive", epochs=1, ranks=1, client=local_client, progress=False,
-                    out_dir=str(out), segment_seconds=0.5)
+            run_cnn(run, TrainConfig(arch="naive", epochs=1, out_dir=str(out),
+                                     segment_seconds=0.5), local_client, ranks=1, progress=False)
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]     # nothing written
 
 
@@ -505,8 +536,8 @@ def test_identical_trainings_write_identical_model_files(run_dir: Path, local_cl
     (torch.save named the zip's inner folder after the temporary file)."""
     outs = [run_dir / f"same-{name}" for name in ("a", "b")]
     for out in outs:
-        run_cnn(run_dir, "naive", epochs=1, ranks=2, client=local_client, progress=False,
-                out_dir=str(out), **SMALL)
+        run_cnn(run_dir, TrainConfig(arch="naive", epochs=1, out_dir=str(out), **SMALL),
+                local_client, ranks=2, progress=False)
     for name in ("model.pt", "model.json"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     load_model(outs[1])    # the checksum its card records still holds

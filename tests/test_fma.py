@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from fmadask.fma.info import dataset_info
 from fmadask.fma.labels import derive_genre_top, genre_top, genre_tree
 from fmadask.fma.layout import audio_path, audio_relpath
 from fmadask.fma.metadata import (load_echonest, load_features, load_genres, load_tracks,
-                                  select_subset)
+                                  parse_list, select_subset)
 from fmadask.fma.sample import TRACK_COLUMNS
 from fmadask.fma.splits import official_split, stratified_split
 from fmadask.fma.tracks import track_table
@@ -106,6 +107,19 @@ def test_genre_top_derived_from_single_root_else_excluded(meta_dir: Path) -> Non
     assert labels.to_dict() == {2: "Hip-Hop", 3: "Hip-Hop", 5: "Rock"}
     assert labels.attrs["excluded_no_genre"] == 1
     assert derive_genre_top([], genres) is None
+
+
+@pytest.mark.parametrize("cell", ["[]", "[21, 76, 1235]", "['rock', \"rock'n'roll\"]",
+                                  '["caf\\u00e9"]', "[1.5]", "[1, 'x']"])
+def test_list_cells_read_as_python_reads_them(cell: str) -> None:
+    # The genre columns take a JSON fast path; every other cell must still read as before.
+    assert parse_list(cell) == ast.literal_eval(cell)
+
+
+@pytest.mark.parametrize("cell", ["[1, 2", "[true]", "{1: 2}", "x"])
+def test_a_damaged_list_cell_is_refused(cell: str) -> None:
+    with pytest.raises(ValueError, match="is not a list"):
+        parse_list(cell)
 
 
 def test_official_split(meta_dir: Path) -> None:

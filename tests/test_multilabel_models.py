@@ -104,13 +104,15 @@ SMALL = dict(segment_seconds=1.0, crops=1, batch_size=8, width=8, lr=3e-3, patie
 @pytest.fixture(scope="module")
 def multilabel_cnn(tmp_path_factory, local_client):
     """A multi-label CNN trained by 2 DDP ranks on the synthetic multi-label set."""
+    from fmadask.dl.config import TrainConfig
     from fmadask.dl.launch import run_cnn
     from fmadask.dl.synthetic import write_synthetic_multilabel
 
     run_dir = tmp_path_factory.mktemp("multilabel_cnn")
     write_synthetic_multilabel(run_dir, tracks_per_genre=20)
-    result = run_cnn(run_dir, "naive_bn", epochs=6, ranks=2, client=local_client,
-                     progress=False, target="genres_all", out_dir=str(run_dir / "cnn"), **SMALL)
+    config = TrainConfig(arch="naive_bn", epochs=6, target="genres_all", device="cpu",
+                         out_dir=str(run_dir / "cnn"), **SMALL)
+    result = run_cnn(run_dir, config, local_client, ranks=2, progress=False)
     return run_dir, result
 
 
@@ -202,7 +204,7 @@ def test_a_run_without_genres_all_or_a_checkpoint_of_another_target_is_refused(t
 
     write_synthetic_spectrograms(tmp_path, tracks_per_genre=3, n_mels=16, seconds=2.0)
     with pytest.raises(DataError, match="records no genres_all"):
-        run_cnn(tmp_path, "naive", epochs=1, target="genres_all")   # before any worker starts
+        run_cnn(tmp_path, TrainConfig(arch="naive", epochs=1, target="genres_all"))  # no worker
     saved = dataclasses.asdict(TrainConfig())
     with pytest.raises(ConfigError, match="target='genre_top', not 'genres_all'"):
         check_resume({"config": saved, "world_size": 2}, TrainConfig(target="genres_all"), 2,

@@ -3,8 +3,10 @@
 The featurize job writes ``RUN_DIR/spectrograms/part-XXXXX.npy`` (float16, ``[tracks, n_mels,
 frames]``, each clip padded to a fixed number of frames) with an index
 ``spectrograms/index/part-XXXXX.parquet`` (``track_id, shard, row, frames, genre_top, split``) and
-``spectrograms/params.json``. Nothing here loads a whole shard: each process maps the shards it
-touches (``np.load(mmap_mode='r')``) on first use and copies one segment per item.
+``spectrograms/params.json``. Nothing here loads a whole shard: each process opens the shards it
+touches on first use and reads one clip's frames per item (``os.pread``), never mapping them: a
+mapped page read stays in the process's resident memory, which a Dask nanny counts against the
+worker's limit, so an epoch over an index larger than that limit got the workers restarted.
 
 A run folder in object storage (``s3://...``) is read the same way: each shard is first fetched
 into the host's :class:`~fmadask.shardcache.ShardCache` (downloaded once, verified against the
@@ -22,6 +24,7 @@ import json
 import os
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -248,8 +251,59 @@ def normalisation(spec: Spectrograms, tracks: pd.DataFrame, max_tracks: int = 25
     return float(mean), (std if std > 1e-6 else 1.0)
 
 
+@dataclass(frozen=True)
+class _OpenShard:
+    """An open ``.npy`` shard: its file descriptor and the layout of its C-order array."""
+
+    fd: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int        # bytes before the data: the .npy header
+
+    def clip(self, row: int, offset: int, length: int) -> np.ndarray:
+        """Frames ``[offset, offset + length)`` of every mel band of clip ``row`` (a copy, read
+        from the page cache or the disk: nothing of the file stays mapped)."""
+        _, n_mels, frames = self.shape
+        length = max(0, min(length, frames - offset))
+        if length == 0:
+            return np.empty((n_mels, 0), self.dtype)
+        size = self.dtype.itemsize
+        # One read from the first band's segment to the last band's: the bands of a clip lie
+        # one after another, ``frames`` apart.
+        first = ((row * n_mels) * frames + offset) * size
+        count = (n_mels - 1) * frames + length
+        data = os.pread(self.fd, count * size, self.offset + first)
+        if len(data) != count * size:
+            raise DataError(f"spectrogram shard is shorter than its header says (clip {row})")
+        flat = np.frombuffer(data, self.dtype)
+        return np.lib.stride_tricks.as_strided(
+            flat, (n_mels, length), (frames * size, size), writeable=False).copy()
+
+
+def _open_npy(path: Path) -> _OpenShard:
+    """Open a 3-d C-order ``.npy`` shard for reading (FileNotFoundError when it is not there)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(fh))
+            offset = fh.tell()
+        if fortran or len(shape) != 3 or dtype.hasobject:
+            raise DataError(f"{path} is not a [tracks, n_mels, frames] spectrogram shard")
+        return _OpenShard(fd, tuple(shape), dtype, offset)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+#: Shards a reader keeps open at once (the least recently used is closed): an index of
+#: thousands of shards must not exhaust a process's file descriptors.
+MAX_OPEN_SHARDS = 64
+
+
 class ShardReader:
-    """Reads segments out of ``.npy`` shards, mapping each shard on first use in this process.
+    """Reads segments out of ``.npy`` shards, opening each shard on first use in this process.
 
     Parameters
     ----------
@@ -257,8 +311,8 @@ class ShardReader:
         A local ``RUN_DIR/spectrograms`` folder, or :attr:`Spectrograms.shards` (which also
         serves a run folder in object storage).
 
-    The maps are not pickled: a copy sent to another process (a Dask worker, a DataLoader worker)
-    opens its own maps lazily, and after a fork the child re-opens them.
+    The open files are not pickled: a copy sent to another process (a Dask worker, a DataLoader
+    worker) opens its own lazily, and after a fork the child opens its own too.
     """
 
     def __init__(self, root: str | Path | ShardFiles):
@@ -268,7 +322,7 @@ class ShardReader:
                                  "through open_spectrograms(...).shards")
             root = ShardFiles(Path(root))
         self.files = root
-        self._maps: dict[str, np.ndarray] = {}
+        self._maps: OrderedDict[str, _OpenShard] = OrderedDict()   # least recently used first
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
@@ -277,19 +331,32 @@ class ShardReader:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["files"])
 
-    def _array(self, shard: str) -> np.ndarray:
-        if self._pid != os.getpid():  # forked: maps of the parent are not ours to share
-            self._maps, self._pid = {}, os.getpid()
-        arr = self._maps.get(shard)
-        if arr is None:
-            arr = self._maps[shard] = self._open(shard)
-        return arr
+    def __del__(self) -> None:
+        self._close_all()
 
-    def _open(self, shard: str) -> np.ndarray:
+    def _close_all(self) -> None:
+        for opened in getattr(self, "_maps", {}).values():
+            os.close(opened.fd)
+        self._maps = OrderedDict()
+
+    def _array(self, shard: str) -> _OpenShard:
+        if self._pid != os.getpid():  # forked: the parent's files are not ours to share
+            self._close_all()         # (our copies of its descriptors)
+            self._pid = os.getpid()
+        opened = self._maps.get(shard)
+        if opened is None:
+            if len(self._maps) >= MAX_OPEN_SHARDS:
+                os.close(self._maps.popitem(last=False)[1].fd)
+            opened = self._maps[shard] = self._open(shard)
+        self._maps.move_to_end(shard)
+        return opened
+
+    def _open(self, shard: str) -> _OpenShard:
         for attempt in range(2):
             path = self.files.path(shard)
             try:
-                return np.load(path, mmap_mode="r")
+                # Open, the file stays readable if another process evicts it from the cache.
+                return _open_npy(Path(path))
             except FileNotFoundError:
                 # A cached copy another process evicted after it was fetched: fetch it again.
                 if self.files.cache is None or attempt:
@@ -304,8 +371,7 @@ class ShardReader:
 
         A clip shorter than ``offset + length`` frames (in the padded array) is zero-padded.
         """
-        arr = self._array(shard)
-        out = np.asarray(arr[row, :, offset:offset + length])
+        out = self._array(shard).clip(row, offset, length)
         if out.shape[1] < length:
             out = np.pad(out, ((0, 0), (0, length - out.shape[1])))
         return out

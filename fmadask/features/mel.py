@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import librosa
 import numpy as np
 
 from fmadask.audio import resample
@@ -122,6 +121,8 @@ def prepare_signal(y: np.ndarray, sr: int, params: MelParams = MelParams()) -> n
 
 def mel_filters(params: MelParams = MelParams()) -> np.ndarray:
     """The Slaney mel filter bank of the recipe, shape ``(n_mels, 1 + n_fft // 2)``, float32."""
+    import librosa      # here: planning a job (MelParams) must not pay librosa's import
+
     return librosa.filters.mel(sr=params.sr, n_fft=params.n_fft, n_mels=params.n_mels,
                                fmin=params.fmin, fmax=params.fmax)
 
@@ -156,6 +157,8 @@ def log_mel(y: np.ndarray, sr: int, params: MelParams = MelParams()) -> tuple[np
     valid_frames : int
         Frames computed from the signal; the rest (up to ``params.frames``) are padding.
     """
+    import librosa
+
     y = prepare_signal(y, sr, params)
     power = librosa.feature.melspectrogram(y=y, sr=params.sr, n_fft=params.n_fft,
                                            hop_length=params.hop_length, n_mels=params.n_mels,

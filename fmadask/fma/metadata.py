@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import csv
 import io
+import json
 import posixpath
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,6 +90,15 @@ def parse_list(value: object) -> list:
         The cell is not a list literal.
     """
     if isinstance(value, str) and value:
+        try:
+            # JSON first: a list of ints (the genre columns) reads the same either way, ten
+            # times faster, which counts over 100,000 tracks x 5 list columns; anything else
+            # (tags are Python string literals) is read as Python reads it.
+            parsed = json.loads(value)
+            if isinstance(parsed, list) and all(type(v) is int for v in parsed):
+                return parsed
+        except ValueError:
+            pass
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

@@ -26,10 +26,14 @@ def config(context: StageContext) -> FusionOptions:
 
 @dataclass(frozen=True)
 class FusionPlan:
-    """What the fusion stage will do: a value (:func:`plan`), run by :func:`execute`."""
+    """What the fusion stage will do: a value (:func:`plan`), run by :func:`execute_fusion`."""
 
     run_dir: str | Path
     config: FusionOptions
+    #: The output folder (None: ``RUN_DIR/fusion``).
+    out_dir: str | Path | None = None
+    #: ``[data] target``: the task both parts learnt.
+    target: str = "genre_top"
 
     @property
     def classical(self) -> str | None:
@@ -49,21 +53,25 @@ def read_state(context: StageContext) -> None:
 
 def plan(context: StageContext, state: None) -> FusionPlan:
     """The parts ``[fusion]`` names, or the best of each. Pure."""
-    return FusionPlan(context.run_dir, config(context))
+    return FusionPlan(context.run_dir, config(context), target=context.section("data").target)
+
+
+def execute_fusion(plan: FusionPlan, storage_options: Any = None, file: Any = None) -> Any:
+    """Fit the fusion (:func:`~fmadask.fusion.stage.fuse`; no cluster needed) and print its
+    results on ``file`` (default standard output); results.csv's rows."""
+    from fmadask.fusion.stage import format_results, fuse
+
+    results = fuse(plan.run_dir, plan.config, plan.out_dir, storage_options, plan.target)
+    out = plan.out_dir if plan.out_dir is not None else storage.join(plan.run_dir, FUSION_DIR)
+    report = storage.join(out, REPORT_FILE)
+    print(f"fusion (weight fitted on validation), {storage.redact(report)}:", file=file)
+    print(format_results(results), file=file, flush=True)
+    return results
 
 
 def execute(plan: FusionPlan, client: Any, context: StageContext) -> Any:
-    """Fit the fusion (:func:`~fmadask.fusion.stage.fuse`; no cluster needed) and print its
-    results; results.csv's rows."""
-    from fmadask.fusion.stage import format_results, fuse
-
-    results = fuse(plan.run_dir, classical=plan.classical, cnn=plan.cnn,
-                   storage_options=context.storage_options,
-                   target=context.section("data").target)
-    report = storage.join(plan.run_dir, FUSION_DIR, REPORT_FILE)
-    print(f"fusion (weight fitted on validation), {storage.redact(report)}:", file=context.file)
-    print(format_results(results), file=context.file, flush=True)
-    return results
+    """:func:`execute_fusion` (the client is not used)."""
+    return execute_fusion(plan, context.storage_options, context.file)
 
 
 def results(run_dir: str | Path, storage_options: Any = None) -> dict[str, str | Path]:
