@@ -121,7 +121,8 @@ class DataOptions(Options):
                        metavar="K", **SEED_RANGE)
     target: str = option("genre_top", "what the models learn: one top-level genre per track, or "
                          "every genre of genres_all (multi-label; tracks without a genre_top "
-                         "too)", choices=TARGETS, metavar="NAME")
+                         "too)", choices=TARGETS, metavar="NAME",
+                         omit_default=True)
     storage_options: dict = option(
         {}, "fsspec options of a URL data folder (credentials, endpoint_url ...); besides them "
         "the environment's AWS_* apply", flag="--storage-option", metavar="KEY=VALUE",

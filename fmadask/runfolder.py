@@ -593,7 +593,8 @@ def _card_rules() -> dict[str, dict[str, Option]]:
         "classical": {
             "format": rule("format", int, minimum=1, maximum=1000),
             "feature_columns": rule("feature_columns", list),
-            "outputs": rule("outputs", str, choices=("probability", "softmax")),
+            "outputs": rule("outputs", str, choices=("probability", "softmax", "sigmoid")),
+            "target": rule("target", str, choices=TARGETS),
             "features.sr": rule("sr", int, minimum=1000, maximum=192_000, nullable=True,
                                 words=("native",)),
             "features.fma_compat": rule("fma_compat", bool, nullable=True),

@@ -135,3 +135,82 @@ def test_a_split_without_any_positive_is_one_line(multi_run: Path, tmp_path: Pat
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), run / LABELS_FILE)
     with pytest.raises(DataError, match="the validation split has no positive of any genre"):
         load_dataset(run, target="genres_all")
+
+
+# ------------------------------------------------------------------ classical, multi-label
+
+#: Small, fast settings of the multi-label models (the table is tiny).
+SMALL = {"random_forest": {"n_estimators": 20}, "xgboost": {"n_estimators": 20}}
+
+
+def _train(dataset, out: Path, client, models: str) -> pd.DataFrame:
+    from fmadask.ml.train import ClassicalConfig, train
+
+    return train(dataset, out, ClassicalConfig(models=models, model_params=SMALL,
+                                               unsupervised=False), client=client,
+                 progress=False)
+
+
+def test_multilabel_models_are_scored_against_a_label_prior_and_round_trip_through_predict(
+        multi_run: Path, local_client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fmadask.ml.persist import load_classical
+    from fmadask.ml.multilabel import label_probabilities
+    from fmadask.predict import format_predictions, predict
+
+    dataset = load_dataset(multi_run, target="genres_all")
+    results = _train(dataset, tmp_path / "classical", local_client,
+                     "logistic_regression,linear_svc,random_forest,xgboost,svc")
+    for column in ("validation_roc_auc_macro", "test_roc_auc_macro", "validation_pr_auc_macro",
+                   "test_pr_auc_macro", "test_f1_micro", "test_f1_macro", "test_subset_accuracy",
+                   "test_top_accuracy"):
+        assert column in results.columns
+    assert list(results["model"]) == ["label_prior", "logistic_regression", "linear_svc",
+                                      "random_forest", "xgboost"]        # svc left out
+    assert (results["error"] == "").all()
+    prior = results.iloc[0]
+    assert prior["test_roc_auc_macro"] == pytest.approx(0.5)
+    assert results["validation_roc_auc_macro"].iloc[1:].between(0, 1).all()   # tiny sample
+    table = (tmp_path / "classical" / "table.md").read_text()
+    assert "subset accuracy LR 13.45 %" in table and "label_prior" in table
+    # the saved model: its card, and predict on one of the run's clips gives its row's scores
+    model = tmp_path / "classical" / "models" / "logistic_regression"
+    pipeline, card = load_classical(model)
+    assert card["target"] == "genres_all" and card["label_ids"] == dataset.label_ids
+    assert len(card["thresholds"]) == len(dataset.classes)
+    with pytest.raises(DataError, match="trained for genres_all, not genre_top"):
+        load_classical(model, target="genre_top")
+    from fmadask.fma.tracks import track_table
+
+    tid = int(dataset.features.index[dataset.rows("test")][0])
+    path = track_table(read_job(multi_run)["data_dir"], target="genres_all").at[tid, "path"]
+    predicted = predict(model, [path])
+    expected = label_probabilities(pipeline, dataset.features.loc[[tid]].to_numpy(np.float32))[0]
+    np.testing.assert_allclose(predicted.loc[0, dataset.classes].to_numpy(float), expected,
+                               rtol=1e-4, atol=1e-6)
+    line = format_predictions(predicted)[0]
+    assert line.startswith(str(path)) and " | below: " in line
+    assert main(["predict", str(model), str(path)]) == 0
+    assert " | below: " in capsys.readouterr().out
+
+
+def test_thresholds_are_chosen_on_validation_only(multi_run: Path, local_client,
+                                                  tmp_path: Path) -> None:
+    """A planted test-set leak: other test labels change the test scores, never the
+    thresholds the model keeps."""
+    from fmadask.ml.data import Dataset
+    from fmadask.ml.persist import load_classical
+
+    dataset = load_dataset(multi_run, target="genres_all")
+    test = dataset.rows("test")
+    flipped = dataset.labels.copy()
+    flipped.iloc[test] = 1 - flipped.iloc[test].to_numpy()
+    leaky = Dataset(dataset.features, dataset.genre, dataset.split, dict(dataset.info), flipped,
+                    dataset.genres)
+    a = _train(dataset, tmp_path / "a", local_client, "logistic_regression")
+    b = _train(leaky, tmp_path / "b", local_client, "logistic_regression")
+    cards = [load_classical(tmp_path / x / "models" / "logistic_regression")[1]
+             for x in ("a", "b")]
+    assert cards[0]["thresholds"] == cards[1]["thresholds"]
+    assert a.iloc[1]["validation_pr_auc_macro"] == b.iloc[1]["validation_pr_auc_macro"]
+    assert a.iloc[1]["test_pr_auc_macro"] != b.iloc[1]["test_pr_auc_macro"]

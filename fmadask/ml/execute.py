@@ -30,6 +30,7 @@ from fmadask.ml.persist import jsonable, save_classical
 from fmadask.ml.search import SearchOutcome, run_search, score_for
 from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
+from fmadask.report.multilabel import RESULT_COLUMNS as MULTILABEL_SCORES
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
 from fmadask.runfolder import (BEST_FILE, CONFUSION_DIR, MODEL_CARD, MODELS_DIR,
@@ -46,6 +47,9 @@ RESULT_COLUMNS = (["model", "name", "label", "search"]
                   + [f"{s}_{m}" for s in EVAL_SPLITS for m in SCORE_NAMES]
                   + ["cv_score", "search_score", "runs_as", "class_weight", "n_train",
                      "fit_seconds", "worker", "params", "error"])
+#: Columns of a multi-label results.csv (``genres_all``): the metrics module's scores.
+MULTILABEL_COLUMNS = (["model", "name", "label", *MULTILABEL_SCORES]
+                      + ["runs_as", "n_train", "fit_seconds", "worker", "params", "error"])
 # Fit the slowest models first so that a few workers finish the table together (longest
 # processing time first); measured on FMA-small-sized tables.
 _SLOW_FIRST = ("gradient_boosting", "svc", "nusvc", "random_forest", "xgboost", "adaboost",
@@ -109,7 +113,8 @@ def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None,
 
             client = stack.enter_context(get_client(scheduler=scheduler, workers=workers,
                                                     worker_timeout=worker_timeout))
-        results = _Stage(plan, dataset, client, out, log).run()
+        stage = _Stage if dataset.target == "genre_top" else _MultiLabelStage
+        results = stage(plan, dataset, client, out, log).run()
         if remote is not None:
             storage.upload_folder(out, remote, storage_options, last=MANIFESTS)
             log(f"classical: uploaded to {storage.redact(remote)}")
@@ -370,6 +375,127 @@ class _Stage:
             "best": best, "unsupervised": views, "seconds": round(seconds, 3),
             "versions": package_versions(VERSIONED)}
         write_json(jsonable(record), self.out / TRAIN_RECORD)
+
+
+class _MultiLabelStage(_Stage):
+    """One run of a classical plan under the multi-label target (:mod:`fmadask.ml.multilabel`):
+    the same scaler and tasks; per-genre thresholds on validation, the metrics module's scores,
+    a label-prior baseline row."""
+
+    def run(self) -> pd.DataFrame:
+        from fmadask.ml.multilabel import PRIOR, evaluate_scores, fit_multilabel
+        from fmadask.report.multilabel import prior_probabilities
+
+        plan, start = self.plan, time.perf_counter()
+        n_workers, counts = len(workers_info(self.client)), plan.counts
+        self.log(f"classical: genres_all, {len(self.classes)} genre labels, {counts['training']} "
+                 f"training / {counts['validation']} validation / {counts['test']} test tracks, "
+                 f"{len(plan.fits)} model(s), {n_workers} worker(s)")
+        for line in plan.record.get("notes", []):
+            self.log(f"classical: {line}")
+        self.scaler = self._fit_scaler()
+        scaled = {s: self.scaler.transform(self.X[s]).astype(np.float32) for s in self.X}
+        X_train, Y_train, evaluate = self.client.scatter(
+            [scaled["training"], self.y["training"], {s: scaled[s] for s in EVAL_SPLITS}],
+            broadcast=False)
+        futures = {self.client.submit(fit_multilabel, name, dict(params), self.config.seed,
+                                      X_train, Y_train, evaluate, self.runs[name], pure=False,
+                                      key=f"fit-{name}-{uuid.uuid4().hex[:8]}"): name
+                   for name, params in sorted(plan.fits, key=lambda job: _fit_order(job[0]))}
+        prior = {s: prior_probabilities(self.y["training"], len(self.y[s])) for s in EVAL_SPLITS}
+        evaluations = {PRIOR: evaluate_scores(self.dataset, prior)}
+        rows = [self._multi_row(PRIOR, "Label prior (baseline)", evaluations[PRIOR])]
+        from distributed import as_completed
+
+        outcomes = {}
+        for future in as_completed(futures):
+            outcomes[futures[future]] = outcome = future.result()
+            if outcome.error:
+                self.log(f"  {outcome.name:<20} FAILED: {outcome.error}")
+        for name, _ in plan.fits:
+            outcome = outcomes[name]
+            evaluation = None if outcome.error else evaluate_scores(self.dataset, outcome.scores)
+            rows.append(self._multi_row(name, MODELS[name].label, evaluation, outcome))
+            if evaluation is not None:
+                evaluations[name] = evaluation
+                scores = evaluation.scores
+                self.log(f"  {name:<20} PR-AUC validation {scores['validation']['pr_auc_macro']:.3f}"
+                         f"  test {scores['test']['pr_auc_macro']:.3f}  ({outcome.seconds:.1f} s "
+                         f"on {outcome.worker})")
+                self._save_multi(name, outcome, evaluation)
+                self._write_probabilities(name, outcome)
+        results = pd.DataFrame(rows, columns=list(MULTILABEL_COLUMNS))
+        best = self._write_multi_outputs(results, evaluations)
+        self._write_record(n_workers, {}, best, None, time.perf_counter() - start)
+        self.log(f"classical: table in {self.out / TABLE_FILE}")
+        return results
+
+    def _multi_row(self, name: str, label: str, evaluation: Any,
+                   outcome: FitOutcome | None = None) -> dict:
+        from fmadask.report.multilabel import results_row
+
+        row: dict[str, Any] = {"model": name, "name": name, "label": label,
+                               **(results_row(evaluation) if evaluation is not None
+                                  else dict.fromkeys(MULTILABEL_SCORES, np.nan)),
+                               "runs_as": self.runs.get(name, ""),
+                               "n_train": len(self.y["training"]), "fit_seconds": np.nan,
+                               "worker": "", "params": "", "error": ""}
+        if outcome is not None:
+            row.update(fit_seconds=round(outcome.seconds, 3), worker=outcome.worker,
+                       params=json.dumps(outcome.params, sort_keys=True, default=str),
+                       error=outcome.error or "")
+        return row
+
+    def _save_multi(self, name: str, outcome: FitOutcome, evaluation: Any) -> None:
+        from sklearn.pipeline import Pipeline
+
+        from fmadask.ml.multilabel import parents_of
+
+        pipeline = Pipeline([("scale", self.scaler), ("model", outcome.estimator)])
+        card = {"name": name, "label": MODELS[name].label, "search": "none",
+                "params": outcome.params, "target": "genres_all", "classes": self.classes,
+                "label_ids": self.dataset.label_ids,
+                "thresholds": [float(t) for t in evaluation.thresholds],
+                "parents": {str(g): p for g, p in parents_of(self.dataset.genres).items()},
+                "feature_columns": list(self.dataset.features.columns),
+                "features": {k: self.dataset.info.get(k) for k in
+                             ("sr", "fma_compat", "decoders", "max_seconds")},
+                "scaler": self.config.scaler,
+                "outputs": "probability" if hasattr(pipeline, "predict_proba") else "sigmoid",
+                "metrics": evaluation.scores, "runs_as": self.runs[name],
+                "trained_on": self.dataset.info, "seed": self.config.seed,
+                "versions": package_versions(VERSIONED)}
+        save_classical(self.out / MODELS_DIR / name, pipeline, card)
+
+    def _write_multi_outputs(self, results: pd.DataFrame, evaluations: dict) -> dict | None:
+        """results.csv, table.md with the best model's per-genre table and picture, best.json
+        (chosen by validation macro PR-AUC: test scores choose nothing)."""
+        from fmadask.ml.multilabel import PRIOR
+        from fmadask.report.multilabel import markdown_section, per_label_figure
+
+        with atomic_path(self.out / RESULTS_FILE) as tmp:
+            results.to_csv(tmp, index=False)
+        ok = results[(results["error"] == "") & (results["model"] != PRIOR)]
+        name = (ok.loc[ok["validation_pr_auc_macro"].fillna(-1.0).idxmax(), "model"]
+                if len(ok) else PRIOR)
+        featured = evaluations[name]
+        names = {int(g): str(t) for g, t in self.dataset.genres["title"].items()}
+        figure = f"{CONFUSION_DIR}/{name}-per-genre.png"
+        per_label_figure(featured.table, featured.n_tracks["test"], self.out / figure,
+                         title=f"{name}: test average precision per genre")
+        text = (f"# Classical models: multi-label genres\n\nPer-genre table and picture: "
+                f"{name}, the best on validation PR-AUC.\n\n"
+                + markdown_section(results, featured, names, figure))
+        with atomic_path(self.out / TABLE_FILE) as tmp:
+            tmp.write_text(text)
+        if name == PRIOR:
+            return None
+        row = results.set_index("model").loc[name]
+        best = {"model": name, "path": f"models/{name}", "chosen_by": "validation_pr_auc_macro",
+                **{c: row[c] for c in ("validation_pr_auc_macro", "test_pr_auc_macro",
+                                       "validation_roc_auc_macro", "test_roc_auc_macro")}}
+        write_json(jsonable(best), self.out / BEST_FILE)
+        return best
 
 
 def results_markdown(results: pd.DataFrame, info: Mapping[str, Any] | None = None,

@@ -45,6 +45,9 @@ TRUSTED_TYPES = (
     "fmadask.ml.xgb_early.EarlyStoppingXGBClassifier", "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier",
+    # genres_all: the one-vs-rest wrapper's constant predictor (a genre all of whose training
+    # tracks are positive, or none)
+    "sklearn.multiclass._ConstantPredictor",
 )
 
 
@@ -134,8 +137,16 @@ def stable_skops(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def load_classical(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+def load_classical(model_dir: str | Path, target: str | None = None
+                   ) -> tuple[Any, dict[str, Any]]:
     """Load a model saved by :func:`save_classical`.
+
+    Parameters
+    ----------
+    model_dir : str or Path
+    target : {'genre_top', 'genres_all'}, optional
+        The task the caller needs (a fusion of one target): a model trained for the other is
+        refused in one line. Its card's ``target`` (absent: ``genre_top``) says which it is.
 
     Returns
     -------
@@ -151,6 +162,7 @@ def load_classical(model_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     card = read_card(model_dir)
     if card["kind"] != "classical":
         raise DataError(f"{model_dir} holds a {card['kind']!r} model, not a classical one")
+    _check_target(card, model_dir, target)
     files = card.get("files")
     if card.get("format") != CARD_FORMAT or not isinstance(files, dict) or "pipeline" not in files:
         raise DataError(f"{model_dir} was saved by an older fmadask (a pickle, which fmadask no "
@@ -183,3 +195,18 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def _check_target(card: dict[str, Any], model_dir: str | Path, target: str | None) -> None:
+    """A card trained for ``target`` (when given), and a multi-label card with a threshold and
+    a genre id for each of its classes."""
+    trained_for = card.get("target", "genre_top")
+    if target is not None and trained_for != target:
+        raise DataError(f"{model_dir} was trained for {trained_for}, not {target}: choose a "
+                        f"model trained with --target {target} (data.target)")
+    if trained_for == "genres_all":
+        n = len(card.get("classes") or [])
+        if not all(isinstance(card.get(k), list) and len(card[k]) == n
+                   for k in ("thresholds", "label_ids")):
+            raise DataError(f"{model_dir}: its multi-label card lacks a threshold or genre id "
+                            "per genre: train the model again")

@@ -141,7 +141,7 @@ class ClassicalPlan:
     @property
     def substituted(self) -> dict[str, str]:
         """The trained models that the scale rule swaps: study name -> estimator."""
-        return {n: self.runs[n] for n in self.config.models if self.runs[n] != n}
+        return {n: self.runs[n] for n, _ in self.fits if self.runs[n] != n}
 
 
 def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalState,
@@ -163,22 +163,20 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
     owner : str or Path, optional
         The folder whose lock the stage holds besides ``out``'s (default ``out``).
     """
-    if dataset.target != "genre_top":
-        from fmadask.errors import ConfigError
-
-        raise ConfigError("the classical models learn genre_top only so far: set "
-                          f"{setting('data.target')} to genre_top")
     out = output_folder(out)
     counts = {s: int(dataset.rows(s).sum()) for s in ("training", *EVAL_SPLITS)}
     threshold = config.scale_threshold
     runs = {n: runs_as(n, counts["training"], threshold) for n in MODELS}
+    models, notes = config.models, []
+    if dataset.target == "genres_all":
+        models, runs, notes = _multilabel_models(config, counts["training"])
 
     def params(name: str) -> dict[str, Any]:
         """Overrides of the estimator that runs under ``name``."""
         return dict(config.model_params.get(runs[name], {}))
 
     searches = []
-    if config.search_models:
+    if config.search_models and dataset.target == "genre_top":
         X, y = dataset.xy("training")
         score = score_for(y)
     for name in config.search_models:
@@ -200,9 +198,31 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
                    "class_weight": config.class_weight,
                    "model_params": dict(config.model_params)},
         "scale_rule": {"threshold_rows": threshold, "training_rows": counts["training"],
-                       "runs_as": {n: runs[n] for n in config.models}},
-        "data": dict(dataset.info), "classes": dataset.classes, "tracks": counts}
+                       "runs_as": {n: runs[n] for n in models}},
+        "data": dict(dataset.info), "classes": dataset.classes, "tracks": counts,
+        **({"target": dataset.target, "label_ids": dataset.label_ids, "notes": notes}
+           if dataset.target != "genre_top" else {})}
     return ClassicalPlan(out=out, owner=out if owner is None else owner, config=config,
                          counts=counts, threshold=threshold, runs=runs,
-                         fits=tuple((n, params(n)) for n in config.models),
+                         fits=tuple((n, params(n)) for n in models),
                          searches=tuple(searches), record=record)
+
+
+def _multilabel_models(config: ClassicalConfig, n_train: int
+                       ) -> tuple[tuple[str, ...], dict[str, str], list[str]]:
+    """Under ``genres_all``: the models trained (those with a multi-label form,
+    :data:`fmadask.ml.multilabel.FORMS`), the estimator each runs as, and what the log and
+    train.json say of what is left out."""
+    from fmadask.ml.multilabel import FORMS, plan_models, runs
+
+    trained, left = plan_models(config.models)
+    if not trained:
+        raise OptionError("classical.models", f"{{option}} {', '.join(config.models)} have no "
+                          f"multi-label form: under {setting('data.target')} genres_all choose "
+                          f"some of {', '.join(FORMS)}")
+    notes = [f"not trained under genres_all (no multi-label form that scales to 161 genres): "
+             f"{', '.join(left)}"] if left else []
+    if config.search_models:
+        notes.append(f"no {config.search} search under genres_all yet: "
+                     f"{', '.join(config.search_models)} trained with their defaults")
+    return tuple(trained), runs(n_train, config.scale_threshold), notes

@@ -35,6 +35,8 @@ def predict_classical(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.
     table = pd.DataFrame(rows, columns=["path", "genre", "error", "genre_vote", "n_segments",
                                         *classes])
     table.attrs.update(classes=classes, outputs=card.get("outputs", "probability"))
+    if card.get("target") == "genres_all":       # each genre's threshold, chosen on validation
+        table.attrs["thresholds"] = dict(zip(classes, map(float, card["thresholds"])))
     return table
 
 
@@ -88,7 +90,12 @@ def _classical_row(path: Path, pipeline: object, card: dict) -> dict:
         row["error"] = (f"features: {int((~np.isfinite(X)).sum(axis=1).min())} of the "
                         f"{X.shape[1]} features are NaN or infinite")
         return row
-    scores, _ = class_scores(pipeline, X[finite])   # segments with non-finite features left out
+    if card.get("target") == "genres_all":
+        from fmadask.ml.multilabel import label_probabilities
+
+        scores = label_probabilities(pipeline, X[finite])
+    else:
+        scores, _ = class_scores(pipeline, X[finite])   # segments with non-finite features left out
     mean = scores.mean(axis=0)
     votes = np.bincount(scores.argmax(axis=1), minlength=len(classes))
     row.update(genre=classes[int(mean.argmax())], genre_vote=classes[int(votes.argmax())],
