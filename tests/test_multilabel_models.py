@@ -127,9 +127,10 @@ def test_the_multi_label_cnn_learns_every_genre_and_writes_its_outputs(multilabe
     run_dir, result = multilabel_cnn
     out = run_dir / "cnn"
     card = json.loads((out / "model.json").read_text())
-    assert card["target"] == "genres_all" and card["labels"] == [1, 2, 3, 4, 11, 12, 13]
-    assert card["classes"] == [dict((g, t) for g, t, _ in GENRE_TREE)[g] for g in card["labels"]]
-    assert len(card["thresholds"]) == 7 and card["genre_parents"]["13"] == 3
+    assert card["target"] == "genres_all" and card["label_ids"] == [1, 2, 3, 4, 11, 12, 13]
+    assert card["classes"] == [dict((g, t) for g, t, _ in GENRE_TREE)[g]
+                               for g in card["label_ids"]]
+    assert len(card["thresholds"]) == 7 and card["parents"]["13"] == 3
     preds = pd.read_parquet(out / "predictions.parquet")
     assert {f"p_{c}" for c in card["classes"]} <= set(preds.columns)
     # every track with a genre is used, with or without a genre_top
@@ -138,7 +139,7 @@ def test_the_multi_label_cnn_learns_every_genre_and_writes_its_outputs(multilabe
     assert sorted(preds["track_id"]) == sorted(evaluated)
     assert preds["genre_top"].isna().sum() == sum(k % 4 == 3 for k in evaluated % 1000)
     test = result["scores"]["test"]
-    prevalence = np.stack([[g in ids for g in card["labels"]]
+    prevalence = np.stack([[g in ids for g in card["label_ids"]]
                            for ids in preds.loc[preds["split"] == "test", "genres_all"]]).mean(0)
     assert test["pr_auc_macro"] > prevalence.mean() + 0.2         # well above the label prior
     assert test["roc_auc_macro"] > 0.75
@@ -185,8 +186,8 @@ def test_the_multi_label_cnn_round_trips_through_predict(multilabel_cnn, sample_
     chosen = np.array([[c in genres for c in classes] for genres in table.loc[:2, "genres"]])
     above = probs >= np.array(meta["thresholds"])
     assert (chosen >= above).all()                              # every genre above is listed
-    parents = {int(g): int(p) for g, p in meta["genre_parents"].items()}
-    assert parent_violations(chosen, meta["labels"], parents) == 0
+    parents = {int(g): int(p) for g, p in meta["parents"].items()}
+    assert parent_violations(chosen, meta["label_ids"], parents) == 0
     assert isinstance(table.loc[3, "error"], str)
     assert main(["predict", str(out), *paths[:2]]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -282,3 +283,74 @@ def test_fuse_refuses_a_part_made_for_another_target_in_one_line(multilabel_cnn,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the CNN was trained for target genres_all, not genre_top" in err[0]
     assert not (run / "fusion" / "model.json").exists()
+
+
+@pytest.fixture(scope="module")
+def fused_multilabel(sample_dir, local_client, tmp_path_factory):
+    """The sample featurized for genres_all (real mp3s), a one-vs-rest logistic regression, a
+    tiny multi-label CNN and their fusion."""
+    from fmadask.dl.config import TrainConfig
+    from fmadask.dl.launch import run_cnn
+    from fmadask.fusion.stage import fuse
+    from fmadask.ml.data import DatasetOptions
+    from fmadask.ml.train import ClassicalConfig, train
+    from fmadask.pipeline import run_featurize
+    from fmadask.pipeline.featurize import FeaturizeConfig
+
+    run = tmp_path_factory.mktemp("multilabel_fusion") / "run"
+    run_featurize(sample_dir, out=run, client=local_client, progress=False,
+                  config=FeaturizeConfig(target="genres_all"))
+    train(run, config=ClassicalConfig(models=["logistic_regression"], unsupervised=False),
+          data=DatasetOptions(target="genres_all"), client=local_client, progress=False)
+    run_cnn(run, TrainConfig(arch="naive_bn", epochs=3, target="genres_all", device="cpu",
+                             out_dir=str(run / "cnn" / "naive_bn"), mixup=0.4, masks=2,
+                             **{**SMALL, "batch_size": 4}),
+            local_client, ranks=2, progress=False)
+    return run, fuse(run, target="genres_all")
+
+
+@pytest.mark.slow
+def test_multi_label_fusion_end_to_end(fused_multilabel, sample_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from fmadask.cli import main
+    from fmadask.fma.tracks import track_table
+    from fmadask.fusion.stage import fuse
+    from fmadask.predict import predict
+    from fmadask.report.multilabel import RESULT_COLUMNS
+
+    run, results = fused_multilabel
+    out = run / "fusion"
+    written = pd.read_csv(out / "results.csv")
+    assert list(written["source"]) == ["classical", "cnn", "fusion", "prior"]
+    assert set(RESULT_COLUMNS) <= set(written.columns)
+    assert written.loc[3, "test_roc_auc_macro"] == pytest.approx(0.5)
+    card = json.loads((out / "model.json").read_text())
+    assert card["target"] == "genres_all" and len(card["thresholds"]) == len(card["classes"])
+    report = (out / "report.md").read_text()
+    assert "13.45 %" in report and (out / "per_label_ap.png").is_file()
+    # a planted leak in the CNN's test predictions moves neither the weight nor the thresholds
+    leaky = tmp_path / "run"
+    shutil.copytree(run, leaky, ignore=shutil.ignore_patterns("fusion"))
+    preds = pd.read_parquet(leaky / "cnn" / "naive_bn" / "predictions.parquet")
+    test = preds["split"] == "test"
+    for c in card["classes"]:
+        preds.loc[test, f"p_{c}"] = preds.loc[test, "genres_all"].map(
+            lambda ids, g=c: 1.0 if g in [card["classes"][card["label_ids"].index(i)]
+                                          for i in ids if i in card["label_ids"]] else 0.0)
+    preds.to_parquet(leaky / "cnn" / "naive_bn" / "predictions.parquet", index=False)
+    leaked = fuse(leaky, target="genres_all")
+    leaked_card = json.loads((leaky / "fusion" / "model.json").read_text())
+    assert leaked_card["weights"] == card["weights"]
+    assert leaked_card["thresholds"] == card["thresholds"]
+    assert leaked["validation_pr_auc_macro"].tolist() == results["validation_pr_auc_macro"].tolist()
+    assert leaked.loc[1, "test_pr_auc_macro"] == pytest.approx(1.0)   # the leak is real
+    # the fused model predicts audio files; the command prints genres above their thresholds
+    paths = list(track_table(sample_dir, target="genres_all")["path"][:2])
+    table = predict(out, paths)
+    assert list(table.attrs["classes"]) == card["classes"] and "genres" in table
+    assert main(["predict", str(out), *paths]) == 0
+    assert all(" | below: " in line for line in capsys.readouterr().out.strip().splitlines())

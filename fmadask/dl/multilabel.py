@@ -90,9 +90,9 @@ def finish(classes: list[str], labels: list[int], genres: GenreTree, tracks: pd.
 def card_fields(labels: list[int], genres: GenreTree, finished: Finished) -> dict:
     """What a multi-label model card adds: the target, each output's genre id, its threshold
     (chosen on validation) and the genre tree (for the parent rule at prediction)."""
-    return {"target": "genres_all", "labels": [int(g) for g in labels],
+    return {"target": "genres_all", "label_ids": [int(g) for g in labels],
             "thresholds": [float(t) for t in finished.evaluation.thresholds],
-            "genre_parents": {str(g): int(p) for g, p in sorted(genres.parents.items())}}
+            "parents": {str(g): int(p) for g, p in sorted(genres.parents.items())}}
 
 
 def report_section(out: Path, arch: str, finished: Finished) -> str:

@@ -47,7 +47,7 @@ def save_model(out_dir: str | Path, model: nn.Module, arch: str, width: int | No
         Input mean and standard deviation.
     extra : dict, optional
         More card fields: ``training`` (scores, best epoch); a multi-label model's ``target``,
-        ``labels``, ``thresholds`` and ``genre_parents``
+        ``label_ids``, ``thresholds`` and ``parents``
         (:func:`fmadask.dl.multilabel.card_fields`).
     """
     out = Path(out_dir)
@@ -104,15 +104,15 @@ def check_multilabel_card(meta: dict, path: Path) -> None:
     """Refuse a multi-label card whose labels, thresholds and genre tree do not fit its
     outputs (one line)."""
     k = len(meta["classes"])
-    labels, thresholds = meta.get("labels"), meta.get("thresholds")
-    parents = meta.get("genre_parents")
+    labels, thresholds = meta.get("label_ids"), meta.get("thresholds")
+    parents = meta.get("parents")
     if not (isinstance(labels, list) and len(labels) == k
             and all(isinstance(g, int) for g in labels)
             and isinstance(thresholds, list) and len(thresholds) == k
             and all(isinstance(t, (int, float)) for t in thresholds)
             and isinstance(parents, dict)):
         raise DataError(f"{path}: a multi-label model needs one genre id and one threshold per "
-                        "class and the genre tree (labels, thresholds, genre_parents): train it "
+                        "class and the genre tree (label_ids, thresholds, parents): train it "
                         "again")
 
 
@@ -121,14 +121,10 @@ def multilabel_row(classes: list[str], meta: dict, probs: np.ndarray) -> dict:
     ``genre`` (the most probable genre), ``genres`` (those at or above their threshold, with
     every predicted genre's parent, :func:`fmadask.report.multilabel.predict_labels`),
     ``n_segments`` and the mean probability of each genre."""
-    from fmadask.report.multilabel import predict_labels
+    from fmadask.report.multilabel import card_genres
 
     mean = np.asarray(probs, dtype=np.float64).mean(axis=0)
-    parents = {int(g): int(p) for g, p in meta["genre_parents"].items()}
-    chosen = predict_labels(mean[None, :], np.asarray(meta["thresholds"], dtype=float),
-                            meta["labels"], parents)[0]
-    return {"genre": classes[int(np.argmax(mean))],
-            "genres": [c for c, on in zip(classes, chosen) if on],
+    return {"genre": classes[int(np.argmax(mean))], "genres": card_genres(mean[None, :], meta)[0],
             "n_segments": int(len(probs)), **dict(zip(classes, mean.astype(float)))}
 
 

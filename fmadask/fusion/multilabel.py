@@ -118,9 +118,9 @@ def write(out: Path, card: dict, fused: Fused, results: pd.DataFrame, parts: Par
     """model.json (with ``card``'s parts, weights and sources), results.csv, weights.csv,
     predictions.parquet, the per-label picture and report.md of a multi-label fusion."""
     evaluation = fused.evaluations["fusion"]
-    write_json({**card, "target": "genres_all", "labels": [int(g) for g in parts.labels],
+    write_json({**card, "target": "genres_all", "label_ids": [int(g) for g in parts.labels],
                 "thresholds": [float(t) for t in evaluation.thresholds],
-                "genre_parents": {str(g): int(p) for g, p in sorted(parts.parents.items())},
+                "parents": {str(g): int(p) for g, p in sorted(parts.parents.items())},
                 "results": json.loads(results.to_json(orient="records"))},
                out / "model.json")
     with atomic_path(out / RESULTS_FILE) as tmp:

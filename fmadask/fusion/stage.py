@@ -374,14 +374,13 @@ def _fuse_labels(run_dir: Path, data_dir: str | Path, dirs: dict[str, Path], out
                  storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
     """:func:`_fuse` for the multi-label target (:mod:`fmadask.fusion.multilabel`)."""
     from fmadask.fusion import multilabel
-    from fmadask.ml.models import label_scores
+    from fmadask.ml.multilabel import label_probabilities
     from fmadask.ml.persist import load_classical
 
-    pipeline, card = load_classical(dirs["classical"])
-    cnn_card = read_card(dirs["cnn"])
-    multilabel.check_labels(card.get("labels", []), cnn_card.get("labels", []))
+    pipeline, card = load_classical(dirs["classical"], GENRES_ALL)
+    multilabel.check_labels(card["label_ids"], read_card(dirs["cnn"]).get("label_ids", []))
     dataset = classical_dataset(data_dir, storage_options, GENRES_ALL)
-    multilabel.check_labels(card["labels"], dataset.label_ids)
+    multilabel.check_labels(card["label_ids"], dataset.label_ids)
     classes = list(card["classes"])
     cnn = pd.read_parquet(dirs["cnn"] / PREDICTIONS_FILE).set_index("track_id")
     evaluated = dataset.split.isin(EVAL_SPLITS).to_numpy()
@@ -396,10 +395,10 @@ def _fuse_labels(run_dir: Path, data_dir: str | Path, dirs: dict[str, Path], out
         track_ids=ids.to_numpy(np.int64), split=dataset.split.loc[ids].to_numpy(),
         y=dataset.labels.loc[ids].to_numpy(np.int8),
         top_true=multilabel.top_ids(dataset.genre.loc[ids], names),
-        probs={"classical": label_scores(pipeline, X),
+        probs={"classical": label_probabilities(pipeline, X),
                "cnn": cnn.loc[ids, [f"p_{c}" for c in classes]].to_numpy(np.float64)},
         prior=dataset.labels[dataset.rows("training")].to_numpy(float).mean(axis=0),
-        labels=list(card["labels"]),
+        labels=list(card["label_ids"]),
         parents={int(g): int(p) for g, p in dataset.genres["parent"].items()}, names=names)
     fused = multilabel.fit(parts)
     results = multilabel.results_table(
@@ -559,15 +558,12 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
                           "error": error.where(~ok, None), "genre_vote": None,
                           "n_segments": a["n_segments"]})
     if multilabel:
-        from fmadask.report.multilabel import predict_labels
+        from fmadask.report.multilabel import card_genres
 
         check_multilabel_card(card, model_dir / MODEL_CARD)
-        parents = {int(g): int(p) for g, p in card["genre_parents"].items()}
-        chosen = predict_labels(np.nan_to_num(fused, nan=-1.0), np.asarray(card["thresholds"]),
-                                card["labels"], parents)
+        chosen = card_genres(np.nan_to_num(fused, nan=-1.0), card)
         table = table.drop(columns="genre_vote")
-        table.insert(3, "genres", [[c for c, on in zip(classes, row) if on] if k else None
-                                   for row, k in zip(chosen, ok)])
+        table.insert(3, "genres", [genres if k else None for genres, k in zip(chosen, ok)])
         table.attrs["thresholds"] = dict(zip(classes, map(float, card["thresholds"])))
     for i, c in enumerate(classes):
         table[c] = fused[:, i]

@@ -400,30 +400,3 @@ def class_scores(model: Any, X: np.ndarray) -> tuple[np.ndarray, str]:
     decision = decision - decision.max(axis=1, keepdims=True)
     exp = np.exp(decision)
     return exp / exp.sum(axis=1, keepdims=True), "softmax"
-
-
-def label_scores(model: Any, X: np.ndarray) -> np.ndarray:
-    """Per-label probabilities of a fitted multi-label classifier or pipeline (``genres_all``).
-
-    Parameters
-    ----------
-    model : estimator or Pipeline
-        Fitted on a 0/1 label matrix of ``k`` columns.
-    X : numpy.ndarray, shape (n, d)
-
-    Returns
-    -------
-    numpy.ndarray, shape (n, k)
-        Each label's probability, independent of the others: ``predict_proba``'s (one-vs-rest
-        and XGBoost give ``(n, k)``; a random forest's native multi-output gives one ``(n, 2)``
-        array per label, whose positive column is taken). Models without probabilities (the
-        linear SVC) have their margins passed through a sigmoid: the same ranking, not
-        calibrated.
-    """
-    if hasattr(model, "predict_proba"):
-        proba = model.predict_proba(X)
-        if isinstance(proba, list):             # one (n, 2) array per label
-            return np.column_stack([p[:, -1] for p in proba]).astype(float)
-        return np.asarray(proba, dtype=float)
-    decision = np.asarray(model.decision_function(X), dtype=float)
-    return 1.0 / (1.0 + np.exp(-decision))

@@ -36,7 +36,14 @@ def predict_classical(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.
                                         *classes])
     table.attrs.update(classes=classes, outputs=card.get("outputs", "probability"))
     if card.get("target") == "genres_all":       # each genre's threshold, chosen on validation
+        from fmadask.report.multilabel import card_genres
+
         table.attrs["thresholds"] = dict(zip(classes, map(float, card["thresholds"])))
+        scored = table["error"].isna().to_numpy()
+        chosen = card_genres(table[classes].fillna(-1.0).to_numpy(float), card)
+        # as every multi-label predictor: the genres predicted (parent rule kept), no vote
+        table = table.drop(columns="genre_vote")
+        table.insert(3, "genres", [g if ok else None for g, ok in zip(chosen, scored)])
     return table
 
 

@@ -261,6 +261,30 @@ def predict_labels(proba: np.ndarray, thresholds: np.ndarray, labels: Sequence[i
     return enforce_parents(np.asarray(proba) >= np.asarray(thresholds)[None, :], labels, parents)
 
 
+def card_genres(proba: np.ndarray, card: Mapping[str, object]) -> list[list[str]]:
+    """The genres a multi-label model predicts, named: its card's thresholds, then the parent
+    rule (:func:`predict_labels`).
+
+    Parameters
+    ----------
+    proba : numpy.ndarray, shape (n, k)
+        Per-genre probabilities (a file's mean over its segments or pieces, one row per file).
+    card : mapping
+        A multi-label model card: ``classes`` (titles), ``label_ids``, ``thresholds`` and
+        ``parents`` (genre id as text -> parent id), as every kind writes them.
+
+    Returns
+    -------
+    list of list of str
+        Per row, the predicted genres' titles in the card's order.
+    """
+    parents = {int(g): int(p) for g, p in dict(card["parents"]).items()}
+    chosen = predict_labels(np.asarray(proba, dtype=float),
+                            np.asarray(card["thresholds"], dtype=float), card["label_ids"],
+                            parents)
+    return [[c for c, on in zip(card["classes"], row) if on] for row in chosen]
+
+
 def top_accuracy(proba: np.ndarray, labels: Sequence[int], parents: Mapping[int, int],
                  top_true: np.ndarray) -> float:
     """Top-level genre accuracy: the most probable top-level label against ``genre_top``.
