@@ -103,8 +103,9 @@ class Spectrograms:
 
     @property
     def classes(self) -> list[str]:
-        """The genres of the index, sorted: the net's output order."""
-        return sorted(self.index["genre_top"].unique().tolist())
+        """The genres of the index, sorted: the net's output order (tracks without a
+        ``genre_top``, featurized for ``genres_all``, have none)."""
+        return sorted(self.index["genre_top"].dropna().unique().tolist())
 
     def tracks(self, split: str) -> pd.DataFrame:
         """Index rows of one split (``'training'``, ``'validation'`` or ``'test'``)."""
