@@ -63,7 +63,8 @@ def finish(classes: list[str], labels: list[int], genres: GenreTree, tracks: pd.
     by_id = index.set_index("track_id")
     genre_top = by_id["genre_top"].reindex(tracks.index)
     ids = {title: genre for genre, title in genres.names.items()}
-    top_true = np.array([0 if pd.isna(t) else ids[t] for t in genre_top], dtype=np.int64)
+    # (a title genres.csv lacks counts as no genre_top: never a crash after the training)
+    top_true = np.array([0 if pd.isna(t) else ids.get(t, 0) for t in genre_top], dtype=np.int64)
     splits = {}
     for split in ("validation", "test"):
         mask = (tracks["split"] == split).to_numpy()

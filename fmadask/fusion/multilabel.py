@@ -152,7 +152,8 @@ def write(out: Path, card: dict, fused: Fused, results: pd.DataFrame, parts: Par
 def top_ids(genre_top: pd.Series, names: dict[int, str]) -> np.ndarray:
     """Genre id of each ``genre_top`` title, 0 where a track has none."""
     ids = {title: genre for genre, title in names.items()}
-    return np.array([ids[t] if isinstance(t, str) else 0 for t in genre_top], dtype=np.int64)
+    return np.array([ids.get(t, 0) if isinstance(t, str) else 0 for t in genre_top],
+                    dtype=np.int64)
 
 
 def check_labels(classical: list[int], cnn: list[int]) -> None:
