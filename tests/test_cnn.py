@@ -476,15 +476,15 @@ def test_max_steps_bounds_the_optimisation_steps_of_a_run(tmp_path, local_client
     the option is recorded with the model."""
     write_synthetic_spectrograms(tmp_path, tracks_per_genre=6, n_mels=16, seconds=2.0)
     local_client.wait_for_workers(2, timeout=120)
-    result = run_cnn(tmp_path, "naive", epochs=50, max_steps=6, ranks=2, client=local_client,
-                     progress=False, callbacks=[Probe()], **SMALL)
+    result = run_cnn(tmp_path, TrainConfig(arch="naive", epochs=50, max_steps=6, **SMALL),
+                     local_client, ranks=2, progress=False, callbacks=[Probe()])
     probes = [r["callbacks"]["probe"] for r in result["ranks"]]
     assert probes[0]["steps_per_epoch"] == 4                    # so the second epoch is cut
     assert [p["steps"] for p in probes] == [6, 6]
     assert [p["epochs_ended"] for p in probes] == [[1, 2], [1, 2]]
     out = Path(result["out_dir"])
     assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == [1, 2]
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert last["scheduler"]["total_steps"] == 6 and last["config"]["max_steps"] == 6
     from fmadask.options import CnnSection
     from fmadask.stages import result_options
