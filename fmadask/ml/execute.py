@@ -144,6 +144,9 @@ class _Stage:
                  f"{counts['validation']} validation / {counts['test']} test tracks, "
                  f"{len(config.models)} model(s), {n_workers} worker(s)")
         self.log(f"classical: {scale_rule_text(counts['training'], plan.threshold, self.runs)}")
+        if self.dataset.info.get("excluded_no_genre"):
+            self.log(f"classical: {self.dataset.info['excluded_no_genre']} tracks without a "
+                     "single top-level genre left out (target genre_top)")
         self.scaler = self._fit_scaler()
         scaled = {s: self.scaler.transform(self.X[s]).astype(np.float32) for s in self.X}
         jobs = [(n, dict(p)) for n, p in plan.fits]
@@ -516,6 +519,9 @@ def results_markdown(results: pd.DataFrame, info: Mapping[str, Any] | None = Non
         sr = info.get("sr") or "native"
         lines += [f"Features: {info.get('kind')} `{info.get('path')}` (sample rate {sr}, "
                   f"FMA-compatible: {info.get('fma_compat')}); split: {info.get('split')}.", ""]
+        if info.get("excluded_no_genre"):
+            lines += [f"{info['excluded_no_genre']} tracks without a single top-level genre left "
+                      "out (target genre_top; genres_all would use them).", ""]
     table = results.assign(model_text=results["label"])
     # The study's columns first (its Table 1 keeps its shape), then the scores for unbalanced
     # genres. The search's score is named in its column's header.
