@@ -42,16 +42,16 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.integrity import file_digest
 from fmadask.options import ARCHS, Option, OptionError, setting
+
+if TYPE_CHECKING:     # imported where used: reading the names here stays light (fmadask --help)
+    import pandas as pd
+    import pyarrow as pa
 
 Options = Mapping[str, Any] | None
 
@@ -84,6 +84,24 @@ SEARCH_DIR = "search"
 UNSUPERVISED_DIR = "unsupervised"
 #: A model folder's per-track predictions on validation and test (``cnn/<arch>``, ``fusion``).
 PREDICTIONS_FILE = "predictions.parquet"
+#: The unsupervised views of the classical stage (``classical/unsupervised``): pictures of PCA,
+#: t-SNE and K-means against the genres, and their numbers.
+PCA_FILE = "pca.png"
+TSNE_FILE = "tsne.png"
+KMEANS_FILE = "kmeans.png"
+UNSUPERVISED_SUMMARY = "summary.json"
+#: A classical model folder's files besides its card: the pipeline, and XGBoost's own model.
+PIPELINE_FILE = "pipeline.skops"
+XGBOOST_FILE = "xgboost.json"
+#: The fusion's folder: copies of its parts' model files (``parts/classical``, ``parts/cnn``),
+#: the validation scores of every candidate weight.
+PARTS_DIR = "parts"
+WEIGHTS_TABLE = "weights.csv"
+
+
+def confusion_file(split: str) -> str:
+    """A model folder's confusion matrix picture of one split: ``confusion_test.png``."""
+    return f"confusion_{split}.png"
 #: A CNN's folder: metrics per epoch, their curves, the saved weights, and its checkpoints
 #: (``checkpoints/best.pt``, ``last.pt`` and ``last.json``, the record of their uploads).
 METRICS_FILE = "metrics.csv"
@@ -109,15 +127,29 @@ OUTPUTS = ("features", "spectrograms")
 #: Partition numbers have five digits in file names.
 MAX_PARTITIONS = 100_000
 
-ERRORS_SCHEMA = pa.schema([("track_id", pa.int64()), ("stage", pa.string()),
-                           ("error_type", pa.string()), ("message", pa.string())])
-INDEX_SCHEMA = pa.schema([("track_id", pa.int64()), ("shard", pa.string()), ("row", pa.int64()),
-                          ("frames", pa.int64()), ("genre_top", pa.string()),
-                          ("split", pa.string())])
+
+
+def errors_schema() -> pa.Schema:
+    """Schema of an errors part: one row per failed step of a track."""
+    import pyarrow as pa
+
+    return pa.schema([("track_id", pa.int64()), ("stage", pa.string()),
+                      ("error_type", pa.string()), ("message", pa.string())])
+
+
+def index_schema() -> pa.Schema:
+    """Schema of a spectrogram index part: where each track's log-mel is in its shard."""
+    import pyarrow as pa
+
+    return pa.schema([("track_id", pa.int64()), ("shard", pa.string()), ("row", pa.int64()),
+                      ("frames", pa.int64()), ("genre_top", pa.string()),
+                      ("split", pa.string())])
 
 
 def features_schema() -> pa.Schema:
     """Schema of a features part: ``track_id``, ``split``, ``genre_top``, then FEATURE_COLUMNS."""
+    import pyarrow as pa
+
     from fmadask.features import FEATURE_COLUMNS
 
     return pa.schema([("track_id", pa.int64()), ("split", pa.string()), ("genre_top", pa.string())]
@@ -361,6 +393,9 @@ def _read_part(path: str | Path, schema: pa.Schema, storage_options: Options = N
     """One part file of a complete partition, or a one-line DataError naming it when it cannot
     be read (damaged since its completion record was written: a featurize re-run, which
     compares every file with its record's checksum, redoes its partition)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         return pq.read_table(parquet_source(path, storage_options), schema=schema)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -374,6 +409,8 @@ def _read_part(path: str | Path, schema: pa.Schema, storage_options: Options = N
 
 def _read_parts(files: list[str | Path], schema: pa.Schema, storage_options: Options = None
                 ) -> pd.DataFrame:
+    import pyarrow as pa
+
     tables = [_read_part(f, schema, storage_options) for f in files]
     return (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
 
@@ -419,7 +456,7 @@ def read_errors(run_dir: str | Path, allow_partial: bool = False,
         ``message``, sorted by track id (default RangeIndex).
     """
     df = _read_parts(_complete_files(run_dir, "errors", allow_partial, storage_options),
-                     ERRORS_SCHEMA, storage_options)
+                     errors_schema(), storage_options)
     return df.sort_values(["track_id", "stage"], kind="stable").reset_index(drop=True)
 
 
@@ -436,7 +473,7 @@ def read_spectrogram_index(run_dir: str | Path, allow_partial: bool = False,
         ``numpy.load(RUN_DIR / 'spectrograms' / shard, mmap_mode='r')``.
     """
     df = _read_parts(_complete_files(run_dir, "index", allow_partial, storage_options),
-                     INDEX_SCHEMA, storage_options)
+                     index_schema(), storage_options)
     return df.set_index("track_id").sort_index()
 
 
