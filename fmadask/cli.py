@@ -15,8 +15,9 @@ from fmadask import __version__
 from fmadask.errors import FmadaskError, os_error_line
 from fmadask.logs import show_progress
 from fmadask.flags import add_option, add_options, cli_name, options_from_args, resolve_options
-from fmadask.options import (ClassicalOptions, ClusterOptions, DataOptions, FeaturizeOptions,
-                             FusionOptions, OptionError, PredictOptions, SampleOptions)
+from fmadask.options import (CLUSTER_KINDS, ClassicalOptions, ClusterOptions, DataOptions,
+                             FeaturizeOptions, FusionOptions, OptionError, PredictOptions,
+                             SampleOptions)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,8 +162,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     overrides = list(args.set or [])
     if args.scheduler:
-        overrides += ([f"cluster.kind={args.scheduler}"]
-                      if args.scheduler in ("local", "slurm", "kubernetes")
+        started = args.scheduler in CLUSTER_KINDS and args.scheduler != "address"
+        overrides += ([f"cluster.kind={args.scheduler}"] if started
                       else ["cluster.kind=address", f"cluster.address={args.scheduler}"])
     for dest, (key, _) in args._options.items():    # --tls-ca ... as --set would give them
         if getattr(args, dest):
@@ -177,10 +178,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a job spec (TOML): featurize, classical models, CNN",
-                       description="Validate a job spec and run its stages in order (featurize, "
-                                   "classical, cnn) on the cluster it names, skipping stages "
-                                   "whose outputs are complete. See jobs/*.toml.")
+    from fmadask.stages import stages
+
+    names = ", ".join(s.name for s in stages())      # the registry: light, no pandas
+    p = sub.add_parser("run", help=f"run a job spec (TOML): {names}",
+                       description=f"Validate a job spec and run its stages in order ({names}) "
+                                   "on the cluster it names, skipping stages whose outputs are "
+                                   "complete. See jobs/*.toml.")
     p.add_argument("job", metavar="JOB", help="job spec, e.g. jobs/demo.toml")
     p.add_argument("--scheduler", metavar="ADDR",
                    help="run on this scheduler instead of the spec's cluster: an address "

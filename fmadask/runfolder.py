@@ -45,16 +45,16 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from fmadask import storage
 from fmadask.errors import DataError
 from fmadask.integrity import file_digest
 from fmadask.options import ARCHS, TARGETS, Option, OptionError, setting
+
+if TYPE_CHECKING:     # imported where used: reading the names here stays light (fmadask --help)
+    import pandas as pd
+    import pyarrow as pa
 
 Options = Mapping[str, Any] | None
 
@@ -87,6 +87,24 @@ SEARCH_DIR = "search"
 UNSUPERVISED_DIR = "unsupervised"
 #: A model folder's per-track predictions on validation and test (``cnn/<arch>``, ``fusion``).
 PREDICTIONS_FILE = "predictions.parquet"
+#: The unsupervised views of the classical stage (``classical/unsupervised``): pictures of PCA,
+#: t-SNE and K-means against the genres, and their numbers.
+PCA_FILE = "pca.png"
+TSNE_FILE = "tsne.png"
+KMEANS_FILE = "kmeans.png"
+UNSUPERVISED_SUMMARY = "summary.json"
+#: A classical model folder's files besides its card: the pipeline, and XGBoost's own model.
+PIPELINE_FILE = "pipeline.skops"
+XGBOOST_FILE = "xgboost.json"
+#: The fusion's folder: copies of its parts' model files (``parts/classical``, ``parts/cnn``),
+#: the validation scores of every candidate weight.
+PARTS_DIR = "parts"
+WEIGHTS_TABLE = "weights.csv"
+
+
+def confusion_file(split: str) -> str:
+    """A model folder's confusion matrix picture of one split: ``confusion_test.png``."""
+    return f"confusion_{split}.png"
 #: A CNN's folder: metrics per epoch, their curves, the saved weights, and its checkpoints
 #: (``checkpoints/best.pt``, ``last.pt`` and ``last.json``, the record of their uploads).
 METRICS_FILE = "metrics.csv"
@@ -116,19 +134,46 @@ OUTPUTS = ("features", "spectrograms")
 #: Partition numbers have five digits in file names.
 MAX_PARTITIONS = 100_000
 
-ERRORS_SCHEMA = pa.schema([("track_id", pa.int64()), ("stage", pa.string()),
-                           ("error_type", pa.string()), ("message", pa.string())])
-LABELS_SCHEMA = pa.schema([("track_id", pa.int64()), ("genre_top", pa.string()),
-                           ("genres_all", pa.list_(pa.int64()))])
-GENRES_SCHEMA = pa.schema([("genre_id", pa.int64()), ("title", pa.string()),
-                           ("parent", pa.int64()), ("top_level", pa.int64())])
-INDEX_SCHEMA = pa.schema([("track_id", pa.int64()), ("shard", pa.string()), ("row", pa.int64()),
-                          ("frames", pa.int64()), ("genre_top", pa.string()),
-                          ("split", pa.string())])
+
+
+def errors_schema() -> pa.Schema:
+    """Schema of an errors part: one row per failed step of a track."""
+    import pyarrow as pa
+
+    return pa.schema([("track_id", pa.int64()), ("stage", pa.string()),
+                      ("error_type", pa.string()), ("message", pa.string())])
+
+
+def index_schema() -> pa.Schema:
+    """Schema of a spectrogram index part: where each track's log-mel is in its shard."""
+    import pyarrow as pa
+
+    return pa.schema([("track_id", pa.int64()), ("shard", pa.string()), ("row", pa.int64()),
+                      ("frames", pa.int64()), ("genre_top", pa.string()),
+                      ("split", pa.string())])
+
+
+def labels_schema() -> pa.Schema:
+    """Schema of :data:`LABELS_FILE`: each track's ``genre_top`` (null: none) and
+    ``genres_all`` ids."""
+    import pyarrow as pa
+
+    return pa.schema([("track_id", pa.int64()), ("genre_top", pa.string()),
+                      ("genres_all", pa.list_(pa.int64()))])
+
+
+def genres_schema() -> pa.Schema:
+    """Schema of :data:`GENRES_FILE`: the genre tree."""
+    import pyarrow as pa
+
+    return pa.schema([("genre_id", pa.int64()), ("title", pa.string()),
+                      ("parent", pa.int64()), ("top_level", pa.int64())])
 
 
 def features_schema() -> pa.Schema:
     """Schema of a features part: ``track_id``, ``split``, ``genre_top``, then FEATURE_COLUMNS."""
+    import pyarrow as pa
+
     from fmadask.features import FEATURE_COLUMNS
 
     return pa.schema([("track_id", pa.int64()), ("split", pa.string()), ("genre_top", pa.string())]
@@ -375,6 +420,9 @@ def _read_part(path: str | Path, schema: pa.Schema, storage_options: Options = N
     """One part file of a complete partition, or a one-line DataError naming it when it cannot
     be read (damaged since its completion record was written: a featurize re-run, which
     compares every file with its record's checksum, redoes its partition)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         return pq.read_table(parquet_source(path, storage_options), schema=schema)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -388,6 +436,8 @@ def _read_part(path: str | Path, schema: pa.Schema, storage_options: Options = N
 
 def _read_parts(files: list[str | Path], schema: pa.Schema, storage_options: Options = None
                 ) -> pd.DataFrame:
+    import pyarrow as pa
+
     tables = [_read_part(f, schema, storage_options) for f in files]
     return (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
 
@@ -433,7 +483,7 @@ def read_errors(run_dir: str | Path, allow_partial: bool = False,
         ``message``, sorted by track id (default RangeIndex).
     """
     df = _read_parts(_complete_files(run_dir, "errors", allow_partial, storage_options),
-                     ERRORS_SCHEMA, storage_options)
+                     errors_schema(), storage_options)
     return df.sort_values(["track_id", "stage"], kind="stable").reset_index(drop=True)
 
 
@@ -450,7 +500,7 @@ def read_spectrogram_index(run_dir: str | Path, allow_partial: bool = False,
         ``numpy.load(RUN_DIR / 'spectrograms' / shard, mmap_mode='r')``.
     """
     df = _read_parts(_complete_files(run_dir, "index", allow_partial, storage_options),
-                     INDEX_SCHEMA, storage_options)
+                     index_schema(), storage_options)
     return df.set_index("track_id").sort_index()
 
 
@@ -478,14 +528,18 @@ def write_labels(run_dir: str | Path, labels: Sequence[tuple[int, str | None, Se
     genres : sequence of (int, str, int, int)
         The genre tree: genre id, title, parent (0 at the top), top-level root.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     columns = list(zip(*labels)) if labels else [(), (), ()]
+    label_schema, genre_schema = labels_schema(), genres_schema()
     tables = {
         LABELS_FILE: pa.Table.from_arrays(
             [pa.array(columns[0], pa.int64()), pa.array(columns[1], pa.string()),
              pa.array([list(ids) for ids in columns[2]], pa.list_(pa.int64()))],
-            schema=LABELS_SCHEMA),
+            schema=label_schema),
         GENRES_FILE: pa.Table.from_pylist(
-            [dict(zip(GENRES_SCHEMA.names, row)) for row in genres], schema=GENRES_SCHEMA)}
+            [dict(zip(genre_schema.names, row)) for row in genres], schema=genre_schema)}
     for name, table in tables.items():
         location = storage.join(run_dir, name)
         if storage.is_url(location):
@@ -520,7 +574,7 @@ def read_labels(run_dir: str | Path, storage_options: Options = None
     if not all(storage.isfile(p, storage_options) for p in paths):
         return None
     labels, genres = (_read_parts([p], schema, storage_options)
-                      for p, schema in zip(paths, (LABELS_SCHEMA, GENRES_SCHEMA)))
+                      for p, schema in zip(paths, (labels_schema(), genres_schema())))
     labels = labels.set_index("track_id").sort_index()
     labels["genres_all"] = [[int(g) for g in ids] for ids in labels["genres_all"]]
     labels["genre_top"] = labels["genre_top"].astype(object).where(labels["genre_top"].notna(),

@@ -16,11 +16,12 @@ record of a partition is written after its files, exactly as on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import posixpath
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -477,17 +478,36 @@ def list_files(location: str | Path, storage_options: Mapping[str, Any] | None =
 
 def upload_folder(local: str | Path, location: str,
                   storage_options: Mapping[str, Any] | None = None,
-                  last: Sequence[str] = ()) -> int:
+                  last: Sequence[str] = (), skip: Sequence[str] = ()) -> int:
     """Upload every file under a local folder to a URL, each whole; files named in ``last``
-    go after all others, in that order (a manifest after the files it lists). Returns how many
-    files went up."""
+    (names relative to the folder) go after all others, in that order (a manifest after the
+    files it lists); the folders named in ``skip`` stay behind. Returns how many files went
+    up. The one way fmadask publishes a folder written locally into object storage."""
     root = Path(local)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    files = [n for n in files if n.split("/")[0] not in skip]
     rank = {name: i + 1 for i, name in enumerate(last)}
-    files.sort(key=lambda p: rank.get(p.name, 0))     # stable: the sorted order otherwise
-    for path in files:
-        put_file(path, join(location, *path.relative_to(root).parts), storage_options)
+    files.sort(key=lambda n: rank.get(n, 0))     # stable: the sorted order otherwise
+    for name in files:
+        put_file(root.joinpath(*name.split("/")), join(location, *name.split("/")),
+                 storage_options)
     return len(files)
+
+
+@contextlib.contextmanager
+def staged(location: str | Path, storage_options: Mapping[str, Any] | None = None,
+           last: Sequence[str] = ()) -> Iterator[Path]:
+    """The local folder to write the files of folder ``location`` into: ``location`` itself
+    on disk; for object storage a private temporary folder, uploaded by :func:`upload_folder`
+    (``last`` last) when the block ends without an error, then removed."""
+    import tempfile
+
+    if not is_remote(location):
+        yield Path(location)
+        return
+    with tempfile.TemporaryDirectory(prefix="fmadask-") as tmp:
+        yield Path(tmp)
+        upload_folder(tmp, str(location), storage_options, last=last)
 
 
 def download_folder(location: str, local: str | Path,

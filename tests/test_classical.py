@@ -25,7 +25,7 @@ from fmadask.ml.data import Dataset, DatasetOptions, load_dataset
 from fmadask.ml.models import (MODEL_NAMES, Choice, FeasibleNuSVC, Float, Int, class_scores,
                                make_pipeline, nu_bound, resolve_models)
 from fmadask.ml.persist import load_classical, save_classical
-from fmadask.ml.search import run_search
+from fmadask.ml.search import SearchSettings, run_search
 from fmadask.ml.train import ClassicalConfig, train
 from fmadask.report.metrics import normalized_confusion, scores
 from synthetic_tables import gaussian_table
@@ -189,8 +189,8 @@ def test_bayesian_search_runs_trials_on_both_workers(local_client, tmp_path):
     dataset = synthetic_dataset(per_genre=20)
     X, y = dataset.xy("training")
     with get_task_stream(local_client) as stream:
-        outcome = run_search(local_client, "xgboost", X, y, SMALL_XGB_SPACE["xgboost"],
-                             "bayes", n_iter=4, cv=3, seed=0)
+        outcome = run_search(local_client, X, y, SearchSettings(
+            "xgboost", SMALL_XGB_SPACE["xgboost"], "bayes", n_iter=4, cv=3, seed=0))
     assert len(_fit_workers(stream.data, "fold_score")) == 2
     assert len(outcome.trials) == 4 and (outcome.trials["state"] == "COMPLETE").all()
     assert outcome.best_score == pytest.approx(outcome.trials["mean_score"].max())
@@ -205,8 +205,8 @@ def test_search_over_another_model_and_a_failing_candidate(local_client):
     # An unknown solver is refused by LogisticRegression's parameter validation.
     space = {"C": Float(0.01, 10.0, log=True), "solver": Choice(("nonsense", "lbfgs"))}
     for method in ("random", "bayes"):
-        outcome = run_search(local_client, "logistic_regression", X, y, space, method, n_iter=6,
-                             cv=3, seed=1)
+        outcome = run_search(local_client, X, y, SearchSettings(
+            "logistic_regression", space, method, n_iter=6, cv=3, seed=1))
         assert outcome.trials["mean_score"].isna().any(), method
         assert outcome.best_params["solver"] == "lbfgs"
         assert outcome.best_score > 0.5

@@ -24,7 +24,7 @@ from fmadask.ml.fit import fit_and_predict
 from fmadask.ml.models import (SCALE_THRESHOLD_ROWS, Float, Int, NystroemSVM, make_pipeline,
                                runs_as)
 from fmadask.ml.persist import load_classical
-from fmadask.ml.search import halving_fractions, run_search, score_for
+from fmadask.ml.search import SearchSettings, halving_fractions, run_search, score_for
 from fmadask.ml.train import ClassicalConfig, train
 from synthetic_tables import gaussian_table
 
@@ -142,8 +142,8 @@ def test_successive_halving_fits_the_losers_on_a_third_of_the_rows(local_client,
     dataset = medium_shaped(rows=700, genres=EIGHT)
     X, y = dataset.xy("training")
     with get_task_stream(local_client) as stream:
-        outcome = run_search(local_client, "logistic_regression", X, y, LR_SPACE, "random",
-                             n_iter=6, cv=3, trials_dir=tmp_path)
+        outcome = run_search(local_client, X, y, SearchSettings(
+            "logistic_regression", LR_SPACE, "random", n_iter=6, cv=3, trials_dir=tmp_path))
     assert outcome.fractions == [1 / 3, 1.0] and outcome.score == "balanced_accuracy"
     trials = outcome.trials
     assert sorted(trials["state"]) == ["COMPLETE"] * 2 + ["PRUNED"] * 4
@@ -162,16 +162,16 @@ def test_successive_halving_fits_the_losers_on_a_third_of_the_rows(local_client,
 def test_a_stopped_search_resumes_from_its_persisted_trials(local_client, tmp_path):
     dataset = medium_shaped(rows=700, genres=EIGHT)
     X, y = dataset.xy("training")
-    full = run_search(local_client, "logistic_regression", X, y, LR_SPACE, "bayes", n_iter=6,
-                      cv=3, trials_dir=tmp_path, wave=3)
+    settings = SearchSettings("logistic_regression", LR_SPACE, "bayes", n_iter=6, cv=3,
+                              trials_dir=tmp_path, wave=3)
+    full = run_search(local_client, X, y, settings)
     # Stop the search after its first wave: drop the later trials' files, as if killed.
     records = {p: json.loads(p.read_text()) for p in tmp_path.glob("trial-*.json")}
     lost = {p: r for p, r in records.items() if r["number"] >= 3}
     for path in lost:
         path.unlink()
     with get_task_stream(local_client) as stream:
-        resumed = run_search(local_client, "logistic_regression", X, y, LR_SPACE, "bayes",
-                             n_iter=6, cv=3, trials_dir=tmp_path, wave=3)
+        resumed = run_search(local_client, X, y, settings)
     assert resumed.resumed == 3
     # Only the lost trials were fitted again: each of their rungs, 3 folds each.
     assert _task_count(stream.data, "fold_score") == 3 * sum(len(r["rungs"])
@@ -190,8 +190,8 @@ def test_search_survives_a_worker_killed_mid_search(tmp_path):
         outcome: dict = {}
 
         def search() -> None:
-            outcome["result"] = run_search(client, "random_forest", X, y, space, "random",
-                                           n_iter=4, cv=3, trials_dir=tmp_path)
+            outcome["result"] = run_search(client, X, y, SearchSettings(
+                "random_forest", space, "random", n_iter=4, cv=3, trials_dir=tmp_path))
 
         thread = threading.Thread(target=search)
         thread.start()

@@ -98,13 +98,9 @@ class OutputFolder:
     def publish_final(self) -> None:
         """Upload every file not uploaded with the checkpoints, :data:`LAST` last (object
         storage only)."""
-        if self.remote is None:
-            return
-        files = sorted(p.relative_to(self.local).as_posix() for p in self.local.rglob("*")
-                       if p.is_file() and p.parent != self.local / CHECKPOINTS)
-        rank = {name: i + 1 for i, name in enumerate(LAST)}
-        for name in sorted(files, key=lambda n: rank.get(n, 0)):
-            self._put(name)
+        if self.remote is not None:
+            storage.upload_folder(self.local, self.remote, self.storage_options, last=LAST,
+                                  skip=(CHECKPOINTS,))
 
 
 @contextlib.contextmanager

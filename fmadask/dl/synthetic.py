@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from fmadask.atomic import atomic_path, write_json, write_parquet
-from fmadask.runfolder import (ERRORS_SCHEMA, INDEX_SCHEMA, JOB_FILE, MEL_PARAMS_FILE,
-                               PartitionFiles, write_labels)
+from fmadask.runfolder import (JOB_FILE, MEL_PARAMS_FILE, PartitionFiles, errors_schema,
+                               index_schema, write_labels)
 
 GENRES = ("Electronic", "Experimental", "Folk", "Hip-Hop", "Instrumental", "International",
           "Pop", "Rock")
@@ -118,8 +118,8 @@ def write_synthetic_multilabel(run_dir: str | Path, tracks_per_genre: int = 24,
                                 "shard": [files.spectrograms.name] * len(chosen),
                                 "row": list(range(len(chosen))), "frames": valids,
                                 "genre_top": [r[4] for r in chosen],
-                                "split": [r[5] for r in chosen]}, schema=INDEX_SCHEMA), files.index)
-        write_parquet(ERRORS_SCHEMA.empty_table(), files.errors)
+                                "split": [r[5] for r in chosen]}, schema=index_schema()), files.index)
+        write_parquet(errors_schema().empty_table(), files.errors)
         files.write_record(("spectrograms",))
     write_labels(run_dir, [(r[0], r[4], r[3]) for r in sorted(rows)],
                  [(g, title, parent, parent or g) for g, title, parent in GENRE_TREE])
@@ -185,8 +185,8 @@ def write_synthetic_spectrograms(run_dir: str | Path, tracks_per_genre: int = 8,
                                 "shard": [files.spectrograms.name] * len(chosen),
                                 "row": list(range(len(chosen))), "frames": valids,
                                 "genre_top": [r[2] for r in chosen],
-                                "split": [r[3] for r in chosen]}, schema=INDEX_SCHEMA), files.index)
-        write_parquet(ERRORS_SCHEMA.empty_table(), files.errors)
+                                "split": [r[3] for r in chosen]}, schema=index_schema()), files.index)
+        write_parquet(errors_schema().empty_table(), files.errors)
         files.write_record(("spectrograms",))       # complete, as the featurize job marks it
     params = {"sr": sr, "n_fft": 4 * hop_length, "hop_length": hop_length, "n_mels": n_mels,
               "seconds": seconds, "top_db": 80.0, "frames": frames, "dtype": "float16",

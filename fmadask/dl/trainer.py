@@ -61,7 +61,7 @@ from fmadask.dl.task import Task, open_task
 from fmadask.dl.ranks import (DistSpec, RankFailure, backend_for, gather_all, is_peer_failure,
                               select_device, teardown)
 from fmadask.runfolder import (BEST_CHECKPOINT, CHECKPOINTS, CURVES_FILE, LAST_CHECKPOINT,
-                               METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE)
+                               METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE, confusion_file)
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError, FmadaskError
 from fmadask.atomic import atomic_path
@@ -594,7 +594,7 @@ def _write_final(run: _Run, state: dict, history: list[dict], scores: dict,
         part = predictions[predictions["split"] == split]
         share = normalized_confusion(part["label"], part["mean"],
                                      labels=list(range(len(run.classes))))
-        confusion_figure(share, run.classes, out / f"confusion_{split}.png",
+        confusion_figure(share, run.classes, out / confusion_file(split),
                          title=f"{run.config.arch}, {split}, track level (mean probability)")
     _write_outputs_epoch(run, history)
     _atomic_write(out / REPORT_FILE,
@@ -654,8 +654,8 @@ def _report(run: _Run, state: dict, scores: dict) -> str:
                              "track_f1_mean", "n_tracks"],
                             ["split", "segment acc", "track acc (vote)", "track acc (mean prob)",
                              "track F1 (mean prob)", "tracks"]),
-             "![curves](curves.png)", ""]
-    lines += [f"![confusion {split}](confusion_{split}.png)" for split in scores]
+             f"![curves]({CURVES_FILE})", ""]
+    lines += [f"![confusion {split}]({confusion_file(split)})" for split in scores]
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,8 @@ from fmadask.errors import DataError
 from fmadask.fusion.pool import fit_label_weight, pool_labels
 from fmadask.report.multilabel import (RESULT_COLUMNS, Evaluation, Split, evaluate,
                                        markdown_section, per_label_figure, results_row)
-from fmadask.runfolder import PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE
+from fmadask.runfolder import (MODEL_CARD, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
+                               WEIGHTS_TABLE)
 
 #: Columns of a multi-label fusion's results.csv.
 COLUMNS = ("source", "model", *RESULT_COLUMNS, "validation_tracks", "test_tracks")
@@ -122,10 +123,10 @@ def write(out: Path, card: dict, fused: Fused, results: pd.DataFrame, parts: Par
                 "thresholds": [float(t) for t in evaluation.thresholds],
                 "parents": {str(g): int(p) for g, p in sorted(parts.parents.items())},
                 "results": json.loads(results.to_json(orient="records"))},
-               out / "model.json")
+               out / MODEL_CARD)
     with atomic_path(out / RESULTS_FILE) as tmp:
         results.to_csv(tmp, index=False)
-    with atomic_path(out / "weights.csv") as tmp:
+    with atomic_path(out / WEIGHTS_TABLE) as tmp:
         pd.DataFrame(fused.trials).to_csv(tmp, index=False)
     preds = pd.DataFrame({"track_id": parts.track_ids, "split": parts.split,
                           "genre_top": genre_top, "genres_all": genres_all})

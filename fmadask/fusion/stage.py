@@ -54,8 +54,8 @@ from fmadask.fusion.pool import fit_weight, pool, pool_labels
 from fmadask.lock import hold
 from fmadask.options import SPLIT_SEED, FusionOptions, setting
 from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD,
-                               MODELS_DIR, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
-                               TRAIN_RECORD, read_card)
+                               MODELS_DIR, PARTS_DIR, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
+                               TRAIN_RECORD, WEIGHTS_TABLE, confusion_file, read_card)
 
 MODEL_KIND = "fusion"
 #: The targets (``[data] target``): one top-level genre per track, or every genre.
@@ -251,23 +251,17 @@ def _fuse_to(run_dir: str | Path, out: str | Path, parts: dict[str, str | None],
              storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
     """:func:`fuse` between resolved locations, under the run folder's lock; ``parts`` names
     the classical model, the CNN and the target."""
-    if isinstance(run_dir, Path) and isinstance(out, Path):
-        return _fuse(run_dir, run_dir, parts, out, None)
-    with tempfile.TemporaryDirectory(prefix="fmadask-fuse-") as tmp:
-        local_run, local_out = Path(tmp) / "run", Path(tmp) / FUSION_DIR
-        if isinstance(run_dir, str):
+    with storage.staged(out, storage_options, last=LAST) as local_out:
+        if isinstance(run_dir, Path):
+            return _fuse(run_dir, run_dir, parts, local_out, None)
+        with tempfile.TemporaryDirectory(prefix="fmadask-fuse-") as tmp:
+            local_run = Path(tmp) / "run"
             try:
                 _fetch_parts(run_dir, local_run, parts, storage_options)
-                results = _fuse(local_run, run_dir, parts,
-                                out if isinstance(out, Path) else local_out, storage_options)
+                return _fuse(local_run, run_dir, parts, local_out, storage_options)
             except DataError as exc:     # name the bucket's folders, not the temporary copy
                 raise DataError(str(exc).replace(str(local_run), storage.redact(run_dir))
                                 ) from None
-        else:
-            results = _fuse(run_dir, run_dir, parts, local_out, None)
-        if isinstance(out, str):
-            storage.upload_folder(local_out, out, storage_options, last=LAST)
-        return results
 
 
 def _local_or_url(location: str | Path) -> str | Path:
@@ -349,8 +343,8 @@ def _fuse(run_dir: Path, data_dir: str | Path, parts: dict[str, str | None], out
     results = pd.DataFrame([_result_row(source, names[source], probs[source], labels, split)
                             for source in ("classical", "cnn", "fusion")],
                            columns=list(RESULT_COLUMNS))
-    _write(out, dirs, _sources(run_dir, data_dir, dirs), classes, weight, trials, results,
-           cls_frame.index.to_numpy(), split, labels, probs["fusion"])
+    preds = _predictions(cls_frame.index.to_numpy(), split, labels, probs["fusion"], classes)
+    _write(out, dirs, _sources(run_dir, data_dir, dirs), classes, weight, trials, results, preds)
     return results
 
 
@@ -366,7 +360,7 @@ def _copy_parts(out: Path, dirs: dict[str, Path]) -> None:
     was when later runs replace the stages' outputs."""
     for part, src in dirs.items():
         for name in _model_files(src):
-            with atomic_path(out / "parts" / part / name) as tmp:
+            with atomic_path(out / PARTS_DIR / part / name) as tmp:
                 shutil.copyfile(src / name, tmp)
 
 
@@ -409,7 +403,7 @@ def _fuse_labels(run_dir: Path, data_dir: str | Path, dirs: dict[str, Path], out
     multilabel.write(out, {"kind": MODEL_KIND, "format": 1, "classes": classes,
                            "rule": "geometric",
                            "weights": {"classical": fused.weight, "cnn": 1.0 - fused.weight},
-                           "parts": {p: f"parts/{p}" for p in PARTS},
+                           "parts": {p: f"{PARTS_DIR}/{p}" for p in PARTS},
                            "sources": _sources(run_dir, data_dir, dirs)},
                      fused, results, parts,
                      genres_all=[list(map(int, g)) for g in cnn.loc[ids, "genres_all"]],
@@ -438,34 +432,42 @@ def _model_files(model_dir: Path) -> list[str]:
     return [MODEL_CARD, *sorted({entry["name"] for entry in (card.get("files") or {}).values()})]
 
 
+def _predictions(track_ids: np.ndarray, split: np.ndarray, labels: np.ndarray,
+                 fused: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """``predictions.parquet``: per track its split, genre, the fusion's genre and probabilities."""
+    preds = pd.DataFrame({"track_id": track_ids, "split": split,
+                          "genre_top": [classes[i] for i in labels],
+                          "pred": [classes[i] for i in fused.argmax(axis=1)]})
+    for i, c in enumerate(classes):
+        preds[f"p_{c}"] = fused[:, i]
+    return preds
+
+
 def _write(out: Path, dirs: dict[str, Path], sources: dict[str, str], classes: list[str],
-           weight: float, trials: list,
-           results: pd.DataFrame, track_ids: np.ndarray, split: np.ndarray, labels: np.ndarray,
-           fused: np.ndarray) -> None:
+           weight: float, trials: list, results: pd.DataFrame, preds: pd.DataFrame) -> None:
+    """The fusion's folder: its parts' files, card, results, weights, predictions, confusion
+    matrix and report."""
     from fmadask.report.metrics import normalized_confusion
     from fmadask.report.plots import confusion_figure
 
     _copy_parts(out, dirs)
     write_json({"kind": MODEL_KIND, "format": 1, "classes": classes, "rule": "geometric",
                 "weights": {"classical": weight, "cnn": 1.0 - weight},
-                "parts": {p: f"parts/{p}" for p in PARTS},
+                "parts": {p: f"{PARTS_DIR}/{p}" for p in PARTS},
                 "sources": sources,
                 "results": json.loads(results.to_json(orient="records"))}, out / MODEL_CARD)
     with atomic_path(out / RESULTS_FILE) as tmp:
         results.to_csv(tmp, index=False)
-    with atomic_path(out / "weights.csv") as tmp:
+    with atomic_path(out / WEIGHTS_TABLE) as tmp:
         pd.DataFrame(trials).to_csv(tmp, index=False)
-    preds = pd.DataFrame({"track_id": track_ids, "split": split,
-                          "genre_top": [classes[i] for i in labels],
-                          "pred": [classes[i] for i in fused.argmax(axis=1)]})
-    for i, c in enumerate(classes):
-        preds[f"p_{c}"] = fused[:, i]
     with atomic_path(out / PREDICTIONS_FILE) as tmp:
         preds.to_parquet(tmp, index=False)
-    test = split == "test"
-    matrix = normalized_confusion(labels[test], fused[test].argmax(axis=1),
+    test = preds[preds["split"] == "test"]
+    codes = {c: i for i, c in enumerate(classes)}
+    matrix = normalized_confusion(test["genre_top"].map(codes).to_numpy(),
+                                  test["pred"].map(codes).to_numpy(),
                                   labels=list(range(len(classes))))
-    confusion_figure(matrix, classes, out / "confusion_test.png",
+    confusion_figure(matrix, classes, out / confusion_file("test"),
                      title=f"fusion, test accuracy {results['test_accuracy'].iloc[-1]:.3f}")
     with atomic_path(out / REPORT_FILE) as tmp:
         tmp.write_text(report_markdown(results, weight, dirs))
@@ -479,12 +481,12 @@ def report_markdown(results: pd.DataFrame, weight: float, dirs: dict[str, Path])
              f"Weighted geometric mean of the class probabilities: classical "
              f"`{dirs['classical'].name}` x {weight:.2f}, CNN `{dirs['cnn'].name}` x "
              f"{1 - weight:.2f}; the weight was chosen on the validation split only "
-             "(weights.csv). Scores on the tracks both parts scored.", "",
+             f"({WEIGHTS_TABLE}). Scores on the tracks both parts scored.", "",
              markdown_table(results, ["source", "model", "validation_accuracy", "test_accuracy",
                                       "test_f1_macro", "test_tracks"],
                             ["Source", "Model", "Validation accuracy", "Test accuracy",
                              "Test F1 (macro)", "Test tracks"]).rstrip(), "",
-             "![fusion, test](confusion_test.png)", ""]
+             f"![fusion, test]({confusion_file('test')})", ""]
     return "\n".join(lines)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -27,7 +26,7 @@ from fmadask.ml.fit import FitOutcome, fit_and_predict
 from fmadask.ml.models import (MODELS, SCALE_THRESHOLD_ROWS, SCALED, SUBSTITUTES, class_scores,
                                make_scaler, model_label)
 from fmadask.ml.persist import jsonable, save_classical
-from fmadask.ml.search import SearchOutcome, run_search, score_for
+from fmadask.ml.search import SearchOutcome, SearchSettings, run_search, score_for
 from fmadask.atomic import atomic_path, writable_folder, write_json
 from fmadask.report.metrics import SCORE_NAMES, normalized_confusion, scores
 from fmadask.report.multilabel import RESULT_COLUMNS as MULTILABEL_SCORES
@@ -100,24 +99,21 @@ def execute_classical(plan: ClassicalPlan, dataset: Dataset, client: Any = None,
     pandas.DataFrame
         results.csv's rows (see :func:`~fmadask.ml.train.train`).
     """
-    remote = plan.out if isinstance(plan.out, str) else None
     with contextlib.ExitStack() as stack:
         stack.enter_context(hold([plan.owner, plan.out], "fmadask train", storage_options))
-        out = plan.out
-        if remote is not None:
-            # The client writes the outputs: into a private local folder, uploaded whole below.
-            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fmadask-train-")))
-        writable_folder(out)                      # a file or read-only folder: refused now
-        if client is None:
-            from fmadask.cluster import get_client
+        # The client writes the outputs (for object storage into a private local folder,
+        # uploaded whole when the stage is done).
+        with storage.staged(plan.out, storage_options, last=MANIFESTS) as out:
+            writable_folder(out)                      # a file or read-only folder: refused now
+            if client is None:
+                from fmadask.cluster import get_client
 
-            client = stack.enter_context(get_client(scheduler=scheduler, workers=workers,
-                                                    worker_timeout=worker_timeout))
-        stage = _Stage if dataset.target == "genre_top" else _MultiLabelStage
-        results = stage(plan, dataset, client, out, log).run()
-        if remote is not None:
-            storage.upload_folder(out, remote, storage_options, last=MANIFESTS)
-            log(f"classical: uploaded to {storage.redact(remote)}")
+                client = stack.enter_context(get_client(scheduler=scheduler, workers=workers,
+                                                        worker_timeout=worker_timeout))
+            stage = _Stage if dataset.target == "genre_top" else _MultiLabelStage
+            results = stage(plan, dataset, client, out, log).run()
+        if storage.is_remote(plan.out):
+            log(f"classical: uploaded to {storage.redact(plan.out)}")
         return results
 
 
@@ -256,11 +252,12 @@ class _Stage:
         self.log(f"  {search.name}: {search.method} search, {search.n_iter} candidates x "
                  f"{config.cv} folds, successive halving, scored by {search.score}; trials in "
                  f"{folder}")
-        outcome = run_search(self.client, search.runs_as, self.X["training"], self.y["training"],
-                             search.space, search.method, n_iter=search.n_iter, cv=config.cv,
-                             seed=config.seed, scaler=config.scaler,
-                             base_params=dict(search.base_params), score=search.score,
-                             class_weight=config.weighting, trials_dir=folder)
+        settings = SearchSettings(search.runs_as, search.space, search.method,
+                                  n_iter=search.n_iter, cv=config.cv, seed=config.seed,
+                                  scaler=config.scaler, base_params=dict(search.base_params),
+                                  score=search.score, class_weight=config.weighting,
+                                  trials_dir=folder)
+        outcome = run_search(self.client, self.X["training"], self.y["training"], settings)
         with atomic_path(self.out / SEARCH_DIR / f"{search.name}-{search.method}.csv") as tmp:
             outcome.trials.to_csv(tmp, index=False)
         states = outcome.trials["state"].value_counts().to_dict()

@@ -129,15 +129,11 @@ def stratified_head(train_idx: np.ndarray, y: np.ndarray, fraction: float, seed:
     return np.sort(np.concatenate(keep))
 
 
-def fold_score(name: str, params: dict[str, Any], seed: int, scaler: str, X: np.ndarray,
-               y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], fold: int,
-               fraction: float = 1.0, score: str = "accuracy", class_weight: str | None = None
-               ) -> tuple[float, str, str | None, float]:
-    """Score of a scaler + model pipeline on one cross-validation fold.
+@dataclass(frozen=True)
+class Candidate:
+    """What a cross-validation fit fits (:func:`fold_score`) and how it is scored.
 
-    The scaler is fitted on the fold's training rows only, as in the final model.
-
-    Parameters
+    Attributes
     ----------
     name : str
         The estimator to fit (a study model or a substitute).
@@ -146,6 +142,29 @@ def fold_score(name: str, params: dict[str, Any], seed: int, scaler: str, X: np.
     seed : int
         The estimator's ``random_state`` and the seed of the row subsample.
     scaler : {'minmax', 'standard'}
+    score : {'accuracy', 'balanced_accuracy'}
+    class_weight : {None, 'balanced'}
+    """
+
+    name: str
+    params: dict[str, Any]
+    seed: int
+    scaler: str
+    score: str = "accuracy"
+    class_weight: str | None = None
+
+
+def fold_score(candidate: Candidate, X: np.ndarray, y: np.ndarray,
+               folds: list[tuple[np.ndarray, np.ndarray]], fold: int, fraction: float = 1.0
+               ) -> tuple[float, str, str | None, float]:
+    """Score of a scaler + model pipeline on one cross-validation fold.
+
+    The scaler is fitted on the fold's training rows only, as in the final model.
+
+    Parameters
+    ----------
+    candidate : Candidate
+        The estimator, its parameters, seed and scaler, and the score.
     X, y : numpy.ndarray
         The whole training split (scattered once to every worker).
     folds : list of (train_idx, test_idx)
@@ -155,8 +174,6 @@ def fold_score(name: str, params: dict[str, Any], seed: int, scaler: str, X: np.
     fraction : float
         Share of the fold's training rows to fit on (successive halving's budget); the fold's
         validation rows are all scored.
-    score : {'accuracy', 'balanced_accuracy'}
-    class_weight : {None, 'balanced'}
 
     Returns
     -------
@@ -171,13 +188,15 @@ def fold_score(name: str, params: dict[str, Any], seed: int, scaler: str, X: np.
     """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
+    c = candidate
     start = time.perf_counter()
     train_idx, test_idx = folds[fold]
-    rows = stratified_head(train_idx, y, fraction, seed + fold)
-    metric = balanced_accuracy_score if score == "balanced_accuracy" else accuracy_score
+    rows = stratified_head(train_idx, y, fraction, c.seed + fold)
+    metric = balanced_accuracy_score if c.score == "balanced_accuracy" else accuracy_score
     try:
-        pipeline = make_pipeline(name, scaler, seed, **params)
-        pipeline.fit(X[rows], y[rows], model__sample_weight=balanced_weights(y[rows], class_weight))
+        pipeline = make_pipeline(c.name, c.scaler, c.seed, **c.params)
+        pipeline.fit(X[rows], y[rows],
+                     model__sample_weight=balanced_weights(y[rows], c.class_weight))
         value = float(metric(y[test_idx], pipeline.predict(X[test_idx])))
     except Exception as exc:  # noqa: BLE001 - a failing candidate is scored NaN, not fatal
         return float("nan"), worker_address(), error_line(exc), time.perf_counter() - start

@@ -30,10 +30,8 @@ import numpy as np
 from fmadask.atomic import atomic_path, write_json
 from fmadask.errors import DataError
 from fmadask.integrity import describe, verified_files
-from fmadask.runfolder import MODEL_CARD, read_card
+from fmadask.runfolder import MODEL_CARD, PIPELINE_FILE, XGBOOST_FILE, read_card
 
-PIPELINE_FILE = "pipeline.skops"
-XGBOOST_FILE = "xgboost.json"
 #: Version of the card's layout; bumped when a field changes meaning (2: skops, checksums).
 CARD_FORMAT = 2
 #: Types besides scikit-learn's own that a saved pipeline may hold: the scalers, fmadask's NuSVC

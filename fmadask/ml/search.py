@@ -38,7 +38,7 @@ import pandas as pd
 from fmadask.atomic import write_json
 from fmadask.cluster import workers_info
 from fmadask.errors import DataError, FmadaskError
-from fmadask.ml.fit import error_line, fold_score
+from fmadask.ml.fit import Candidate, error_line, fold_score
 from fmadask.ml.models import Dimension
 from fmadask.ml.persist import jsonable
 from fmadask.options import setting
@@ -115,24 +115,14 @@ def halving_fractions(n_candidates: int, fold_rows: int, n_classes: int) -> list
             if f == 1.0 or f * fold_rows >= MIN_RUNG_ROWS_PER_CLASS * n_classes]
 
 
-def run_search(client: Any, name: str, X: np.ndarray, y: np.ndarray,
-               space: Mapping[str, Dimension], method: str = "random", n_iter: int = 20,
-               cv: int = 5, seed: int = 0, scaler: str = "minmax",
-               base_params: Mapping[str, Any] | None = None, score: str | None = None,
-               class_weight: str | None = None, trials_dir: str | Path | None = None,
-               wave: int | None = None) -> SearchOutcome:
-    """Stratified k-fold random or Bayesian search with successive halving, on ``client``.
+@dataclass(frozen=True)
+class SearchSettings:
+    """What :func:`run_search` tunes and how.
 
-    Parameters
+    Attributes
     ----------
-    client : distributed.Client
-        Cluster that runs the fits.
     name : str
         Estimator to tune: a study model or a substitute (:mod:`fmadask.ml.models`).
-    X : numpy.ndarray, shape (n, d)
-        Unscaled training features (each fold fits its own scaler).
-    y : numpy.ndarray, shape (n,)
-        Class codes ``0 .. k-1``.
     space : mapping of str to Dimension
         Parameters to tune.
     method : {'random', 'bayes'}
@@ -145,7 +135,7 @@ def run_search(client: Any, name: str, X: np.ndarray, y: np.ndarray,
     seed : int
         Seed of the sampler, the folds, the row parts and the estimators.
     scaler : {'minmax', 'standard'}
-    base_params : mapping, optional
+    base_params : mapping
         Fixed overrides of the model's defaults.
     score : {'accuracy', 'balanced_accuracy'}, optional
         Default :func:`score_for` ``(y)``.
@@ -157,6 +147,36 @@ def run_search(client: Any, name: str, X: np.ndarray, y: np.ndarray,
     wave : int, optional
         Candidates halved together. Default: all ``n_iter`` for a random search (one wave); for
         a Bayesian one ``max(9, 2 x workers)``, so TPE learns between waves.
+    """
+
+    name: str
+    space: Mapping[str, Dimension]
+    method: str = "random"
+    n_iter: int = 20
+    cv: int = 5
+    seed: int = 0
+    scaler: str = "minmax"
+    base_params: Mapping[str, Any] = field(default_factory=dict)
+    score: str | None = None
+    class_weight: str | None = None
+    trials_dir: str | Path | None = None
+    wave: int | None = None
+
+
+def run_search(client: Any, X: np.ndarray, y: np.ndarray,
+               settings: SearchSettings) -> SearchOutcome:
+    """Stratified k-fold random or Bayesian search with successive halving, on ``client``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Cluster that runs the fits.
+    X : numpy.ndarray, shape (n, d)
+        Unscaled training features (each fold fits its own scaler).
+    y : numpy.ndarray, shape (n,)
+        Class codes ``0 .. k-1``.
+    settings : SearchSettings
+        The estimator, its space, the sampler, the folds, the scoring and where trials are kept.
 
     Returns
     -------
@@ -171,24 +191,26 @@ def run_search(client: Any, name: str, X: np.ndarray, y: np.ndarray,
     from sklearn.model_selection import StratifiedKFold
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    score = score or score_for(y)
-    n_splits = n_splits_for(y, cv)
+    name, space, method, n_iter, seed = (settings.name, settings.space, settings.method,
+                                         settings.n_iter, settings.seed)
+    score = settings.score or score_for(y)
+    n_splits = n_splits_for(y, settings.cv)
     folds = [(a.astype(np.int64), b.astype(np.int64))
              for a, b in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y)]
     if method == "random":
         sampler: Any = optuna.samplers.RandomSampler(seed=seed)
-        wave = wave or n_iter
+        wave = settings.wave or n_iter
     elif method == "bayes":
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True,
                                              n_startup_trials=min(10, max(2, n_iter // 3)))
-        wave = wave or max(ETA ** 2, 2 * len(workers_info(client)))
+        wave = settings.wave or max(ETA ** 2, 2 * len(workers_info(client)))
     else:
         raise FmadaskError(f"unknown search method {method!r}")
     study = optuna.create_study(direction="maximize", sampler=sampler)
     # Sent once, to every worker: tasks then carry a fold number, never the rows.
     X_f, y_f, folds_f = client.scatter([X, y, folds], broadcast=True, hash=False)
-    base = dict(base_params or {})
-    folder = Path(trials_dir) if trials_dir is not None else None
+    base = dict(settings.base_params)
+    folder = Path(settings.trials_dir) if settings.trials_dir is not None else None
     records: dict[int, dict[str, Any]] = {}
     resumed = 0
     start = time.perf_counter()
@@ -203,8 +225,9 @@ def run_search(client: Any, name: str, X: np.ndarray, y: np.ndarray,
         fractions = halving_fractions(len(asked), fold_rows, n_classes)
 
         def fit(number: int, fraction: float, priority: float) -> list[Any]:
-            return [client.submit(fold_score, name, {**base, **params[number]}, seed, scaler,
-                                  X_f, y_f, folds_f, fold, fraction, score, class_weight,
+            candidate = Candidate(name, {**base, **params[number]}, seed, settings.scaler,
+                                  score, settings.class_weight)
+            return [client.submit(fold_score, candidate, X_f, y_f, folds_f, fold, fraction,
                                   pure=False, priority=priority)
                     for fold in range(n_splits)]
 

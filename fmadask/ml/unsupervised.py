@@ -14,6 +14,7 @@ import pandas as pd
 
 from fmadask.atomic import write_json
 from fmadask.report.plots import heatmap, scatter_by_label
+from fmadask.runfolder import KMEANS_FILE, PCA_FILE, TSNE_FILE, UNSUPERVISED_SUMMARY
 
 #: Rows per block of the Dask arrays made from in-memory tables.
 BLOCK_ROWS = 2048
@@ -90,25 +91,25 @@ def unsupervised_views(client: Any, X: np.ndarray, genres: np.ndarray, out_dir: 
         clusters = np.asarray(kmeans.labels_.compute()) if hasattr(kmeans.labels_, "compute") \
             else np.asarray(kmeans.labels_)
     ratio = [float(r) for r in pca.explained_variance_ratio_[:2]]
-    scatter_by_label(points, genres, out / "pca.png",
+    scatter_by_label(points, genres, out / PCA_FILE,
                      title=f"PCA of the scaled features ({len(X)} tracks)",
                      xlabel=f"PC1 ({ratio[0]:.1%} of variance)",
                      ylabel=f"PC2 ({ratio[1]:.1%} of variance)")
 
     ari = float(adjusted_rand_score(genres, clusters))
     table = contingency(genres, clusters, classes)
-    heatmap(table.to_numpy(), classes, [f"cluster {c}" for c in table.columns], out / "kmeans.png",
+    heatmap(table.to_numpy(), classes, [f"cluster {c}" for c in table.columns], out / KMEANS_FILE,
             title=f"K-means ({len(classes)} clusters) vs genre: adjusted Rand index {ari:.3f}",
             xlabel="K-means cluster (ordered by dominant genre)",
             ylabel="genre (share of its tracks per cluster)", vmax=1.0)
 
     embedding = tsne.result()
-    scatter_by_label(embedding, genres[sample], out / "tsne.png",
+    scatter_by_label(embedding, genres[sample], out / TSNE_FILE,
                      title=f"t-SNE of the scaled features ({len(sample)} tracks)")
     summary = {"tracks": int(len(X)), "pca_explained_variance": ratio,
                "kmeans_clusters": len(classes), "adjusted_rand_index": ari,
                "tsne_tracks": int(len(sample))}
-    write_json(summary, out / "summary.json")
+    write_json(summary, out / UNSUPERVISED_SUMMARY)
     return summary
 
 

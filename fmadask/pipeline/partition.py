@@ -23,7 +23,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from fmadask import storage
 from fmadask.atomic import NpyShard, write_parquet
-from fmadask.runfolder import ERRORS_SCHEMA, INDEX_SCHEMA, PartitionFiles, features_schema
+from fmadask.runfolder import PartitionFiles, errors_schema, features_schema, index_schema
 from fmadask.storage import StoreUnavailable, redact
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def _features_table(tracks: list[Track], values: np.ndarray) -> pa.Table:
 
 
 def _index_table(tracks: list[Track], frames: list[int], shard: str) -> pa.Table:
-    return _table(INDEX_SCHEMA, {
+    return _table(index_schema(), {
         "track_id": [t.track_id for t in tracks], "shard": [shard] * len(tracks),
         "row": list(range(len(tracks))), "frames": frames,
         "genre_top": [t.genre_top for t in tracks], "split": [t.split for t in tracks]})
@@ -107,8 +107,8 @@ def _index_table(tracks: list[Track], frames: list[int], shard: str) -> pa.Table
 def _errors_table(rows: list[tuple[int, str, str, str]]) -> pa.Table:
     # A track's message may name its URL: stored without the URL's password.
     rows = [(track, stage, kind, redact(message)) for track, stage, kind, message in rows]
-    names = ERRORS_SCHEMA.names
-    return _table(ERRORS_SCHEMA, {name: [row[j] for row in rows] for j, name in enumerate(names)})
+    schema = errors_schema()
+    return _table(schema, {name: [row[j] for row in rows] for j, name in enumerate(schema.names)})
 
 
 def _write_partition(tracks: list[Track], files: PartitionFiles, job: JobParams,

@@ -183,7 +183,7 @@ def whole_stage(args: argparse.Namespace) -> None:
 def search_speedup(args: argparse.Namespace) -> None:
     from fmadask.cluster import get_client
     from fmadask.ml.models import runs_as, search_space
-    from fmadask.ml.search import run_search
+    from fmadask.ml.search import SearchSettings, run_search
 
     search_set = medium_dataset(args.search_rows)
     X, y = search_set.xy("training")
@@ -194,8 +194,8 @@ def search_speedup(args: argparse.Namespace) -> None:
         with get_client(workers=workers, quiet=True) as client:
             _warm(client)
             start = time.perf_counter()
-            outcome = run_search(client, key, X, y, space, "random", n_iter=args.n_iter,
-                                 cv=args.cv)
+            outcome = run_search(client, X, y, SearchSettings(key, space, "random",
+                                                              n_iter=args.n_iter, cv=args.cv))
             times[workers] = time.perf_counter() - start
             print(f"search ({key}, {len(y)} training rows, {args.n_iter} x {outcome.n_splits}"
                   f"-fold, halving {[round(f, 3) for f in outcome.fractions]}) on {workers} "
