@@ -45,8 +45,16 @@ def track_table(data_dir: str | Path, subset: str = "small", split: str = "offic
     check_subset(subset)
     if split not in SPLIT_METHODS:
         raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLIT_METHODS)}")
-    tracks = select_subset(load_tracks(data_dir, storage_options), subset)
-    labels = genre_top(tracks, load_genres(data_dir, storage_options))
+    return table_of(load_tracks(data_dir, storage_options), load_genres(data_dir, storage_options),
+                    data_dir, subset, split, seed)
+
+
+def table_of(tracks: pd.DataFrame, genres: pd.DataFrame, data_dir: str | Path, subset: str,
+             split: str = "official", seed: int = SPLIT_SEED) -> pd.DataFrame:
+    """:func:`track_table` of tables already loaded (``tracks.csv`` and ``genres.csv``, read
+    once by a caller that needs them too: at FMA-large size reading them is seconds)."""
+    tracks = select_subset(tracks, subset)
+    labels = genre_top(tracks, genres)
     if split == "official":
         splits = official_split(tracks).loc[labels.index]
     else:
