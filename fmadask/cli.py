@@ -16,7 +16,7 @@ from fmadask.errors import FmadaskError, os_error_line
 from fmadask.logs import show_progress
 from fmadask.flags import add_option, add_options, cli_name, options_from_args, resolve_options
 from fmadask.options import (ClassicalOptions, ClusterOptions, DataOptions, FeaturizeOptions,
-                             OptionError, PredictOptions, SampleOptions)
+                             FusionOptions, OptionError, PredictOptions, SampleOptions)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -227,7 +227,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "tracks.csv next to it)")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default RUN_DIR/classical, or ./classical)")
-    add_options(p, DataOptions, "split", "seed")
+    add_options(p, DataOptions, "split", "seed", "target")
     add_option(p, "data.subset", help="FMA subset when reading features.csv")
     add_options(p, ClassicalOptions)
     _add_storage_options(p)
@@ -274,7 +274,8 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 
     _require_drivers(args.data_dir, args.out)
     config = FeaturizeConfig.of(options_from_args(FeaturizeOptions, args), subset=args.subset,
-                                split=args.split, seed=args.split_seed, overwrite=args.overwrite)
+                                split=args.split, seed=args.split_seed, target=args.target,
+                                overwrite=args.overwrite)
     run_featurize(args.data_dir, out=args.out, config=config, scheduler=args.scheduler,
                   workers=args.workers, worker_timeout=args.worker_timeout,
                   storage_options=args.storage_options)
@@ -295,7 +296,7 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
     add_options(p, DataOptions, "subset")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write into")
     add_options(p, FeaturizeOptions)
-    add_options(p, DataOptions, "split", "seed")
+    add_options(p, DataOptions, "split", "seed", "target")
     add_option(p, "output.overwrite")
     _add_storage_options(p)
     _add_cluster_options(p)
@@ -307,17 +308,20 @@ def _add_featurize(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_cnn(args: argparse.Namespace) -> int:
     from fmadask.cluster import get_client
-    from fmadask.dl.launch import check_run_dir, format_result, run_cnn
-    from fmadask.dl.config import config_options
+    from fmadask.dl.config import TrainConfig, config_options
+    from fmadask.dl.entry import CnnConfig, execute_cnn, plan_cnn, read_cnn_state
+    from fmadask.dl.launch import check_run_dir, format_result
 
-    for location in (args.run_dir, args.out_dir):   # before a cluster is started
+    run = TrainConfig(**config_options(args), device="cuda" if args.gpu else "cpu")
+    for location in (args.run_dir, run.out_dir):   # before a cluster is started
         if location is not None:
             check_run_dir(location)
+    config = CnnConfig(ranks=args.ranks, runs=(run,))
     workers = None if args.scheduler else (args.workers or args.ranks or 2)
     with get_client(args.scheduler, workers=workers, worker_timeout=args.worker_timeout) as client:
-        result = run_cnn(args.run_dir, ranks=args.ranks, client=client, gpu=args.gpu,
-                         resume=args.resume, storage_options=args.storage_options,
-                         **config_options(args))
+        state = read_cnn_state(args.run_dir, config, args.storage_options)
+        plan = plan_cnn(args.run_dir, config, state, fresh=not args.resume)
+        [result] = execute_cnn(plan, client, args.storage_options)
     print(format_result(result))
     return 0
 
@@ -353,17 +357,11 @@ def _add_cnn(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from fmadask.fusion.stage import format_results, fuse
-    from fmadask.runfolder import FUSION_DIR
-    from fmadask.storage import redact
+    from fmadask.fusion.entry import FusionPlan, execute_fusion
 
     _require_drivers(args.run_dir, args.out)
-    results = fuse(args.run_dir, classical=args.classical, cnn=args.cnn, out_dir=args.out,
-                   storage_options=args.storage_options)
-    out = args.out or f"{args.run_dir.rstrip('/')}/{FUSION_DIR}"
-    print(f"fusion of the classical model and the CNN (weight fitted on validation), "
-          f"{redact(out)}:")
-    print(format_results(results))
+    config = FusionOptions(classical=args.classical or "", cnn=args.cnn or "")
+    execute_fusion(FusionPlan(args.run_dir, config, args.out), args.storage_options)
     return 0
 
 

@@ -78,6 +78,10 @@ AUDIO_SUBSETS = ("small", "medium", "large", "full")
 #: own split, or the study's stratified 80/10/10, seeded by ``data.seed`` (the study's seed).
 SPLIT_METHODS = ("official", "stratified")
 SPLIT_SEED = 42
+#: What the models learn (:mod:`fmadask.fma.labels`): one top-level genre per track (the study's
+#: task; tracks with several have none and are left out), or FMA's multi-label task over every
+#: genre id of ``genres_all`` (every track with a genre, with or without a ``genre_top``).
+TARGETS = ("genre_top", "genres_all")
 SCALERS = ("minmax", "standard")
 #: 'balanced': every genre weighs the same in the loss (unbalanced subsets such as FMA medium).
 CLASS_WEIGHTS = ("none", "balanced")
@@ -115,6 +119,9 @@ class DataOptions(Options):
                         choices=SPLIT_METHODS, metavar="NAME")
     seed: int = option(SPLIT_SEED, "seed of the stratified split", flag="--split-seed",
                        metavar="K", **SEED_RANGE)
+    target: str = option("genre_top", "what the models learn: one top-level genre per track, or "
+                         "every genre of genres_all (multi-label; tracks without a genre_top "
+                         "too)", choices=TARGETS, metavar="NAME")
     storage_options: dict = option(
         {}, "fsspec options of a URL data folder (credentials, endpoint_url ...); besides them "
         "the environment's AWS_* apply", flag="--storage-option", metavar="KEY=VALUE",

@@ -26,6 +26,9 @@ def describe_change(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str 
     its 64 hex digits."""
     parts = []
     for key in sorted(set(old) | set(new), key=str):
+        if (key in old) != (key in new):     # a key only one side records (even at None)
+            parts.append(f"{prefix}{key} {'dropped' if key in old else 'added'}")
+            continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             inner = describe_change(a, b, f"{prefix}{key}.")

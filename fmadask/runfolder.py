@@ -7,6 +7,8 @@ read a run without a cluster. ::
     RUN_DIR/job.toml                          the resolved job spec of the last ``fmadask run``
     RUN_DIR/_stages/<stage>.json              a finished stage's parameters (``fmadask run``)
     RUN_DIR/featurize.json                    job parameters, partition plan, versions, summary
+    RUN_DIR/labels.parquet                    track_id, genre_top (null: none), genres_all ids
+    RUN_DIR/genres.parquet                    the genre tree: genre_id, title, parent, top_level
     RUN_DIR/features/part-XXXXX.parquet       track_id, split, genre_top, 518 float32 columns
     RUN_DIR/spectrograms/part-XXXXX.npy       float16 [tracks, n_mels, frames]
     RUN_DIR/spectrograms/index/part-XXXXX.parquet   track_id, shard, row, frames, genre_top, split
@@ -103,6 +105,10 @@ INDEX_DIR = "spectrograms/index"
 ERRORS_DIR = "errors"
 MEL_PARAMS_FILE = "spectrograms/params.json"
 RECORDS_DIR = "_partitions"
+#: Both labels of every track the job selected (later stages read labels here, never tracks.csv).
+LABELS_FILE = "labels.parquet"
+#: The genre tree the labels refer to (FMA's genres.csv: id, title, parent, top-level root).
+GENRES_FILE = "genres.parquet"
 #: Folders the job writes part files into.
 PART_DIRS = (FEATURES_DIR, SPECTROGRAMS_DIR, INDEX_DIR, ERRORS_DIR)
 #: What the job can produce.
@@ -112,6 +118,10 @@ MAX_PARTITIONS = 100_000
 
 ERRORS_SCHEMA = pa.schema([("track_id", pa.int64()), ("stage", pa.string()),
                            ("error_type", pa.string()), ("message", pa.string())])
+LABELS_SCHEMA = pa.schema([("track_id", pa.int64()), ("genre_top", pa.string()),
+                           ("genres_all", pa.list_(pa.int64()))])
+GENRES_SCHEMA = pa.schema([("genre_id", pa.int64()), ("title", pa.string()),
+                           ("parent", pa.int64()), ("top_level", pa.int64())])
 INDEX_SCHEMA = pa.schema([("track_id", pa.int64()), ("shard", pa.string()), ("row", pa.int64()),
                           ("frames", pa.int64()), ("genre_top", pa.string()),
                           ("split", pa.string())])
@@ -451,6 +461,71 @@ def read_mel_params(run_dir: str | Path, storage_options: Options = None) -> dic
         raise DataError(f"{storage.redact(path)} not found: featurize with spectrograms in "
                         f"{setting('featurize.what')} first")
     return _read_json(path, storage_options)
+
+
+def write_labels(run_dir: str | Path, labels: Sequence[tuple[int, str | None, Sequence[int]]],
+                 genres: Sequence[tuple[int, str, int, int]],
+                 storage_options: Options = None) -> None:
+    """Write :data:`LABELS_FILE` and :data:`GENRES_FILE` of a featurize job (atomically on
+    disk, one object each in a bucket).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder (its writer holds its lock).
+    labels : sequence of (int, str or None, sequence of int)
+        Each selected track's id, ``genre_top`` (None: none) and ``genres_all`` ids.
+    genres : sequence of (int, str, int, int)
+        The genre tree: genre id, title, parent (0 at the top), top-level root.
+    """
+    columns = list(zip(*labels)) if labels else [(), (), ()]
+    tables = {
+        LABELS_FILE: pa.Table.from_arrays(
+            [pa.array(columns[0], pa.int64()), pa.array(columns[1], pa.string()),
+             pa.array([list(ids) for ids in columns[2]], pa.list_(pa.int64()))],
+            schema=LABELS_SCHEMA),
+        GENRES_FILE: pa.Table.from_pylist(
+            [dict(zip(GENRES_SCHEMA.names, row)) for row in genres], schema=GENRES_SCHEMA)}
+    for name, table in tables.items():
+        location = storage.join(run_dir, name)
+        if storage.is_url(location):
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            storage.write_bytes(location, sink.getvalue().to_pybytes(), storage_options)
+        else:
+            from fmadask.atomic import write_parquet
+
+            write_parquet(table, location)
+
+
+def read_labels(run_dir: str | Path, storage_options: Options = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Both labels of a run's tracks and its genre tree, or None for a run featurized before
+    fmadask recorded them.
+
+    Returns
+    -------
+    labels : pandas.DataFrame
+        Indexed by ``track_id`` (sorted); ``genre_top`` (str, None where the track has no single
+        top-level genre), ``genres_all`` (list of int genre ids).
+    genres : pandas.DataFrame
+        Indexed by ``genre_id``; ``title``, ``parent`` (0 at the top), ``top_level``.
+
+    Raises
+    ------
+    DataError
+        A file is damaged.
+    """
+    paths = [storage.join(run_dir, name) for name in (LABELS_FILE, GENRES_FILE)]
+    if not all(storage.isfile(p, storage_options) for p in paths):
+        return None
+    labels, genres = (_read_parts([p], schema, storage_options)
+                      for p, schema in zip(paths, (LABELS_SCHEMA, GENRES_SCHEMA)))
+    labels = labels.set_index("track_id").sort_index()
+    labels["genres_all"] = [[int(g) for g in ids] for ids in labels["genres_all"]]
+    labels["genre_top"] = labels["genre_top"].astype(object).where(labels["genre_top"].notna(),
+                                                                   None)
+    return labels, genres.set_index("genre_id").sort_index()
 
 
 def write_json(obj: object, location: str | Path, storage_options: Options = None) -> None:

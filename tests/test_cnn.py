@@ -255,9 +255,9 @@ def run_dir(sample_dir: Path, local_client, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(run_dir: Path, local_client) -> dict:
     """naive_bn trained for 12 epochs by 2 DDP ranks on the 2 worker processes."""
-    return run_cnn(run_dir, "naive_bn", epochs=12, ranks=2, client=local_client,
-                   progress=False, out_dir=str(run_dir / "cnn-trained"), callbacks=[Probe()],
-                   **SMALL)
+    return run_cnn(run_dir, TrainConfig(arch="naive_bn", epochs=12,
+                                        out_dir=str(run_dir / "cnn-trained"), **SMALL),
+                   local_client, ranks=2, progress=False, callbacks=[Probe()])
 
 
 @pytest.mark.slow
@@ -338,14 +338,16 @@ def test_predict_scores_a_file_as_training_scored_its_spectrogram(trained, run_d
     assert table.attrs["classes"] == classes
 
 
-def _reference_kwargs(run_dir: Path, name: str) -> dict:
-    return dict(epochs=3, ranks=2, progress=False, out_dir=str(run_dir / name),
-                callbacks=[Probe()], **SMALL)
+def _reference(run_dir: Path, name: str, **changes) -> TrainConfig:
+    """The reference training into ``run_dir/name`` (2 ranks, a Probe on each)."""
+    return TrainConfig(arch="naive_bn", epochs=3, out_dir=str(run_dir / name),
+                       **{**SMALL, **changes})
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(run_dir: Path, local_client) -> dict:
-    return run_cnn(run_dir, "naive_bn", client=local_client, **_reference_kwargs(run_dir, "ref"))
+    return run_cnn(run_dir, _reference(run_dir, "ref"), local_client, ranks=2, progress=False,
+                   callbacks=[Probe()])
 
 
 @pytest.fixture(scope="module")
@@ -353,11 +355,11 @@ def failed(run_dir: Path, local_client, uninterrupted) -> dict:
     """The same run, with rank 1 raising in the first step of epoch 1 (epoch 0 is saved)."""
     steps_per_epoch = uninterrupted["ranks"][0]["callbacks"]["probe"]["steps_per_epoch"]
     pids_before = set(local_client.run(os.getpid).values())
-    kwargs = _reference_kwargs(run_dir, "crash")
+    config = _reference(run_dir, "crash")
     with pytest.raises(TrainingError) as info:
-        run_cnn(run_dir, "naive_bn", client=local_client,
-                **{**kwargs, "callbacks": [FailAt(1, steps_per_epoch), *kwargs["callbacks"]]})
-    return {"error": info.value, "pids_before": pids_before, "out_dir": Path(kwargs["out_dir"])}
+        run_cnn(run_dir, config, local_client, ranks=2, progress=False,
+                callbacks=[FailAt(1, steps_per_epoch), Probe()])
+    return {"error": info.value, "pids_before": pids_before, "out_dir": Path(config.out_dir)}
 
 
 @pytest.mark.slow
@@ -379,8 +381,8 @@ def test_resume_continues_at_the_next_epoch_as_if_never_interrupted(failed, unin
                                                                    run_dir, local_client):
     out = failed["out_dir"]
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["epochs_done"] == 1
-    resumed = run_cnn(run_dir, "naive_bn", client=local_client, resume=True,
-                      **_reference_kwargs(run_dir, "crash"))
+    resumed = run_cnn(run_dir, _reference(run_dir, "crash"), local_client, ranks=2,
+                      progress=False, resume=True, callbacks=[Probe()])
     assert resumed["ranks"][0]["epochs"] == [2, 3]                # only the missing epochs ran
     # same data order, same optimiser/scheduler state and RNG: bit-identical to no interruption
     assert resumed["ranks"][0]["params_digest"] == uninterrupted["ranks"][0]["params_digest"]
@@ -398,18 +400,18 @@ def test_resume_continues_at_the_next_epoch_as_if_never_interrupted(failed, unin
 
 @pytest.mark.slow
 def test_resume_with_other_settings_is_refused(failed, run_dir, local_client):
-    kwargs = {**_reference_kwargs(run_dir, "crash"), "lr": 1e-2}
     with pytest.raises(ConfigError, match="lr=0.003"):
-        run_cnn(run_dir, "naive_bn", client=local_client, resume=True, **kwargs)
+        run_cnn(run_dir, _reference(run_dir, "crash", lr=1e-2), local_client, ranks=2,
+                progress=False, resume=True, callbacks=[Probe()])
 
 
 @pytest.mark.slow
 def test_the_moving_average_is_what_is_scored_saved_and_resumed(run_dir, local_client):
     local_client.wait_for_workers(2, timeout=120)      # after the tests that end ranks
-    kwargs = dict(epochs=2, ranks=2, progress=False, ema=0.9, **SMALL)
+    config = TrainConfig(arch="naive_bn", epochs=2, ema=0.9, **SMALL)
     # (no Probe: its extra forward pass would move the batch-norm statistics)
-    ref = run_cnn(run_dir, "naive_bn", client=local_client, out_dir=str(run_dir / "ema"),
-                  **kwargs)
+    ref = run_cnn(run_dir, dataclasses.replace(config, out_dir=str(run_dir / "ema")),
+                  local_client, ranks=2, progress=False)
     out = Path(ref["out_dir"])
     clips = len(open_spectrograms(run_dir).tracks("training"))
     steps = -(-(-(-clips // 2)) // SMALL["batch_size"])         # per rank, padded
@@ -429,11 +431,11 @@ def test_the_moving_average_is_what_is_scored_saved_and_resumed(run_dir, local_c
     # stopped in epoch 2 and resumed: the average carries on as if never interrupted (stopped
     # on every rank at once, so no worker is restarted on the way)
     crash = str(run_dir / "ema-crash")
+    crashed = dataclasses.replace(config, out_dir=crash)
     with pytest.raises(DataError, match=f"stopped at step {steps}"):
-        run_cnn(run_dir, "naive_bn", client=local_client, out_dir=crash,
-                callbacks=[StopAt(steps)], **kwargs)
-    resumed = run_cnn(run_dir, "naive_bn", client=local_client, out_dir=crash, resume=True,
-                      **kwargs)
+        run_cnn(run_dir, crashed, local_client, ranks=2, progress=False,
+                callbacks=[StopAt(steps)])
+    resumed = run_cnn(run_dir, crashed, local_client, ranks=2, progress=False, resume=True)
     assert resumed["ranks"][0]["epochs"] == [2]
     again = torch.load(Path(crash) / "model.pt", weights_only=True)
     assert all(torch.equal(again[k], saved[k]) for k in saved)
@@ -463,8 +465,8 @@ def test_a_data_error_on_the_ranks_is_raised_as_itself_and_spares_the_workers(tm
     local_client.wait_for_workers(2, timeout=120)
     pids = set(local_client.run(os.getpid).values())
     with pytest.raises(DataError, match="no validation clips"):
-        run_cnn(tmp_path, "naive", epochs=1, ranks=2, client=local_client, progress=False,
-                segment_seconds=0.5)
+        run_cnn(tmp_path, TrainConfig(arch="naive", epochs=1, segment_seconds=0.5),
+                local_client, ranks=2, progress=False)
     assert set(local_client.run(os.getpid).values()) == pids
 
 
@@ -474,15 +476,15 @@ def test_max_steps_bounds_the_optimisation_steps_of_a_run(tmp_path, local_client
     the option is recorded with the model."""
     write_synthetic_spectrograms(tmp_path, tracks_per_genre=6, n_mels=16, seconds=2.0)
     local_client.wait_for_workers(2, timeout=120)
-    result = run_cnn(tmp_path, "naive", epochs=50, max_steps=6, ranks=2, client=local_client,
-                     progress=False, callbacks=[Probe()], **SMALL)
+    result = run_cnn(tmp_path, TrainConfig(arch="naive", epochs=50, max_steps=6, **SMALL),
+                     local_client, ranks=2, progress=False, callbacks=[Probe()])
     probes = [r["callbacks"]["probe"] for r in result["ranks"]]
     assert probes[0]["steps_per_epoch"] == 4                    # so the second epoch is cut
     assert [p["steps"] for p in probes] == [6, 6]
     assert [p["epochs_ended"] for p in probes] == [[1, 2], [1, 2]]
     out = Path(result["out_dir"])
     assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == [1, 2]
-    last = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert last["scheduler"]["total_steps"] == 6 and last["config"]["max_steps"] == 6
     from fmadask.options import CnnSection
     from fmadask.stages import result_options
@@ -501,8 +503,8 @@ def test_a_second_cnn_into_the_same_out_folder_is_refused(tmp_path, local_client
     out = tmp_path / "shared-out"
     with held_lock(out, "fmadask cnn") as holder:
         with pytest.raises(LockedError, match=f"fmadask cnn \\(pid {holder.pid} "):
-            run_cnn(run, "naive", epochs=1, ranks=1, client=local_client, progress=False,
-                    out_dir=str(out), segment_seconds=0.5)
+            run_cnn(run, TrainConfig(arch="naive", epochs=1, out_dir=str(out),
+                                     segment_seconds=0.5), local_client, ranks=1, progress=False)
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]     # nothing written
 
 
@@ -534,8 +536,8 @@ def test_identical_trainings_write_identical_model_files(run_dir: Path, local_cl
     (torch.save named the zip's inner folder after the temporary file)."""
     outs = [run_dir / f"same-{name}" for name in ("a", "b")]
     for out in outs:
-        run_cnn(run_dir, "naive", epochs=1, ranks=2, client=local_client, progress=False,
-                out_dir=str(out), **SMALL)
+        run_cnn(run_dir, TrainConfig(arch="naive", epochs=1, out_dir=str(out), **SMALL),
+                local_client, ranks=2, progress=False)
     for name in ("model.pt", "model.json"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     load_model(outs[1])    # the checksum its card records still holds

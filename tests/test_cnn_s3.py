@@ -10,6 +10,7 @@ seed, same data, hence the same metrics and bit-identical weights.
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import cloudpickle
@@ -30,8 +31,10 @@ cloudpickle.register_pickle_by_value(cnn_callbacks)
 
 BUCKET = "cnn-s3"
 #: Tiny, fast settings (a few seconds a run): 0.5 s segments of 16 mel bands, a narrow net.
-TINY = dict(epochs=2, ranks=2, progress=False, segment_seconds=0.5, crops=1, batch_size=4,
-            width=4, lr=3e-3, patience=100, dist_timeout_s=120)
+TINY = TrainConfig(arch="naive_bn", epochs=2, segment_seconds=0.5, crops=1, batch_size=4,
+                   width=4, lr=3e-3, patience=100, dist_timeout_s=120)
+#: How it runs: 2 ranks, quietly.
+RUN = dict(ranks=2, progress=False)
 #: Columns of metrics.csv that measure time, not learning.
 TIMING = ["train_seconds", "segments_per_s"]
 
@@ -55,8 +58,8 @@ def s3_run(s3_server, local_run: Path) -> str:
 @pytest.fixture(scope="module")
 def on_disk(local_run: Path, local_client) -> dict:
     """The reference: the same training on the local run folder."""
-    return run_cnn(local_run, "naive_bn", client=local_client, out_dir=str(local_run / "ref"),
-                   **TINY)
+    return run_cnn(local_run, replace(TINY, out_dir=str(local_run / "ref")), local_client,
+                   **RUN)
 
 
 def _metrics(location: str | Path, options: dict) -> pd.DataFrame:
@@ -76,8 +79,8 @@ def test_cnn_reads_a_bucket_through_the_cache_and_writes_back_as_on_disk(
         tmp_path: Path) -> None:
     options = s3_server.options
     cache = tmp_path / "cache"
-    remote = run_cnn(s3_run, "naive_bn", client=local_client, storage_options=options,
-                     cache_dir=str(cache), **TINY)
+    remote = run_cnn(s3_run, replace(TINY, cache_dir=str(cache)), local_client,
+                     storage_options=options, **RUN)
     assert remote["out_dir"] == f"{s3_run}/cnn"
     assert remote["ranks"][0]["params_digest"] == on_disk["ranks"][0]["params_digest"]
     assert remote["scores"] == on_disk["scores"]
@@ -115,12 +118,13 @@ def killed(s3_server, s3_run: str, local_run: Path, local_client, tmp_path_facto
     from fmadask.dl.dataset import open_spectrograms
 
     clips = len(open_spectrograms(local_run).tracks("training"))
-    steps = -(-(-(-clips // TINY["ranks"])) // TINY["batch_size"])   # per rank, padded
+    steps = -(-(-(-clips // RUN["ranks"])) // TINY.batch_size)   # per rank, padded
     out = f"{s3_run}/crash"
     with pytest.raises(TrainingError, match="rank 1 of 2"):
-        run_cnn(s3_run, "naive_bn", client=local_client, out_dir=out, callbacks=[FailAt(1, steps)],
-                storage_options=s3_server.options,
-                cache_dir=str(tmp_path_factory.mktemp("cache")), **TINY)
+        run_cnn(s3_run, replace(TINY, out_dir=out,
+                                cache_dir=str(tmp_path_factory.mktemp("cache"))),
+                local_client, callbacks=[FailAt(1, steps)], storage_options=s3_server.options,
+                **RUN)
     return out
 
 
@@ -133,9 +137,9 @@ def test_a_killed_bucket_run_resumes_from_the_bucket_as_if_never_interrupted(
     assert not fs.exists(f"{key}/model.json")                 # not complete: no card
     last = torch.load(io.BytesIO(fs.cat_file(f"{key}/checkpoints/last.pt")), weights_only=True)
     assert last["epochs_done"] == 1
-    resumed = run_cnn(killed.rsplit("/", 1)[0], "naive_bn", client=local_client, out_dir=killed,
-                      resume=True, storage_options=options, cache_dir=str(tmp_path / "cache"),
-                      **TINY)
+    resumed = run_cnn(killed.rsplit("/", 1)[0],
+                      replace(TINY, out_dir=killed, cache_dir=str(tmp_path / "cache")),
+                      local_client, resume=True, storage_options=options, **RUN)
     assert resumed["ranks"][0]["epochs"] == [2]            # only the missing epochs ran
     assert resumed["ranks"][0]["params_digest"] == on_disk["ranks"][0]["params_digest"]
     pd.testing.assert_frame_equal(_metrics(killed, options), _metrics(local_run / "ref", {}))
@@ -154,8 +158,8 @@ def test_a_bucket_checkpoint_that_does_not_match_its_record_is_refused(
     data[len(data) // 2] ^= 0xFF                                 # torch would load this
     fs.pipe_file(f"{dst}/checkpoints/last.pt", bytes(data))
     with pytest.raises(DataError, match="do not match their record") as info:
-        run_cnn(s3_run, "naive_bn", client=local_client, out_dir=f"s3://{dst}", resume=True,
-                storage_options=options, **TINY)
+        run_cnn(s3_run, replace(TINY, out_dir=f"s3://{dst}"), local_client, resume=True,
+                storage_options=options, **RUN)
     assert "\n" not in str(info.value) and "--resume" in str(info.value)
 
 

@@ -261,10 +261,13 @@ def make_small(out: Path, processes: int = 0) -> Path:
 
 def test_info_counts_the_sample(sample_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     info = dataset_info(sample_dir, "small")
-    n_small = len(track_table(sample_dir, "small"))
+    n_labelled = len(track_table(sample_dir, "small"))
+    n_small = len(track_table(sample_dir, "small", target="genres_all"))
     assert info["subsets"]["small"] == n_small
     assert info["subsets"]["medium"] == n_small + 8 and info["subsets"]["large"] == n_small + 16
-    assert info["genres"].loc["total", "total"] == n_small
+    assert info["genres"].loc["total", "total"] == n_labelled
+    # the sample's clips of two top-level genres have no genre_top
+    assert info["excluded_no_genre"] == n_small - n_labelled == 8
     assert info["missing_audio"] == []
     assert main(["info", str(sample_dir)]) == 0
     out = capsys.readouterr().out

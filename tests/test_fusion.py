@@ -94,9 +94,10 @@ def fused_run(sample_dir: Path, local_client, tmp_path_factory) -> Path:
     run_featurize(sample_dir, out=run, client=local_client, progress=False)
     train(run, config=ClassicalConfig(models=["logistic_regression"], unsupervised=False),
           client=local_client, progress=False)
-    run_cnn(run, "naive_bn", epochs=2, ranks=2, client=local_client, progress=False,
-            out_dir=str(run / "cnn" / "naive_bn"), segment_seconds=1.0, crops=1, batch_size=4,
-            width=4, masks=4, gain_db=6.0, mixup=0.4, label_smoothing=0.1)
+    run_cnn(run, TrainConfig(arch="naive_bn", epochs=2, out_dir=str(run / "cnn" / "naive_bn"),
+                             segment_seconds=1.0, crops=1, batch_size=4, width=4, masks=4,
+                             gain_db=6.0, mixup=0.4, label_smoothing=0.1),
+            local_client, ranks=2, progress=False)
     fuse(run)
     return run
 

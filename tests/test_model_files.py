@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from fmadask.cli import main
+from fmadask.dl.config import TrainConfig
 from fmadask.dl.launch import run_cnn
 from fmadask.dl.nets import build_net
 from fmadask.dl.predict import load_model, save_model
@@ -152,8 +153,9 @@ def test_cnn_resume_from_a_crafted_checkpoint_is_refused_before_any_rank_starts(
     (out / "checkpoints").mkdir(parents=True)
     torch.save({"format": 1, "config": _Payload(marker)}, out / "checkpoints" / "last.pt")
     with pytest.raises(DataError, match="cannot be loaded safely"):
-        run_cnn(tmp_path, "naive", epochs=1, ranks=1, client=local_client, progress=False,
-                resume=True, segment_seconds=0.5, out_dir=str(out))
+        run_cnn(tmp_path, TrainConfig(arch="naive", epochs=1, segment_seconds=0.5,
+                                      out_dir=str(out)),
+                local_client, ranks=1, progress=False, resume=True)
     assert not marker.exists()
 
 

@@ -75,6 +75,7 @@ def run_dir(sample_dir: Path, local_client: "distributed.Client",  # noqa: F821
     DDP ranks into ``cnn/<arch>/``; all on the session's local Dask cluster. Kept small: the
     notebooks, not the stages, are under test here.
     """
+    from fmadask.dl.config import TrainConfig
     from fmadask.dl.launch import run_cnn
     from fmadask.ml.train import ClassicalConfig, train
     from fmadask.pipeline.featurize import FeaturizeConfig, run_featurize
@@ -85,8 +86,9 @@ def run_dir(sample_dir: Path, local_client: "distributed.Client",  # noqa: F821
                   config=FeaturizeConfig(partition_size=16), progress=False)
     train(run, client=local_client, progress=False,
           config=ClassicalConfig(models=["logistic_regression", "xgboost"], unsupervised=False))
-    run_cnn(run, arch="naive", epochs=2, ranks=2, client=local_client, batch_size=8, crops=1,
-            out_dir=str(cnn_dir(run, "naive")), progress=False)
+    run_cnn(run, TrainConfig(arch="naive", epochs=2, batch_size=8, crops=1,
+                             out_dir=str(cnn_dir(run, "naive"))),
+            local_client, ranks=2, progress=False)
     return run
 
 

@@ -245,13 +245,32 @@ def test_cnn_plan_trains_each_arch_in_its_folder_resuming_its_checkpoint(tmp_pat
     assert [(r.arch, r.epochs, r.out_dir) for r in p.config.runs] == [
         ("naive", 3, str(tmp_path / "run" / "cnn" / "naive")),
         ("vgg_gap", 3, str(tmp_path / "run" / "cnn" / "vgg_gap"))]
-    assert p.config.ranks == 2 and p.config.device == "auto" and p.resume == ("vgg_gap",)
+    assert p.config.ranks == 2 and p.resume == ("vgg_gap",)
+    assert [r.device for r in p.config.runs] == ["auto", "auto"]
     # Redone, or overwriting: every net starts afresh.
     assert plan(_context(tmp_path, redo=True, cnn={"archs": ["vgg_gap"]}),
                 CnnState(("vgg_gap",))).resume == ()
     assert plan(_context(tmp_path, cnn={"archs": ["vgg_gap"]}, output={
         "dir": str(tmp_path / "run"), "overwrite": True}), CnnState(("vgg_gap",))).resume == ()
     assert p == plan(context, CnnState(checkpoints=("vgg_gap",)))      # a value
+
+
+def test_the_cnn_command_plans_one_run_in_its_out_folder_resuming_only_a_checkpoint(tmp_path):
+    """``fmadask cnn``'s plan: one run into ``--out`` (default RUN_DIR/cnn); ``--resume``
+    resumes the checkpoint found there, and nothing when there is none."""
+    from fmadask.dl.config import TrainConfig
+    from fmadask.dl.entry import CnnConfig, plan_cnn, read_cnn_state
+
+    run = tmp_path / "run"
+    default, other = CnnConfig(None, (TrainConfig(arch="naive"),)), CnnConfig(2, (
+        TrainConfig(arch="naive", out_dir=str(tmp_path / "elsewhere")),))
+    (run / "cnn" / "checkpoints").mkdir(parents=True)
+    (run / "cnn" / "checkpoints" / "last.pt").write_bytes(b"")
+    found = read_cnn_state(run, default)
+    assert found.checkpoints == ("naive",) and read_cnn_state(run, other).checkpoints == ()
+    assert plan_cnn(run, default, found, fresh=False).resume == ("naive",)
+    assert plan_cnn(run, default, found, fresh=True).resume == ()
+    assert plan_cnn(run, other, read_cnn_state(run, other), fresh=False).resume == ()
 
 
 def test_fusion_plan_names_the_parts_or_leaves_the_best(tmp_path):

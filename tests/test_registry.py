@@ -224,3 +224,12 @@ def test_an_option_added_later_is_recorded_only_when_set() -> None:
 
     assert "max_steps" not in result_options(CnnSection())
     assert result_options(CnnSection(max_steps=16))["max_steps"] == 16
+
+
+def test_a_change_of_recorded_keys_is_named_even_when_a_value_is_none() -> None:
+    # A key one record lacks read as None on both sides, and the refusal said "()".
+    from fmadask.records import describe_change
+
+    assert describe_change({"a": 1}, {"a": 1, "max_steps": None}) == "max_steps added"
+    assert describe_change({"mel": {"x": None}}, {"mel": {}}) == "mel.x dropped"
+    assert describe_change({"a": 1}, {"a": 2}) == "a: 1 -> 2"

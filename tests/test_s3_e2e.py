@@ -132,6 +132,7 @@ def _cnn_from_and_to_s3(s3_server, out: str, env: dict, cluster: str, local_clie
     outputs uploaded), equal to the same training on a local copy of the run folder; then
     ``fmadask predict`` from the bucket's CNN folder."""
     from fmadask import storage
+    from fmadask.dl.config import TrainConfig
     from fmadask.dl.launch import run_cnn
     from fmadask.predict import format_predictions, predict
 
@@ -142,7 +143,8 @@ def _cnn_from_and_to_s3(s3_server, out: str, env: dict, cluster: str, local_clie
                     "--scheduler", cluster)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"outputs in {out}/cnn" in done.stdout
-    run_cnn(copy, client=local_client, progress=False, **TINY_CNN)
+    training = TrainConfig(**{k: v for k, v in TINY_CNN.items() if k != "ranks"})
+    run_cnn(copy, training, local_client, ranks=TINY_CNN["ranks"], progress=False)
     fs = s3_server.filesystem()
     timing = ["train_seconds", "segments_per_s"]
     pd.testing.assert_frame_equal(

@@ -45,28 +45,28 @@ class CnnState:
 
 @dataclass(frozen=True)
 class CnnConfig:
-    """The settings the CNN stage executes with: one training config per architecture of
-    ``[cnn] archs`` (its output folder ``RUN_DIR/cnn/<arch>``), and the ranks."""
+    """The settings the CNN stage executes with: one training config per architecture (each
+    with its output folder, and its ``device``: 'auto' trains on CUDA when the cluster has GPU
+    workers), and the ranks."""
 
     #: DDP ranks (None: one per worker).
     ranks: int | None
-    #: ``[cnn] device``: 'auto' trains on CUDA when the cluster has GPU workers.
-    device: str
     runs: tuple[TrainConfig, ...]
 
 
 def config(context: StageContext) -> CnnConfig:
-    """The job's :class:`CnnConfig`: every option of its ``[cnn]`` section."""
+    """The job's :class:`CnnConfig`: every option of its ``[cnn]`` section, one run per
+    architecture of ``archs`` in ``RUN_DIR/cnn/<arch>``."""
     n = context.section("cnn")
     training = option_values(n, CnnOptions)
     runs = tuple(TrainConfig(**{**training, "arch": arch},
                              out_dir=str(cnn_dir(context.run_dir, arch))) for arch in n.archs)
-    return CnnConfig(n.ranks, n.device, runs)
+    return CnnConfig(n.ranks, runs)
 
 
 @dataclass(frozen=True)
 class CnnPlan:
-    """What the CNN stage will do: a value (:func:`plan`), run by :func:`execute`."""
+    """What the CNN stage will do: a value (:func:`plan_cnn`), run by :func:`execute_cnn`."""
 
     run_dir: str | Path
     config: CnnConfig
@@ -74,28 +74,52 @@ class CnnPlan:
     resume: tuple[str, ...] = ()
 
 
+def read_cnn_state(run_dir: str | Path, config: CnnConfig,
+                   storage_options: Any = None) -> CnnState:
+    """Which of ``config``'s runs have a checkpoint in their output folder."""
+    from fmadask.dl.outputs import has_checkpoint, out_location
+
+    return CnnState(tuple(r.arch for r in config.runs
+                          if has_checkpoint(out_location(run_dir, r.out_dir), storage_options)))
+
+
+def plan_cnn(run_dir: str | Path, config: CnnConfig, state: CnnState, fresh: bool) -> CnnPlan:
+    """Each run of ``config``, resuming the checkpoint in its folder unless ``fresh``. Pure."""
+    return CnnPlan(run_dir, config, () if fresh else state.checkpoints)
+
+
+def execute_cnn(plan: CnnPlan, client: Any, storage_options: Any = None,
+                file: Any = None) -> list[dict]:
+    """Train each run of the plan in turn on ``client`` (:func:`fmadask.dl.launch.run_cnn`),
+    saying which on ``file`` (default standard output); each run's result."""
+    from fmadask.dl.launch import run_cnn
+    from fmadask.dl.outputs import out_location
+
+    done = []
+    for run in plan.config.runs:
+        resume = run.arch in plan.resume
+        where = storage.redact(out_location(plan.run_dir, run.out_dir))
+        print(f"-- cnn {run.arch}{' (resuming)' if resume else ''}: {where}", file=file,
+              flush=True)
+        done.append(run_cnn(plan.run_dir, run, client, ranks=plan.config.ranks, resume=resume,
+                            storage_options=storage_options))
+    return done
+
+
 def read_state(context: StageContext) -> CnnState:
     """Which of the job's architectures have a checkpoint in their output folder."""
-    from fmadask.dl.outputs import has_checkpoint
-
-    archs = context.section("cnn").archs
-    return CnnState(tuple(a for a in archs if has_checkpoint(cnn_dir(context.run_dir, a),
-                                                             context.storage_options)))
+    return read_cnn_state(context.run_dir, config(context), context.storage_options)
 
 
 def plan(context: StageContext, state: CnnState) -> CnnPlan:
     """One run per architecture, resuming a checkpoint unless the stage is redone (or
     ``[output] overwrite`` is set). Pure."""
     fresh = context.redo or context.section("output").overwrite
-    return CnnPlan(context.run_dir, config(context), () if fresh else state.checkpoints)
+    return plan_cnn(context.run_dir, config(context), state, fresh)
 
 
 def execute(plan: CnnPlan, client: Any, context: StageContext) -> list[dict]:
-    """Train each architecture in turn on ``client`` (CUDA when ``device`` says so, or 'auto'
-    finds GPU workers); each run's result."""
-    from fmadask.cluster import gpu_workers
-    from fmadask.dl.launch import run_cnn
-
+    """:func:`execute_cnn` on ``client``, once the workers of a SLURM cluster have started."""
     c = plan.config
     cluster = context.section("cluster")
     if cluster.kind == "slurm":   # worker jobs may still be queued: wait for every rank's
@@ -103,18 +127,7 @@ def execute(plan: CnnPlan, client: Any, context: StageContext) -> list[dict]:
             client.wait_for_workers(c.ranks or cluster.workers, timeout=cluster.worker_timeout)
         except TimeoutError:
             pass                  # the launcher says how many there are
-    gpu = c.device == "cuda" or (c.device == "auto" and bool(gpu_workers(client)))
-    done = []
-    for run in c.runs:
-        resume = run.arch in plan.resume
-        print(f"-- cnn {run.arch}{' (resuming)' if resume else ''}: "
-              f"{storage.redact(run.out_dir)}", file=context.file, flush=True)
-        training = option_values(run, CnnOptions)
-        del training["device"]                  # chosen by gpu
-        done.append(run_cnn(plan.run_dir, ranks=c.ranks, client=client, gpu=gpu, resume=resume,
-                            out_dir=run.out_dir, storage_options=context.storage_options,
-                            **training))
-    return done
+    return execute_cnn(plan, client, context.storage_options, context.file)
 
 
 def results(run_dir: str | Path, storage_options: Any = None) -> dict[str, str | Path]:

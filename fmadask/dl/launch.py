@@ -1,6 +1,6 @@
 """Run the DDP trainer on Dask workers: one rank per worker, torchrun's role played by Dask.
 
-``run_cnn`` picks ``ranks`` workers (GPU workers with ``gpu=True``), asks rank 0's worker for a
+``run_cnn`` picks ``ranks`` workers (GPU workers on CUDA), asks rank 0's worker for a
 free port, and submits :func:`fmadask.dl.trainer.train` to each worker, pinned there
 (``workers=[addr], allow_other_workers=False``), with the rendezvous ``tcp://<rank 0 host>:<port>``
 and the world size. It then watches the ranks: when one fails (or its worker leaves the cluster),
@@ -25,6 +25,7 @@ uploads (:mod:`fmadask.dl.outputs`); the run folder's lock is then a conditional
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -55,7 +56,7 @@ from fmadask.dl.trainer import train
 from fmadask.errors import ClusterError, ConfigError, FmadaskError, WorkersLeft
 from fmadask.lock import hold
 from fmadask.logs import show_progress
-from fmadask.options import check, default, setting
+from fmadask.options import check, setting
 from fmadask.runfolder import CHECKPOINTS, LAST_CHECKPOINT, METRICS_FILE, REPORT_FILE
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,10 @@ def check_run_dir(run_dir: str | Path) -> None:
         check_writable(local)
 
 
-def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
-            epochs: int = default("cnn.epochs"), ranks: int | None = None,
-            client: Client | None = None, gpu: bool = False, resume: bool = False,
+def run_cnn(run_dir: str | Path, config: TrainConfig | None = None,
+            client: Client | None = None, *, ranks: int | None = None, resume: bool = False,
             progress: bool = True, callbacks: Sequence[Callback] = (),
-            storage_options: Mapping[str, Any] | None = None, **options) -> dict:
+            storage_options: Mapping[str, Any] | None = None) -> dict:
     """Train a CNN on ``RUN_DIR/spectrograms`` with one DDP rank per Dask worker.
 
     Parameters
@@ -152,16 +152,16 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     run_dir : str or Path
         Run directory with ``spectrograms/``: on a file system all workers see, or a URL
         (``s3://bucket/runs/r1``) whose shards each host reads through its shard cache.
-    arch : str
-        ``naive``, ``naive_bn``, ``shortchunk_res`` or ``vgg_gap``.
-    epochs : int
-        Maximum epochs.
-    ranks : int, optional
-        Number of ranks (default: one per worker, or per GPU worker with ``gpu``).
+    config : TrainConfig, optional
+        The training run (default ``TrainConfig()``): the net (``arch``), ``epochs``, the
+        optimiser, schedule and augmentation, the output folder (``out_dir``, default
+        ``RUN_DIR/cnn``), the shard cache ...; see :class:`~fmadask.options.CnnOptions` for each.
+        Its ``device``: 'cuda' trains on CUDA with NCCL and mixed precision, only workers with
+        a GPU holding ranks; 'auto' does so when the cluster has GPU workers; 'cpu' never.
     client : distributed.Client, optional
         Cluster to run on (default: a local cluster of ``ranks`` or 2 worker processes).
-    gpu : bool
-        Train on CUDA with NCCL and mixed precision; only workers with a GPU hold ranks.
+    ranks : int, optional
+        Number of ranks (default: one per worker, or per GPU worker on CUDA).
     resume : bool
         Continue from ``checkpoints/last.pt`` of the output folder.
     progress : bool
@@ -173,10 +173,6 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     storage_options : mapping, optional
         fsspec options of a URL run or output folder (credentials, endpoint): they travel to
         the ranks as task arguments and are never printed or written.
-    **options
-        Further :class:`fmadask.dl.trainer.TrainConfig` fields (``segment_seconds``,
-        ``batch_size``, ``lr``, ``patience``, ``width``, ``seed``, ``out_dir``, ``cache_dir``,
-        ``cache_size`` ...).
 
     Returns
     -------
@@ -191,9 +187,7 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
     DataError, ConfigError
         For missing spectrograms or invalid options (raised before anything is submitted).
     """
-    if "device" in options:
-        raise ConfigError("choose the device with gpu=True/False, not device=")
-    config = TrainConfig(arch=arch, epochs=epochs, device="cuda" if gpu else "cpu", **options)
+    config = config or TrainConfig()
     config.validate()
     check_run_dir(run_dir)
     if config.out_dir:
@@ -210,10 +204,18 @@ def run_cnn(run_dir: str | Path, arch: str = default("cnn.arch"),
             from fmadask.cluster import get_client
 
             with get_client(workers=ranks, quiet=not progress) as local:
-                return _launch(local, run_dir, config, ranks, gpu, resume, progress,
-                               tuple(callbacks), storage_options)
-        return _launch(client, run_dir, config, ranks, gpu, resume, progress, tuple(callbacks),
-                       storage_options)
+                return _launch(local, run_dir, on_device(config, local), ranks, resume,
+                               progress, tuple(callbacks), storage_options)
+        return _launch(client, run_dir, on_device(config, client), ranks, resume, progress,
+                       tuple(callbacks), storage_options)
+
+
+def on_device(config: TrainConfig, client: Client) -> TrainConfig:
+    """``config`` with its device chosen: 'auto' becomes 'cuda' when the cluster has GPU
+    workers, else 'cpu'."""
+    if config.device != "auto":
+        return config
+    return dataclasses.replace(config, device="cuda" if gpu_workers(client) else "cpu")
 
 
 def _check_resume(out_dir: str | Path, config: TrainConfig, world_size: int,
@@ -233,7 +235,7 @@ def _check_resume(out_dir: str | Path, config: TrainConfig, world_size: int,
 
 
 def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int | None,
-            gpu: bool, resume: bool, progress: bool, callbacks: tuple[Callback, ...],
+            resume: bool, progress: bool, callbacks: tuple[Callback, ...],
             storage_options: Mapping[str, Any] | None) -> dict:
     """Train; when a rank's worker leaves the cluster, go on from the last checkpoint on the
     workers there are then (clusters replace workers: a SLURM job past its lifetime, a nanny),
@@ -244,7 +246,7 @@ def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int
     while True:
         before = _epochs_done(metrics) if resume else 0
         try:
-            return _launch_once(client, run_dir, config, ranks, gpu, resume, progress, callbacks,
+            return _launch_once(client, run_dir, config, ranks, resume, progress, callbacks,
                                 storage_options, wait_s=RESTART_WAIT_S if failed else
                                 WAIT_FOR_WORKERS_S)
         except WorkersLeft as exc:
@@ -259,9 +261,9 @@ def _launch(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int
 
 
 def _launch_once(client: Client, run_dir: str | Path, config: TrainConfig, ranks: int | None,
-                 gpu: bool, resume: bool, progress: bool, callbacks: tuple[Callback, ...],
+                 resume: bool, progress: bool, callbacks: tuple[Callback, ...],
                  storage_options: Mapping[str, Any] | None, wait_s: float) -> dict:
-    workers = pick_workers(client, ranks, gpu, wait_s)
+    workers = pick_workers(client, ranks, config.device == "cuda", wait_s)
     out_dir = out_location(run_dir, config.out_dir)
     if not resume:  # a fresh run: do not show (or resume from) an older run's epochs
         if storage.is_remote(out_dir):

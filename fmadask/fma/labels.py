@@ -1,6 +1,8 @@
-"""Genre labels: FMA's genre hierarchy reduced to one top-level genre per track."""
+"""Genre labels: FMA's genre hierarchy reduced to one top-level genre per track (``genre_top``),
+or kept whole as a multi-label target (``genres_all``)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -68,3 +70,68 @@ def genre_top(tracks: pd.DataFrame, genres: pd.DataFrame) -> pd.Series:
     labels.name = "genre_top"
     labels.attrs["excluded_no_genre"] = int(len(tracks) - len(labels))
     return labels
+
+
+def top_levels(genre_ids: list[int], genres: pd.DataFrame) -> list[int]:
+    """The top-level genre ids (roots) of ``genre_ids``, sorted; ids ``genres`` lacks are
+    ignored."""
+    return sorted({int(genres.at[g, "top_level"]) for g in genre_ids if g in genres.index})
+
+
+def known_genres(tracks: pd.DataFrame, genres: pd.DataFrame) -> pd.Series:
+    """Each track's ``('track', 'genres_all')``: the ids of its genres and their ancestors, less
+    ids ``genres.csv`` does not know, sorted.
+
+    Returns
+    -------
+    pandas.Series
+        A list of int per track (possibly empty), indexed by track id, named ``genres_all``.
+    """
+    known = set(int(g) for g in genres.index)
+    ids = tracks["track", "genres_all"].map(
+        lambda value: sorted({int(g) for g in value if int(g) in known}))
+    ids.name = "genres_all"
+    return ids
+
+
+def multi_labels(tracks: pd.DataFrame, genres: pd.DataFrame) -> pd.DataFrame:
+    """Both labels of the tracks with at least one known genre (the ``genres_all`` target).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by track id; ``genres_all`` (sorted list of int, never empty) and ``genre_top``
+        (str, or None where the track has no single top-level genre: FMA's own where filled,
+        else derived as :func:`genre_top` does). Tracks with no known genre are left out;
+        ``attrs['excluded_no_genre']`` counts them.
+    """
+    ids = known_genres(tracks, genres)
+    ids = ids[ids.map(len) > 0]
+    top = genre_top(tracks.loc[ids.index], genres)
+    table = pd.DataFrame({"genre_top": top.reindex(ids.index).astype(object), "genres_all": ids})
+    table["genre_top"] = table["genre_top"].where(table["genre_top"].notna(), None)
+    table.attrs["excluded_no_genre"] = int(len(tracks) - len(table))
+    return table
+
+
+def stratum(genre_ids: list[int], genres: pd.DataFrame) -> str:
+    """The group a multi-label track is split in (:func:`fmadask.fma.splits.stratified_split`):
+    its top-level genres' titles joined by ``+`` (``'Rock'``, ``'Hip-Hop+Rock'``)."""
+    return "+".join(sorted(str(genres.at[g, "title"]) for g in top_levels(genre_ids, genres)))
+
+
+def label_matrix(genres_all: pd.Series, label_ids: list[int]) -> np.ndarray:
+    """The multi-label indicator matrix of ``genres_all`` (a list of genre ids per track).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_tracks, len(label_ids)), uint8
+        ``[i, j]`` is 1 when track ``i`` has genre ``label_ids[j]``.
+    """
+    column = {g: j for j, g in enumerate(label_ids)}
+    matrix = np.zeros((len(genres_all), len(label_ids)), dtype=np.uint8)
+    for i, ids in enumerate(genres_all):
+        for g in ids:
+            if g in column:
+                matrix[i, column[g]] = 1
+    return matrix

@@ -5,15 +5,19 @@ sample this module generates. A later stage cannot tell it from FMA by its layou
 
 - ``fma_metadata/tracks.csv`` with FMA's 52 columns and two header rows, ``genres.csv`` with FMA's
   eight top-level genres of FMA small (their real ids) and a few child genres each (ids of the
-  sample's own), so that ``genres_all`` carries the hierarchy;
+  sample's own), so that ``genres_all`` carries the hierarchy; besides the clips of one genre,
+  some carry two top-level genres (and so no ``genre_top``, as half of FMA large does);
 - ``fma_small/AAA/AAABBB.mp3``: 44.1 kHz stereo MP3 files (encoded by libsndfile/LAME);
 - FMA's known defects: three clips with no audio at all, three far shorter than 30 s, one
   truncated file; plus metadata-only tracks of the medium and large subsets (some without a
   ``genre_top``, as in FMA large) so subset nesting and label derivation have work to do.
 
-Each genre has a recipe (tempo, drum pattern, scale, timbre, noise); every track draws its own
-key, tempo, mix and, now and then, borrows an element from another genre, so a classifier can
-learn the genres but not perfectly.
+Each genre has a recipe (tempo, drum pattern, scale, timbre, noise) and each of its child genres
+changes a few of its parent's ingredients (:data:`SUBGENRES`: a tempo band, a brighter or darker
+timbre, other drums), so the sub-genres of ``genres_all`` are heard, not only listed; a clip of
+two genres takes some of its parts from the second one's recipe. Every track draws its own key,
+tempo, mix and, now and then, borrows an element from another genre, so a classifier can learn
+the genres but not perfectly.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import functools
 import json
 import multiprocessing
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -89,6 +93,45 @@ RECIPES: tuple[GenreRecipe, ...] = (
     GenreRecipe(1235, "Instrumental", (56, 84), (), (), (),
                 _PENTATONIC, 4, 2.2, 2.5, 0.0, 0.003, 0.3, 62, ("Soundtrack", "Piano")),
 )
+
+#: How each child genre changes its parent's recipe (:func:`subgenre`): a few ingredients each,
+#: chosen to be heard in the 518 features (timbre, register, noise, drums) as well as the tempo;
+#: never the scale, which the chroma features read as the parent's.
+SUBGENRES: dict[str, dict[str, object]] = {
+    "Rap": {"tempo": (88, 98), "hat": tuple(range(16)), "brightness": 1.3, "bass": 1.2},
+    "Alternative Hip-Hop": {"harmonics": 7, "brightness": 0.9, "register": 52, "pluck": 0.6},
+    "Trip-Hop": {"tempo": (66, 80), "pluck": 1.2, "noise": 0.04, "drive": 0.8},
+    "Synth-Pop": {"harmonics": 12, "brightness": 0.45, "drive": 1.0, "hat": tuple(range(16))},
+    "Experimental Pop": {"noise": 0.05, "pluck": 0.2, "register": 48, "drive": 0.8},
+    "Free-Folk": {"noise": 0.03, "pluck": 1.0, "register": 46},
+    "Singer-Songwriter": {"harmonics": 3, "brightness": 1.8, "register": 62, "bass": 0.5},
+    "Noise": {"noise": 0.35, "drive": 4.0, "hat": tuple(range(16))},
+    "Sound Art": {"pluck": 1.5, "noise": 0.04, "harmonics": 8, "register": 60},
+    "Drone": {"pluck": 3.0, "tempo": (50, 70), "kick": (), "snare": (), "hat": (),
+              "register": 36},
+    "Punk": {"tempo": (155, 185), "drive": 6.0, "noise": 0.05, "hat": tuple(range(16))},
+    "Indie-Rock": {"drive": 1.0, "brightness": 1.2, "register": 57, "hat": (0, 4, 8, 12)},
+    "Post-Rock": {"pluck": 1.6, "tempo": (90, 112), "drive": 0.8, "hat": (0, 8)},
+    "Latin": {"tempo": (112, 130), "hat": (0, 3, 6, 8, 11, 14), "harmonics": 3,
+              "brightness": 1.0},
+    "African": {"kick": (0, 3, 6, 10), "harmonics": 3, "brightness": 2.2, "register": 48},
+    "Balkan": {"tempo": (132, 152), "pluck": 0.15, "harmonics": 9},
+    "Techno": {"tempo": (130, 142), "drive": 1.5, "brightness": 0.3, "pluck": 0.4},
+    "House": {"tempo": (118, 126), "harmonics": 4, "brightness": 1.0, "register": 57},
+    "Ambient Electronic": {"kick": (), "snare": (), "pluck": 3.0, "tempo": (70, 90),
+                           "noise": 0.03},
+    "Soundtrack": {"harmonics": 9, "brightness": 1.1, "register": 48, "bass": 0.8},
+    "Piano": {"pluck": 0.5, "harmonics": 6, "brightness": 1.5, "register": 66, "bass": 0.1},
+}
+
+
+def subgenre(recipe: GenreRecipe, child: str) -> GenreRecipe:
+    """The recipe of ``recipe``'s child genre ``child`` (one of its ``children``): the parent's
+    with the changes :data:`SUBGENRES` lists."""
+    if child not in recipe.children:
+        raise ValueError(f"{child!r} is not a child genre of {recipe.title}")
+    return dataclasses.replace(recipe, **SUBGENRES[child])
+
 
 #: The 52 columns of FMA's tracks.csv, in FMA's order.
 TRACK_COLUMNS: tuple[tuple[str, str], ...] = tuple(
@@ -334,12 +377,15 @@ class _Clip:
     track_id: int
     overlap: float
     truncated: bool       # FMA's cut-off file: only the first half of the mp3 is kept
+    #: A clip of two genres: the parts (keys of PARTS) it takes from the second genre's recipe.
+    second: tuple[tuple[str, GenreRecipe], ...] = ()
 
 
 def _write_clip(clip: _Clip) -> None:
     track_rng = np.random.default_rng([clip.seed, clip.track_id])
     parts = borrowed_parts(clip.overlap, np.random.default_rng([clip.seed, clip.track_id, 1]),
                            track_rng)
+    parts.update(clip.second)          # the second genre is always heard
     audio = synthesize(blend(clip.recipe, parts), clip.seconds, track_rng)
     _write_mp3(clip.path, audio, SAMPLE_RATE)
     if clip.truncated:
@@ -393,6 +439,11 @@ def make_sample(out_dir: str | Path, tracks_per_genre: int = 10, seconds: float 
         genres apart as far as the recipes do; 0.25-0.3 brings the 518-feature logistic
         regression down to 0.71-0.78, near where it is on real music (README, "The CNN recipe
         and the fusion").
+
+    Besides the ``tracks_per_genre`` clips of each genre (one child genre each, in turn, its
+    audio :func:`subgenre`'s), ``max(1, tracks_per_genre // 4)`` clips per genre carry a child
+    of it and a child of another top-level genre, take two of their four parts from the second
+    and have no ``genre_top`` (left out of the single-label task, used by ``genres_all``).
     force : bool
         Write into a folder that holds other files (an existing data set's files of the same
         names are then replaced). By default only a new, empty or earlier sample folder is used:
@@ -439,7 +490,10 @@ def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: 
         count = tracks_per_genre + (1 if g < len(defects) else 0)
         for rank in range(count):
             tid = next_id()
-            genre_ids = [int(rng.choice(children[recipe.genre_id]))]
+            # Each child in turn (from a genre's own offset): every child has clips in every
+            # split once a genre has a few per split.
+            child = recipe.children[(rank + g) % len(recipe.children)]
+            genre_ids = [int(children[recipe.genre_id][recipe.children.index(child)])]
             if rng.random() < 0.3:
                 genre_ids.append(recipe.genre_id)
             split = _split_of(rank, count)
@@ -451,7 +505,10 @@ def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: 
                 empties[path] = b"" if g == 0 else _ID3_ONLY
                 continue
             length = float(defect.split(":")[1]) if defect and defect.startswith("short") else seconds
-            clips.append(_Clip(path, recipe, length, seed, tid, overlap, defect == "truncated"))
+            clips.append(_Clip(path, subgenre(recipe, child), length, seed, tid, overlap,
+                               defect == "truncated"))
+    clips.extend(_two_genre_clips(out, rows, rng, next_id, max(1, tracks_per_genre // 4),
+                                  seconds, seed, overlap, children, parents))
     written = {p.relative_to(out).as_posix() for p in [*empties, *(c.path for c in clips)]}
     written |= {f"{METADATA_DIR}/tracks.csv", f"{METADATA_DIR}/genres.csv"}
     _start_replacing(out, earlier, written)
@@ -476,6 +533,34 @@ def _write_sample(out: Path, earlier: set[str], tracks_per_genre: int, seconds: 
                                rng)
     write_metadata(out, rows, genres)
     _record(out, written)
+
+
+def _two_genre_clips(out: Path, rows: dict[int, dict], rng: np.random.Generator,
+                     next_id: Callable[[], int], per_genre: int, seconds: float, seed: int, overlap: float,
+                     children: Mapping[int, list[int]], parents: Mapping[int, int]
+                     ) -> list[_Clip]:
+    """``per_genre`` clips of each genre with a child of another top-level genre besides one of
+    its own: two of the clip's four parts come from the second (its rows added to ``rows``,
+    without a ``genre_top``, split 80/10/10 over all of them)."""
+    pairs = []
+    for g, recipe in enumerate(RECIPES):
+        for k in range(per_genre):
+            other = RECIPES[(g + 1 + int(rng.integers(0, len(RECIPES) - 1))) % len(RECIPES)]
+            pairs.append((recipe, recipe.children[(k + g) % len(recipe.children)], other,
+                          other.children[int(rng.integers(0, len(other.children)))]))
+    clips = []
+    ranks = rng.permutation(len(pairs))        # which pairs fall in test and validation
+    for rank, (first, child, second, child2) in zip(ranks.tolist(), pairs):
+        tid = next_id()
+        ids = [children[r.genre_id][r.children.index(c)]
+               for r, c in ((first, child), (second, child2))]
+        rows[tid] = _track_row(tid, sorted(int(i) for i in ids), None, "small",
+                               _split_of(rank, len(pairs)), seconds, parents, rng)
+        taken = rng.choice(list(PARTS), size=2, replace=False)
+        clips.append(_Clip(audio_path(out, tid, "small"), subgenre(first, child), seconds, seed,
+                           tid, overlap, False,
+                           tuple((str(p), subgenre(second, child2)) for p in sorted(taken))))
+    return clips
 
 
 def write_metadata(out: Path, rows: Mapping[int, dict], genres: pd.DataFrame) -> None:

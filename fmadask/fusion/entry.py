@@ -26,10 +26,12 @@ def config(context: StageContext) -> FusionOptions:
 
 @dataclass(frozen=True)
 class FusionPlan:
-    """What the fusion stage will do: a value (:func:`plan`), run by :func:`execute`."""
+    """What the fusion stage will do: a value (:func:`plan`), run by :func:`execute_fusion`."""
 
     run_dir: str | Path
     config: FusionOptions
+    #: The output folder (None: ``RUN_DIR/fusion``).
+    out_dir: str | Path | None = None
 
     @property
     def classical(self) -> str | None:
@@ -52,17 +54,22 @@ def plan(context: StageContext, state: None) -> FusionPlan:
     return FusionPlan(context.run_dir, config(context))
 
 
-def execute(plan: FusionPlan, client: Any, context: StageContext) -> Any:
+def execute_fusion(plan: FusionPlan, storage_options: Any = None, file: Any = None) -> Any:
     """Fit the fusion (:func:`~fmadask.fusion.stage.fuse`; no cluster needed) and print its
-    results; results.csv's rows."""
+    results on ``file`` (default standard output); results.csv's rows."""
     from fmadask.fusion.stage import format_results, fuse
 
-    results = fuse(plan.run_dir, classical=plan.classical, cnn=plan.cnn,
-                   storage_options=context.storage_options)
-    report = storage.join(plan.run_dir, FUSION_DIR, REPORT_FILE)
-    print(f"fusion (weight fitted on validation), {storage.redact(report)}:", file=context.file)
-    print(format_results(results), file=context.file, flush=True)
+    results = fuse(plan.run_dir, plan.config, plan.out_dir, storage_options)
+    out = plan.out_dir if plan.out_dir is not None else storage.join(plan.run_dir, FUSION_DIR)
+    report = storage.join(out, REPORT_FILE)
+    print(f"fusion (weight fitted on validation), {storage.redact(report)}:", file=file)
+    print(format_results(results), file=file, flush=True)
     return results
+
+
+def execute(plan: FusionPlan, client: Any, context: StageContext) -> Any:
+    """:func:`execute_fusion` (the client is not used)."""
+    return execute_fusion(plan, context.storage_options, context.file)
 
 
 def results(run_dir: str | Path, storage_options: Any = None) -> dict[str, str | Path]:

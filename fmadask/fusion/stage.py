@@ -48,7 +48,7 @@ from fmadask.errors import DataError
 from fmadask.fma.splits import EVAL_SPLITS
 from fmadask.fusion.pool import fit_weight, pool
 from fmadask.lock import hold
-from fmadask.options import SPLIT_SEED
+from fmadask.options import SPLIT_SEED, FusionOptions
 from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD,
                                MODELS_DIR, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
                                TRAIN_RECORD, read_card)
@@ -166,7 +166,7 @@ def align(first: pd.DataFrame, second: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
 # ----------------------------------------------------------------------------- the stage
 
 
-def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = None,
+def fuse(run_dir: str | Path, config: FusionOptions | None = None,
          out_dir: str | Path | None = None,
          storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Fit the fusion of a run's classical model and CNN on validation and write its folder.
@@ -176,10 +176,10 @@ def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = No
     run_dir : str or Path
         A run folder where the classical and the CNN stages have finished (a path, or a URL:
         see the module docstring).
-    classical : str, optional
-        Classical model folder name under ``classical/models`` (default: ``best.json``'s).
-    cnn : str, optional
-        CNN architecture folder under ``cnn/`` (default: best validation track accuracy).
+    config : FusionOptions, optional
+        Which parts to pool: ``classical``, the model folder name under ``classical/models``
+        (default: ``best.json``'s), and ``cnn``, the architecture folder under ``cnn/``
+        (default: the best validation track accuracy).
     out_dir : str or Path, optional
         Output folder (default ``RUN_DIR/fusion``; a URL is written locally and uploaded).
     storage_options : mapping, optional
@@ -198,10 +198,12 @@ def fuse(run_dir: str | Path, classical: str | None = None, cnn: str | None = No
         Another command is writing the run folder (its models could change under the fusion)
         or the output folder.
     """
+    config = config or FusionOptions()
     run_dir = _local_or_url(run_dir)
     out = _local_or_url(out_dir if out_dir is not None else storage.join(run_dir, FUSION_DIR))
     with hold([run_dir, out], "fmadask fuse", storage_options):
-        return _fuse_to(run_dir, out, classical, cnn, storage_options)
+        return _fuse_to(run_dir, out, config.classical or None, config.cnn or None,
+                        storage_options)
 
 
 def _fuse_to(run_dir: str | Path, out: str | Path, classical: str | None, cnn: str | None,

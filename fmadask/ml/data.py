@@ -9,10 +9,14 @@
 Either way the result is a :class:`Dataset`: one row per track, its top-level genre, its split and
 the 518 features in :data:`fmadask.features.FEATURE_COLUMNS` order, plus how the features were
 made (sample rate, FMA-compatible mode), which a saved model records so that
-:func:`fmadask.predict.predict` featurizes new audio the same way.
+:func:`fmadask.predict.predict` featurizes new audio the same way. For the multi-label target
+(``genres_all``) it also holds each track's genres as an indicator matrix over the genre ids
+present, and the genre tree; a run's labels are its featurize job's records
+(:func:`fmadask.runfolder.read_labels`).
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +27,12 @@ import pandas as pd
 
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError
+from fmadask.fma.labels import label_matrix, stratum
 from fmadask.fma.splits import SPLITS
-from fmadask.options import SPLIT_METHODS, SPLIT_SEED, Options, same_as, setting
-from fmadask.runfolder import FEATURES_DIR, JOB_FILE, read_features, read_job
+from fmadask.options import SPLIT_METHODS, SPLIT_SEED, Options, check, same_as, setting
+from fmadask.runfolder import FEATURES_DIR, JOB_FILE, read_features, read_job, read_labels
+
+logger = logging.getLogger(__name__)
 
 #: Name of FMA's published features file.
 FMA_FEATURES_CSV = "features.csv"
@@ -40,6 +47,7 @@ class DatasetOptions(Options):
     split: str = same_as("data.split")
     seed: int = same_as("data.seed")
     subset: str = same_as("data.subset")
+    target: str = same_as("data.target")
 
 
 @dataclass
@@ -50,24 +58,48 @@ class Dataset:
     ----------
     features : pandas.DataFrame, shape (n_tracks, 518)
         float32, indexed by ``track_id`` (sorted), columns in FEATURE_COLUMNS order.
-    genre : pandas.Series of str, length n_tracks
-        Top-level genre of each track.
+    genre : pandas.Series, length n_tracks
+        Top-level genre of each track (str); for ``genres_all``, None where a track has several.
     split : pandas.Series of str, length n_tracks
         'training', 'validation' or 'test'.
     info : dict
         Where the table came from and how its features were made: ``kind`` ('run' or
         'fma_features_csv'), ``path``, ``sr`` (Hz, or None for each file's native rate),
-        ``fma_compat``, ``decoders``, ``split``, ``split_seed``, ``subset``.
+        ``fma_compat``, ``decoders``, ``split``, ``split_seed``, ``subset``, ``target``;
+        ``excluded_no_genre`` (tracks left out for having no label of the target) and, for
+        ``genres_all``, ``labels_without_training`` (titles of genres seen only outside the
+        training split, which no model can learn: left out of :attr:`labels`).
+    labels : pandas.DataFrame, shape (n_tracks, n_labels), optional
+        ``genres_all`` only: uint8 indicators, one column per genre id (sorted) that some
+        training track has; None for ``genre_top``.
+    genres : pandas.DataFrame, optional
+        ``genres_all`` only: the genre tree, ``title``, ``parent`` (0 at the top) and
+        ``top_level`` by genre id.
     """
 
     features: pd.DataFrame
     genre: pd.Series
     split: pd.Series
     info: dict[str, Any] = field(default_factory=dict)
+    labels: pd.DataFrame | None = None
+    genres: pd.DataFrame | None = None
+
+    @property
+    def target(self) -> str:
+        """'genre_top' (one class per track) or 'genres_all' (multi-label)."""
+        return "genre_top" if self.labels is None else "genres_all"
+
+    @property
+    def label_ids(self) -> list[int]:
+        """``genres_all``: the genre id of each label column ([] for ``genre_top``)."""
+        return [] if self.labels is None else [int(g) for g in self.labels.columns]
 
     @property
     def classes(self) -> list[str]:
-        """The genres, sorted; a model's class ``i`` is ``classes[i]``."""
+        """A model's class (or label) ``i`` is ``classes[i]``: the genres, sorted, for
+        ``genre_top``; the title of each label of :attr:`label_ids` for ``genres_all``."""
+        if self.labels is not None:
+            return [str(self.genres.at[g, "title"]) for g in self.label_ids]
         return sorted(self.genre.unique().tolist())
 
     def rows(self, split: str) -> np.ndarray:
@@ -80,17 +112,26 @@ class Dataset:
         Returns
         -------
         X : numpy.ndarray, shape (n, 518), float32
-        y : numpy.ndarray, shape (n,), int64
-            Index into :attr:`classes`.
+        y : numpy.ndarray
+            ``genre_top``: shape (n,), int64, index into :attr:`classes`. ``genres_all``:
+            shape (n, n_labels), uint8 indicators (scikit-learn's multi-label format).
         """
         mask = self.rows(split)
+        X = self.features.to_numpy(dtype=np.float32)[mask]
+        if self.labels is not None:
+            return X, self.labels.to_numpy(dtype=np.uint8)[mask]
         codes = pd.Categorical(self.genre[mask], categories=self.classes).codes
-        return self.features.to_numpy(dtype=np.float32)[mask], codes.astype(np.int64)
+        return X, codes.astype(np.int64)
+
+    def subset(self, mask: np.ndarray) -> Dataset:
+        """The tracks of boolean ``mask``, with the same labels, tree and info."""
+        return Dataset(self.features[mask], self.genre[mask], self.split[mask], self.info,
+                       None if self.labels is None else self.labels[mask], self.genres)
 
 
 def load_dataset(source: str | Path, split: str = "official", split_seed: int = SPLIT_SEED,
-                 subset: str = "small", storage_options: Mapping[str, Any] | None = None
-                 ) -> Dataset:
+                 subset: str = "small", storage_options: Mapping[str, Any] | None = None,
+                 target: str = "genre_top") -> Dataset:
     """Load the features table of a featurize run or of FMA's ``features.csv``.
 
     Parameters
@@ -110,6 +151,10 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
         holds the subset it was made for.
     storage_options : mapping, optional
         fsspec options when ``source`` is a run directory URL (``s3://bucket/runs/r1``).
+    target : {'genre_top', 'genres_all'}
+        One top-level genre per track (tracks without one are left out and counted in
+        ``info['excluded_no_genre']``), or every genre of ``genres_all`` (multi-label: tracks
+        with at least one genre, with or without a ``genre_top``).
 
     Returns
     -------
@@ -118,31 +163,35 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
     Raises
     ------
     DataError
-        ``source`` is neither, misses columns, has no usable track, or a genre has no training
-        track. Tracks with a NaN or infinite feature are left out, not an error (``info['dropped_nonfinite']`` counts them).
+        ``source`` is neither, misses columns, has no usable track, a genre has no training
+        track (``genre_top``), a split has no positive of any label (``genres_all``), or a run
+        holds no ``genres_all`` labels (featurized before fmadask recorded them). Tracks with a
+        NaN or infinite feature are left out, not an error (``info['dropped_nonfinite']``
+        counts them).
     ConfigError
-        Unknown ``split``.
+        Unknown ``split`` or ``target``.
     """
     if split not in SPLIT_METHODS:
         raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLIT_METHODS)}")
+    check("data.target", target)
     if storage.is_remote(source):
         if not storage.isfile(storage.join(source, JOB_FILE), storage_options):
             raise DataError(f"{storage.redact(source)} holds no {JOB_FILE}: pass a featurize run "
                             "directory")
-        dataset = _drop_nonfinite(_from_run(str(source), split, split_seed, storage_options))
-        _check(dataset, source)
-        return dataset
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path} does not exist: pass a featurize run directory or FMA's "
-                        "fma_metadata/features.csv")
-    run_dir = _run_dir(path)
-    if run_dir is not None:
-        dataset = _from_run(run_dir, split, split_seed)
+        dataset = _from_run(str(source), split, split_seed, target, storage_options)
+        where: str | Path = source
     else:
-        dataset = _from_fma_csv(_features_csv(path), split, split_seed, subset)
+        path = where = Path(source)
+        if not path.exists():
+            raise DataError(f"{path} does not exist: pass a featurize run directory or FMA's "
+                            "fma_metadata/features.csv")
+        run_dir = _run_dir(path)
+        if run_dir is not None:
+            dataset = _from_run(run_dir, split, split_seed, target)
+        else:
+            dataset = _from_fma_csv(_features_csv(path), split, split_seed, subset, target)
     dataset = _drop_nonfinite(dataset)
-    _check(dataset, path)
+    _check(dataset, where)
     return dataset
 
 
@@ -155,8 +204,7 @@ def _drop_nonfinite(dataset: Dataset) -> Dataset:
     dataset.info["dropped_nonfinite"] = int((~finite).sum())
     if finite.all():
         return dataset
-    return Dataset(dataset.features[finite], dataset.genre[finite], dataset.split[finite],
-                   dataset.info)
+    return dataset.subset(finite)
 
 
 def _run_dir(path: Path) -> Path | None:
@@ -176,7 +224,7 @@ def _features_csv(path: Path) -> Path:
                     f"{FMA_FEATURES_CSV}: run 'fmadask featurize' or 'fmadask fetch metadata' first")
 
 
-def _from_run(run_dir: str | Path, split: str, split_seed: int,
+def _from_run(run_dir: str | Path, split: str, split_seed: int, target: str,
               storage_options: Mapping[str, Any] | None = None) -> Dataset:
     job = read_job(run_dir, storage_options)
     params = job["params"]
@@ -184,21 +232,62 @@ def _from_run(run_dir: str | Path, split: str, split_seed: int,
     if table.empty:
         raise DataError(f"{run_dir} holds no featurized track: check its errors/ folder "
                         "('fmadask featurize' prints a summary)")
+    featurized_for = params.get("target", "genre_top")    # absent: before multi-label
+    if target == "genres_all":
+        records = read_labels(run_dir, storage_options)
+        if records is None:
+            raise DataError(f"{storage.redact(run_dir)} holds no genres_all labels (featurized by "
+                            "an fmadask that did not record them): featurize it again with "
+                            f"{setting('data.target')} genres_all into a new folder, or with "
+                            f"{setting('output.overwrite')}")
+        labels, genres = records
+        genres_all = labels["genres_all"].reindex(table.index)
+        keep = genres_all.map(lambda ids: isinstance(ids, list) and len(ids) > 0).to_numpy()
+        if featurized_for != "genres_all":
+            logger.warning(f"warning: {storage.redact(run_dir)} was featurized for genre_top: its "
+                           "tracks without a genre_top were not featurized; featurize with "
+                           f"{setting('data.target')} genres_all to learn from them too")
+    else:
+        keep = table["genre_top"].notna().to_numpy()
+    excluded = int((~keep).sum())
+    table = table[keep]
     stored = params.get("split", "official")
     if split == stored and (split == "official" or params.get("seed") == split_seed):
         splits = table["split"]
     elif split == "stratified":
         from fmadask.fma.splits import stratified_split
 
-        splits = stratified_split(table["genre_top"], seed=split_seed)
+        strata = (table["genre_top"] if target == "genre_top" else
+                  genres_all[keep].map(lambda ids: stratum(ids, genres)))
+        splits = stratified_split(strata, seed=split_seed)
     else:
         splits = _official_split_of(job, table.index, storage_options)
     info = {"kind": "run", "path": str(storage.resolve(run_dir)), "sr": params.get("sr"),
             "fma_compat": params.get("fma_compat", True), "decoders": job.get("decoders"),
             "max_seconds": params.get("max_seconds"), "subset": params.get("subset"),
-            "split": split, "split_seed": split_seed if split == "stratified" else None}
-    return Dataset(table.drop(columns=["split", "genre_top"]), table["genre_top"].astype(str),
-                   splits.astype(str), info)
+            "split": split, "split_seed": split_seed if split == "stratified" else None,
+            "target": target, "featurized_for": featurized_for, "excluded_no_genre": excluded}
+    features = table.drop(columns=["split", "genre_top"])
+    if target == "genre_top":
+        return Dataset(features, table["genre_top"].astype(str), splits.astype(str), info)
+    genre = table["genre_top"].astype(object).where(table["genre_top"].notna(), None)
+    return _multi_label(features, genre, splits.astype(str), genres_all[keep], genres, info)
+
+
+def _multi_label(features: pd.DataFrame, genre: pd.Series, split: pd.Series,
+                 genres_all: pd.Series, genres: pd.DataFrame, info: dict) -> Dataset:
+    """The ``genres_all`` dataset: one label per genre id some training track has (the others,
+    seen only in validation or test, cannot be learned: listed in
+    ``info['labels_without_training']``)."""
+    training = genres_all[(split == "training").to_numpy()]
+    learnable = sorted({int(g) for ids in training for g in ids})
+    unseen = sorted({int(g) for ids in genres_all for g in ids} - set(learnable))
+    info["labels_without_training"] = [str(genres.at[g, "title"]) if g in genres.index else str(g)
+                                       for g in unseen]
+    labels = pd.DataFrame(label_matrix(genres_all, learnable), index=features.index,
+                          columns=learnable)
+    tree = genres[["title", "parent", "top_level"]].copy()
+    return Dataset(features, genre, split, info, labels, tree)
 
 
 def _official_split_of(job: dict, track_ids: pd.Index,
@@ -224,7 +313,7 @@ def flat_feature_names(columns: pd.MultiIndex) -> list[str]:
     return [f"{feature}_{statistic}_{int(number):02d}" for feature, statistic, number in columns]
 
 
-def _from_fma_csv(csv: Path, split: str, split_seed: int, subset: str) -> Dataset:
+def _from_fma_csv(csv: Path, split: str, split_seed: int, subset: str, target: str) -> Dataset:
     from fmadask.features import FEATURE_COLUMNS
     from fmadask.fma.metadata import load_features
     from fmadask.fma.tracks import track_table
@@ -235,15 +324,19 @@ def _from_fma_csv(csv: Path, split: str, split_seed: int, subset: str) -> Datase
     if missing:
         raise DataError(f"{csv} lacks {len(missing)} of FMA's 518 feature columns (first: "
                         f"{missing[0]}): re-download it with 'fmadask fetch metadata'")
-    tracks = track_table(csv.parent, subset=subset, split=split, seed=split_seed)
+    tracks = track_table(csv.parent, subset=subset, split=split, seed=split_seed, target=target)
     ids = tracks.index.intersection(features.index)
     info = {"kind": "fma_features_csv", "path": str(csv.resolve()), "sr": None,
             "fma_compat": True, "decoders": ["FMA features.csv (published)"], "max_seconds": None,
             "subset": subset, "split": split,
-            "split_seed": split_seed if split == "stratified" else None}
-    return Dataset(features.loc[ids, FEATURE_COLUMNS].astype(np.float32),
-                   tracks.loc[ids, "genre_top"].astype(str), tracks.loc[ids, "split"].astype(str),
-                   info)
+            "split_seed": split_seed if split == "stratified" else None, "target": target,
+            "excluded_no_genre": int(tracks.attrs["excluded_no_genre"])}
+    table = features.loc[ids, FEATURE_COLUMNS].astype(np.float32)
+    splits = tracks.loc[ids, "split"].astype(str)
+    if target == "genre_top":
+        return Dataset(table, tracks.loc[ids, "genre_top"].astype(str), splits, info)
+    return _multi_label(table, tracks.loc[ids, "genre_top"], splits, tracks.loc[ids, "genres_all"],
+                        tracks.attrs["genres"], info)
 
 
 def _check(dataset: Dataset, source: str | Path) -> None:
@@ -253,6 +346,9 @@ def _check(dataset: Dataset, source: str | Path) -> None:
     if dataset.features.empty:
         raise DataError(f"{source}: no track with features and a genre: check the subset and "
                         "that the features belong to these tracks")
+    if dataset.labels is not None:
+        _check_multi_label(dataset, source)
+        return
     training = dataset.genre[dataset.rows("training")]
     lacking = sorted(set(dataset.classes) - set(training.unique()))
     if lacking:
@@ -260,3 +356,12 @@ def _check(dataset: Dataset, source: str | Path) -> None:
                         f"{setting('data.split')} to stratified or use more tracks per genre")
     if len(dataset.classes) < 2:
         raise DataError(f"{source}: only one genre ({dataset.classes[0]}): a classifier needs two")
+
+
+def _check_multi_label(dataset: Dataset, source: str | Path) -> None:
+    """Every split has a positive of some label: a split without any scores nothing."""
+    for split in SPLITS:
+        if not dataset.labels.to_numpy()[dataset.rows(split)].any():
+            raise DataError(f"{source}: the {split} split has no positive of any genre label "
+                            f"({int(dataset.rows(split).sum())} tracks): set "
+                            f"{setting('data.split')} to stratified or use more tracks")

@@ -61,7 +61,8 @@ def read_state(context: StageContext) -> ClassicalInputs:
 
     data = context.section("data")
     dataset = load_dataset(context.run_dir, split=data.split, split_seed=data.seed,
-                           subset=data.subset, storage_options=context.storage_options)
+                           subset=data.subset, storage_options=context.storage_options,
+                           target=data.target)
     out = output_folder(storage.join(context.run_dir, CLASSICAL_DIR))
     return ClassicalInputs(config(context), dataset, out, read_classical_state(out))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fmadask import storage
 from fmadask.fma.splits import EVAL_SPLITS
-from fmadask.options import ClassicalOptions, OptionError, option_values
+from fmadask.options import ClassicalOptions, OptionError, option_values, setting
 from fmadask.ml.data import Dataset
 from fmadask.ml.models import MODELS, Dimension, resolve_models, runs_as, search_space
 from fmadask.ml.search import ETA, score_for, trial_states, trials_folder
@@ -163,6 +163,11 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
     owner : str or Path, optional
         The folder whose lock the stage holds besides ``out``'s (default ``out``).
     """
+    if dataset.target != "genre_top":
+        from fmadask.errors import ConfigError
+
+        raise ConfigError("the classical models learn genre_top only so far: set "
+                          f"{setting('data.target')} to genre_top")
     out = output_folder(out)
     counts = {s: int(dataset.rows(s).sum()) for s in ("training", *EVAL_SPLITS)}
     threshold = config.scale_threshold

@@ -118,7 +118,8 @@ def train(source: str | Path | Dataset, out_dir: str | Path | None = None,
         dataset = source
     else:
         dataset = load_dataset(source, split=data.split, split_seed=data.seed,
-                               subset=data.subset, storage_options=storage_options)
+                               subset=data.subset, storage_options=storage_options,
+                               target=data.target)
     out = output_folder(out_dir if out_dir is not None
                         else default_out_dir(dataset.info.get("path", ".")))
     owner = lock_owner(source, out, storage_options)

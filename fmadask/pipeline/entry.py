@@ -12,13 +12,15 @@ from fmadask.stages import Stage, StageContext, present, result_options
 
 
 def params(spec: Any, upstream: dict[str, dict]) -> dict[str, Any]:
-    """What decides the featurize outputs: the data (folder, subset, split) and every result
+    """What decides the featurize outputs: the data (folder, subset, split, target) and every result
     option of ``[featurize]`` (``sr``, ``what`` and ``max_seconds`` as the job takes them)."""
     data, f = spec.data, spec.featurize
     local = storage.local_path(data.dir)
     return {"data_dir": storage.redact(data.dir if local is None else local),
             "subset": data.subset, "split": data.split,
             "seed": data.seed if data.split == "stratified" else None,
+            # Only the multi-label target is named: a genre_top run's marker is unchanged.
+            **({"target": data.target} if data.target != "genre_top" else {}),
             **result_options(f), "sr": None if f.sr == "native" else int(f.sr),
             "what": sorted(f.what),
             "max_seconds": None if f.max_seconds == "none" else float(f.max_seconds)}
@@ -31,7 +33,8 @@ def config(context: StageContext) -> Any:
 
     data = context.section("data")
     return FeaturizeConfig.of(context.section("featurize"), subset=data.subset,
-                              split=data.split, seed=data.seed, overwrite=context.redo)
+                              split=data.split, seed=data.seed, target=data.target,
+                              overwrite=context.redo)
 
 
 class FeaturizeInputs(NamedTuple):
@@ -50,7 +53,7 @@ def read_state(context: StageContext) -> FeaturizeInputs:
 
     c, so = config(context), context.storage_options
     table = track_table(context.data_dir, subset=c.subset, split=c.split, seed=c.seed,
-                        storage_options=so)
+                        storage_options=so, target=c.target)
     record = featurize_record(c, table, context.data_dir)
     state = read_featurize_state(run_folder(context.run_dir), record, c.overwrite, so)
     return FeaturizeInputs(c, table, state)

@@ -42,7 +42,6 @@ Plan and execution
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -64,12 +63,13 @@ from fmadask.options import (FeaturizeOptions, OptionError, default, option_valu
                              setting)
 from fmadask.pipeline.partition import (WARM_UP_PLUGIN, JobParams, Track, WarmUp,
                                         featurize_partition)
+from fmadask.fma.tracks import genre_rows, label_rows, tracks_digest
 from fmadask.pipeline.summary import print_summary, summarize
 from fmadask.records import describe_change, package_versions
-from fmadask.runfolder import (FEATURES_DIR, INDEX_DIR, JOB_FILE, MAX_PARTITIONS,
-                               MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, RECORDS_DIR,
+from fmadask.runfolder import (FEATURES_DIR, GENRES_FILE, INDEX_DIR, JOB_FILE, LABELS_FILE,
+                               MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, RECORDS_DIR,
                                SPECTROGRAMS_DIR, ERRORS_DIR, PartitionFiles, complete_partitions,
-                               foreign_entries, read_job, write_json)
+                               foreign_entries, read_job, write_json, write_labels)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,6 +111,7 @@ class FeaturizeConfig(FeaturizeOptions):
     subset: str = same_as("data.subset")
     split: str = same_as("data.split")
     seed: int = same_as("data.seed")
+    target: str = same_as("data.target")
     overwrite: bool = same_as("output.overwrite")
 
     def __post_init__(self) -> None:
@@ -132,7 +133,8 @@ class FeaturizeConfig(FeaturizeOptions):
     @classmethod
     def of(cls, options: FeaturizeOptions, **others: Any) -> FeaturizeConfig:
         """The config of a job with the stage's ``options`` (a job spec's ``[featurize]``, the
-        command line's) and the ``others`` (``subset``, ``split``, ``seed``, ``overwrite``)."""
+        command line's) and the ``others`` (``subset``, ``split``, ``seed``, ``target``,
+        ``overwrite``)."""
         return cls(**option_values(options, FeaturizeOptions), **others)
 
     @property
@@ -148,13 +150,6 @@ class FeaturizeConfig(FeaturizeOptions):
 #: Packages whose versions featurize.json records (they decide the numbers).
 VERSIONED = ("fmadask", "librosa", "numpy", "scipy", "soundfile", "soxr", "dask", "distributed",
              "pyarrow")
-
-
-def _tracks_digest(table: pd.DataFrame) -> str:
-    """SHA-256 of the selected tracks with their labels: a changed selection changes it."""
-    text = "\n".join(f"{tid},{row.genre_top},{row.split}"
-                     for tid, row in zip(table.index, table.itertuples()))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def run_folder(out: str | Path) -> str | Path:
@@ -185,8 +180,9 @@ def featurize_record(config: FeaturizeConfig, table: pd.DataFrame,
         The partition size makes more partitions than file names allow.
     """
     if table.empty:
-        raise DataError(f"{redact(data_dir)}: no track of subset {config.subset!r} has a top-level "
-                        f"genre: check the data folder and {setting('data.subset')}")
+        what = "a top-level genre" if config.target == "genre_top" else "any genre"
+        raise DataError(f"{redact(data_dir)}: no track of subset {config.subset!r} has {what}: "
+                        f"check the data folder and {setting('data.subset')}")
     size = config.partition_size
     n_partitions = max(1, math.ceil(len(table) / size))
     if n_partitions > MAX_PARTITIONS:
@@ -201,7 +197,9 @@ def featurize_record(config: FeaturizeConfig, table: pd.DataFrame,
         "max_seconds": config.max_seconds, "fma_compat": job.fma_compat,
         "mel": asdict(job.mel) if job.mel else None,
         "mel_device": job.mel_device if job.mel else None,
-        "tracks_sha256": _tracks_digest(table)}
+        "tracks_sha256": tracks_digest(table, config.target),
+        # Recorded for the multi-label target only: a genre_top run's record is unchanged.
+        **({"target": config.target} if config.target != "genre_top" else {})}
     ids = table.index.to_numpy()
     return {
         "params": json.loads(json.dumps(params)),
@@ -277,7 +275,7 @@ def _written_files(run_dir: str | Path, storage_options: Mapping[str, Any] | Non
     ``features/`` or ``errors/`` is not among them.
     """
     url = storage.is_url(run_dir)
-    names = {JOB_FILE, MEL_PARAMS_FILE}
+    names = {JOB_FILE, MEL_PARAMS_FILE, LABELS_FILE, GENRES_FILE}
     try:
         old = read_job(run_dir, storage_options)
     except DataError:
@@ -323,6 +321,9 @@ class FeaturizePlan:
     todo: tuple[Track, ...]
     #: Files an overwrite deletes first (names relative to the run folder).
     removes: tuple[str, ...] = ()
+    #: The run's label records, written by every execution (:func:`fmadask.fma.tracks.label_rows`).
+    labels: tuple[tuple[int, str | None, tuple[int, ...]], ...] = ()
+    genres: tuple[tuple[int, str, int, int], ...] = ()
 
     @property
     def partitions(self) -> int:
@@ -371,7 +372,8 @@ def plan_featurize(config: FeaturizeConfig, table: pd.DataFrame, state: Featuriz
         record = state.job                  # nothing to do: the run's record stays
     return FeaturizePlan(run_dir=run_dir, config=config, job=config.job, record=record,
                          complete=done, remaining=remaining, todo=todo,
-                         removes=state.written if config.overwrite else ())
+                         removes=state.written if config.overwrite else (),
+                         labels=label_rows(table), genres=genre_rows(table.attrs["genres"]))
 
 
 def _check_folder(run_dir: str | Path, record: Mapping[str, Any], state: FeaturizeState) -> None:
@@ -585,6 +587,9 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
                          progress, stats, so)
         elif not storage.isfile(job_file, so):
             write_json(record, job_file, so)     # summarize reads it
+        # After the record, which makes the folder a run folder; an earlier run's (none before
+        # fmadask wrote them) are replaced by the same tracks' current ones.
+        write_labels(run_dir, plan.labels, plan.genres, so)
 
         summary = summarize(run_dir, so)
         summary.update(partitions_run=stats.partitions_run,
@@ -657,7 +662,7 @@ def run_featurize(data_dir: str | Path, out: str | Path = "run",
 
     config = config or FeaturizeConfig()
     table = track_table(data_dir, subset=config.subset, split=config.split, seed=config.seed,
-                        storage_options=storage_options)
+                        storage_options=storage_options, target=config.target)
     # The data's and the partitioning's errors come before anything is written.
     record = featurize_record(config, table, data_dir)
     run_dir = run_folder(out)

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fmadask.cluster import get_client
     from fmadask.dl.dataset import segment_frames
+    from fmadask.dl.config import TrainConfig
     from fmadask.dl.launch import run_cnn
     from fmadask.dl.synthetic import write_synthetic_spectrograms
 
@@ -116,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                 for side in names[r % len(names):] + names[:r % len(names)]:
                     options = SIDES[side]
                     out = run_dir / f"{side}-{r}"
-                    run_cnn(run_dir, args.arch, epochs=args.epochs, ranks=2, client=client,
-                            progress=False, batch_size=args.batch_size, patience=args.epochs,
-                            segment_seconds=args.segment_seconds, out_dir=str(out), **options)
+                    config = TrainConfig(arch=args.arch, epochs=args.epochs,
+                                         batch_size=args.batch_size, patience=args.epochs,
+                                         segment_seconds=args.segment_seconds,
+                                         out_dir=str(out), **options)
+                    run_cnn(run_dir, config, client, ranks=2, progress=False)
                     rates[side].append(training_rate(out))
                     print(f"    round {r + 1}: {side:<6} {rates[side][-1]:8.1f} segments/s")
         median = {side: statistics.median(r) for side, r in rates.items()}

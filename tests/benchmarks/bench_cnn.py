@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from fmadask.cluster import get_client
+    from fmadask.dl.config import TrainConfig
     from fmadask.dl.launch import run_cnn
     from fmadask.dl.synthetic import write_synthetic_spectrograms
 
@@ -112,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         with get_client(workers=2, quiet=True) as client:
             for ranks in (1, 2):
                 out = run_dir / f"bench-{ranks}"
-                run_cnn(run_dir, args.arch, epochs=args.epochs, ranks=ranks, client=client,
-                        progress=False, batch_size=args.batch_size, patience=args.epochs,
-                        segment_seconds=args.segment_seconds, out_dir=str(out))
+                config = TrainConfig(arch=args.arch, epochs=args.epochs,
+                                     batch_size=args.batch_size, patience=args.epochs,
+                                     segment_seconds=args.segment_seconds, out_dir=str(out))
+                run_cnn(run_dir, config, client, ranks=ranks, progress=False)
                 rates[ranks] = training_rate(out)
         print(f"(b) training, 1 rank  (gloo, CPU): {rates[1]:8.1f} segments/s")
         print(f"(c) training, 2 ranks (gloo, CPU): {rates[2]:8.1f} segments/s   "

@@ -179,6 +179,7 @@ def cnn_throughput(work: Path, clips_per_genre: int, epochs: int,
     from bench_cnn import loading_rate, training_rate
 
     from fmadask.cluster import get_client
+    from fmadask.dl.config import TrainConfig
     from fmadask.dl.launch import run_cnn
     from fmadask.dl.synthetic import write_synthetic_spectrograms
 
@@ -195,9 +196,10 @@ def cnn_throughput(work: Path, clips_per_genre: int, epochs: int,
         for ranks, name, batch in runs:
             out = run_dir / f"bench-{name}"
             with gpu_sampler(f"e_{name}"):
-                result = run_cnn(run_dir, "naive_bn", epochs=epochs, ranks=ranks, client=client,
-                                 gpu=True, progress=False, batch_size=batch, patience=epochs,
-                                 segment_seconds=3.0, out_dir=str(out))
+                config = TrainConfig(arch="naive_bn", epochs=epochs, device="cuda",
+                                     batch_size=batch, patience=epochs, segment_seconds=3.0,
+                                     out_dir=str(out))
+                result = run_cnn(run_dir, config, client, ranks=ranks, progress=False)
             rate = training_rate(out)
             FIGURES[f"e_{name}"] = {"segments_per_s": rate,
                                     "backends": [r["backend"] for r in result["ranks"]],

@@ -149,21 +149,25 @@ def cnn_jobs(run_dir: Path, url: str, options: dict, cache_dir: Path,
     """``{way: (segments/s, seconds)}`` of whole run_cnn jobs: s3 cold, s3 warm, local."""
     from fmadask.cluster import get_client
     from fmadask.dl.dataset import open_spectrograms
+    from dataclasses import replace
+
+    from fmadask.dl.config import TrainConfig
     from fmadask.dl.launch import run_cnn
 
     clips = len(open_spectrograms(run_dir).tracks("training"))   # a segment each per epoch
 
-    kwargs = dict(epochs=args.cnn_epochs, ranks=2, progress=False, batch_size=args.batch_size,
-                  segment_seconds=args.segment_seconds, width=8, patience=100)
+    config = TrainConfig(arch="naive", epochs=args.cnn_epochs, batch_size=args.batch_size,
+                         segment_seconds=args.segment_seconds, width=8, patience=100)
     out = {}
     with get_client(workers=2, quiet=True) as client:
-        run_cnn(run_dir, "naive", client=client, **{**kwargs, "epochs": 1})  # warm the workers
+        # warm the workers
+        run_cnn(run_dir, replace(config, epochs=1), client, ranks=2, progress=False)
         for name, where, extra in (("s3 cold", url, {"storage_options": options}),
                                    ("s3 warm", url, {"storage_options": options}),
                                    ("local", run_dir, {})):
             t0 = time.perf_counter()
-            result = run_cnn(where, "naive", client=client, cache_dir=str(cache_dir), **extra,
-                             **kwargs)
+            result = run_cnn(where, replace(config, cache_dir=str(cache_dir)), client, ranks=2,
+                             progress=False, **extra)
             seconds = time.perf_counter() - t0
             out[name] = (clips * len(result["ranks"][0]["epochs"]) / seconds, seconds)
     return out

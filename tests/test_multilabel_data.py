@@ -1,0 +1,137 @@
+"""The multi-label target's data layer (issue 22): the ``data.target`` option, what featurize
+records (both labels of every track, the genre tree), the multi-label Dataset, the sample's
+sub-genres, and the bad-input lines."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmadask.cli import main
+from fmadask.errors import DataError
+from fmadask.fma.metadata import load_genres, load_tracks
+from fmadask.fma.tracks import track_table
+from fmadask.ml.data import load_dataset
+from fmadask.options import OptionError
+from fmadask.pipeline import run_featurize
+from fmadask.pipeline.featurize import FeaturizeConfig
+from fmadask.runfolder import GENRES_FILE, LABELS_FILE, read_features, read_job, read_labels
+
+
+@pytest.fixture(scope="module")
+def multi_run(sample_dir: Path, local_client, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample featurized (features only) for the multi-label target."""
+    out = tmp_path_factory.mktemp("multi") / "run"
+    run_featurize(sample_dir, out=out, client=local_client, progress=False,
+                  config=FeaturizeConfig(what=["features"], partition_size=16,
+                                         target="genres_all"))
+    return out
+
+
+def _without_genre_top(sample_dir: Path) -> set[int]:
+    tracks = load_tracks(sample_dir)
+    small = tracks[tracks["set", "subset"] == "small"]
+    return set(small.index[small["track", "genre_top"].isna()].tolist())
+
+
+def test_track_table_takes_tracks_without_genre_top_under_genres_all_only(sample_dir: Path
+                                                                          ) -> None:
+    single = track_table(sample_dir)
+    multi = track_table(sample_dir, target="genres_all")
+    lacking = _without_genre_top(sample_dir)
+    assert lacking and lacking <= set(multi.index) and not lacking & set(single.index)
+    assert single.attrs["excluded_no_genre"] == len(lacking)
+    assert set(multi.index) - set(single.index) == lacking
+    assert multi.loc[sorted(lacking), "genre_top"].isna().all()
+    # both tables carry every track's genres_all, ancestors included
+    genres = load_genres(sample_dir)
+    for ids in multi["genres_all"]:
+        assert ids and all(genres.at[g, "parent"] in ids or genres.at[g, "parent"] == 0
+                           for g in ids)
+    pd.testing.assert_series_equal(single["genres_all"], multi.loc[single.index, "genres_all"])
+    with pytest.raises(OptionError, match="unknown target 'genres'"):
+        track_table(sample_dir, target="genres")
+
+
+def test_the_sample_hears_its_sub_genres_and_mixes_two_top_level_genres(sample_dir: Path
+                                                                        ) -> None:
+    from fmadask.fma.sample import RECIPES, SUBGENRES, subgenre
+
+    genres = load_genres(sample_dir)
+    children = genres[genres["parent"] != 0]
+    assert set(children["title"]) == set(SUBGENRES)
+    for recipe in RECIPES:                  # each child changes its parent's recipe
+        variants = {subgenre(recipe, c) for c in recipe.children}
+        assert recipe not in variants and len(variants) == len(recipe.children)
+    tracks = load_tracks(sample_dir)
+    lacking = sorted(_without_genre_top(sample_dir))
+    roots = [{int(genres.at[g, "top_level"]) for g in tracks.at[t, ("track", "genres_all")]}
+             for t in lacking]
+    assert all(len(r) == 2 for r in roots)
+    # the clips of two genres are in every split, so the multi-label task scores them
+    assert set(tracks.loc[lacking, ("set", "split")]) == {"training", "validation", "test"}
+
+
+def test_featurize_records_both_labels_and_the_genre_tree(multi_run: Path, sample_dir: Path
+                                                          ) -> None:
+    labels, genres = read_labels(multi_run)
+    features = read_features(multi_run)
+    assert set(features.index) <= set(labels.index)
+    lacking = _without_genre_top(sample_dir)
+    assert lacking & set(features.index) == lacking     # featurized with no genre_top
+    assert labels.loc[sorted(lacking), "genre_top"].isna().all()
+    assert features.loc[sorted(lacking), "genre_top"].isna().all()
+    source = load_genres(sample_dir).sort_index()
+    pd.testing.assert_frame_equal(genres[["title", "parent", "top_level"]],
+                                  source[["title", "parent", "top_level"]], check_dtype=False)
+    assert read_job(multi_run)["params"]["target"] == "genres_all"
+    assert (multi_run / LABELS_FILE).is_file() and (multi_run / GENRES_FILE).is_file()
+
+
+def test_a_track_without_genre_top_is_used_under_genres_all_and_counted_under_genre_top(
+        multi_run: Path, sample_dir: Path) -> None:
+    lacking = sorted(_without_genre_top(sample_dir) & set(read_features(multi_run).index))
+    multi = load_dataset(multi_run, target="genres_all")
+    assert multi.target == "genres_all" and set(lacking) <= set(multi.features.index)
+    assert multi.labels.shape == (len(multi.features), len(multi.classes))
+    assert multi.labels.loc[lacking].sum(axis=1).ge(2).all()     # two genres (and parents)
+    X, Y = multi.xy("training")
+    assert Y.ndim == 2 and Y.shape[1] == len(multi.label_ids) and Y.dtype == np.uint8
+    assert Y.sum(axis=0).min() >= 1                  # every label has a training positive
+    single = load_dataset(multi_run)
+    assert single.target == "genre_top" and not set(lacking) & set(single.features.index)
+    assert single.info["excluded_no_genre"] == len(lacking)
+    assert "None" not in single.classes
+
+
+def test_a_run_without_genres_all_labels_asked_for_them_is_one_line(
+        multi_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(multi_run, old)
+    (old / LABELS_FILE).unlink()                     # as a run featurized before issue 22
+    with pytest.raises(DataError, match="holds no genres_all labels.*featurize it again"):
+        load_dataset(old, target="genres_all")
+    assert main(["train", str(old), "--target", "genres_all", "--models",
+                 "logistic_regression"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "featurize it again" in err[0]
+    assert load_dataset(old).target == "genre_top"   # its single-label task still loads
+
+
+def test_a_split_without_any_positive_is_one_line(multi_run: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = tmp_path / "run"
+    shutil.copytree(multi_run, run)
+    features = read_features(run)
+    validation = set(features.index[features["split"] == "validation"])
+    table = pq.read_table(run / LABELS_FILE).to_pandas()
+    table["genres_all"] = [[] if t in validation else list(ids)
+                           for t, ids in zip(table["track_id"], table["genres_all"])]
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), run / LABELS_FILE)
+    with pytest.raises(DataError, match="the validation split has no positive of any genre"):
+        load_dataset(run, target="genres_all")
