@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 
 from fmadask import storage
-from fmadask.fma.layout import SUBSETS
-from fmadask.fma.metadata import load_tracks
-from fmadask.fma.tracks import track_table
+from fmadask.fma.layout import SUBSETS, check_subset
+from fmadask.fma.metadata import load_genres, load_tracks
+from fmadask.fma.tracks import table_of
 
 
 def dataset_info(data_dir: str | Path, subset: str = "small",
@@ -35,10 +35,12 @@ def dataset_info(data_dir: str | Path, subset: str = "small",
         ``excluded_no_genre``: tracks of ``subset`` without a single top-level genre;
         ``missing_audio``: ids of tracks of ``subset`` with a genre whose mp3 is not on disk.
     """
+    check_subset(subset)
     tracks = load_tracks(data_dir, storage_options)
     nested = {s: int((tracks["set", "subset"] <= s).sum()) for s in SUBSETS}
     # Every track with a genre (its audio is checked too); the genre table counts genre_top's.
-    table = track_table(data_dir, subset, storage_options=storage_options, target="genres_all")
+    table = table_of(tracks, load_genres(data_dir, storage_options), data_dir, subset,
+                     target="genres_all")
     labelled = table[table["genre_top"].notna()]
     genres = pd.crosstab(labelled["genre_top"], labelled["split"], margins=True,
                          margins_name="total")

@@ -54,8 +54,16 @@ def track_table(data_dir: str | Path, subset: str = "small", split: str = "offic
     if split not in SPLIT_METHODS:
         raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLIT_METHODS)}")
     check("data.target", target)
-    tracks = select_subset(load_tracks(data_dir, storage_options), subset)
-    genres = load_genres(data_dir, storage_options)
+    return table_of(load_tracks(data_dir, storage_options), load_genres(data_dir, storage_options),
+                    data_dir, subset, split, seed, target)
+
+
+def table_of(tracks: pd.DataFrame, genres: pd.DataFrame, data_dir: str | Path, subset: str,
+             split: str = "official", seed: int = SPLIT_SEED,
+             target: str = "genre_top") -> pd.DataFrame:
+    """:func:`track_table` of tables already loaded (``tracks.csv`` and ``genres.csv``, read
+    once by a caller that needs them too: at FMA-large size reading them is seconds)."""
+    tracks = select_subset(tracks, subset)
     if target == "genre_top":
         labels = genre_top(tracks, genres)
         table = pd.DataFrame({"genre_top": labels,
