@@ -37,7 +37,7 @@ ABOVE = ("fmadask.fusion", "fmadask.predict", "fmadask.run", "fmadask.cli")
 HEAVY = ("dask", "distributed", "torch")
 #: Modules that import neither Dask nor torch.
 LIGHT = ("fmadask.features", "fmadask.audio", "fmadask.fma", "fmadask.runfolder",
-         "fmadask.storage", "fmadask.options", "fmadask.optionkit", "fmadask.flags", "fmadask.lock",
+         "fmadask.runlabels", "fmadask.storage", "fmadask.options", "fmadask.optionkit", "fmadask.flags", "fmadask.lock",
          "fmadask.integrity", "fmadask.shardcache", "fmadask.logs", "fmadask.dl.config")
 #: What a light module may not reference, even inside a function: Dask, torch, and the fmadask
 #: modules built on them.

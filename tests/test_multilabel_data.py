@@ -18,7 +18,8 @@ from fmadask.ml.data import load_dataset
 from fmadask.options import OptionError
 from fmadask.pipeline import run_featurize
 from fmadask.pipeline.featurize import FeaturizeConfig
-from fmadask.runfolder import GENRES_FILE, LABELS_FILE, read_features, read_job, read_labels
+from fmadask.runfolder import GENRES_FILE, LABELS_FILE, read_features, read_job
+from fmadask.runlabels import read_labels
 
 
 @pytest.fixture(scope="module")

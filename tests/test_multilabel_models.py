@@ -122,7 +122,7 @@ def test_the_multi_label_cnn_learns_every_genre_and_writes_its_outputs(multilabe
     import pandas as pd
 
     from fmadask.dl.synthetic import GENRE_TREE
-    from fmadask.runfolder import read_labels
+    from fmadask.runlabels import read_labels
 
     run_dir, result = multilabel_cnn
     out = run_dir / "cnn"

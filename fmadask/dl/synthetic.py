@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from fmadask.atomic import atomic_path, write_json, write_parquet
 from fmadask.runfolder import (JOB_FILE, MEL_PARAMS_FILE, PartitionFiles, errors_schema,
-                               index_schema, write_labels)
+                               index_schema)
+from fmadask.runlabels import write_labels
 
 GENRES = ("Electronic", "Experimental", "Folk", "Hip-Hop", "Instrumental", "International",
           "Pop", "Rock")
@@ -80,7 +81,7 @@ def write_synthetic_multilabel(run_dir: str | Path, tracks_per_genre: int = 24,
     sub-genre (Hip-Hop has none), and one in four also carries the next top-level genre (and
     so no ``genre_top``, as half of FMA large). Splits 60/20/20 per genre. Writes the spectrogram
     shards and index as :func:`write_synthetic_spectrograms` does, and the run's labels and
-    genre tree (:func:`fmadask.runfolder.write_labels`).
+    genre tree (:func:`fmadask.runlabels.write_labels`).
 
     Returns
     -------

@@ -221,7 +221,7 @@ def open_task(target: str, data: Spectrograms, run_dir: str | Path,
     """
     if target != GENRES_ALL:
         return task_for(target, data.index, None), data
-    from fmadask.runfolder import read_labels
+    from fmadask.runlabels import read_labels
 
     recorded = read_labels(run_dir, storage_options)
     if recorded is None:

@@ -98,7 +98,7 @@ def tracks_digest(table: pd.DataFrame, target: str = "genre_top") -> str:
 
 def label_rows(table: pd.DataFrame) -> tuple[tuple[int, str | None, tuple[int, ...]], ...]:
     """Both labels of each track of a track table, as the run folder records them
-    (:func:`fmadask.runfolder.write_labels`): ``(track id, genre_top or None, genres_all ids)``."""
+    (:func:`fmadask.runlabels.write_labels`): ``(track id, genre_top or None, genres_all ids)``."""
     return tuple((int(tid), top if isinstance(top, str) else None, tuple(int(g) for g in ids))
                  for tid, top, ids in zip(table.index, table["genre_top"], table["genres_all"]))
 

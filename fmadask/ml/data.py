@@ -12,7 +12,7 @@ made (sample rate, FMA-compatible mode), which a saved model records so that
 :func:`fmadask.predict.predict` featurizes new audio the same way. For the multi-label target
 (``genres_all``) it also holds each track's genres as an indicator matrix over the genre ids
 present, and the genre tree; a run's labels are its featurize job's records
-(:func:`fmadask.runfolder.read_labels`).
+(:func:`fmadask.runlabels.read_labels`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from fmadask.errors import ConfigError, DataError
 from fmadask.fma.labels import label_matrix, stratum
 from fmadask.fma.splits import SPLITS
 from fmadask.options import SPLIT_METHODS, SPLIT_SEED, Options, check, same_as, setting
-from fmadask.runfolder import FEATURES_DIR, JOB_FILE, read_features, read_job, read_labels
+from fmadask.runfolder import FEATURES_DIR, JOB_FILE, read_features, read_job
+from fmadask.runlabels import read_labels
 
 logger = logging.getLogger(__name__)
 

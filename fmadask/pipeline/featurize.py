@@ -69,7 +69,8 @@ from fmadask.records import describe_change, package_versions
 from fmadask.runfolder import (FEATURES_DIR, GENRES_FILE, INDEX_DIR, JOB_FILE, LABELS_FILE,
                                MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, RECORDS_DIR,
                                SPECTROGRAMS_DIR, ERRORS_DIR, PartitionFiles, complete_partitions,
-                               foreign_entries, read_job, write_json, write_labels)
+                               foreign_entries, read_job, write_json)
+from fmadask.runlabels import write_labels
 
 if TYPE_CHECKING:
     import pandas as pd
