@@ -74,14 +74,12 @@ MODEL_CARD = "model.json"
 REPORT_FILE = "report.md"
 #: Files and folders of the stages after featurize (every stage spells them from here):
 #: one row per model (classical/, fusion/), the study's Table 1 (classical/), the classical
-#: stage's record, saved models (``classical/models/<name>``), per-track class scores
-#: (``classical/probabilities/<model>.parquet``), confusion matrices, searches' trials and the
-#: unsupervised views.
+#: stage's record, saved models (``classical/models/<name>``), confusion matrices, searches'
+#: trials and the unsupervised views.
 RESULTS_FILE = "results.csv"
 TABLE_FILE = "table.md"
 TRAIN_RECORD = "train.json"
 MODELS_DIR = "models"
-PROBABILITIES_DIR = "probabilities"
 CONFUSION_DIR = "confusion"
 SEARCH_DIR = "search"
 UNSUPERVISED_DIR = "unsupervised"

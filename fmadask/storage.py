@@ -480,14 +480,18 @@ def upload_folder(local: str | Path, location: str,
                   storage_options: Mapping[str, Any] | None = None,
                   last: Sequence[str] = (), skip: Sequence[str] = ()) -> int:
     """Upload every file under a local folder to a URL, each whole; files named in ``last``
-    (names relative to the folder) go after all others, in that order (a manifest after the
-    files it lists); the folders named in ``skip`` stay behind. Returns how many files went
-    up. The one way fmadask publishes a folder written locally into object storage."""
+    go after all others, in that order (a manifest after the files it lists); the folders named
+    in ``skip`` stay behind. Returns how many files went up. The one way fmadask publishes a
+    folder written locally into object storage.
+
+    ``last`` names files by their name in any folder: each model folder's ``model.json`` goes
+    up after the files it lists."""
     root = Path(local)
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     files = [n for n in files if n.split("/")[0] not in skip]
     rank = {name: i + 1 for i, name in enumerate(last)}
-    files.sort(key=lambda n: rank.get(n, 0))     # stable: the sorted order otherwise
+    # stable: the sorted order otherwise
+    files.sort(key=lambda n: rank.get(n.rsplit("/", 1)[-1], 0))
     for name in files:
         put_file(root.joinpath(*name.split("/")), join(location, *name.split("/")),
                  storage_options)

@@ -718,3 +718,34 @@ def test_one_rule_says_where_a_stage_writes(tmp_path: Path) -> None:
     assert out_location("s3://bucket/run", None) == "s3://bucket/run/cnn"
     assert storage.is_remote("s3://bucket/run") and not storage.is_remote(url)
     assert not storage.is_remote(tmp_path) and not storage.is_remote("run")
+
+
+def test_upload_folder_sends_each_model_card_after_the_files_it_lists(tmp_path: Path) -> None:
+    """A reader of the bucket must never meet a card whose files are not there yet: the
+    classical stage's model folders (``models/<name>/model.json`` sorts before
+    ``pipeline.skops``) go up card last, and the manifests after everything else."""
+    import fsspec
+
+    for name in ("models/svc/model.json", "models/svc/pipeline.skops", "results.csv",
+                 "best.json", "train.json", "checkpoints/last.pt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    sent: list[str] = []
+    fs = fsspec.filesystem("memory")
+    put = fs.put_file
+    url = "memory://upload-order/run"
+
+    def recording(local, path, *args, **kwargs):
+        sent.append(Path(local).relative_to(tmp_path).as_posix())
+        return put(local, path, *args, **kwargs)
+
+    fs.put_file = recording               # the store's own client, watched: what goes up when
+    try:
+        assert storage.upload_folder(tmp_path, url, last=("model.json", "best.json",
+                                                          "train.json"),
+                                     skip=("checkpoints",)) == 5
+    finally:
+        del fs.put_file
+        fs.rm("/upload-order", recursive=True)
+    assert sent.index("models/svc/pipeline.skops") < sent.index("models/svc/model.json")
+    assert sent[-2:] == ["best.json", "train.json"] and "checkpoints/last.pt" not in sent

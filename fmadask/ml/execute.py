@@ -33,7 +33,7 @@ from fmadask.report.multilabel import RESULT_COLUMNS as MULTILABEL_SCORES
 from fmadask.report.plots import confusion_figure
 from fmadask.report.tables import markdown_table
 from fmadask.runfolder import (BEST_FILE, CONFUSION_DIR, MODEL_CARD, MODELS_DIR,
-                               PROBABILITIES_DIR, RESULTS_FILE, SEARCH_DIR, TABLE_FILE,
+                               RESULTS_FILE, SEARCH_DIR, TABLE_FILE,
                                TRAIN_RECORD, UNSUPERVISED_DIR)
 
 if TYPE_CHECKING:
@@ -293,25 +293,7 @@ class _Stage:
             row.update({f"{split}_{k}": v for k, v in values.items()})
         if outcome.error is None:
             self._save(folder, label, outcome, search, searched, metrics)
-            self._write_probabilities(folder, outcome)
         return row
-
-    def _write_probabilities(self, folder: str, outcome: FitOutcome) -> None:
-        """``probabilities/<model>.parquet``: per validation and test track, the model's class
-        scores (for late fusion with the CNN): index ``track_id``, column ``split``, one float32
-        column per genre (rows sum to 1; softmax of margins for the SVMs, see the card's
-        ``outputs``)."""
-        parts = []
-        for split in EVAL_SPLITS:
-            if split not in outcome.scores:
-                continue
-            ids = self.dataset.features.index[self.dataset.rows(split)]
-            part = pd.DataFrame(outcome.scores[split], index=ids, columns=self.classes)
-            part.insert(0, "split", split)
-            parts.append(part)
-        if parts:
-            with atomic_path(self.out / PROBABILITIES_DIR / f"{folder}.parquet") as tmp:
-                pd.concat(parts).to_parquet(tmp)
 
     def _save(self, folder: str, label: str, outcome: FitOutcome, search: str,
               searched: SearchOutcome | None, metrics: dict) -> None:

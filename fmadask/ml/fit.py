@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fmadask.ml.models import class_scores, make_estimator, make_pipeline
+from fmadask.ml.models import make_estimator, make_pipeline
 
 
 def worker_address() -> str:
@@ -59,8 +59,6 @@ class FitOutcome:
     seconds: float = float("nan")
     worker: str = ""
     error: str | None = None
-    #: Per split, class scores of shape (m, k) (see :func:`fmadask.ml.models.class_scores`).
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def fit_and_predict(name: str, params: dict[str, Any], seed: int, X_train: np.ndarray,
@@ -97,10 +95,9 @@ def fit_and_predict(name: str, params: dict[str, Any], seed: int, X_train: np.nd
     try:
         estimator = make_estimator(runs_as or name, seed, **params)
         estimator.fit(X_train, y_train, sample_weight=balanced_weights(y_train, class_weight))
-        predictions, scores = {}, {}
+        predictions = {}
         for split, X in evaluate.items():
             if len(X):
-                scores[split] = class_scores(estimator, X)[0].astype(np.float32)
                 predictions[split] = np.asarray(estimator.predict(X))
             else:
                 predictions[split] = np.empty(0, int)
@@ -108,7 +105,7 @@ def fit_and_predict(name: str, params: dict[str, Any], seed: int, X_train: np.nd
         return FitOutcome(name, params, None, seconds=time.perf_counter() - start,
                           worker=worker_address(), error=error_line(exc))
     return FitOutcome(name, params, estimator, predictions, time.perf_counter() - start,
-                      worker_address(), scores=scores)
+                      worker_address())
 
 
 def stratified_head(train_idx: np.ndarray, y: np.ndarray, fraction: float, seed: int

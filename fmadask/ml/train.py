@@ -10,7 +10,6 @@ hyper-parameters (:mod:`fmadask.ml.search`) and refits the best, then writes::
     OUT_DIR/models/<model>/          saved pipelines (see fmadask.ml.persist)
     OUT_DIR/search/<model>-<method>.csv   every candidate of a search
     OUT_DIR/search/<model>-<method>-<key>/trial-NNNN.json   each finished trial (resume)
-    OUT_DIR/probabilities/<model>.parquet   per-track class scores on validation and test
     OUT_DIR/unsupervised/            pca.png, tsne.png, kmeans.png, summary.json
     OUT_DIR/best.json                the model with the best validation accuracy
     OUT_DIR/train.json               parameters, data source, versions, timings
