@@ -125,12 +125,26 @@ SUBGENRES: dict[str, dict[str, object]] = {
 }
 
 
+#: How far a child genre moves its parent's numeric ingredients toward :data:`SUBGENRES`' values
+#: (1: all the way): half keeps the parent recognisable, so the single-label task stays near
+#: what it was, while the child is still heard.
+SUBGENRE_STRENGTH = 0.5
+
+
 def subgenre(recipe: GenreRecipe, child: str) -> GenreRecipe:
     """The recipe of ``recipe``'s child genre ``child`` (one of its ``children``): the parent's
-    with the changes :data:`SUBGENRES` lists."""
+    with the changes :data:`SUBGENRES` lists (numbers moved :data:`SUBGENRE_STRENGTH` of the
+    way; tempo bands and drum patterns taken as they are)."""
     if child not in recipe.children:
         raise ValueError(f"{child!r} is not a child genre of {recipe.title}")
-    return dataclasses.replace(recipe, **SUBGENRES[child])
+    changes = {}
+    for name, value in SUBGENRES[child].items():
+        old = getattr(recipe, name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            moved = old + SUBGENRE_STRENGTH * (value - old)
+            value = round(moved) if isinstance(old, int) else float(moved)
+        changes[name] = value
+    return dataclasses.replace(recipe, **changes)
 
 
 #: The 52 columns of FMA's tracks.csv, in FMA's order.

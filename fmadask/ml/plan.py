@@ -176,10 +176,11 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
         return dict(config.model_params.get(runs[name], {}))
 
     searches = []
-    if config.search_models and dataset.target == "genre_top":
+    tuned = config.search_models if dataset.target == "genre_top" else ()   # none: genres_all
+    if tuned:
         X, y = dataset.xy("training")
         score = score_for(y)
-    for name in config.search_models:
+    for name in tuned:
         key = runs[name]
         space = search_space(key, config.search_spaces.get(key))
         settings = {"model": key, "cv": config.cv, "seed": config.seed, "scaler": config.scaler,
