@@ -405,7 +405,6 @@ class _MultiLabelStage(_Stage):
                          f"  test {scores['test']['pr_auc_macro']:.3f}  ({outcome.seconds:.1f} s "
                          f"on {outcome.worker})")
                 self._save_multi(name, outcome, evaluation)
-                self._write_probabilities(name, outcome)
         results = pd.DataFrame(rows, columns=list(MULTILABEL_COLUMNS))
         best = self._write_multi_outputs(results, evaluations)
         self._write_record(n_workers, {}, best, None, time.perf_counter() - start)

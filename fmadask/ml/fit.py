@@ -59,6 +59,9 @@ class FitOutcome:
     seconds: float = float("nan")
     worker: str = ""
     error: str | None = None
+    #: Multi-label models (:func:`fmadask.ml.multilabel.fit_multilabel`): per split, the label
+    #: probabilities of shape (m, k), which thresholds and scores are computed from.
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def fit_and_predict(name: str, params: dict[str, Any], seed: int, X_train: np.ndarray,
