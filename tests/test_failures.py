@@ -40,6 +40,12 @@ def test_a_scheduler_killed_mid_job_ends_in_one_line(sample_dir: Path, tmp_path:
         worker = subprocess.Popen(
             [*PY, "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "1",
              "--no-dashboard"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # the worker joins first: otherwise the job says once that it waits for one (a second
+        # line, right on a loaded machine), which is not what this test is about
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=300)
         run = tmp_path / "run"
         job = subprocess.Popen(
             [*PY, "fmadask.cli", "featurize", str(sample_dir), "--out", str(run),
