@@ -238,7 +238,10 @@ def test_a_walltime_shorter_than_the_job_and_cancelled_jobs_are_survived(
                              "slurm", "--set", f"data.dir={reference / 'data'}", "--set",
                              f"output.dir={tmp_path / 'run'}", *SMALL, "--set",
                              "cluster.walltime=00:01:00", "--set", "cluster.lifetime=40",
-                             "--set", f"cnn.epochs={EPOCHS}"],
+                             "--set", f"cnn.epochs={EPOCHS}",
+                             # every epoch runs: early stopping ended the net at epoch 34 of 40
+                             # once the sample's sub-genres made it harder
+                             "--set", f"cnn.patience={EPOCHS}"],
                             env=slurm, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watcher = threading.Thread(target=_watch, args=(proc, lines, {
