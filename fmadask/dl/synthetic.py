@@ -14,6 +14,8 @@ tree, clips of one or two top-level genres, with or without a sub-genre, and the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,32 +106,13 @@ def write_synthetic_multilabel(run_dir: str | Path, tracks_per_genre: int = 24,
             ids = sorted({tops[j] for j in chosen} | ({subs[top]} if sub else set()))
             genre_top = titles[top] if len(chosen) == 1 else None
             rows.append((1000 * (i + 1) + k, chosen, sub, ids, genre_top, split))
-    order = rng.permutation(len(rows))
-    starts = range(0, len(rows), tracks_per_shard)
-    for part, start in enumerate(starts):
-        files = PartitionFiles(run_dir, part)
-        chosen = [rows[i] for i in order[start:start + tracks_per_shard]]
-        valids = [frames if rng.random() > 0.2 else int(frames * rng.uniform(0.5, 0.9))
-                  for _ in chosen]
-        arr = np.stack([multilabel_clip(r[1], r[2], n_mels, frames, v, rng)
-                        for r, v in zip(chosen, valids)])
-        with atomic_path(files.spectrograms) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr)
-        write_parquet(pa.table({"track_id": [r[0] for r in chosen],
-                                "shard": [files.spectrograms.name] * len(chosen),
-                                "row": list(range(len(chosen))), "frames": valids,
-                                "genre_top": [r[4] for r in chosen],
-                                "split": [r[5] for r in chosen]}, schema=index_schema()), files.index)
-        write_parquet(errors_schema().empty_table(), files.errors)
-        files.write_record(("spectrograms",))
+    shards = [_Row(r[0], r[4], r[5], lambda v, g, r=r: multilabel_clip(r[1], r[2], n_mels, frames,
+                                                                       v, g)) for r in rows]
+    partitions = _write_shards(run_dir, shards, tracks_per_shard, frames, 0.5, rng)
     write_labels(run_dir, [(r[0], r[4], r[3]) for r in sorted(rows)],
                  [(g, title, parent, parent or g) for g, title, parent in GENRE_TREE])
-    params = {"sr": sr, "n_fft": 4 * hop_length, "hop_length": hop_length, "n_mels": n_mels,
-              "seconds": seconds, "top_db": 80.0, "frames": frames, "dtype": "float16",
-              "decode_sr": sr, "decoders": ["synthetic"]}
-    write_json(params, run_dir / MEL_PARAMS_FILE)
-    write_json({"params": {"what": ["spectrograms"], "synthetic": True, "target": "genres_all"},
-                "plan": {"partitions": len(starts)}}, run_dir / JOB_FILE)
+    _write_records(run_dir, partitions, (sr, hop_length, n_mels, seconds, frames),
+                   target="genres_all")
     return run_dir / "spectrograms"
 
 
@@ -171,28 +154,58 @@ def write_synthetic_spectrograms(run_dir: str | Path, tracks_per_genre: int = 8,
         for k in range(tracks_per_genre):
             split = "training" if k < n_train else "validation" if k < n_train + n_val else "test"
             rows.append((1000 * (g + 1) + k, g, genre, split))
-    order = rng.permutation(len(rows))  # partitions mix genres and splits, as the job's do
+    shards = [_Row(tid, genre, split, lambda v, r, g=g: synthetic_clip(g, n_mels, frames, v, r))
+              for tid, g, genre, split in rows]
+    partitions = _write_shards(run_dir, shards, tracks_per_shard, frames, 0.4, rng)
+    _write_records(run_dir, partitions, (sr, hop_length, n_mels, seconds, frames))
+    return run_dir / "spectrograms"
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One synthetic track: its id, ``genre_top`` (None: none), split, and how its log-mel is
+    drawn (``clip(valid_frames, rng)``)."""
+
+    track_id: int
+    genre_top: str | None
+    split: str
+    clip: Callable[[int, np.random.Generator], np.ndarray]
+
+
+def _write_shards(run_dir: Path, rows: list[_Row], tracks_per_shard: int, frames: int,
+                  shortest: float, rng: np.random.Generator) -> int:
+    """Write ``rows`` as the featurize job would (shards, index and errors parts, each
+    partition's completion record), in a random order so that partitions mix genres and splits;
+    about one clip in five keeps only ``shortest``-90 % of its frames. Returns the number of
+    partitions."""
+    order = rng.permutation(len(rows))
     starts = range(0, len(rows), tracks_per_shard)
     for part, start in enumerate(starts):
         files = PartitionFiles(run_dir, part)
         chosen = [rows[i] for i in order[start:start + tracks_per_shard]]
-        valids = [frames if rng.random() > 0.2 else int(frames * rng.uniform(0.4, 0.9))
+        valids = [frames if rng.random() > 0.2 else int(frames * rng.uniform(shortest, 0.9))
                   for _ in chosen]
-        arr = np.stack([synthetic_clip(g, n_mels, frames, v, rng)
-                        for (_, g, _, _), v in zip(chosen, valids)])
+        arr = np.stack([r.clip(v, rng) for r, v in zip(chosen, valids)])
         with atomic_path(files.spectrograms) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
-        write_parquet(pa.table({"track_id": [r[0] for r in chosen],
+        write_parquet(pa.table({"track_id": [r.track_id for r in chosen],
                                 "shard": [files.spectrograms.name] * len(chosen),
                                 "row": list(range(len(chosen))), "frames": valids,
-                                "genre_top": [r[2] for r in chosen],
-                                "split": [r[3] for r in chosen]}, schema=index_schema()), files.index)
+                                "genre_top": [r.genre_top for r in chosen],
+                                "split": [r.split for r in chosen]}, schema=index_schema()),
+                      files.index)
         write_parquet(errors_schema().empty_table(), files.errors)
         files.write_record(("spectrograms",))       # complete, as the featurize job marks it
-    params = {"sr": sr, "n_fft": 4 * hop_length, "hop_length": hop_length, "n_mels": n_mels,
-              "seconds": seconds, "top_db": 80.0, "frames": frames, "dtype": "float16",
-              "decode_sr": sr, "decoders": ["synthetic"]}
-    write_json(params, run_dir / MEL_PARAMS_FILE)
-    write_json({"params": {"what": ["spectrograms"], "synthetic": True},
-                "plan": {"partitions": len(starts)}}, run_dir / JOB_FILE)
-    return run_dir / "spectrograms"
+    return len(starts)
+
+
+def _write_records(run_dir: Path, partitions: int, mel: tuple[int, int, int, float, int],
+                   **job: str) -> None:
+    """``spectrograms/params.json`` and ``featurize.json`` of a synthetic run; ``mel`` is
+    (sr, hop_length, n_mels, seconds, frames), ``job`` extra parameters (``target``)."""
+    sr, hop_length, n_mels, seconds, frames = mel
+    write_json({"sr": sr, "n_fft": 4 * hop_length, "hop_length": hop_length, "n_mels": n_mels,
+                "seconds": seconds, "top_db": 80.0, "frames": frames, "dtype": "float16",
+                "decode_sr": sr, "decoders": ["synthetic"]}, run_dir / MEL_PARAMS_FILE)
+    write_json({"params": {"what": ["spectrograms"], "synthetic": True, **job},
+                "plan": {"partitions": partitions}}, run_dir / JOB_FILE)
