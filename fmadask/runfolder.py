@@ -98,6 +98,8 @@ XGBOOST_FILE = "xgboost.json"
 #: the validation scores of every candidate weight.
 PARTS_DIR = "parts"
 WEIGHTS_TABLE = "weights.csv"
+#: A multi-label model's test average precision per genre (CNN and fusion folders).
+PER_LABEL_FIGURE = "per_label_ap.png"
 
 
 def confusion_file(split: str) -> str:

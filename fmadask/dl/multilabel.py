@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 
 from fmadask.dl.task import GenreTree
+from fmadask.runfolder import PER_LABEL_FIGURE
 from fmadask.report.multilabel import (Evaluation, Split, evaluate, markdown_section,
                                        per_label_figure, results_row)
 
-#: The per-label picture of the test split, beside report.md.
-FIGURE_FILE = "per_label_ap.png"
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def report_section(out: Path, arch: str, finished: Finished) -> str:
     """The report's multi-label part; draws the per-label picture into ``out``."""
     evaluation = finished.evaluation
     names = dict(zip(evaluation.table["genre_id"], evaluation.table["genre"]))
-    per_label_figure(evaluation.table, evaluation.n_tracks["test"], out / FIGURE_FILE,
+    per_label_figure(evaluation.table, evaluation.n_tracks["test"], out / PER_LABEL_FIGURE,
                      title=f"CNN {arch}, test: average precision per genre")
     results = pd.DataFrame([{"model": f"cnn {arch}", **results_row(evaluation)}])
-    return markdown_section(results, evaluation, names, figure=FIGURE_FILE)
+    return markdown_section(results, evaluation, names, figure=PER_LABEL_FIGURE)

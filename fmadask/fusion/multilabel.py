@@ -31,12 +31,10 @@ from fmadask.fusion.pool import fit_label_weight, pool_labels
 from fmadask.report.multilabel import (RESULT_COLUMNS, Evaluation, Split, evaluate,
                                        markdown_section, per_label_figure, results_row)
 from fmadask.runfolder import (MODEL_CARD, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
-                               WEIGHTS_TABLE)
+                               PER_LABEL_FIGURE, WEIGHTS_TABLE)
 
 #: Columns of a multi-label fusion's results.csv.
 COLUMNS = ("source", "model", *RESULT_COLUMNS, "validation_tracks", "test_tracks")
-#: The fusion's per-label picture.
-FIGURE_FILE = "per_label_ap.png"
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ def write(out: Path, card: dict, fused: Fused, results: pd.DataFrame, parts: Par
         preds[f"p_{c}"] = fused.probs["fusion"][:, i]
     with atomic_path(out / PREDICTIONS_FILE) as tmp:
         preds.to_parquet(tmp, index=False)
-    per_label_figure(evaluation.table, evaluation.n_tracks["test"], out / FIGURE_FILE,
+    per_label_figure(evaluation.table, evaluation.n_tracks["test"], out / PER_LABEL_FIGURE,
                      title="fusion, test: average precision per genre")
     shown = results.assign(model=[f"{s}: {m}" for s, m in zip(results["source"],
                                                                results["model"])])
@@ -145,7 +143,7 @@ def write(out: Path, card: dict, fused: Fused, results: pd.DataFrame, parts: Par
              "the validation split only, by macro average precision (weights.csv). Each source "
              "has its own thresholds, chosen on validation. Scores on the tracks both parts "
              "scored; 'prior' scores every track by each genre's training prevalence.", "",
-             markdown_section(shown, evaluation, parts.names, figure=FIGURE_FILE)]
+             markdown_section(shown, evaluation, parts.names, figure=PER_LABEL_FIGURE)]
     with atomic_path(out / REPORT_FILE) as tmp:
         tmp.write_text("\n".join(lines))
 
