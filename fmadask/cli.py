@@ -2,6 +2,9 @@
 
 Each subcommand is a small handler that parses its options and calls the library; heavy
 imports (dask, librosa, torch) happen inside the handlers so ``fmadask --help`` is instant.
+The commands that are not stages are here (``sample``, ``fetch``, ``info``, ``run``,
+``predict``); each stage adds its own (``featurize``, ``train``, ``cnn``, ``fuse``) through
+its registry value's :attr:`~fmadask.stages.Stage.command`.
 Errors the user can fix end in one line, ``fmadask: <what and how to fix it>``, exit status 2.
 """
 from __future__ import annotations
@@ -9,15 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from fmadask import __version__
 from fmadask.errors import FmadaskError, os_error_line
 from fmadask.logs import show_progress
-from fmadask.flags import add_option, add_options, cli_name, options_from_args, resolve_options
-from fmadask.options import (CLUSTER_KINDS, ClassicalOptions, ClusterOptions, DataOptions,
-                             FeaturizeOptions, FusionOptions, OptionError, PredictOptions,
-                             SampleOptions)
+from fmadask.flags import (add_options, add_storage_options, cli_name, require_drivers,
+                           resolve_options)
+from fmadask.options import (CLUSTER_KINDS, ClusterOptions, DataOptions, OptionError,
+                             PredictOptions, SampleOptions)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,48 +30,6 @@ class _Parser(argparse.ArgumentParser):
         command = self.prog.removeprefix("fmadask").strip()
         self.exit(2, f"fmadask: {command + ': ' if command else ''}{message} "
                      f"(see '{self.prog} --help')\n")
-
-
-def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--scheduler", metavar="ADDR",
-                       help="address of an existing Dask scheduler (tcp://host:8786 or tls://...)")
-    # No default here: a command left without --workers lets the cluster code choose.
-    add_option(group, "cluster.workers", default=None)
-    add_option(parser, "cluster.worker_timeout")
-
-
-class _StorageOption(argparse.Action):
-    """``--storage-option KEY=VALUE``, repeatable: items added to one dict of fsspec options."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:
-        from fmadask.storage import parse_storage_options
-
-        try:
-            new = parse_storage_options([str(values)])
-        except FmadaskError as exc:
-            parser.error(f"argument {option_string}: {exc}")
-        merged = dict(getattr(namespace, self.dest) or {})
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = value
-        setattr(namespace, self.dest, merged)
-
-
-def _require_drivers(*locations: str | None) -> None:
-    """Refuse now, in one line, a URL whose protocol's fsspec driver is not installed."""
-    from fmadask.storage import require_driver
-
-    for location in locations:
-        if location is not None:
-            require_driver(location)
-
-
-def _add_storage_options(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "data.storage_options", action=_StorageOption, dest="storage_options")
 
 
 # ---------------------------------------------------------------------------------- sample
@@ -104,7 +65,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from fmadask.fma.download import fetch
     from fmadask.storage import redact
 
-    _require_drivers(args.to)
+    require_drivers(args.to)
     kwargs = {"mirror": args.mirror} if args.mirror else {}
     path = fetch(args.archive, args.to, storage_options=args.storage_options,
                  staging=args.staging, **kwargs)
@@ -126,7 +87,7 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--staging", metavar="DIR",
                    help="with a URL --to: local folder where the archive is downloaded and "
                         "extracted before the upload (default: one in $TMPDIR)")
-    _add_storage_options(p)
+    add_storage_options(p)
     p.set_defaults(handler=_cmd_fetch)
 
 
@@ -136,7 +97,7 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from fmadask.fma.info import dataset_info, format_info
 
-    _require_drivers(args.data_dir)
+    require_drivers(args.data_dir)
     info = dataset_info(args.data_dir, args.subset, storage_options=args.storage_options)
     print(format_info(info, args.subset))
     return 0
@@ -149,7 +110,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data_dir", metavar="DATA_DIR",
                    help="folder or URL (s3://, https:// ...) holding fma_metadata/")
     add_options(p, DataOptions, "subset")
-    _add_storage_options(p)
+    add_storage_options(p)
     p.set_defaults(handler=_cmd_info)
 
 
@@ -197,53 +158,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_run)
 
 
-# ------------------------------------------------------------------------ train, predict
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from fmadask.ml.data import DatasetOptions
-    from fmadask.ml.execute import results_markdown
-    from fmadask.ml.train import ClassicalConfig, train
-
-    # train() checks the options and reads the data before it starts or joins a cluster.
-    _require_drivers(args.source, args.out)
-    config = ClassicalConfig.of(options_from_args(ClassicalOptions, args))
-    results = train(args.source, out_dir=args.out, config=config,
-                    data=options_from_args(DatasetOptions, args), scheduler=args.scheduler,
-                    workers=args.workers, worker_timeout=args.worker_timeout,
-                    storage_options=args.storage_options)
-    # the threshold it ran with: the table alone would state the default's
-    print(results_markdown(results, threshold=config.scale_threshold), end="")
-    return 0
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the study's ten classical models on the features",
-                       description="Scale the 518 features (fitted on the training split), fit "
-                                   "Logistic Regression, Decision Tree, Random Forest, SVC, "
-                                   "NuSVC, Linear SVC, Gradient Boosting, Extra Trees, XGBoost "
-                                   "and AdaBoost on a Dask cluster, optionally tune them by "
-                                   "distributed random search or Bayesian optimisation, and write "
-                                   "results.csv, table.md, confusion matrices, PCA/t-SNE/K-means "
-                                   "pictures and saved models.")
-    p.add_argument("source", metavar="RUN_DIR_OR_FEATURES",
-                   help="a featurize run directory, or FMA's fma_metadata/features.csv (with "
-                        "tracks.csv next to it)")
-    p.add_argument("--out", metavar="DIR",
-                   help="output folder (default RUN_DIR/classical, or ./classical)")
-    add_options(p, DataOptions, "split", "seed", "target")
-    add_option(p, "data.subset", help="FMA subset when reading features.csv")
-    add_options(p, ClassicalOptions)
-    _add_storage_options(p)
-    _add_cluster_options(p)
-    p.set_defaults(handler=_cmd_train)
+# --------------------------------------------------------------------------------- predict
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fmadask.errors import DataError
     from fmadask.predict import expand_paths, format_predictions, predict
 
-    _require_drivers(args.model)
+    require_drivers(args.model)
     if not expand_paths(args.audio):
         raise DataError(f"no audio files in {', '.join(args.audio)}: pass mp3 (or other audio) "
                         "files or folders holding them")
@@ -267,137 +189,16 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("audio", metavar="AUDIO_OR_DIR", nargs="+",
                    help="audio files, or folders of them (searched recursively)")
     add_options(p, PredictOptions)
-    _add_storage_options(p)
+    add_storage_options(p)
     p.set_defaults(handler=_cmd_predict)
-
-
-# ------------------------------------------------------------------------------- featurize
-
-def _cmd_featurize(args: argparse.Namespace) -> int:
-    from fmadask.pipeline.featurize import FeaturizeConfig, run_featurize
-
-    _require_drivers(args.data_dir, args.out)
-    config = FeaturizeConfig.of(options_from_args(FeaturizeOptions, args), subset=args.subset,
-                                split=args.split, seed=args.split_seed, target=args.target,
-                                overwrite=args.overwrite)
-    run_featurize(args.data_dir, out=args.out, config=config, scheduler=args.scheduler,
-                  workers=args.workers, worker_timeout=args.worker_timeout,
-                  storage_options=args.storage_options)
-    return 0
-
-
-def _add_featurize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("featurize", help="decode mp3s into FMA features and log-mel spectrograms "
-                                         "on a Dask cluster",
-                       description="Decode every track of an FMA subset once and write the 518 "
-                                   "FMA features (RUN_DIR/features/*.parquet), log-mel "
-                                   "spectrogram shards (RUN_DIR/spectrograms/) and one errors row "
-                                   "per bad track (RUN_DIR/errors/). One Dask task per partition; "
-                                   "a re-run skips complete partitions.")
-    p.add_argument("data_dir", metavar="DATA_DIR",
-                   help="folder or URL (s3://, gs://, https:// ...) holding fma_metadata/ and "
-                        "fma_<subset>/; each worker reads the mp3s itself")
-    add_options(p, DataOptions, "subset")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write into")
-    add_options(p, FeaturizeOptions)
-    add_options(p, DataOptions, "split", "seed", "target")
-    add_option(p, "output.overwrite")
-    _add_storage_options(p)
-    _add_cluster_options(p)
-    p.set_defaults(handler=_cmd_featurize)
-
-
-# ------------------------------------------------------------------------------------- cnn
-
-
-def _cmd_cnn(args: argparse.Namespace) -> int:
-    from fmadask.cluster import get_client
-    from fmadask.dl.config import TrainConfig, config_options
-    from fmadask.dl.entry import CnnConfig, execute_cnn, plan_cnn, read_cnn_state
-    from fmadask.dl.launch import check_run_dir, format_result
-
-    run = TrainConfig(**config_options(args), device="cuda" if args.gpu else "cpu")
-    for location in (args.run_dir, run.out_dir):   # before a cluster is started
-        if location is not None:
-            check_run_dir(location)
-    config = CnnConfig(ranks=args.ranks, runs=(run,))
-    workers = None if args.scheduler else (args.workers or args.ranks or 2)
-    with get_client(args.scheduler, workers=workers, worker_timeout=args.worker_timeout) as client:
-        state = read_cnn_state(args.run_dir, config, args.storage_options)
-        plan = plan_cnn(args.run_dir, config, state, fresh=not args.resume)
-        [result] = execute_cnn(plan, client, args.storage_options)
-    print(format_result(result))
-    return 0
-
-
-def _add_cnn(sub: argparse._SubParsersAction) -> None:
-    from fmadask.dl.config import add_config_arguments
-
-    p = sub.add_parser("cnn", help="train a CNN on the spectrograms (PyTorch DDP on Dask workers)",
-                       description="Train a CNN on RUN_DIR/spectrograms with one DDP rank per "
-                                   "Dask worker (gloo on CPU, NCCL and mixed precision with "
-                                   "--gpu), checkpointing every epoch; score validation and test "
-                                   "by segment, by majority vote and by mean probability per "
-                                   "track. Writes RUN_DIR/cnn (or --out): metrics.csv, "
-                                   "curves.png, confusion_*.png, report.md, model.pt/model.json "
-                                   "for 'fmadask predict'. RUN_DIR may be a bucket "
-                                   "(s3://bucket/runs/r1): each worker host then keeps the "
-                                   "shards it reads in a local cache (--cache-dir, "
-                                   "--cache-size) and the outputs are uploaded, each file "
-                                   "whole, the model card last.")
-    p.add_argument("run_dir", metavar="RUN_DIR",
-                   help="run directory holding spectrograms/ (a path or a URL, s3://...)")
-    add_config_arguments(p, skip=("device",))     # --gpu chooses it
-    add_options(p, DataOptions, "target")
-    add_option(p, "cnn.ranks")
-    p.add_argument("--gpu", action="store_true",
-                   help="train on the workers' GPUs (mixed precision; NCCL, or gloo where "
-                        "ranks share a GPU)")
-    _add_storage_options(p)
-    _add_cluster_options(p)
-    p.set_defaults(handler=_cmd_cnn)
-
-
-# ------------------------------------------------------------------------------------ fuse
-
-
-def _cmd_fuse(args: argparse.Namespace) -> int:
-    from fmadask.fusion.entry import FusionPlan, execute_fusion
-
-    _require_drivers(args.run_dir, args.out)
-    config = FusionOptions(classical=args.classical or "", cnn=args.cnn or "")
-    execute_fusion(FusionPlan(args.run_dir, config, args.out, args.target), args.storage_options)
-    return 0
-
-
-def _add_fuse(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fuse", help="pool the best classical model and the best CNN of a run",
-                       description="Pool the class probabilities of a run's best classical model "
-                                   "and best CNN (a weighted geometric mean whose weight is "
-                                   "fitted on the validation split only), score each and the "
-                                   "fusion on validation and test, and write RUN_DIR/fusion: "
-                                   "results.csv, report.md with a confusion matrix, and a model "
-                                   "for 'fmadask predict'. RUN_DIR may be a bucket "
-                                   "(s3://bucket/runs/r1).")
-    p.add_argument("run_dir", metavar="RUN_DIR",
-                   help="run folder (path or URL) where the classical and CNN stages have "
-                        "finished")
-    p.add_argument("--classical", metavar="MODEL",
-                   help="classical model folder under RUN_DIR/classical/models (default: best)")
-    p.add_argument("--cnn", metavar="ARCH",
-                   help="CNN folder under RUN_DIR/cnn (default: best validation accuracy)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/fusion)")
-    add_options(p, DataOptions, "target")
-    _add_storage_options(p)
-    p.set_defaults(handler=_cmd_fuse)
 
 
 # ------------------------------------------------------------------------------------ main
 
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_sample, _add_fetch, _add_info, _add_featurize, _add_run, _add_train, _add_predict,
-    _add_cnn, _add_fuse,
-)
+#: The commands that are not a stage's, in the order ``fmadask --help`` lists them: the data
+#: ones, then the stages' (the registry's order), then these.
+_DATA_COMMANDS = (_add_sample, _add_fetch, _add_info)
+_RUN_COMMANDS = (_add_run, _add_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fmadask {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    for add in _COMMANDS:
+    from fmadask.stages import stages
+
+    for add in (*_DATA_COMMANDS, *(s.command for s in stages() if s.command), *_RUN_COMMANDS):
         add(sub)
     return parser
 

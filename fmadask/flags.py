@@ -1,7 +1,11 @@
 """The command line's flags of the options (:mod:`fmadask.options`): each command adds a
 section's options with :func:`add_options` (flag, default, metavar and help from the option),
 then :func:`resolve_options` converts and validates what was given, naming the flag in an
-error, and :func:`options_from_args` makes the section's dataclass of it."""
+error, and :func:`options_from_args` makes the section's dataclass of it.
+
+The flags several commands share (where to run: :func:`add_cluster_options`; how to reach a
+bucket: :func:`add_storage_options`) are added here too, so a stage's own command (its
+:attr:`fmadask.stages.Stage.command`) offers them exactly as every other command does."""
 from __future__ import annotations
 
 import argparse
@@ -84,6 +88,51 @@ def options_from_args(cls: type, args: argparse.Namespace, **changes: Any) -> An
         if dest is not None and getattr(args, dest, None) is not None:
             values[f.name] = getattr(args, dest)
     return cls(**{**values, **changes})
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler ADDR`` or ``--workers N`` (one of them), and ``--worker-timeout``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--scheduler", metavar="ADDR",
+                       help="address of an existing Dask scheduler (tcp://host:8786 or tls://...)")
+    # No default here: a command left without --workers lets the cluster code choose.
+    add_option(group, "cluster.workers", default=None)
+    add_option(parser, "cluster.worker_timeout")
+
+
+class StorageOption(argparse.Action):
+    """``--storage-option KEY=VALUE``, repeatable: items added to one dict of fsspec options."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from fmadask.errors import FmadaskError
+        from fmadask.storage import parse_storage_options
+
+        try:
+            new = parse_storage_options([str(values)])
+        except FmadaskError as exc:
+            parser.error(f"argument {option_string}: {exc}")
+        merged = dict(getattr(namespace, self.dest) or {})
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+        setattr(namespace, self.dest, merged)
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """``--storage-option KEY=VALUE`` (repeatable) into ``args.storage_options``."""
+    add_option(parser, "data.storage_options", action=StorageOption, dest="storage_options")
+
+
+def require_drivers(*locations: str | None) -> None:
+    """Refuse now, in one line, a URL whose protocol's fsspec driver is not installed."""
+    from fmadask.storage import require_driver
+
+    for location in locations:
+        if location is not None:
+            require_driver(location)
 
 
 def cli_name(args: argparse.Namespace, key: str) -> str:

@@ -14,7 +14,9 @@ A stage (featurize, classical, cnn, fusion) is one :class:`Stage` value, exporte
   resume check of a re-run and ``fmadask run --check``;
 - ``read_state`` / ``plan`` / ``execute``: what the run folder holds, the pure plan made from it,
   and running that plan on a Dask client;
-- where it saves models: its ``model_kind`` (``model.json``'s ``kind``) and ``predictor``.
+- where it saves models: its ``model_kind`` (``model.json``'s ``kind``) and ``predictor``;
+- its own command (``fmadask featurize``, ``train``, ``cnn``, ``fuse``): ``command`` adds it to
+  the command line, with the section's options as flags (:mod:`fmadask.flags`).
 
 A package's ``entry`` module is light: its functions import what needs Dask or torch when
 called, so reading the registry (``fmadask --help``, ``fmadask run --check``) stays light.
@@ -112,6 +114,9 @@ class Stage:
         ``model.json``'s ``kind`` of the models it saves.
     predictor : callable, optional
         ``predictor(model_dir, paths) -> DataFrame`` for its models (:mod:`fmadask.predict`).
+    command : callable, optional
+        ``command(subparsers)``: adds the stage's own subcommand to the command line
+        (:func:`fmadask.cli.build_parser`); its handler imports what is heavy when it runs.
     """
 
     name: str
@@ -128,6 +133,7 @@ class Stage:
     check: Callable[[Any], None] | None = None
     model_kind: str | None = None
     predictor: Callable[..., Any] | None = None
+    command: Callable[[Any], None] | None = None
 
     def run(self, context: StageContext, client: Any) -> Any:
         """Read the run folder's state, plan and execute the plan on ``client``."""

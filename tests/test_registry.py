@@ -163,6 +163,14 @@ def _probe_stage(section: type) -> stages.Stage:
         folder.mkdir(exist_ok=True)
         (folder / "words.txt").write_text(" ".join(["probe"] * plan["words"]))
 
+    def command(sub) -> None:       # ``fmadask probe --words N``: the section's options as flags
+        from fmadask.flags import add_options, options_from_args
+
+        p = sub.add_parser("probe", help="print the probe's words")
+        add_options(p, section)
+        p.set_defaults(handler=lambda args: print(
+            " ".join(["probe"] * options_from_args(section, args).words)) or 0)
+
     return stages.Stage(
         name="probe", section=section, folder="probe",
         params=lambda spec, upstream: {**upstream, **stages.result_options(spec.probe)},
@@ -170,14 +178,15 @@ def _probe_stage(section: type) -> stages.Stage:
         read_state=lambda context: None,
         plan=lambda context, state: {"run_dir": str(context.run_dir),
                                      "words": context.section("probe").words},
-        execute=execute, reads=("featurize",),
+        execute=execute, reads=("featurize",), command=command,
         results=lambda run_dir, so: stages.present(run_dir, so, {"probe words": "probe/words.txt"}))
 
 
 def test_a_stage_added_through_the_registry_alone_runs_with_fmadask_run(
-        sample_dir: Path, tmp_path: Path, monkeypatch) -> None:
+        sample_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     # ARCHITECTURE.md's recipe for a stage: its options section, its Stage value and its line
-    # in stages.REGISTRY; fmadask run, the job spec and the markers need no other edit.
+    # in stages.REGISTRY; fmadask run, the job spec, the markers and the command line need no
+    # other edit.
     import sys
 
     from fmadask import options
@@ -214,6 +223,13 @@ def test_a_stage_added_through_the_registry_alone_runs_with_fmadask_run(
     with pytest.raises(ConfigError, match=r"probe outputs made with other parameters "
                                           r"\(words: 4 -> 5\)"):
         run_job(build_spec(raw, "probe.toml"), file=io.StringIO())
+    # Its command too comes from the registry alone, its option a flag with the option's rules.
+    from fmadask.cli import main
+
+    assert main(["probe", "--words", "2"]) == 0
+    assert capsys.readouterr().out == "probe probe\n"
+    assert main(["probe", "--words", "11"]) == 2
+    assert "--words must be at most 10" in capsys.readouterr().err
 
 
 def test_an_option_added_later_is_recorded_only_when_set() -> None:

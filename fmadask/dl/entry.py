@@ -3,6 +3,7 @@ per architecture of ``[cnn] archs``, each in ``RUN_DIR/cnn/<arch>``, resuming th
 there unless the stage is redone. Light: torch and the launcher are imported when it runs."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 from fmadask import storage
 from fmadask.errors import ConfigError
 from fmadask.dl.config import TrainConfig
-from fmadask.options import CnnOptions, CnnSection, option_values
+from fmadask.flags import add_cluster_options, add_option, add_options, add_storage_options
+from fmadask.options import CnnOptions, CnnSection, DataOptions, option_values
 from fmadask.runfolder import CNN_DIR, REPORT_FILE
 from fmadask.stages import Stage, StageContext, result_options
 
@@ -148,6 +150,55 @@ def predict(model_dir: Path, paths: Any) -> Any:
     return predict_cnn(model_dir, paths)
 
 
+def _run_command(args: argparse.Namespace) -> int:
+    from fmadask.cluster import get_client
+    from fmadask.dl.config import TrainConfig, config_options
+    from fmadask.dl.launch import check_run_dir, format_result
+
+    run = TrainConfig(**config_options(args), device="cuda" if args.gpu else "cpu")
+    for location in (args.run_dir, run.out_dir):   # before a cluster is started
+        if location is not None:
+            check_run_dir(location)
+    config = CnnConfig(ranks=args.ranks, runs=(run,))
+    workers = None if args.scheduler else (args.workers or args.ranks or 2)
+    with get_client(args.scheduler, workers=workers, worker_timeout=args.worker_timeout) as client:
+        state = read_cnn_state(args.run_dir, config, args.storage_options)
+        plan = plan_cnn(args.run_dir, config, state, fresh=not args.resume)
+        [result] = execute_cnn(plan, client, args.storage_options)
+    print(format_result(result))
+    return 0
+
+
+def command(sub: argparse._SubParsersAction) -> None:
+    """Add the stage's command, ``fmadask cnn``, to the command line's ``sub``."""
+    from fmadask.dl.config import add_config_arguments
+
+    p = sub.add_parser("cnn", help="train a CNN on the spectrograms (PyTorch DDP on Dask workers)",
+                       description="Train a CNN on RUN_DIR/spectrograms with one DDP rank per "
+                                   "Dask worker (gloo on CPU, NCCL and mixed precision with "
+                                   "--gpu), checkpointing every epoch; score validation and test "
+                                   "by segment, by majority vote and by mean probability per "
+                                   "track. Writes RUN_DIR/cnn (or --out): metrics.csv, "
+                                   "curves.png, confusion_*.png, report.md, model.pt/model.json "
+                                   "for 'fmadask predict'. RUN_DIR may be a bucket "
+                                   "(s3://bucket/runs/r1): each worker host then keeps the "
+                                   "shards it reads in a local cache (--cache-dir, "
+                                   "--cache-size) and the outputs are uploaded, each file "
+                                   "whole, the model card last.")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="run directory holding spectrograms/ (a path or a URL, s3://...)")
+    add_config_arguments(p, skip=("device",))     # --gpu chooses it
+    add_options(p, DataOptions, "target")
+    add_option(p, "cnn.ranks")
+    p.add_argument("--gpu", action="store_true",
+                   help="train on the workers' GPUs (mixed precision; NCCL, or gloo where "
+                        "ranks share a GPU)")
+    add_storage_options(p)
+    add_cluster_options(p)
+    p.set_defaults(handler=_run_command)
+
+
 STAGE = Stage(name="cnn", section=CnnSection, folder=CNN_DIR, params=params, config=config,
               read_state=read_state, plan=plan, execute=execute, results=results,
-              reads=("featurize",), check=check, model_kind="cnn", predictor=predict)
+              reads=("featurize",), check=check, model_kind="cnn", predictor=predict,
+              command=command)

@@ -3,12 +3,14 @@ classical model and which CNN to pool (the best of each unless ``[fusion]`` name
 where. Light: the stage itself (:mod:`fmadask.fusion.stage`) is imported when it runs."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fmadask import storage
-from fmadask.options import FusionOptions, FusionSection, option_values
+from fmadask.flags import add_options, add_storage_options, require_drivers
+from fmadask.options import DataOptions, FusionOptions, FusionSection, option_values
 from fmadask.runfolder import FUSION_DIR, REPORT_FILE
 from fmadask.stages import Stage, StageContext, present
 
@@ -86,8 +88,38 @@ def predict(model_dir: Path, paths: Any) -> Any:
     return predict_fusion(model_dir, paths)
 
 
+def _run_command(args: argparse.Namespace) -> int:
+    require_drivers(args.run_dir, args.out)
+    config = FusionOptions(classical=args.classical or "", cnn=args.cnn or "")
+    execute_fusion(FusionPlan(args.run_dir, config, args.out, args.target), args.storage_options)
+    return 0
+
+
+def command(sub: argparse._SubParsersAction) -> None:
+    """Add the stage's command, ``fmadask fuse``, to the command line's ``sub``."""
+    p = sub.add_parser("fuse", help="pool the best classical model and the best CNN of a run",
+                       description="Pool the class probabilities of a run's best classical model "
+                                   "and best CNN (a weighted geometric mean whose weight is "
+                                   "fitted on the validation split only), score each and the "
+                                   "fusion on validation and test, and write RUN_DIR/fusion: "
+                                   "results.csv, report.md with a confusion matrix, and a model "
+                                   "for 'fmadask predict'. RUN_DIR may be a bucket "
+                                   "(s3://bucket/runs/r1).")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="run folder (path or URL) where the classical and CNN stages have "
+                        "finished")
+    p.add_argument("--classical", metavar="MODEL",
+                   help="classical model folder under RUN_DIR/classical/models (default: best)")
+    p.add_argument("--cnn", metavar="ARCH",
+                   help="CNN folder under RUN_DIR/cnn (default: best validation accuracy)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/fusion)")
+    add_options(p, DataOptions, "target")
+    add_storage_options(p)
+    p.set_defaults(handler=_run_command)
+
+
 STAGE = Stage(name="fusion", section=FusionSection, folder=FUSION_DIR, params=params,
               config=config,
               read_state=read_state, plan=plan, execute=execute, results=results,
               reads=("classical", "cnn"), requires=("classical", "cnn"), model_kind="fusion",
-              predictor=predict)
+              predictor=predict, command=command)

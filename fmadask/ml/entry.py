@@ -2,12 +2,15 @@
 (:mod:`fmadask.ml.train`: Dask, scikit-learn, XGBoost) is imported when it runs."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from fmadask import storage
 from fmadask.errors import ConfigError
-from fmadask.options import ClassicalSection
+from fmadask.flags import (add_cluster_options, add_option, add_options, add_storage_options,
+                           options_from_args, require_drivers)
+from fmadask.options import ClassicalOptions, ClassicalSection, DataOptions
 from fmadask.runfolder import CLASSICAL_DIR, CONFUSION_DIR, RESULTS_FILE, TABLE_FILE
 from fmadask.stages import Stage, StageContext, present, result_options
 
@@ -101,7 +104,48 @@ def predict(model_dir: Path, paths: Any) -> Any:
     return predict_classical(model_dir, paths)
 
 
+def _run_command(args: argparse.Namespace) -> int:
+    from fmadask.ml.data import DatasetOptions
+    from fmadask.ml.execute import results_markdown
+    from fmadask.ml.train import ClassicalConfig, train
+
+    # train() checks the options and reads the data before it starts or joins a cluster.
+    require_drivers(args.source, args.out)
+    config = ClassicalConfig.of(options_from_args(ClassicalOptions, args))
+    results = train(args.source, out_dir=args.out, config=config,
+                    data=options_from_args(DatasetOptions, args), scheduler=args.scheduler,
+                    workers=args.workers, worker_timeout=args.worker_timeout,
+                    storage_options=args.storage_options)
+    # the threshold it ran with: the table alone would state the default's
+    print(results_markdown(results, threshold=config.scale_threshold), end="")
+    return 0
+
+
+def command(sub: argparse._SubParsersAction) -> None:
+    """Add the stage's command, ``fmadask train``, to the command line's ``sub``."""
+    p = sub.add_parser("train", help="train the study's ten classical models on the features",
+                       description="Scale the 518 features (fitted on the training split), fit "
+                                   "Logistic Regression, Decision Tree, Random Forest, SVC, "
+                                   "NuSVC, Linear SVC, Gradient Boosting, Extra Trees, XGBoost "
+                                   "and AdaBoost on a Dask cluster, optionally tune them by "
+                                   "distributed random search or Bayesian optimisation, and write "
+                                   "results.csv, table.md, confusion matrices, PCA/t-SNE/K-means "
+                                   "pictures and saved models.")
+    p.add_argument("source", metavar="RUN_DIR_OR_FEATURES",
+                   help="a featurize run directory, or FMA's fma_metadata/features.csv (with "
+                        "tracks.csv next to it)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default RUN_DIR/classical, or ./classical)")
+    add_options(p, DataOptions, "split", "seed", "target")
+    add_option(p, "data.subset", help="FMA subset when reading features.csv")
+    add_options(p, ClassicalOptions)
+    add_storage_options(p)
+    add_cluster_options(p)
+    p.set_defaults(handler=_run_command)
+
+
 STAGE = Stage(name="classical", section=ClassicalSection, folder=CLASSICAL_DIR, params=params,
               config=config,
               read_state=read_state, plan=plan, execute=execute, results=results,
-              reads=("featurize",), check=check, model_kind="classical", predictor=predict)
+              reads=("featurize",), check=check, model_kind="classical", predictor=predict,
+              command=command)

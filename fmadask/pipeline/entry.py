@@ -2,11 +2,14 @@
 (:mod:`fmadask.pipeline.featurize`, Dask's distributed) is imported when it runs."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from fmadask import storage
-from fmadask.options import FeaturizeSection
+from fmadask.flags import (add_cluster_options, add_option, add_options, add_storage_options,
+                           options_from_args, require_drivers)
+from fmadask.options import DataOptions, FeaturizeOptions, FeaturizeSection
 from fmadask.runfolder import ERRORS_DIR, FEATURES_DIR, JOB_FILE
 from fmadask.stages import Stage, StageContext, present, result_options
 
@@ -81,5 +84,41 @@ def results(run_dir: str | Path, storage_options: Any = None) -> dict[str, str |
                                               "featurize summary": JOB_FILE})
 
 
+def _run_command(args: argparse.Namespace) -> int:
+    from fmadask.pipeline.featurize import FeaturizeConfig, run_featurize
+
+    require_drivers(args.data_dir, args.out)
+    config = FeaturizeConfig.of(options_from_args(FeaturizeOptions, args), subset=args.subset,
+                                split=args.split, seed=args.split_seed, target=args.target,
+                                overwrite=args.overwrite)
+    run_featurize(args.data_dir, out=args.out, config=config, scheduler=args.scheduler,
+                  workers=args.workers, worker_timeout=args.worker_timeout,
+                  storage_options=args.storage_options)
+    return 0
+
+
+def command(sub: argparse._SubParsersAction) -> None:
+    """Add the stage's command, ``fmadask featurize``, to the command line's ``sub``."""
+    p = sub.add_parser("featurize", help="decode mp3s into FMA features and log-mel spectrograms "
+                                         "on a Dask cluster",
+                       description="Decode every track of an FMA subset once and write the 518 "
+                                   "FMA features (RUN_DIR/features/*.parquet), log-mel "
+                                   "spectrogram shards (RUN_DIR/spectrograms/) and one errors row "
+                                   "per bad track (RUN_DIR/errors/). One Dask task per partition; "
+                                   "a re-run skips complete partitions.")
+    p.add_argument("data_dir", metavar="DATA_DIR",
+                   help="folder or URL (s3://, gs://, https:// ...) holding fma_metadata/ and "
+                        "fma_<subset>/; each worker reads the mp3s itself")
+    add_options(p, DataOptions, "subset")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write into")
+    add_options(p, FeaturizeOptions)
+    add_options(p, DataOptions, "split", "seed", "target")
+    add_option(p, "output.overwrite")
+    add_storage_options(p)
+    add_cluster_options(p)
+    p.set_defaults(handler=_run_command)
+
+
 STAGE = Stage(name="featurize", section=FeaturizeSection, folder="", params=params, config=config,
-              read_state=read_state, plan=plan, execute=execute, results=results)
+              read_state=read_state, plan=plan, execute=execute, results=results,
+              command=command)
