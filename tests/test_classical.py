@@ -472,21 +472,30 @@ def test_train_refuses_an_out_folder_another_train_is_writing(audio_run, tmp_pat
         assert [p.name for p in out.iterdir()] == [LOCK_NAME]
 
 
-def test_run_split_handling_keeps_or_recomputes_the_split(audio_run):
+def test_a_run_is_learnt_with_the_split_its_featurize_job_decided(audio_run, capsys):
+    # The split is decided once, at featurize: every later stage reads it from the run.
+    from fmadask.cli import main
     from fmadask.fma.tracks import track_table
     from fmadask.runfolder import read_features, read_job
 
     stored = read_features(audio_run)
-    official = load_dataset(audio_run, split="official")
-    pd.testing.assert_series_equal(official.split, stored["split"], check_names=False)
+    for asked in (None, "official"):
+        dataset = load_dataset(audio_run / "features", split=asked)
+        pd.testing.assert_series_equal(dataset.split, stored["split"], check_names=False)
+        assert (dataset.info["split"], dataset.info["split_seed"]) == ("official", None)
     # The featurize job stored FMA's official split, which is the one in tracks.csv.
     tracks = track_table(read_job(audio_run)["data_dir"])
-    assert (official.split == tracks.loc[official.split.index, "split"]).all()
-    stratified = load_dataset(audio_run / "features", split="stratified", split_seed=3)
-    pd.testing.assert_series_equal(stratified.split,
-                                   stratified_split(stored["genre_top"], seed=3),
-                                   check_names=False, check_dtype=False)
-    assert list(official.genre) == list(stored["genre_top"])
+    assert (dataset.split == tracks.loc[dataset.split.index, "split"]).all()
+    assert list(dataset.genre) == list(stored["genre_top"])
+    # Another split is refused in one line, not re-derived (fusion and the CNN would read the
+    # featurized one: a model's training tracks could be their test tracks).
+    with pytest.raises(DataError, match=r"featurized with the official split.*stratified "
+                                        r"\(seed 3\) was asked for"):
+        load_dataset(audio_run, split="stratified", split_seed=3)
+    assert main(["train", str(audio_run), "--split", "stratified", "--models",
+                 "decision_tree"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fmadask: ") and "\n" not in err and "--split" in err
 
 
 def test_nusvc_nu_bound_pairs_the_smallest_genre_with_the_largest():

@@ -101,6 +101,11 @@ def _cli_defaults() -> dict[str, object]:
     return found
 
 
+def _unset_on_the_command_line(command: str, key: str) -> bool:
+    """The flags with no default (see below why)."""
+    return key == "cluster.workers" or (command == "train" and key in ("data.split", "data.seed"))
+
+
 def test_cli_and_spec_defaults_agree_for_every_option() -> None:
     spec_defaults = {}
     for section, cls in SECTIONS.items():
@@ -111,11 +116,12 @@ def test_cli_and_spec_defaults_agree_for_every_option() -> None:
     cli = _cli_defaults()
     shared = sorted(set(cli) & set(spec_defaults))
     assert len(shared) >= 15
-    # --workers leaves the choice to the cluster code (a local cluster of cluster.workers), and
-    # the inverted --no-unsupervised flag stores False when given: both documented exceptions.
+    # --workers leaves the choice to the cluster code (a local cluster of cluster.workers),
+    # train's --split/--split-seed leave a run's own split (decided at featurize) in place, and
+    # the inverted --no-unsupervised flag stores False when given: documented exceptions.
     for key in shared:
         for command, dest, value in cli[key]:
-            if key == "cluster.workers":
+            if _unset_on_the_command_line(command, key):
                 assert value is None
                 continue
             assert value == spec_defaults[key], (key, command, value, spec_defaults[key])
@@ -161,7 +167,7 @@ def test_every_option_has_one_default_on_the_cli_in_the_spec_and_in_the_stage_co
         if opt.spec:
             assert key in spec and spec[key] == opt.default, key
         for command, dest, value in cli.get(key, []):
-            expected = None if key == "cluster.workers" else opt.default   # see above
+            expected = None if _unset_on_the_command_line(command, key) else opt.default
             assert value == expected, (key, command, value, expected)
         for name, defaults in configs.items():
             if key in defaults:

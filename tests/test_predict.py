@@ -23,7 +23,6 @@ from fmadask.errors import DataError
 from fmadask.fma.tracks import track_table
 from fmadask.ml.models import class_scores
 from fmadask.ml.persist import load_classical
-from fmadask.ml.data import DatasetOptions
 from fmadask.ml.train import ClassicalConfig, train
 from fmadask.pipeline import run_featurize
 from fmadask.pipeline.featurize import FeaturizeConfig
@@ -35,13 +34,14 @@ SMALL = {"xgboost": {"n_estimators": 10}}
 
 @pytest.fixture(scope="module")
 def run(sample_dir: Path, local_client, tmp_path_factory) -> Path:
-    """The sample featurized (features only) and three models trained on it."""
+    """The sample featurized (features only, the study's stratified split) and three models
+    trained on it."""
     out = tmp_path_factory.mktemp("predict") / "run"
     run_featurize(sample_dir, out=out, client=local_client,
-                  config=FeaturizeConfig(what=["features"]), progress=False)
+                  config=FeaturizeConfig(what=["features"], split="stratified"), progress=False)
     train(out, config=ClassicalConfig(models=["xgboost", "svc", "logistic_regression"],
                                       model_params=SMALL, unsupervised=False),
-          data=DatasetOptions(split="stratified"), client=local_client, progress=False)
+          client=local_client, progress=False)
     return out
 
 
@@ -220,7 +220,7 @@ def test_train_command_writes_the_table_on_an_existing_scheduler(run, local_clie
                                                                  capsys):
     out = tmp_path / "classical"
     status = main(["train", str(run), "--models", "logistic_regression,decision_tree",
-                   "--split", "stratified", "--no-unsupervised", "--out", str(out),
+                   "--no-unsupervised", "--out", str(out),
                    "--scheduler", local_client.scheduler.address])
     assert status == 0
     printed = capsys.readouterr().out
@@ -234,7 +234,7 @@ def test_train_command_reports_the_scale_threshold_it_used(run, local_client, tm
                                                             capsys):
     """``--scale-threshold 0`` (swap always) used to be reported as the default, 10,000."""
     out = tmp_path / "classical"
-    assert main(["train", str(run), "--models", "decision_tree", "--split", "stratified",
+    assert main(["train", str(run), "--models", "decision_tree",
                  "--no-unsupervised", "--scale-threshold", "0", "--out", str(out),
                  "--scheduler", local_client.scheduler.address]) == 0
     printed = capsys.readouterr().out

@@ -52,7 +52,7 @@ from fmadask.errors import DataError
 from fmadask.fma.splits import EVAL_SPLITS
 from fmadask.fusion.pool import fit_weight, pool, pool_labels
 from fmadask.lock import hold
-from fmadask.options import SPLIT_SEED, FusionOptions, setting
+from fmadask.options import FusionOptions, setting
 from fmadask.runfolder import (BEST_FILE, CLASSICAL_DIR, CNN_DIR, FUSION_DIR, MODEL_CARD,
                                MODELS_DIR, PARTS_DIR, PREDICTIONS_FILE, REPORT_FILE, RESULTS_FILE,
                                TRAIN_RECORD, WEIGHTS_TABLE, confusion_file, read_card)
@@ -158,8 +158,8 @@ def classical_probabilities(run_dir: str | Path, model_dir: Path,
 
 def classical_dataset(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None,
                       target: str = GENRE_TOP) -> Any:
-    """The run's features and labels, split as the classical stage split them
-    (``classical/train.json``), for ``target``."""
+    """The run's features and labels for ``target``, split as featurize decided (the split the
+    classical stage records in ``classical/train.json`` is checked against it)."""
     from fmadask.ml.data import load_dataset
 
     try:
@@ -169,8 +169,7 @@ def classical_dataset(run_dir: str | Path, storage_options: Mapping[str, Any] | 
     except FileNotFoundError:
         data = {}
     options = {"target": target} if target != GENRE_TOP else {}
-    return load_dataset(run_dir, split=data.get("split") or "official",
-                        split_seed=data.get("split_seed") or SPLIT_SEED,
+    return load_dataset(run_dir, split=data.get("split"), split_seed=data.get("split_seed"),
                         storage_options=storage_options, **options)
 
 

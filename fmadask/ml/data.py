@@ -27,7 +27,7 @@ import pandas as pd
 
 from fmadask import storage
 from fmadask.errors import ConfigError, DataError
-from fmadask.fma.labels import label_matrix, stratum
+from fmadask.fma.labels import label_matrix
 from fmadask.fma.splits import SPLITS
 from fmadask.options import SPLIT_METHODS, SPLIT_SEED, Options, check, same_as, setting
 from fmadask.runfolder import FEATURES_DIR, JOB_FILE, read_features, read_job
@@ -41,12 +41,13 @@ FMA_FEATURES_CSV = "features.csv"
 
 @dataclass(frozen=True, kw_only=True)
 class DatasetOptions(Options):
-    """Which split the classical stage learns with (the data options of :func:`load_dataset`):
-    FMA's or the study's stratified 80/10/10 with its seed, and for FMA's ``features.csv`` the
-    subset (a run holds the subset it was made for)."""
+    """What the classical stage learns from (the data options of :func:`load_dataset`): the
+    target, and for FMA's ``features.csv`` the subset and the split. A run folder holds its
+    subset and the split its featurize job decided; ``split``/``seed`` left ``None`` take it
+    (naming another is refused: the split is decided once, at featurize)."""
 
-    split: str = same_as("data.split")
-    seed: int = same_as("data.seed")
+    split: str | None = None
+    seed: int | None = None
     subset: str = same_as("data.subset")
     target: str = same_as("data.target")
 
@@ -130,7 +131,7 @@ class Dataset:
                        None if self.labels is None else self.labels[mask], self.genres)
 
 
-def load_dataset(source: str | Path, split: str = "official", split_seed: int = SPLIT_SEED,
+def load_dataset(source: str | Path, split: str | None = None, split_seed: int | None = None,
                  subset: str = "small", storage_options: Mapping[str, Any] | None = None,
                  target: str = "genre_top") -> Dataset:
     """Load the features table of a featurize run or of FMA's ``features.csv``.
@@ -140,13 +141,14 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
     source : str or Path
         A run directory (or its ``features/`` folder), FMA's ``features.csv``, the
         ``fma_metadata`` folder holding it, or the data folder holding ``fma_metadata/``.
-    split : {'official', 'stratified'}
-        FMA's ``('set', 'split')`` or the study's seeded, genre-stratified 80/10/10. For a run,
-        the split the featurize job stored is used when it is the one asked for; otherwise it is
-        recomputed (stratified: over the run's featurized tracks; official: from the run's
-        ``tracks.csv``).
-    split_seed : int
-        Seed of the stratified split (the featurize job's default, as here).
+    split : {'official', 'stratified'}, optional
+        FMA's ``('set', 'split')`` or the study's seeded, genre-stratified 80/10/10. A run
+        holds the split its featurize job decided, and every later stage uses it: ``None`` (or
+        that split) takes it, another is refused (:class:`DataError`). For ``features.csv``
+        the split is made here; ``None`` is FMA's.
+    split_seed : int, optional
+        Seed of the stratified split (``None``: the run's, or the study's
+        :data:`~fmadask.options.SPLIT_SEED`).
     subset : {'small', 'medium', 'large', 'full'}
         Tracks of ``features.csv`` to use (it covers all of FMA); ignored for a run, which
         holds the subset it was made for.
@@ -165,14 +167,15 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
     ------
     DataError
         ``source`` is neither, misses columns, has no usable track, a genre has no training
-        track (``genre_top``), a split has no positive of any label (``genres_all``), or a run
-        holds no ``genres_all`` labels (featurized before fmadask recorded them). Tracks with a
+        track (``genre_top``), a split has no positive of any label (``genres_all``), a run
+        holds no ``genres_all`` labels (featurized before fmadask recorded them), or a split
+        other than the run's is asked for. Tracks with a
         NaN or infinite feature are left out, not an error (``info['dropped_nonfinite']``
         counts them).
     ConfigError
         Unknown ``split`` or ``target``.
     """
-    if split not in SPLIT_METHODS:
+    if split is not None and split not in SPLIT_METHODS:
         raise ConfigError(f"unknown split {split!r}: choose one of {', '.join(SPLIT_METHODS)}")
     check("data.target", target)
     if storage.is_remote(source):
@@ -190,7 +193,9 @@ def load_dataset(source: str | Path, split: str = "official", split_seed: int = 
         if run_dir is not None:
             dataset = _from_run(run_dir, split, split_seed, target)
         else:
-            dataset = _from_fma_csv(_features_csv(path), split, split_seed, subset, target)
+            dataset = _from_fma_csv(_features_csv(path), split or "official",
+                                    SPLIT_SEED if split_seed is None else split_seed, subset,
+                                    target)
     dataset = _drop_nonfinite(dataset)
     _check(dataset, where)
     return dataset
@@ -225,7 +230,7 @@ def _features_csv(path: Path) -> Path:
                     f"{FMA_FEATURES_CSV}: run 'fmadask featurize' or 'fmadask fetch metadata' first")
 
 
-def _from_run(run_dir: str | Path, split: str, split_seed: int, target: str,
+def _from_run(run_dir: str | Path, split: str | None, split_seed: int | None, target: str,
               storage_options: Mapping[str, Any] | None = None) -> Dataset:
     job = read_job(run_dir, storage_options)
     params = job["params"]
@@ -252,27 +257,34 @@ def _from_run(run_dir: str | Path, split: str, split_seed: int, target: str,
         keep = table["genre_top"].notna().to_numpy()
     excluded = int((~keep).sum())
     table = table[keep]
-    stored = params.get("split", "official")
-    if split == stored and (split == "official" or params.get("seed") == split_seed):
-        splits = table["split"]
-    elif split == "stratified":
-        from fmadask.fma.splits import stratified_split
-
-        strata = (table["genre_top"] if target == "genre_top" else
-                  genres_all[keep].map(lambda ids: stratum(ids, genres)))
-        splits = stratified_split(strata, seed=split_seed)
-    else:
-        splits = _official_split_of(job, table.index, storage_options)
+    stored, seed = _recorded_split(run_dir, params, split, split_seed)
     info = {"kind": "run", "path": str(storage.resolve(run_dir)), "sr": params.get("sr"),
             "fma_compat": params.get("fma_compat", True), "decoders": job.get("decoders"),
             "max_seconds": params.get("max_seconds"), "subset": params.get("subset"),
-            "split": split, "split_seed": split_seed if split == "stratified" else None,
-            "target": target, "featurized_for": featurized_for, "excluded_no_genre": excluded}
+            "split": stored, "split_seed": seed, "target": target,
+            "featurized_for": featurized_for, "excluded_no_genre": excluded}
     features = table.drop(columns=["split", "genre_top"])
+    splits = table["split"].astype(str)
     if target == "genre_top":
-        return Dataset(features, table["genre_top"].astype(str), splits.astype(str), info)
+        return Dataset(features, table["genre_top"].astype(str), splits, info)
     genre = table["genre_top"].astype(object).where(table["genre_top"].notna(), None)
-    return _multi_label(features, genre, splits.astype(str), genres_all[keep], genres, info)
+    return _multi_label(features, genre, splits, genres_all[keep], genres, info)
+
+
+def _recorded_split(run_dir: str | Path, params: Mapping[str, Any], split: str | None,
+                    split_seed: int | None) -> tuple[str, int | None]:
+    """The split a run's featurize job decided (``(method, seed)``, the seed ``None`` for FMA's),
+    which every later stage uses: a different one asked for is refused, never re-derived (a
+    model trained on one split and fused or scored on another would leak test tracks)."""
+    stored = params.get("split", "official")
+    seed = params.get("seed") if stored == "stratified" else None
+    if split is None or (split == stored and (seed is None or split_seed in (None, seed))):
+        return stored, seed
+    asked = split if split == "official" else f"{split} (seed {split_seed})"
+    made = stored if seed is None else f"{stored} (seed {seed})"
+    raise DataError(f"{storage.redact(run_dir)} was featurized with the {made} split, which its "
+                    f"later stages use; {asked} was asked for: leave {setting('data.split')} "
+                    "unset, or featurize again with that split into a new folder")
 
 
 def _multi_label(features: pd.DataFrame, genre: pd.Series, split: pd.Series,
@@ -289,20 +301,6 @@ def _multi_label(features: pd.DataFrame, genre: pd.Series, split: pd.Series,
                           columns=learnable)
     tree = genres[["title", "parent", "top_level"]].copy()
     return Dataset(features, genre, split, info, labels, tree)
-
-
-def _official_split_of(job: dict, track_ids: pd.Index,
-                       storage_options: Mapping[str, Any] | None = None) -> pd.Series:
-    """FMA's official split of a run's tracks, from the ``tracks.csv`` the run was made from."""
-    from fmadask.fma.metadata import load_tracks
-    from fmadask.fma.splits import official_split
-
-    data_dir = job.get("data_dir")
-    splits = official_split(load_tracks(data_dir, storage_options)).reindex(track_ids)
-    if splits.isna().any():
-        raise DataError(f"{data_dir}: tracks.csv lacks the split of {int(splits.isna().sum())} "
-                        f"featurized tracks: set {setting('data.split')} to stratified")
-    return splits
 
 
 def flat_feature_names(columns: pd.MultiIndex) -> list[str]:

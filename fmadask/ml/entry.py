@@ -10,7 +10,7 @@ from fmadask import storage
 from fmadask.errors import ConfigError
 from fmadask.flags import (add_cluster_options, add_option, add_options, add_storage_options,
                            options_from_args, require_drivers)
-from fmadask.options import ClassicalOptions, ClassicalSection, DataOptions
+from fmadask.options import SPLIT_SEED, ClassicalOptions, ClassicalSection, DataOptions
 from fmadask.runfolder import CLASSICAL_DIR, CONFUSION_DIR, RESULTS_FILE, TABLE_FILE
 from fmadask.stages import Stage, StageContext, present, result_options
 
@@ -113,7 +113,8 @@ def _run_command(args: argparse.Namespace) -> int:
     require_drivers(args.source, args.out)
     config = ClassicalConfig.of(options_from_args(ClassicalOptions, args))
     results = train(args.source, out_dir=args.out, config=config,
-                    data=options_from_args(DatasetOptions, args), scheduler=args.scheduler,
+                    data=options_from_args(DatasetOptions, args, split=args.split,
+                                           seed=args.split_seed), scheduler=args.scheduler,
                     workers=args.workers, worker_timeout=args.worker_timeout,
                     storage_options=args.storage_options)
     # the threshold it ran with: the table alone would state the default's
@@ -136,7 +137,16 @@ def command(sub: argparse._SubParsersAction) -> None:
                         "tracks.csv next to it)")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default RUN_DIR/classical, or ./classical)")
-    add_options(p, DataOptions, "split", "seed", "target")
+    # A run folder holds the split its featurize job decided: no default here, so that one
+    # is used unless another is named (and then refused).
+    add_option(p, "data.split", default=None,
+               help="FMA's ('set', 'split') or the study's stratified 80/10/10, for "
+                    "features.csv (default official); a run uses the split it was featurized "
+                    "with")
+    add_option(p, "data.seed", default=None,
+               help="seed of the stratified split of features.csv (default "
+                    f"{SPLIT_SEED}); a run uses its own")
+    add_options(p, DataOptions, "target")
     add_option(p, "data.subset", help="FMA subset when reading features.csv")
     add_options(p, ClassicalOptions)
     add_storage_options(p)
