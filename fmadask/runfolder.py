@@ -275,17 +275,27 @@ class PartitionFiles:
             tags come from it instead of a request per file. With ``checksums`` a file whose
             tag is the one recorded is not read (only a changed one is), listed or not.
         """
-        url = storage.is_url(self.run_dir)
         if listed is not None and self.name(self.record) not in listed:
             return None     # never finished (in flight when its run stopped): nothing to read
         try:
-            record = json.loads(storage.read_bytes(self.record, self.storage_options))
-            recorded = record["files"]
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            content = storage.read_bytes(self.record, self.storage_options)
+        except FileNotFoundError:
             return None
         except OSError:
-            if url:
+            if storage.is_url(self.run_dir):
                 raise       # a store that cannot be reached must not look like "redo it all"
+            return None
+        return self.check_record(content, what, checksums, listed)
+
+    def check_record(self, content: bytes | None, what: Sequence[str], checksums: bool = False,
+                     listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict | None:
+        """The completion record ``content`` (as read, None when there is none) parsed, when
+        every file of the partition matches it, else None (see :meth:`matching_record`)."""
+        url = storage.is_url(self.run_dir)
+        try:
+            record = json.loads(content)
+            recorded = record["files"]
+        except (ValueError, KeyError, TypeError):
             return None
         expected = [self.name(p) for p in self.outputs(what)]
         if not isinstance(recorded, dict) or sorted(recorded) != sorted(expected):
@@ -351,11 +361,11 @@ def complete_records(run_dir: str | Path, job: dict | None = None, checksums: bo
                      storage_options: Options = None) -> dict[int, dict]:
     """The completion records of the partitions of a run whose files match them, by partition.
 
-    ``checksums`` also compares SHA-256 digests (in a few threads: hashing releases the GIL;
-    on object storage the threads also hide the round trips), of changed files only: a file
-    whose tag is the one its record keeps (a bucket's entity tag, a local file's times) is
-    unchanged, so only changed files (or those recorded without a tag, by an older fmadask)
-    are read or downloaded to be hashed. In a bucket, sizes and tags come from one listing.
+    ``checksums`` also compares SHA-256 digests (in a few threads: hashing releases the GIL),
+    of changed files only: a file whose tag is the one its record keeps (a bucket's entity tag,
+    a local file's times) is unchanged, so only changed files (or those recorded without a
+    tag, by an older fmadask) are read or downloaded to be hashed. In a bucket, sizes and tags
+    come from one listing of each folder and the records from one concurrent read.
     """
     url = storage.is_url(run_dir)
     run_dir = run_dir if url else Path(run_dir)
@@ -364,8 +374,14 @@ def complete_records(run_dir: str | Path, job: dict | None = None, checksums: bo
     parts = [PartitionFiles(run_dir, p, storage_options)
              for p in range(job["plan"]["partitions"])]
     listed = _listing(str(run_dir), storage_options) if url else None
-    with ThreadPoolExecutor(max_workers=16 if url else 4 if checksums else 1) as pool:
-        records = list(pool.map(lambda f: f.matching_record(what, checksums, listed), parts))
+    if listed is not None:    # a record the listing lacks was never finished: nothing to read
+        parts = [f for f in parts if f.name(f.record) in listed]
+    # Every record in one concurrent read: one after the other, a bucket's round trips made a
+    # minute of the resume check at FMA-large size.
+    contents = storage.read_many([f.record for f in parts], storage_options)
+    with ThreadPoolExecutor(max_workers=4 if checksums else 1) as pool:
+        records = list(pool.map(lambda f, c: f.check_record(c, what, checksums, listed),
+                                parts, contents))
     return {f.partition: r for f, r in zip(parts, records) if r is not None}
 
 

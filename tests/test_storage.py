@@ -345,9 +345,11 @@ def test_a_resume_on_s3_reads_no_data_object_of_a_complete_partition(s3_server, 
                                                                      local_client) -> None:
     """A re-run in a bucket decides which partitions are complete from their completion records
     and the sizes and entity tags of one listing: it downloads no data object of a complete
-    partition (every GET the client and the workers send is seen by a relay), yet redoes a
-    partition whose object was changed (same size, other bytes), one cut short and one whose
-    record is missing (in flight when the client died)."""
+    partition (every GET the client and the workers send is seen by a relay), lists each
+    folder and reads each record once (its summary reuses what its plan read: at FMA-large
+    size a second pass cost a minute), yet redoes a partition whose object was changed (same
+    size, other bytes), one cut short and one whose record is missing (in flight when the
+    client died)."""
     from conftest import TcpRelay
     from fmadask.pipeline import run_featurize
     from fmadask.pipeline.featurize import FeaturizeConfig
@@ -374,7 +376,12 @@ def test_a_resume_on_s3_reads_no_data_object_of_a_complete_partition(s3_server, 
         again = run_featurize(sample_dir, **kwargs)
         assert (again["partitions_run"], again["partitions_skipped"]) == (0, 4)
         assert [data_gets(p) for p in range(4)] == [[], [], [], []]
-        assert any(r.startswith("GET /runs-resume/r1/_partitions/") for r in relay.requests)
+        records = [r for r in relay.requests if r.startswith("GET /runs-resume/r1/_partitions/")]
+        assert sorted(records) == [f"GET /runs-resume/r1/_partitions/part-{p:05d}.json"
+                                   for p in range(4)]
+        listings = [r for r in relay.requests if r.startswith("GET /runs-resume?")]
+        assert len(listings) == len(set(listings)) == 5    # features, spectrograms, index,
+        #                                                    errors, records: once each
 
         fs = s3_server.filesystem()
         changed = "runs-resume/r1/features/part-00001.parquet"

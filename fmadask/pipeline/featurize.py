@@ -68,7 +68,7 @@ from fmadask.pipeline.summary import print_summary, summarize
 from fmadask.records import describe_change, package_versions
 from fmadask.runfolder import (FEATURES_DIR, GENRES_FILE, INDEX_DIR, JOB_FILE, LABELS_FILE,
                                MAX_PARTITIONS, MEL_PARAMS_FILE, OUTPUTS, PART_DIRS, RECORDS_DIR,
-                               SPECTROGRAMS_DIR, ERRORS_DIR, PartitionFiles, complete_partitions,
+                               SPECTROGRAMS_DIR, ERRORS_DIR, PartitionFiles, complete_records,
                                foreign_entries, read_job, write_json)
 from fmadask.runlabels import write_labels
 
@@ -223,6 +223,8 @@ class FeaturizeState:
     foreign: tuple[str, ...] = ()
     #: Partitions complete for the planned job: files match their records, checksums included.
     complete: tuple[int, ...] = ()
+    #: Their completion records, by partition, as read (None: not read).
+    records: Mapping[int, dict] | None = None
     #: Files that earlier featurize runs wrote (names relative to the folder): what an
     #: overwrite deletes.
     written: tuple[str, ...] = ()
@@ -259,9 +261,9 @@ def read_featurize_state(run_dir: str | Path, record: Mapping[str, Any], overwri
         return FeaturizeState(written=tuple(_written_files(run_dir, so)))
     if storage.isfile(storage.join(run_dir, JOB_FILE), so):
         job = read_job(run_dir, so)
-        complete = (complete_partitions(run_dir, dict(record), checksums=True, storage_options=so)
-                    if job["params"] == record["params"] else [])
-        return FeaturizeState(job=job, complete=tuple(complete))
+        records = (complete_records(run_dir, dict(record), checksums=True, storage_options=so)
+                   if job["params"] == record["params"] else {})
+        return FeaturizeState(job=job, complete=tuple(sorted(records)), records=records)
     if any(n.startswith("part-") for d in PART_DIRS
            for n in storage.listdir(storage.join(run_dir, *d.split("/")), so)):
         return FeaturizeState(part_files=True)
@@ -325,6 +327,9 @@ class FeaturizePlan:
     #: The run's label records, written by every execution (:func:`fmadask.fma.tracks.label_rows`).
     labels: tuple[tuple[int, str | None, tuple[int, ...]], ...] = ()
     genres: tuple[tuple[int, str, int, int], ...] = ()
+    #: The completion records of the complete partitions as planning read them (None: not
+    #: read); with nothing remaining, the summary counts from them instead of reading again.
+    records: Mapping[int, dict] | None = None
 
     @property
     def partitions(self) -> int:
@@ -374,7 +379,8 @@ def plan_featurize(config: FeaturizeConfig, table: pd.DataFrame, state: Featuriz
     return FeaturizePlan(run_dir=run_dir, config=config, job=config.job, record=record,
                          complete=done, remaining=remaining, todo=todo,
                          removes=state.written if config.overwrite else (),
-                         labels=label_rows(table), genres=genre_rows(table.attrs["genres"]))
+                         labels=label_rows(table), genres=genre_rows(table.attrs["genres"]),
+                         records=state.records if done else None)
 
 
 def _check_folder(run_dir: str | Path, record: Mapping[str, Any], state: FeaturizeState) -> None:
@@ -592,7 +598,8 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
         # fmadask wrote them) are replaced by the same tracks' current ones.
         write_labels(run_dir, plan.labels, plan.genres, so)
 
-        summary = summarize(run_dir, so)
+        # Nothing written under the lock when nothing remained: the records planning read hold.
+        summary = summarize(run_dir, so, None if plan.remaining else plan.records)
         summary.update(partitions_run=stats.partitions_run,
                        partitions_skipped=len(plan.complete), tracks_run=stats.tracks_run,
                        seconds=round(stats.seconds, 3),

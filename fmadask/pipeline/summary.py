@@ -40,8 +40,13 @@ def _counts_from_files(files: PartitionFiles, what: Sequence[str],
                             zip(errors["track_id"], errors["error_type"]))
 
 
-def summarize(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict:
+def summarize(run_dir: str | Path, storage_options: Mapping[str, Any] | None = None,
+              records: Mapping[int, Mapping[str, Any]] | None = None) -> dict:
     """Count what a run directory holds: tracks, failures by type, features and spectrograms.
+
+    ``records``: the completion records of its complete partitions, by partition, when the
+    caller has just read them (:func:`~fmadask.runfolder.complete_records`, nothing written
+    since); else they are read.
 
     Returns
     -------
@@ -56,7 +61,8 @@ def summarize(run_dir: str | Path, storage_options: Mapping[str, Any] | None = N
     what = job["params"]["what"]
     # Counted from the completion records: a summary reads no data file (in a bucket, a
     # resume's summary would otherwise download part of every complete partition).
-    records = complete_records(run_dir, job, storage_options=storage_options)
+    if records is None:
+        records = complete_records(run_dir, job, storage_options=storage_options)
     done = sorted(records)
     counts = [_recorded_counts(records[p], what)
               or _counts_from_files(PartitionFiles(run_dir, p), what, storage_options)
