@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 from fmadask import storage
 from fmadask.errors import ConfigError
-from fmadask.options import ClassicalSection
+from fmadask.options import ClassicalSection, OptionError
 from fmadask.runfolder import CLASSICAL_DIR, CONFUSION_DIR, RESULTS_FILE, TABLE_FILE
 from fmadask.stages import Stage, StageContext, present, result_options
 
@@ -26,8 +26,17 @@ def params(spec: Any, upstream: dict[str, dict]) -> dict[str, Any]:
 
 
 def check(spec: Any) -> None:
-    """Refuse model names the registry does not know (:data:`fmadask.ml.models.MODELS`)."""
+    """Refuse model names the registry does not know (:data:`fmadask.ml.models.MODELS`), and
+    options that have no multi-label meaning under ``genres_all``
+    (:func:`fmadask.ml.multilabel.check_options`)."""
     from fmadask.ml.models import resolve_models
+    from fmadask.ml.multilabel import check_options
+
+    if spec.data.target == "genres_all":
+        try:
+            check_options(spec.classical)
+        except OptionError as exc:
+            raise ConfigError(f"{spec.source}: {exc.named(exc.key)}") from None
 
     models = spec.classical.models
     try:
