@@ -215,3 +215,71 @@ def test_thresholds_are_chosen_on_validation_only(multi_run: Path, local_client,
     assert cards[0]["thresholds"] == cards[1]["thresholds"]
     assert a.iloc[1]["validation_pr_auc_macro"] == b.iloc[1]["validation_pr_auc_macro"]
     assert a.iloc[1]["test_pr_auc_macro"] != b.iloc[1]["test_pr_auc_macro"]
+
+
+def test_class_weight_under_genres_all_is_refused_before_any_work(
+        multi_run: Path, sample_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "classical"
+    assert main(["train", str(multi_run), "--target", "genres_all", "--models",
+                 "logistic_regression", "--class-weight", "balanced", "--no-unsupervised",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--class-weight balanced" in err[0] and "genres_all" in err[0]
+    assert not (out / "results.csv").exists()
+    demo = Path(__file__).resolve().parents[1] / "jobs" / "demo.toml"
+    assert main(["run", "--check", str(demo), "--set", f"data.dir={sample_dir}",
+                 "--set", f"output.dir={tmp_path / 'run'}", "--set", "data.target=genres_all",
+                 "--set", "classical.class_weight=balanced"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classical.class_weight balanced" in err[0]
+
+
+def test_xgboost_trained_across_the_workers_learns_every_genre(
+        multi_run: Path, local_client, tmp_path: Path) -> None:
+    """distributed_xgb under genres_all: XGBoost's multi-label form through xgboost.dask scores
+    what the same model trained in one task scores."""
+    from fmadask.ml.train import ClassicalConfig, train
+
+    dataset = load_dataset(multi_run, target="genres_all")
+    results = {}
+    for across in (False, True):
+        table = train(dataset, tmp_path / str(across), ClassicalConfig(
+            models="xgboost", model_params=SMALL, distributed_xgb=across, unsupervised=False),
+            client=local_client, progress=False).set_index("model")
+        assert table.at["xgboost", "error"] == ""
+        results[across] = table.loc["xgboost"]
+    assert results[True]["worker"].startswith("xgboost.dask")
+    for column in ("validation_pr_auc_macro", "test_roc_auc_macro"):
+        assert results[True][column] == pytest.approx(results[False][column], abs=0.05)
+
+
+def test_the_search_under_genres_all_scores_macro_average_precision(
+        multi_run: Path, local_client, tmp_path: Path) -> None:
+    """The search tunes a model's multi-label form on folds of the training rows, scored by
+    macro average precision; the refitted model gets a row, a card and its thresholds from
+    validation like the others."""
+    import json
+
+    from fmadask.ml.persist import load_classical
+    from fmadask.ml.train import ClassicalConfig, train
+
+    dataset = load_dataset(multi_run, target="genres_all")
+    out = tmp_path / "classical"
+    config = ClassicalConfig(models="logistic_regression,xgboost", model_params=SMALL,
+                             search="random", search_models="xgboost", n_iter=3, cv=2,
+                             unsupervised=False)
+    results = train(dataset, out, config, client=local_client, progress=False).set_index("model")
+    assert list(results.index) == ["label_prior", "logistic_regression", "xgboost",
+                                   "xgboost-random"]
+    searched = results.loc["xgboost-random"]
+    assert searched["error"] == "" and searched["search"] == "random"
+    assert 0.0 < searched["cv_score"] <= 1.0
+    assert 0.0 < searched["validation_pr_auc_macro"] <= 1.0
+    record = json.loads((out / "train.json").read_text())
+    assert record["searches"]["xgboost"]["score"] == "pr_auc_macro"
+    assert record["searches"]["xgboost"]["candidates"] == 3
+    assert not any("search" in note for note in record["notes"])
+    _, card = load_classical(out / "models" / "xgboost-random")
+    assert card["search"] == "random" and len(card["thresholds"]) == len(dataset.classes)
+    assert (out / "search" / "xgboost-random.csv").is_file()

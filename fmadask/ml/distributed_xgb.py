@@ -33,8 +33,9 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
         ``random_state``.
     X_train : numpy.ndarray, shape (n, d)
         Scaled training features, scattered to the workers in blocks.
-    y_train : numpy.ndarray, shape (n,)
-        Class codes ``0 .. k-1``.
+    y_train : numpy.ndarray, shape (n,) or (n, k)
+        Class codes ``0 .. k-1``, or 0/1 labels (``genres_all``: XGBoost's multi-label form,
+        one output per genre).
     evaluate : dict of str to numpy.ndarray
         Scaled features of other splits.
     sample_weight : numpy.ndarray, shape (n,), optional
@@ -44,14 +45,17 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
     -------
     FitOutcome
         ``estimator`` is a local ``xgboost.XGBClassifier``; ``worker`` says how many workers
-        trained it.
+        trained it. Multi-label: ``scores`` holds each split's label probabilities (as
+        :func:`fmadask.ml.multilabel.fit_multilabel`'s), not ``predictions``.
     """
     import xgboost as xgb
     import xgboost.dask  # noqa: F401 - registers xgb.dask
 
+    from fmadask.ml.multilabel import label_probabilities
     from fmadask.ml.unsupervised import to_dask_array
 
     start = time.perf_counter()
+    multilabel = np.ndim(y_train) == 2
     n_workers = len(workers_info(client))
     # One block per worker at least, so that every worker takes part.
     block = max(1, -(-len(X_train) // max(1, n_workers)))
@@ -61,8 +65,9 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
         if params.get("early_stopping_rounds"):
             from sklearn.model_selection import train_test_split
 
-            rows, held_out = train_test_split(rows, test_size=0.1, stratify=y_train,
-                                              random_state=seed)
+            # (stratified by genre; a genres_all label set is not a class to stratify by)
+            rows, held_out = train_test_split(rows, test_size=0.1, random_state=seed,
+                                              stratify=None if multilabel else y_train)
 
         def blocks(values: np.ndarray | None, part: np.ndarray) -> Any:
             return None if values is None else to_dask_array(client, values[part],
@@ -84,10 +89,18 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
         # The booster's JSON carries its best round (early stopping): the local copy predicts
         # with it, as a model trained in one task would.
         local.set_params(**{"random_state": seed, **params})
-        predictions = {s: np.asarray(local.predict(Xe)) if len(Xe) else np.empty(0, int)
-                       for s, Xe in evaluate.items()}
+        if multilabel:
+            scores = {s: label_probabilities(local, Xe).astype(np.float32)
+                      for s, Xe in evaluate.items() if len(Xe)}
+        else:
+            predictions = {s: np.asarray(local.predict(Xe)) if len(Xe) else np.empty(0, int)
+                           for s, Xe in evaluate.items()}
     except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
         return FitOutcome("xgboost", params, None, seconds=time.perf_counter() - start,
                           worker=f"xgboost.dask ({n_workers} workers)", error=error_line(exc))
+    workers = f"xgboost.dask ({n_workers} workers)"
+    if multilabel:
+        return FitOutcome("xgboost", params, local, {}, time.perf_counter() - start, workers,
+                          scores=scores)
     return FitOutcome("xgboost", params, local, predictions, time.perf_counter() - start,
-                      f"xgboost.dask ({n_workers} workers)")
+                      workers)

@@ -10,7 +10,8 @@ from fmadask import storage
 from fmadask.errors import ConfigError
 from fmadask.flags import (add_cluster_options, add_option, add_options, add_storage_options,
                            options_from_args, require_drivers)
-from fmadask.options import SPLIT_SEED, ClassicalOptions, ClassicalSection, DataOptions
+from fmadask.options import (SPLIT_SEED, ClassicalOptions, ClassicalSection, DataOptions,
+                             OptionError)
 from fmadask.runfolder import CLASSICAL_DIR, CONFUSION_DIR, RESULTS_FILE, TABLE_FILE
 from fmadask.stages import Stage, StageContext, present, result_options
 
@@ -29,8 +30,17 @@ def params(spec: Any, upstream: dict[str, dict]) -> dict[str, Any]:
 
 
 def check(spec: Any) -> None:
-    """Refuse model names the registry does not know (:data:`fmadask.ml.models.MODELS`)."""
+    """Refuse model names the registry does not know (:data:`fmadask.ml.models.MODELS`), and
+    options that have no multi-label meaning under ``genres_all``
+    (:func:`fmadask.ml.multilabel.check_options`)."""
     from fmadask.ml.models import resolve_models
+    from fmadask.ml.multilabel import check_options
+
+    if spec.data.target == "genres_all":
+        try:
+            check_options(spec.classical)
+        except OptionError as exc:
+            raise ConfigError(f"{spec.source}: {exc.named(exc.key)}") from None
 
     models = spec.classical.models
     try:

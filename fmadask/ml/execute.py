@@ -47,7 +47,7 @@ RESULT_COLUMNS = (["model", "name", "label", "search"]
                   + ["cv_score", "search_score", "runs_as", "class_weight", "n_train",
                      "fit_seconds", "worker", "params", "error"])
 #: Columns of a multi-label results.csv (``genres_all``): the metrics module's scores.
-MULTILABEL_COLUMNS = (["model", "name", "label", *MULTILABEL_SCORES]
+MULTILABEL_COLUMNS = (["model", "name", "label", "search", *MULTILABEL_SCORES, "cv_score"]
                       + ["runs_as", "n_train", "fit_seconds", "worker", "params", "error"])
 # Fit the slowest models first so that a few workers finish the table together (longest
 # processing time first); measured on FMA-small-sized tables.
@@ -365,7 +365,7 @@ class _MultiLabelStage(_Stage):
     a label-prior baseline row."""
 
     def run(self) -> pd.DataFrame:
-        from fmadask.ml.multilabel import PRIOR, evaluate_scores, fit_multilabel
+        from fmadask.ml.multilabel import PRIOR, evaluate_scores
         from fmadask.report.multilabel import prior_probabilities
 
         plan, start = self.plan, time.perf_counter()
@@ -377,48 +377,80 @@ class _MultiLabelStage(_Stage):
             self.log(f"classical: {line}")
         self.scaler = self._fit_scaler()
         scaled = {s: self.scaler.transform(self.X[s]).astype(np.float32) for s in self.X}
-        X_train, Y_train, evaluate = self.client.scatter(
-            [scaled["training"], self.y["training"], {s: scaled[s] for s in EVAL_SPLITS}],
-            broadcast=False)
-        futures = {self.client.submit(fit_multilabel, name, dict(params), self.config.seed,
-                                      X_train, Y_train, evaluate, self.runs[name], pure=False,
-                                      key=f"fit-{name}-{uuid.uuid4().hex[:8]}"): name
-                   for name, params in sorted(plan.fits, key=lambda job: _fit_order(job[0]))}
         prior = {s: prior_probabilities(self.y["training"], len(self.y[s])) for s in EVAL_SPLITS}
         evaluations = {PRIOR: evaluate_scores(self.dataset, prior)}
         rows = [self._multi_row(PRIOR, "Label prior (baseline)", evaluations[PRIOR])]
-        from distributed import as_completed
-
-        outcomes = {}
-        for future in as_completed(futures):
-            outcomes[futures[future]] = outcome = future.result()
-            if outcome.error:
-                self.log(f"  {outcome.name:<20} FAILED: {outcome.error}")
-        for name, _ in plan.fits:
-            outcome = outcomes[name]
+        # The table's fits run on the cluster while the searches (scored by macro average
+        # precision on folds of the training rows) run; then the searched models are refitted.
+        jobs = [(n, dict(p)) for n, p in plan.fits]
+        pending = self._submit_multi(jobs, scaled)
+        searches = {s.name: self._search(s) for s in plan.searches}
+        fitted = [(o, "none") for o in self._gather_multi(jobs, pending, scaled)]
+        if searches:
+            refits = [(s.name, {**s.base_params, **searches[s.name].best_params})
+                      for s in plan.searches]
+            fitted += [(o, self.config.search) for o in
+                       self._gather_multi(refits, self._submit_multi(refits, scaled), scaled)]
+        for outcome, search in fitted:
+            name = outcome.name if search == "none" else f"{outcome.name}-{search}"
+            label = MODELS[outcome.name].label + ("" if search == "none" else f" ({search} search)")
             evaluation = None if outcome.error else evaluate_scores(self.dataset, outcome.scores)
-            rows.append(self._multi_row(name, MODELS[name].label, evaluation, outcome))
+            rows.append(self._multi_row(name, label, evaluation, outcome, search,
+                                        searches.get(outcome.name) if search != "none" else None))
             if evaluation is not None:
                 evaluations[name] = evaluation
                 scores = evaluation.scores
                 self.log(f"  {name:<20} PR-AUC validation {scores['validation']['pr_auc_macro']:.3f}"
                          f"  test {scores['test']['pr_auc_macro']:.3f}  ({outcome.seconds:.1f} s "
                          f"on {outcome.worker})")
-                self._save_multi(name, outcome, evaluation)
+                self._save_multi(name, label, search, outcome, evaluation)
         results = pd.DataFrame(rows, columns=list(MULTILABEL_COLUMNS))
         best = self._write_multi_outputs(results, evaluations)
-        self._write_record(n_workers, {}, best, None, time.perf_counter() - start)
+        self._write_record(n_workers, searches, best, None, time.perf_counter() - start)
         self.log(f"classical: table in {self.out / TABLE_FILE}")
         return results
 
+    def _submit_multi(self, jobs: list[tuple[str, dict]], scaled: dict[str, np.ndarray]
+                      ) -> dict[Any, str]:
+        """Start fitting each (model, params)'s multi-label form as a Dask task, slowest first
+        (XGBoost with ``distributed_xgb`` is trained across the workers by
+        :meth:`_gather_multi` instead)."""
+        from fmadask.ml.multilabel import fit_multilabel
+
+        X_train, Y_train, evaluate = self.client.scatter(
+            [scaled["training"], self.y["training"], {s: scaled[s] for s in EVAL_SPLITS}],
+            broadcast=False)
+        return {self.client.submit(fit_multilabel, name, params, self.config.seed, X_train,
+                                   Y_train, evaluate, self.runs[name], pure=False,
+                                   key=f"fit-{name}-{uuid.uuid4().hex[:8]}"): name
+                for name, params in sorted(jobs, key=lambda job: _fit_order(job[0]))
+                if not (name == "xgboost" and self.config.distributed_xgb)}
+
+    def _gather_multi(self, jobs: list[tuple[str, dict]], futures: dict[Any, str],
+                      scaled: dict[str, np.ndarray]) -> list[FitOutcome]:
+        """The outcomes of :meth:`_submit_multi`'s fits, in ``jobs`` order (failures said)."""
+        from distributed import as_completed
+
+        done = {name: self._fit_xgboost_dask(params, scaled) for name, params in jobs
+                if name == "xgboost" and self.config.distributed_xgb}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+        for outcome in done.values():
+            if outcome.error:
+                self.log(f"  {outcome.name:<20} FAILED: {outcome.error}")
+        return [done[name] for name, _ in jobs]
+
     def _multi_row(self, name: str, label: str, evaluation: Any,
-                   outcome: FitOutcome | None = None) -> dict:
+                   outcome: FitOutcome | None = None, search: str = "none",
+                   searched: SearchOutcome | None = None) -> dict:
         from fmadask.report.multilabel import results_row
 
-        row: dict[str, Any] = {"model": name, "name": name, "label": label,
+        row: dict[str, Any] = {"model": name, "name": outcome.name if outcome else name,
+                               "label": label, "search": search,
+                               "cv_score": searched.best_score if searched else np.nan,
                                **(results_row(evaluation) if evaluation is not None
                                   else dict.fromkeys(MULTILABEL_SCORES, np.nan)),
-                               "runs_as": self.runs.get(name, ""),
+                               "runs_as": self.runs.get(outcome.name if outcome else name, ""),
                                "n_train": len(self.y["training"]), "fit_seconds": np.nan,
                                "worker": "", "params": "", "error": ""}
         if outcome is not None:
@@ -427,13 +459,14 @@ class _MultiLabelStage(_Stage):
                        error=outcome.error or "")
         return row
 
-    def _save_multi(self, name: str, outcome: FitOutcome, evaluation: Any) -> None:
+    def _save_multi(self, folder: str, label: str, search: str, outcome: FitOutcome,
+                    evaluation: Any) -> None:
         from sklearn.pipeline import Pipeline
 
         from fmadask.ml.multilabel import parents_of
 
         pipeline = Pipeline([("scale", self.scaler), ("model", outcome.estimator)])
-        card = {"name": name, "label": MODELS[name].label, "search": "none",
+        card = {"name": outcome.name, "label": label, "search": search,
                 "params": outcome.params, "target": "genres_all", "classes": self.classes,
                 "label_ids": self.dataset.label_ids,
                 "thresholds": [float(t) for t in evaluation.thresholds],
@@ -443,10 +476,10 @@ class _MultiLabelStage(_Stage):
                              ("sr", "fma_compat", "decoders", "max_seconds")},
                 "scaler": self.config.scaler,
                 "outputs": "probability" if hasattr(pipeline, "predict_proba") else "sigmoid",
-                "metrics": evaluation.scores, "runs_as": self.runs[name],
+                "metrics": evaluation.scores, "runs_as": self.runs[outcome.name],
                 "trained_on": self.dataset.info, "seed": self.config.seed,
                 "versions": package_versions(VERSIONED)}
-        save_classical(self.out / MODELS_DIR / name, pipeline, card)
+        save_classical(self.out / MODELS_DIR / folder, pipeline, card)
 
     def _write_multi_outputs(self, results: pd.DataFrame, evaluations: dict) -> dict | None:
         """results.csv, table.md with the best model's per-genre table and picture, best.json

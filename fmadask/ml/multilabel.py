@@ -126,6 +126,32 @@ def top_ids(dataset: Any, split: str) -> np.ndarray:
                      for g in dataset.genre[dataset.rows(split)]], dtype=int)
 
 
+def check_options(options: Any) -> None:
+    """Refuse, before any work, classical options that have no multi-label meaning.
+
+    ``class_weight = 'balanced'`` weighs each row by its one genre's rarity: a track of
+    ``genres_all`` has several genres, so no row weight balances them all (per-genre weights are
+    the one-vs-rest models' business, not a row's).
+
+    Parameters
+    ----------
+    options : ClassicalOptions
+        The stage's options (a job spec's ``[classical]``, the command line's).
+
+    Raises
+    ------
+    OptionError
+        Naming the option, as the user wrote it.
+    """
+    from fmadask.options import OptionError, setting
+
+    if options.class_weight != "none":
+        raise OptionError("classical.class_weight",
+                          f"{{option}} {options.class_weight} weighs each track by its one genre: "
+                          f"under {setting('data.target')} genres_all a track has several, so "
+                          "set {option} none")
+
+
 def plan_models(models: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """The models trained under ``genres_all`` (those of :data:`FORMS`) and those left out."""
     return [m for m in models if m in FORMS], [m for m in models if m not in FORMS]

@@ -108,7 +108,8 @@ class SearchPlan:
     space: Mapping[str, Dimension]
     #: Fixed overrides of the estimator's defaults (``model_params``).
     base_params: Mapping[str, Any]
-    #: 'accuracy', or 'balanced_accuracy' on unbalanced genres (:func:`score_for`).
+    #: 'accuracy', 'balanced_accuracy' on unbalanced genres, or 'pr_auc_macro' under
+    #: ``genres_all`` (:func:`score_for`).
     score: str
     #: Folder of its trials under ``OUT_DIR/search`` (:func:`fmadask.ml.search.trials_folder`).
     folder: str
@@ -176,7 +177,7 @@ def plan_classical(config: ClassicalConfig, dataset: Dataset, state: ClassicalSt
         return dict(config.model_params.get(runs[name], {}))
 
     searches = []
-    tuned = config.search_models if dataset.target == "genre_top" else ()   # none: genres_all
+    tuned = [m for m in config.search_models if m in models]    # genres_all: multi-label forms
     if tuned:
         X, y = dataset.xy("training")
         score = score_for(y)
@@ -214,8 +215,9 @@ def _multilabel_models(config: ClassicalConfig, n_train: int
     """Under ``genres_all``: the models trained (those with a multi-label form,
     :data:`fmadask.ml.multilabel.FORMS`), the estimator each runs as, and what the log and
     train.json say of what is left out."""
-    from fmadask.ml.multilabel import FORMS, plan_models, runs
+    from fmadask.ml.multilabel import FORMS, check_options, plan_models, runs
 
+    check_options(config)
     trained, left = plan_models(config.models)
     if not trained:
         raise OptionError("classical.models", f"{{option}} {', '.join(config.models)} have no "
@@ -223,7 +225,7 @@ def _multilabel_models(config: ClassicalConfig, n_train: int
                           f"some of {', '.join(FORMS)}")
     notes = [f"not trained under genres_all (no multi-label form that scales to 161 genres): "
              f"{', '.join(left)}"] if left else []
-    if config.search_models:
-        notes.append(f"no {config.search} search under genres_all yet: "
-                     f"{', '.join(config.search_models)} trained with their defaults")
+    if set(config.search_models) - set(trained):
+        notes.append(f"not searched under genres_all: "
+                     f"{', '.join(m for m in config.search_models if m not in trained)}")
     return tuple(trained), runs(n_train, config.scale_threshold), notes

@@ -18,7 +18,8 @@ of every candidate as a task on the workers:
 - **survives a lost worker**: Dask re-runs a lost worker's fits elsewhere; a fit that keeps
   killing workers scores NaN for that fold instead of stopping the search.
 
-The score is accuracy, or balanced accuracy when the genres are unbalanced (:func:`score_for`),
+The score is accuracy, or balanced accuracy when the genres are unbalanced, or macro average
+precision for the multi-label target (:func:`score_for`),
 each fold scaled by a scaler fitted on its own training part.
 """
 from __future__ import annotations
@@ -81,11 +82,16 @@ def n_splits_for(y: np.ndarray, cv: int) -> int:
     """Folds to use: ``cv``, but no more than the smallest class has members, so that every fold's
     training part holds every class (XGBoost requires classes ``0 .. k-1`` all present).
 
+    Multi-label ``y`` (0/1 rows, ``genres_all``): ``cv``, at most one fold per row (a fold's
+    held-out rows score the labels they hold, :func:`fmadask.ml.fit.fold_score`).
+
     Raises
     ------
     DataError
         When a class has a single training track.
     """
+    if np.ndim(y) == 2:
+        return max(2, min(cv, len(y)))
     smallest = int(np.bincount(y).min())
     if smallest < 2:
         raise DataError("a genre has a single training track: cross-validation needs at least 2 "
@@ -96,7 +102,10 @@ def n_splits_for(y: np.ndarray, cv: int) -> int:
 
 def score_for(y: np.ndarray) -> str:
     """'balanced_accuracy' when the classes of ``y`` are unbalanced (largest / smallest count
-    above :data:`UNBALANCED_RATIO`), else 'accuracy' (the study's score on FMA small)."""
+    above :data:`UNBALANCED_RATIO`), else 'accuracy' (the study's score on FMA small);
+    'pr_auc_macro' (macro average precision) for multi-label ``y`` (``genres_all``)."""
+    if np.ndim(y) == 2:
+        return "pr_auc_macro"
     counts = np.bincount(y)
     counts = counts[counts > 0]
     return "balanced_accuracy" if counts.max() > UNBALANCED_RATIO * counts.min() else "accuracy"
@@ -137,7 +146,7 @@ class SearchSettings:
     scaler : {'minmax', 'standard'}
     base_params : mapping
         Fixed overrides of the model's defaults.
-    score : {'accuracy', 'balanced_accuracy'}, optional
+    score : {'accuracy', 'balanced_accuracy', 'pr_auc_macro'}, optional
         Default :func:`score_for` ``(y)``.
     class_weight : {None, 'balanced'}
         Passed to every fit (:func:`fmadask.ml.fit.balanced_weights`).
@@ -173,8 +182,9 @@ def run_search(client: Any, X: np.ndarray, y: np.ndarray,
         Cluster that runs the fits.
     X : numpy.ndarray, shape (n, d)
         Unscaled training features (each fold fits its own scaler).
-    y : numpy.ndarray, shape (n,)
-        Class codes ``0 .. k-1``.
+    y : numpy.ndarray, shape (n,) or (n, k)
+        Class codes ``0 .. k-1``, or 0/1 labels (``genres_all``: shuffled folds, scored by
+        macro average precision).
     settings : SearchSettings
         The estimator, its space, the sampler, the folds, the scoring and where trials are kept.
 
@@ -188,15 +198,17 @@ def run_search(client: Any, X: np.ndarray, y: np.ndarray,
         When every candidate failed.
     """
     import optuna
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name, space, method, n_iter, seed = (settings.name, settings.space, settings.method,
                                          settings.n_iter, settings.seed)
     score = settings.score or score_for(y)
     n_splits = n_splits_for(y, settings.cv)
+    # (a genres_all label set is no class to stratify by: plain shuffled folds)
+    splitter = KFold if np.ndim(y) == 2 else StratifiedKFold
     folds = [(a.astype(np.int64), b.astype(np.int64))
-             for a, b in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y)]
+             for a, b in splitter(n_splits, shuffle=True, random_state=seed).split(X, y)]
     if method == "random":
         sampler: Any = optuna.samplers.RandomSampler(seed=seed)
         wave = settings.wave or n_iter
@@ -215,7 +227,7 @@ def run_search(client: Any, X: np.ndarray, y: np.ndarray,
     resumed = 0
     start = time.perf_counter()
     fold_rows = min(len(train) for train, _ in folds)
-    n_classes = len(np.unique(y))
+    n_classes = y.shape[1] if np.ndim(y) == 2 else len(np.unique(y))
     for first in range(0, n_iter, wave):
         asked = [study.ask() for _ in range(min(wave, n_iter - first))]
         params = {t.number: {k: dim.suggest(t, k) for k, dim in space.items()} for t in asked}
