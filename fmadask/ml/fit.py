@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,7 +163,8 @@ class Candidate:
 
 
 def fold_score(candidate: Candidate, X: np.ndarray, y: np.ndarray,
-               folds: list[tuple[np.ndarray, np.ndarray]], fold: int, fraction: float = 1.0
+               folds: list[tuple[np.ndarray, np.ndarray]], fold: int, fraction: float = 1.0,
+               held_score: Callable[..., float] | None = None
                ) -> tuple[float, str, str | None, float]:
     """Score of a scaler + model pipeline on one cross-validation fold.
 
@@ -181,6 +183,10 @@ def fold_score(candidate: Candidate, X: np.ndarray, y: np.ndarray,
     fraction : float
         Share of the fold's training rows to fit on (successive halving's budget); the fold's
         validation rows are all scored.
+    held_score : callable, optional
+        ``held_score(candidate, X_fit, Y_fit, X_held, Y_held) -> float``: fits and scores a
+        multi-label candidate (:func:`fmadask.ml.multilabel.fold_pr_auc`); by default the
+        candidate's pipeline is fitted and its ``score`` taken of the predicted genres.
 
     Returns
     -------
@@ -201,8 +207,8 @@ def fold_score(candidate: Candidate, X: np.ndarray, y: np.ndarray,
     rows = stratified_head(train_idx, y, fraction, c.seed + fold)
     metric = balanced_accuracy_score if c.score == "balanced_accuracy" else accuracy_score
     try:
-        if c.score == "pr_auc_macro":
-            value = _multilabel_fold_score(c, X[rows], y[rows], X[test_idx], y[test_idx])
+        if held_score is not None:
+            value = held_score(c, X[rows], y[rows], X[test_idx], y[test_idx])
         else:
             pipeline = make_pipeline(c.name, c.scaler, c.seed, **c.params)
             pipeline.fit(X[rows], y[rows],
@@ -211,22 +217,6 @@ def fold_score(candidate: Candidate, X: np.ndarray, y: np.ndarray,
     except Exception as exc:  # noqa: BLE001 - a failing candidate is scored NaN, not fatal
         return float("nan"), worker_address(), error_line(exc), time.perf_counter() - start
     return value, worker_address(), None, time.perf_counter() - start
-
-
-def _multilabel_fold_score(c: Candidate, X_fit: np.ndarray, Y_fit: np.ndarray,
-                           X_held: np.ndarray, Y_held: np.ndarray) -> float:
-    """Macro average precision on the held-out rows of the candidate's multi-label form, its
-    scaler fitted on the fitted rows."""
-    from sklearn.pipeline import Pipeline
-
-    from fmadask.ml.models import make_scaler
-    from fmadask.ml.multilabel import label_probabilities, multilabel_estimator
-    from fmadask.report.multilabel import ranking_scores
-
-    pipeline = Pipeline([("scale", make_scaler(c.scaler)),
-                         ("model", multilabel_estimator(c.name, c.seed, **c.params))])
-    pipeline.fit(X_fit, Y_fit)
-    return ranking_scores(Y_held, label_probabilities(pipeline, X_held))["pr_auc_macro"]
 
 
 def tsne_embedding(X: np.ndarray, seed: int) -> np.ndarray:

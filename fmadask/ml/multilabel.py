@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fmadask.ml.fit import FitOutcome, error_line, worker_address
+from fmadask.ml.fit import Candidate, FitOutcome, error_line, worker_address
 from fmadask.ml.models import make_estimator
 
 #: How each study model learns many labels at once; the others are not trained under
@@ -171,3 +171,19 @@ def evaluate_scores(dataset: Any, scores: Mapping[str, np.ndarray]) -> Any:
               for s in ("validation", "test")]
     names = {int(g): str(t) for g, t in dataset.genres["title"].items()}
     return evaluate(*splits, dataset.label_ids, parents_of(dataset.genres), names)
+
+
+def fold_pr_auc(c: Candidate, X_fit: np.ndarray, Y_fit: np.ndarray,
+                           X_held: np.ndarray, Y_held: np.ndarray) -> float:
+    """Macro average precision on the held-out rows of the candidate's multi-label form, its
+    scaler fitted on the fitted rows (the search's score under ``genres_all``: a
+    ``held_score`` of :func:`fmadask.ml.fit.fold_score`)."""
+    from sklearn.pipeline import Pipeline
+
+    from fmadask.ml.models import make_scaler
+    from fmadask.report.multilabel import ranking_scores
+
+    pipeline = Pipeline([("scale", make_scaler(c.scaler)),
+                         ("model", multilabel_estimator(c.name, c.seed, **c.params))])
+    pipeline.fit(X_fit, Y_fit)
+    return ranking_scores(Y_held, label_probabilities(pipeline, X_held))["pr_auc_macro"]

@@ -41,6 +41,7 @@ from fmadask.cluster import workers_info
 from fmadask.errors import DataError, FmadaskError
 from fmadask.ml.fit import Candidate, error_line, fold_score
 from fmadask.ml.models import Dimension
+from fmadask.ml.multilabel import fold_pr_auc
 from fmadask.ml.persist import jsonable
 from fmadask.options import setting
 
@@ -236,11 +237,14 @@ def run_search(client: Any, X: np.ndarray, y: np.ndarray,
         resumed += sum(1 for r in stored.values() if r["state"] != "RUNNING")
         fractions = halving_fractions(len(asked), fold_rows, n_classes)
 
+        # Multi-label candidates are fitted and scored in their multi-label form.
+        held_score = fold_pr_auc if score == "pr_auc_macro" else None
+
         def fit(number: int, fraction: float, priority: float) -> list[Any]:
             candidate = Candidate(name, {**base, **params[number]}, seed, settings.scaler,
                                   score, settings.class_weight)
             return [client.submit(fold_score, candidate, X_f, y_f, folds_f, fold, fraction,
-                                  pure=False, priority=priority)
+                                  held_score, pure=False, priority=priority)
                     for fold in range(n_splits)]
 
         wave_records = _halve(fit, params, stored, fractions,

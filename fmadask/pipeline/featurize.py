@@ -93,8 +93,6 @@ CLIP_SECONDS = 30.0
 MEMORY_HEADROOM = 1.25
 
 
-
-
 # ------------------------------------------------------------------- the job: config and plan
 
 
@@ -225,8 +223,7 @@ class FeaturizeState:
     complete: tuple[int, ...] = ()
     #: Their completion records, by partition, as read (None: not read).
     records: Mapping[int, dict] | None = None
-    #: Files that earlier featurize runs wrote (names relative to the folder): what an
-    #: overwrite deletes.
+    #: Files earlier featurize runs wrote (relative to the folder): what an overwrite deletes.
     written: tuple[str, ...] = ()
 
 
@@ -327,8 +324,7 @@ class FeaturizePlan:
     #: The run's label records, written by every execution (:func:`fmadask.fma.tracks.label_rows`).
     labels: tuple[tuple[int, str | None, tuple[int, ...]], ...] = ()
     genres: tuple[tuple[int, str, int, int], ...] = ()
-    #: The completion records of the complete partitions as planning read them (None: not
-    #: read); with nothing remaining, the summary counts from them instead of reading again.
+    #: The complete partitions' records as planned (None: not read): the summary's if none remain.
     records: Mapping[int, dict] | None = None
 
     @property
