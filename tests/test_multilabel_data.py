@@ -313,3 +313,17 @@ def test_predict_prints_a_predicted_sub_genres_parent_among_the_predicted(
     with_children = {titles[parents[g]] for g in card["label_ids"] if parents[g] in titles}
     assert with_children and with_children <= names(predicted.split(": ", 1)[1])
     assert not with_children & names(below)
+
+
+def test_a_data_folder_without_genres_all_is_one_line(sample_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir / "fma_metadata", data / "fma_metadata")
+    (data / "fma_small").mkdir()
+    tracks = pd.read_csv(data / "fma_metadata" / "tracks.csv", header=[0, 1], index_col=0)
+    tracks.drop(columns=[("track", "genres_all")]).to_csv(data / "fma_metadata" / "tracks.csv")
+    assert main(["featurize", str(data), "--target", "genres_all", "--out",
+                 str(tmp_path / "run"), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing columns track.genres_all" in err[0]
+    assert not (tmp_path / "run" / "features").exists()

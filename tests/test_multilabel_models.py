@@ -216,6 +216,24 @@ def test_a_run_without_genres_all_or_a_checkpoint_of_another_target_is_refused(t
                      tmp_path / "last.pt")
 
 
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_a_split_without_a_positive_is_refused_before_the_cnn_trains(split):
+    import pandas as pd
+
+    from fmadask.dl.task import GenreTree, task_for
+    from fmadask.errors import DataError
+
+    tree = GenreTree({10: 0, 11: 10, 20: 0}, {10: "Rock", 11: "Punk", 20: "Folk"})
+    index = pd.DataFrame({"split": ["training", "training", "validation", "test"],
+                          "genre_top": ["Rock", "Folk", "Rock", "Folk"],
+                          "genres_all": [[10, 11], [20], [10], [20]]})
+    assert task_for("genres_all", index, tree).labels == (10, 11, 20)
+    index.loc[index["split"] == split, "genres_all"] = pd.Series([[]], index=index.index[
+        index["split"] == split])
+    with pytest.raises(DataError, match=f"no {split} track of this run has a genre"):
+        task_for("genres_all", index, tree)
+
+
 @pytest.mark.parametrize("kind", ["classical", "cnn", "fusion"])
 @pytest.mark.parametrize("damage, words", [
     ({"thresholds": None}, "thresholds must be a finite number per class (2 classes)"),
