@@ -655,9 +655,34 @@ def check_card(card: Mapping[str, Any], path: str | Path) -> None:
             rule.check(table[last])
         except OptionError as exc:
             raise refuse(str(exc.named(key))) from None
+    if card.get("target") == "genres_all":
+        problem = _multilabel_card_problem(card)
+        if problem:
+            raise refuse(problem)
     files = card.get("files")
     for role, entry in files.items() if isinstance(files, dict) else ():
         # (an entry of another layout is the loader's to refuse: "written by an older fmadask")
         name = entry.get("name", "") if isinstance(entry, dict) else ""
         if not isinstance(name, str) or "\x00" in name:
             raise refuse(f"files.{role}.name {name!r} is not a name inside the model folder")
+
+
+def _multilabel_card_problem(card: Mapping[str, Any]) -> str | None:
+    """What makes a ``genres_all`` card unusable for prediction, or None: every kind needs a
+    genre id and a threshold per class and the genre tree (``card_genres``' inputs)."""
+    import math
+
+    n = len(card.get("classes") or [])
+    ids, thresholds, parents = (card.get(k) for k in ("label_ids", "thresholds", "parents"))
+    if not (isinstance(ids, list) and len(ids) == n and len(set(map(repr, ids))) == n
+            and all(isinstance(g, int) and not isinstance(g, bool) for g in ids)):
+        return f"label_ids must be a distinct genre id per class ({n} classes)"
+    if not (isinstance(thresholds, list) and len(thresholds) == n
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                    for t in thresholds)):
+        return f"thresholds must be a finite number per class ({n} classes)"
+    if not (isinstance(parents, dict) and all(
+            isinstance(g, str) and g.isdigit() and isinstance(v, int) and not isinstance(v, bool)
+            for g, v in parents.items())):
+        return "parents must map each genre id to its parent's id (the genre tree)"
+    return None

@@ -283,3 +283,47 @@ def test_the_search_under_genres_all_scores_macro_average_precision(
     _, card = load_classical(out / "models" / "xgboost-random")
     assert card["search"] == "random" and len(card["thresholds"]) == len(dataset.classes)
     assert (out / "search" / "xgboost-random.csv").is_file()
+
+
+def test_predict_prints_a_predicted_sub_genres_parent_among_the_predicted(
+        multi_run: Path, local_client, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The parent rule at prediction, as in the reports: with every sub-genre's threshold at 0
+    and every top-level genre's out of reach, fmadask predict still lists each top-level genre
+    among the predicted ones (before '|'), never below."""
+    import json
+
+    dataset = load_dataset(multi_run, target="genres_all")
+    _train(dataset, tmp_path / "classical", local_client, "logistic_regression")
+    model = tmp_path / "classical" / "models" / "logistic_regression"
+    card = json.loads((model / "model.json").read_text())
+    parents = {int(g): p for g, p in card["parents"].items()}
+    top = [g for g in card["label_ids"] if parents[g] == 0]
+    card["thresholds"] = [2.0 if g in top else 0.0 for g in card["label_ids"]]
+    (model / "model.json").write_text(json.dumps(card))
+    tid = int(dataset.features.index[dataset.rows("test")][0])
+    path = track_table(read_job(multi_run)["data_dir"], target="genres_all").at[tid, "path"]
+    assert main(["predict", str(model), str(path)]) == 0
+    predicted, _, below = capsys.readouterr().out.strip().partition(" | below: ")
+
+    def names(part: str) -> set[str]:          # 'Rock 0.12, Punk 0.80' -> {'Rock', 'Punk'}
+        return {item.rsplit(" ", 1)[0] for item in part.split(", ") if item}
+
+    titles = dict(zip(card["label_ids"], card["classes"]))
+    with_children = {titles[parents[g]] for g in card["label_ids"] if parents[g] in titles}
+    assert with_children and with_children <= names(predicted.split(": ", 1)[1])
+    assert not with_children & names(below)
+
+
+def test_a_data_folder_without_genres_all_is_one_line(sample_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir / "fma_metadata", data / "fma_metadata")
+    (data / "fma_small").mkdir()
+    tracks = pd.read_csv(data / "fma_metadata" / "tracks.csv", header=[0, 1], index_col=0)
+    tracks.drop(columns=[("track", "genres_all")]).to_csv(data / "fma_metadata" / "tracks.csv")
+    assert main(["featurize", str(data), "--target", "genres_all", "--out",
+                 str(tmp_path / "run"), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing columns track.genres_all" in err[0]
+    assert not (tmp_path / "run" / "features").exists()

@@ -216,6 +216,50 @@ def test_a_run_without_genres_all_or_a_checkpoint_of_another_target_is_refused(t
                      tmp_path / "last.pt")
 
 
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_a_split_without_a_positive_is_refused_before_the_cnn_trains(split):
+    import pandas as pd
+
+    from fmadask.dl.task import GenreTree, task_for
+    from fmadask.errors import DataError
+
+    tree = GenreTree({10: 0, 11: 10, 20: 0}, {10: "Rock", 11: "Punk", 20: "Folk"})
+    index = pd.DataFrame({"split": ["training", "training", "validation", "test"],
+                          "genre_top": ["Rock", "Folk", "Rock", "Folk"],
+                          "genres_all": [[10, 11], [20], [10], [20]]})
+    assert task_for("genres_all", index, tree).labels == (10, 11, 20)
+    index.loc[index["split"] == split, "genres_all"] = pd.Series([[]], index=index.index[
+        index["split"] == split])
+    with pytest.raises(DataError, match=f"no {split} track of this run has a genre"):
+        task_for("genres_all", index, tree)
+
+
+@pytest.mark.parametrize("kind", ["classical", "cnn", "fusion"])
+@pytest.mark.parametrize("damage, words", [
+    ({"thresholds": None}, "thresholds must be a finite number per class (2 classes)"),
+    ({"thresholds": [0.5, float("nan")]}, "thresholds must be a finite number per class"),
+    ({"thresholds": [0.5]}, "thresholds must be a finite number per class"),
+    ({"label_ids": [10, 10]}, "label_ids must be a distinct genre id per class"),
+    ({"label_ids": ["10", "11"]}, "label_ids must be a distinct genre id per class"),
+    ({"parents": [[11, 10]]}, "parents must map each genre id"),
+])
+def test_a_damaged_multi_label_card_is_one_line_for_every_kind(kind, damage, words, tmp_path,
+                                                                capsys):
+    """Every model kind's card is checked before its loader runs: a multi-label card without
+    a usable genre id, threshold or genre tree is refused by fmadask predict in one line."""
+    import json
+
+    from fmadask.cli import main
+
+    card = {"kind": kind, "classes": ["Rock", "Punk"], "target": "genres_all",
+            "label_ids": [10, 11], "thresholds": [0.4, 0.3], "parents": {"10": 0, "11": 10},
+            **damage}
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    assert main(["predict", str(tmp_path), str(tmp_path / "song.mp3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and "the card is damaged" in err[0]
+
+
 # --------------------------------------------------------------------------- the fusion
 
 

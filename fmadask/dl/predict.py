@@ -87,8 +87,6 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
     if missing:
         raise DataError(f"{meta_path} lacks {', '.join(missing)}: not a complete CNN model "
                         "(damaged, or written by an older fmadask); train it again")
-    if meta.get("target") == "genres_all":
-        check_multilabel_card(meta, meta_path)
     weights = verified_files(model_dir, meta["files"], MODEL_CARD)["weights"]
     try:
         net = build_net(meta["arch"], len(meta["classes"]), int(meta["n_mels"]),
@@ -98,22 +96,6 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tup
         raise DataError(f"{model_dir}: the model cannot be rebuilt from its files "
                         f"({type(exc).__name__}): train it again") from None
     return net.to(device).eval(), meta
-
-
-def check_multilabel_card(meta: dict, path: Path) -> None:
-    """Refuse a multi-label card whose labels, thresholds and genre tree do not fit its
-    outputs (one line)."""
-    k = len(meta["classes"])
-    labels, thresholds = meta.get("label_ids"), meta.get("thresholds")
-    parents = meta.get("parents")
-    if not (isinstance(labels, list) and len(labels) == k
-            and all(isinstance(g, int) for g in labels)
-            and isinstance(thresholds, list) and len(thresholds) == k
-            and all(isinstance(t, (int, float)) for t in thresholds)
-            and isinstance(parents, dict)):
-        raise DataError(f"{path}: a multi-label model needs one genre id and one threshold per "
-                        "class and the genre tree (label_ids, thresholds, parents): train it "
-                        "again")
 
 
 def multilabel_row(classes: list[str], meta: dict, probs: np.ndarray) -> dict:

@@ -185,10 +185,12 @@ def task_for(target: str, index: pd.DataFrame, genres: GenreTree | None) -> Task
     if not labels:
         raise DataError("no training track of this run has a genre: the multi-label CNN has "
                         "nothing to learn")
-    validation = index.loc[index["split"] == "validation", "genres_all"]
-    if not any(int(g) in labels for ids in validation for g in ids):
-        raise DataError("no validation track of this run has a genre the training tracks have: "
-                        "the multi-label CNN's thresholds cannot be chosen")
+    for split, why in (("validation", "the multi-label CNN's thresholds cannot be chosen"),
+                       ("test", "the multi-label CNN would score nothing")):
+        ids_of = index.loc[index["split"] == split, "genres_all"]
+        if not any(int(g) in labels for ids in ids_of for g in ids):
+            raise DataError(f"no {split} track of this run has a genre the training tracks "
+                            f"have: {why}")
     return Task(GENRES_ALL, tuple(genres.names[g] for g in labels), tuple(labels), genres)
 
 

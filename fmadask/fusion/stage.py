@@ -523,7 +523,7 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
     """
     # Each part's own predictor, called directly: fmadask.predict (which dispatches on a card's
     # kind) sits above this module, and the parts' kinds are fixed.
-    from fmadask.dl.predict import check_multilabel_card, predict_cnn
+    from fmadask.dl.predict import predict_cnn
     from fmadask.ml.predict import predict_classical
 
     predictors = {"classical": predict_classical, "cnn": predict_cnn}
@@ -561,7 +561,6 @@ def predict_fusion(model_dir: str | Path, paths: Sequence[str | Path]) -> pd.Dat
     if multilabel:
         from fmadask.report.multilabel import card_genres
 
-        check_multilabel_card(card, model_dir / MODEL_CARD)
         chosen = card_genres(np.nan_to_num(fused, nan=-1.0), card)
         table = table.drop(columns="genre_vote")
         table.insert(3, "genres", [genres if k else None for genres, k in zip(chosen, ok)])

@@ -196,15 +196,9 @@ def jsonable(value: Any) -> Any:
 
 
 def _check_target(card: dict[str, Any], model_dir: str | Path, target: str | None) -> None:
-    """A card trained for ``target`` (when given), and a multi-label card with a threshold and
-    a genre id for each of its classes."""
+    """A card trained for ``target`` (when given). (A multi-label card's genre ids, thresholds
+    and tree are checked with every card, :func:`fmadask.runfolder.check_card`.)"""
     trained_for = card.get("target", "genre_top")
     if target is not None and trained_for != target:
         raise DataError(f"{model_dir} was trained for {trained_for}, not {target}: choose a "
                         f"model trained with --target {target} (data.target)")
-    if trained_for == "genres_all":
-        n = len(card.get("classes") or [])
-        if not all(isinstance(card.get(k), list) and len(card[k]) == n
-                   for k in ("thresholds", "label_ids")):
-            raise DataError(f"{model_dir}: its multi-label card lacks a threshold or genre id "
-                            "per genre: train the model again")
