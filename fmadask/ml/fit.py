@@ -147,9 +147,7 @@ class Candidate:
         The estimator's ``random_state`` and the seed of the row subsample.
     scaler : {'minmax', 'standard'}
     score : {'accuracy', 'balanced_accuracy', 'pr_auc_macro'}
-        The last for ``genres_all`` (0/1 label rows): the candidate is the model's multi-label
-        form (:func:`fmadask.ml.multilabel.multilabel_estimator`), scored by macro average
-        precision over the labels the fold's held-out rows can score.
+        The last for ``genres_all`` (:func:`fmadask.ml.multilabel.fold_score_multilabel`).
     class_weight : {None, 'balanced'}
     """
 
@@ -201,32 +199,13 @@ def fold_score(candidate: Candidate, X: np.ndarray, y: np.ndarray,
     rows = stratified_head(train_idx, y, fraction, c.seed + fold)
     metric = balanced_accuracy_score if c.score == "balanced_accuracy" else accuracy_score
     try:
-        if c.score == "pr_auc_macro":
-            value = _multilabel_fold_score(c, X[rows], y[rows], X[test_idx], y[test_idx])
-        else:
-            pipeline = make_pipeline(c.name, c.scaler, c.seed, **c.params)
-            pipeline.fit(X[rows], y[rows],
-                         model__sample_weight=balanced_weights(y[rows], c.class_weight))
-            value = float(metric(y[test_idx], pipeline.predict(X[test_idx])))
+        pipeline = make_pipeline(c.name, c.scaler, c.seed, **c.params)
+        pipeline.fit(X[rows], y[rows],
+                     model__sample_weight=balanced_weights(y[rows], c.class_weight))
+        value = float(metric(y[test_idx], pipeline.predict(X[test_idx])))
     except Exception as exc:  # noqa: BLE001 - a failing candidate is scored NaN, not fatal
         return float("nan"), worker_address(), error_line(exc), time.perf_counter() - start
     return value, worker_address(), None, time.perf_counter() - start
-
-
-def _multilabel_fold_score(c: Candidate, X_fit: np.ndarray, Y_fit: np.ndarray,
-                           X_held: np.ndarray, Y_held: np.ndarray) -> float:
-    """Macro average precision on the held-out rows of the candidate's multi-label form, its
-    scaler fitted on the fitted rows."""
-    from sklearn.pipeline import Pipeline
-
-    from fmadask.ml.models import make_scaler
-    from fmadask.ml.multilabel import label_probabilities, multilabel_estimator
-    from fmadask.report.multilabel import ranking_scores
-
-    pipeline = Pipeline([("scale", make_scaler(c.scaler)),
-                         ("model", multilabel_estimator(c.name, c.seed, **c.params))])
-    pipeline.fit(X_fit, Y_fit)
-    return ranking_scores(Y_held, label_probabilities(pipeline, X_held))["pr_auc_macro"]
 
 
 def tsne_embedding(X: np.ndarray, seed: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fmadask.ml.fit import FitOutcome, error_line, worker_address
+from fmadask.ml.fit import Candidate, FitOutcome, error_line, stratified_head, worker_address
 from fmadask.ml.models import make_estimator
 
 #: How each study model learns many labels at once; the others are not trained under
@@ -111,6 +111,48 @@ def fit_multilabel(name: str, params: dict[str, Any], seed: int, X_train: np.nda
                           worker=worker_address(), error=error_line(exc))
     return FitOutcome(name, params, estimator, {}, time.perf_counter() - start, worker_address(),
                       scores=scores)
+
+
+def fold_score_multilabel(candidate: Candidate, X: np.ndarray, Y: np.ndarray,
+                          folds: list[tuple[np.ndarray, np.ndarray]], fold: int,
+                          fraction: float = 1.0) -> tuple[float, str, str | None, float]:
+    """:func:`fmadask.ml.fit.fold_score` under ``genres_all``: the candidate's multi-label form
+    (its scaler fitted on the fold's training rows), scored by macro average precision over the
+    labels the fold's held-out rows can score.
+
+    Parameters
+    ----------
+    candidate : Candidate
+        ``score`` is 'pr_auc_macro'.
+    X : numpy.ndarray, shape (n, d)
+        The whole training split.
+    Y : numpy.ndarray, shape (n, k)
+        Its 0/1 labels.
+    folds, fold, fraction
+        As for :func:`fmadask.ml.fit.fold_score`.
+
+    Returns
+    -------
+    value, worker, error, seconds
+        As :func:`fmadask.ml.fit.fold_score`'s.
+    """
+    from sklearn.pipeline import Pipeline
+
+    from fmadask.ml.models import make_scaler
+    from fmadask.report.multilabel import ranking_scores
+
+    c = candidate
+    start = time.perf_counter()
+    train_idx, test_idx = folds[fold]
+    rows = stratified_head(train_idx, Y, fraction, c.seed + fold)
+    try:
+        pipeline = Pipeline([("scale", make_scaler(c.scaler)),
+                             ("model", multilabel_estimator(c.name, c.seed, **c.params))])
+        pipeline.fit(X[rows], Y[rows])
+        value = ranking_scores(Y[test_idx], label_probabilities(pipeline, X[test_idx]))
+    except Exception as exc:  # noqa: BLE001 - a failing candidate is scored NaN, not fatal
+        return float("nan"), worker_address(), error_line(exc), time.perf_counter() - start
+    return value["pr_auc_macro"], worker_address(), None, time.perf_counter() - start
 
 
 def parents_of(genres: Any) -> dict[int, int]:

@@ -207,6 +207,11 @@ def run_search(client: Any, X: np.ndarray, y: np.ndarray,
     n_splits = n_splits_for(y, settings.cv)
     # (a genres_all label set is no class to stratify by: plain shuffled folds)
     splitter = KFold if np.ndim(y) == 2 else StratifiedKFold
+    score_fold = fold_score
+    if np.ndim(y) == 2:
+        from fmadask.ml.multilabel import fold_score_multilabel
+
+        score_fold = fold_score_multilabel
     folds = [(a.astype(np.int64), b.astype(np.int64))
              for a, b in splitter(n_splits, shuffle=True, random_state=seed).split(X, y)]
     if method == "random":
@@ -239,7 +244,7 @@ def run_search(client: Any, X: np.ndarray, y: np.ndarray,
         def fit(number: int, fraction: float, priority: float) -> list[Any]:
             candidate = Candidate(name, {**base, **params[number]}, seed, settings.scaler,
                                   score, settings.class_weight)
-            return [client.submit(fold_score, candidate, X_f, y_f, folds_f, fold, fraction,
+            return [client.submit(score_fold, candidate, X_f, y_f, folds_f, fold, fraction,
                                   pure=False, priority=priority)
                     for fold in range(n_splits)]
 
