@@ -487,18 +487,22 @@ def test_closing_our_local_cluster_tolerates_dask_running_out_of_time_to_reap_a_
     import psutil
     from distributed import Client, LocalCluster
 
-    from fmadask.cluster import _close
+    from fmadask.cluster import _close, worker_config
 
     class SlowToReap(LocalCluster):
         def close(self, *args, **kwargs):
             super().close(*args, **kwargs)
             raise TimeoutError        # as distributed's nanny raises it after its kill
 
-    cluster = SlowToReap(n_workers=1, threads_per_worker=1, processes=True,
-                         dashboard_address=":0")
+    # fmadask's worker config, as get_client's: a plain LocalCluster's nanny would set Dask's
+    # MALLOC_TRIM_THRESHOLD_ in this process's environment, for every later test's workers.
+    with dask.config.set(worker_config()):
+        cluster = SlowToReap(n_workers=1, threads_per_worker=1, processes=True,
+                             dashboard_address=":0")
     client = Client(cluster)
     pids = list(client.run(os.getpid).values())
     _close(client, cluster, quietly=False)
     assert client.status == "closed"
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
                    for p in pids)
