@@ -93,8 +93,6 @@ CLIP_SECONDS = 30.0
 MEMORY_HEADROOM = 1.25
 
 
-
-
 # ------------------------------------------------------------------- the job: config and plan
 
 
@@ -328,7 +326,7 @@ class FeaturizePlan:
     labels: tuple[tuple[int, str | None, tuple[int, ...]], ...] = ()
     genres: tuple[tuple[int, str, int, int], ...] = ()
     #: The completion records of the complete partitions as planning read them (None: not
-    #: read); with nothing remaining, the summary counts from them instead of reading again.
+    #: read); with nothing remaining (nothing written under the lock) the summary counts them.
     records: Mapping[int, dict] | None = None
 
     @property
@@ -505,9 +503,6 @@ def _compute(client: Client, todo: list[Track], partition_size: int, run_dir: Pa
     stats.seconds = time.perf_counter() - start
 
 
-
-
-
 def _remove_written(run_dir: str | Path, names: Iterable[str],
                     storage_options: Mapping[str, Any] | None) -> None:
     """Delete the files ``names`` of an earlier run (:attr:`FeaturizePlan.removes`), then on
@@ -598,7 +593,6 @@ def execute_featurize(plan: FeaturizePlan, client: Client | None = None, *,
         # fmadask wrote them) are replaced by the same tracks' current ones.
         write_labels(run_dir, plan.labels, plan.genres, so)
 
-        # Nothing written under the lock when nothing remained: the records planning read hold.
         summary = summarize(run_dir, so, None if plan.remaining else plan.records)
         summary.update(partitions_run=stats.partitions_run,
                        partitions_skipped=len(plan.complete), tracks_run=stats.tracks_run,
