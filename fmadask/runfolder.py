@@ -260,11 +260,15 @@ class PartitionFiles:
             Also compare SHA-256 digests of the files whose tag is not the one recorded (reads
             their bytes); by default sizes only.
         """
-        return self.matching_record(what, checksums) is not None
+        # (read as complete_records reads every record: missing or, on disk, unreadable is
+        # None; a store that cannot be reached raises, never looks like "redo it all")
+        [content] = storage.read_many([self.record], self.storage_options)
+        return self.check_record(content, what, checksums) is not None
 
-    def matching_record(self, what: Sequence[str], checksums: bool = False,
-                        listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict | None:
-        """The partition's completion record when it exists and every file matches it, else None.
+    def check_record(self, content: bytes | None, what: Sequence[str], checksums: bool = False,
+                     listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict | None:
+        """The completion record ``content`` (as read, None when there is none) parsed, when
+        every file of the partition matches it, else None.
 
         Parameters
         ----------
@@ -275,22 +279,6 @@ class PartitionFiles:
             tags come from it instead of a request per file. With ``checksums`` a file whose
             tag is the one recorded is not read (only a changed one is), listed or not.
         """
-        if listed is not None and self.name(self.record) not in listed:
-            return None     # never finished (in flight when its run stopped): nothing to read
-        try:
-            content = storage.read_bytes(self.record, self.storage_options)
-        except FileNotFoundError:
-            return None
-        except OSError:
-            if storage.is_url(self.run_dir):
-                raise       # a store that cannot be reached must not look like "redo it all"
-            return None
-        return self.check_record(content, what, checksums, listed)
-
-    def check_record(self, content: bytes | None, what: Sequence[str], checksums: bool = False,
-                     listed: Mapping[str, Mapping[str, Any]] | None = None) -> dict | None:
-        """The completion record ``content`` (as read, None when there is none) parsed, when
-        every file of the partition matches it, else None (see :meth:`matching_record`)."""
         url = storage.is_url(self.run_dir)
         try:
             record = json.loads(content)

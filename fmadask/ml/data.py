@@ -234,6 +234,7 @@ def _from_run(run_dir: str | Path, split: str | None, split_seed: int | None, ta
               storage_options: Mapping[str, Any] | None = None) -> Dataset:
     job = read_job(run_dir, storage_options)
     params = job["params"]
+    stored, seed = _recorded_split(run_dir, params, split, split_seed)   # before reading data
     table = read_features(run_dir, storage_options=storage_options)
     if table.empty:
         raise DataError(f"{run_dir} holds no featurized track: check its errors/ folder "
@@ -257,7 +258,6 @@ def _from_run(run_dir: str | Path, split: str | None, split_seed: int | None, ta
         keep = table["genre_top"].notna().to_numpy()
     excluded = int((~keep).sum())
     table = table[keep]
-    stored, seed = _recorded_split(run_dir, params, split, split_seed)
     info = {"kind": "run", "path": str(storage.resolve(run_dir)), "sr": params.get("sr"),
             "fma_compat": params.get("fma_compat", True), "decoders": job.get("decoders"),
             "max_seconds": params.get("max_seconds"), "subset": params.get("subset"),

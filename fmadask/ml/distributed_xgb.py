@@ -57,6 +57,7 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
     start = time.perf_counter()
     multilabel = np.ndim(y_train) == 2
     n_workers = len(workers_info(client))
+    workers = f"xgboost.dask ({n_workers} workers)"
     # One block per worker at least, so that every worker takes part.
     block = max(1, -(-len(X_train) // max(1, n_workers)))
     try:
@@ -97,8 +98,7 @@ def fit_xgboost_dask(client: Any, params: dict[str, Any], seed: int, X_train: np
                            for s, Xe in evaluate.items()}
     except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
         return FitOutcome("xgboost", params, None, seconds=time.perf_counter() - start,
-                          worker=f"xgboost.dask ({n_workers} workers)", error=error_line(exc))
-    workers = f"xgboost.dask ({n_workers} workers)"
+                          worker=workers, error=error_line(exc))
     if multilabel:
         return FitOutcome("xgboost", params, local, {}, time.perf_counter() - start, workers,
                           scores=scores)

@@ -173,8 +173,8 @@ def evaluate_scores(dataset: Any, scores: Mapping[str, np.ndarray]) -> Any:
     return evaluate(*splits, dataset.label_ids, parents_of(dataset.genres), names)
 
 
-def fold_pr_auc(c: Candidate, X_fit: np.ndarray, Y_fit: np.ndarray,
-                           X_held: np.ndarray, Y_held: np.ndarray) -> float:
+def fold_pr_auc(c: Candidate, X_fit: np.ndarray, Y_fit: np.ndarray, X_held: np.ndarray,
+                Y_held: np.ndarray) -> float:
     """Macro average precision on the held-out rows of the candidate's multi-label form, its
     scaler fitted on the fitted rows (the search's score under ``genres_all``: a
     ``held_score`` of :func:`fmadask.ml.fit.fold_score`)."""

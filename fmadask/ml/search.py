@@ -205,6 +205,8 @@ def run_search(client: Any, X: np.ndarray, y: np.ndarray,
     name, space, method, n_iter, seed = (settings.name, settings.space, settings.method,
                                          settings.n_iter, settings.seed)
     score = settings.score or score_for(y)
+    # Multi-label candidates are fitted and scored in their multi-label form.
+    held_score = fold_pr_auc if score == "pr_auc_macro" else None
     n_splits = n_splits_for(y, settings.cv)
     # (a genres_all label set is no class to stratify by: plain shuffled folds)
     splitter = KFold if np.ndim(y) == 2 else StratifiedKFold
@@ -236,9 +238,6 @@ def run_search(client: Any, X: np.ndarray, y: np.ndarray,
         stored = {n: r for n, r in stored.items() if r is not None}
         resumed += sum(1 for r in stored.values() if r["state"] != "RUNNING")
         fractions = halving_fractions(len(asked), fold_rows, n_classes)
-
-        # Multi-label candidates are fitted and scored in their multi-label form.
-        held_score = fold_pr_auc if score == "pr_auc_macro" else None
 
         def fit(number: int, fraction: float, priority: float) -> list[Any]:
             candidate = Candidate(name, {**base, **params[number]}, seed, settings.scaler,
